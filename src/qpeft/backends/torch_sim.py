@@ -1,0 +1,92 @@
+"""In-process simulator backends: exact statevector, finite shots, noisy density matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from qpeft.backends.base import Backend
+from qpeft.quantum.circuit import Circuit
+from qpeft.quantum.density import NoiseModel, density_probabilities, simulate_density
+from qpeft.quantum.shots import estimate_from_counts, sample_counts
+from qpeft.quantum.statevector import (
+    METHODS,
+    expval_z_from_probs,
+    probabilities,
+    simulate,
+    z_signs,
+)
+
+
+def _readout(probs: torch.Tensor, n_qubits: int, observable: str) -> torch.Tensor:
+    Backend.check_observable(observable)
+    return probs if observable == "probs" else expval_z_from_probs(probs, n_qubits)
+
+
+class TorchBackend(Backend):
+    """Exact statevector simulation in PyTorch (CPU or CUDA), differentiable by autograd."""
+
+    name = "torch"
+    supports_backprop = True
+
+    def __init__(self, method: str = "auto", dtype: torch.dtype = torch.complex64):
+        if method not in METHODS:
+            raise ValueError(f"unknown simulation method {method!r}; choose one of {METHODS}")
+        self.method, self.dtype = method, dtype
+
+    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        state = simulate(circuit, inputs, weights, method=self.method, dtype=self.dtype)
+        return _readout(probabilities(state), circuit.n_qubits, observable)
+
+
+def _sampled(probs: torch.Tensor, n_qubits: int, shots: int, generator, observable: str):
+    counts = sample_counts(probs, shots, generator)
+    if observable == "probs":
+        return counts.to(probs.dtype) / shots
+    signs = z_signs(n_qubits, torch.float64, probs.device)
+    return estimate_from_counts(counts, signs).mean.to(probs.dtype)
+
+
+class ShotsBackend(Backend):
+    """Exact simulation followed by ``shots`` samples per circuit (not differentiable:
+    use ``diff_method="parameter_shift"``)."""
+
+    name = "shots"
+
+    def __init__(self, shots: int = 1024, seed: int | None = None, method: str = "auto"):
+        if not isinstance(shots, int) or shots < 1:
+            raise ValueError(f"`shots` must be a positive integer, got {shots!r}")
+        self.shots, self.method = shots, method
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        Backend.check_observable(observable)
+        with torch.no_grad():
+            probs = probabilities(simulate(circuit, inputs, weights, method=self.method))
+        gen = self.generator
+        if gen is not None and probs.device.type != "cpu":
+            probs = probs.cpu()
+        return _sampled(probs, circuit.n_qubits, self.shots, gen, observable).to(probs.device)
+
+
+class NoisyBackend(Backend):
+    """Density-matrix simulation with a :class:`NoiseModel`; differentiable when exact
+    (``shots=None``)."""
+
+    name = "noisy"
+
+    def __init__(self, noise: NoiseModel | dict | None = None, shots: int | None = None,
+                 seed: int | None = None, dtype: torch.dtype = torch.complex64):
+        self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
+        if shots is not None and (not isinstance(shots, int) or shots < 1):
+            raise ValueError(f"`shots` must be a positive integer or None, got {shots!r}")
+        self.shots, self.dtype = shots, dtype
+        self.supports_backprop = shots is None
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        Backend.check_observable(observable)
+        rho = simulate_density(circuit, inputs, weights, self.noise, dtype=self.dtype)
+        probs = density_probabilities(rho, self.noise)
+        if self.shots is None:
+            return _readout(probs, circuit.n_qubits, observable)
+        return _sampled(probs.detach(), circuit.n_qubits, self.shots, self.generator, observable)

@@ -1,0 +1,103 @@
+"""Export a bound circuit as OpenQASM 3, OpenQASM 2 or OriginIR text.
+
+The circuit must be bound (every angle a constant): call ``circuit.bind(inputs, weights)``
+first, or pass ``inputs`` / ``weights`` here. Wire ``w`` becomes qubit ``q[w]`` in every
+format; the text formats carry no bit order, the simulators that read them do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qpeft.quantum.circuit import Circuit, Const
+
+# Gates that the target's standard library lacks get a definition in the header.
+_QASM_NAMES = {
+    "RX": "rx", "RY": "ry", "RZ": "rz", "U3": "u3", "H": "h", "X": "x", "Y": "y", "Z": "z",
+    "S": "s", "T": "t", "CNOT": "cx", "CZ": "cz", "SWAP": "swap", "CRX": "crx", "CRY": "cry",
+    "CRZ": "crz", "RXX": "rxx", "RYY": "ryy", "RZZ": "rzz",
+}
+_DEFINITIONS = {
+    "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
+    "rxx": "gate rxx(theta) a, b { h a; h b; cx a, b; rz(theta) b; cx a, b; h a; h b; }",
+    "ryy": (
+        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; "
+        "rx(-pi/2) a; rx(-pi/2) b; }"
+    ),
+    # OpenQASM 2's qelib1.inc has crz but neither crx nor cry; swap is missing too.
+    "crx": "gate crx(theta) c, t { h t; crz(theta) c, t; h t; }",
+    "cry": "gate cry(theta) c, t { ry(theta/2) t; cx c, t; ry(-theta/2) t; cx c, t; }",
+    "swap": "gate swap a, b { cx a, b; cx b, a; cx a, b; }",
+}
+_MISSING = {2: {"rzz", "rxx", "ryy", "crx", "cry", "swap"}, 3: {"rzz", "rxx", "ryy"}}
+
+
+def _bound(circuit: Circuit, inputs, weights) -> Circuit:
+    if inputs is not None or weights is not None or circuit.n_inputs or circuit.n_weights:
+        circuit = circuit.bind(inputs, weights)
+    for op in circuit.ops:
+        assert all(isinstance(p, Const) for p in op.params), "bind() left a free angle"
+    return circuit
+
+
+def _angles(op) -> str:
+    return ", ".join(repr(float(p.value)) for p in op.params)
+
+
+def to_qasm(
+    circuit: Circuit, inputs: Sequence[float] | None = None, weights: Sequence[float] | None = None,
+    *, version: int = 3,
+) -> str:
+    """OpenQASM text (``version`` 3 or 2) of the circuit bound to one input row and weights."""
+    if version not in (2, 3):
+        raise ValueError(f"OpenQASM `version` must be 2 or 3, got {version!r}")
+    c = _bound(circuit, inputs, weights)
+    used = {_QASM_NAMES[op.gate] for op in c.ops}
+    if version == 3:
+        lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
+    else:
+        lines = ["OPENQASM 2.0;", 'include "qelib1.inc";']
+    lines += [_DEFINITIONS[g] for g in _DEFINITIONS if g in used and g in _MISSING[version]]
+    lines.append(f"qubit[{c.n_qubits}] q;" if version == 3 else f"qreg q[{c.n_qubits}];")
+    for op in c.ops:
+        name = _QASM_NAMES[op.gate]
+        args = f"({_angles(op)})" if op.params else ""
+        wires = ", ".join(f"q[{w}]" for w in op.wires)
+        lines.append(f"{name}{args} {wires};")
+    return "\n".join(lines) + "\n"
+
+
+def to_qasm3(circuit: Circuit, inputs=None, weights=None) -> str:
+    """OpenQASM 3 text; see :func:`to_qasm`."""
+    return to_qasm(circuit, inputs, weights, version=3)
+
+
+def to_qasm2(circuit: Circuit, inputs=None, weights=None) -> str:
+    """OpenQASM 2 text; see :func:`to_qasm`."""
+    return to_qasm(circuit, inputs, weights, version=2)
+
+
+_ORIGINIR_NAMES = {
+    "RX": "RX", "RY": "RY", "RZ": "RZ", "U3": "U3", "H": "H", "X": "X", "Y": "Y", "Z": "Z",
+    "S": "S", "T": "T", "CNOT": "CNOT", "CZ": "CZ", "SWAP": "SWAP", "RXX": "RXX",
+    "RYY": "RYY", "RZZ": "RZZ",
+}
+
+
+def to_originir(circuit: Circuit, inputs=None, weights=None) -> str:
+    """OriginIR text (QPanda / Origin QCloud) of the bound circuit.
+
+    Controlled rotations are written as ``CONTROL q[c] / R q[t],(theta) / ENDCONTROL``, the
+    form pyqpanda3 itself emits.
+    """
+    c = _bound(circuit, inputs, weights)
+    lines = [f"QINIT {c.n_qubits}", f"CREG {c.n_qubits}"]
+    for op in c.ops:
+        angles = f",({_angles(op).replace(' ', '')})" if op.params else ""
+        if op.gate in ("CRX", "CRY", "CRZ"):
+            ctrl, target = op.wires
+            lines += [f"CONTROL q[{ctrl}]", f"{op.gate[1:]} q[{target}]{angles}", "ENDCONTROL"]
+            continue
+        wires = ",".join(f"q[{w}]" for w in op.wires)
+        lines.append(f"{_ORIGINIR_NAMES[op.gate]} {wires}{angles}")
+    return "\n".join(lines) + "\n"
