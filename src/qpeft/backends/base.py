@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from qpeft.quantum.circuit import Circuit
+if TYPE_CHECKING:
+    from qpeft.quantum.circuit import Circuit
 
 OBSERVABLES = ("z", "probs")
 

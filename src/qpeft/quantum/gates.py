@@ -246,4 +246,4 @@ def gate_matrix(
         raise ValueError(f"gate {gate.name} takes {gate.n_params} angle(s), got {len(angles)}")
     if gate.n_params == 0:
         return gate.matrix_fn(dtype=dtype, device=device)
-    return gate.matrix_fn(*angles, dtype=dtype, device=device)
+    return gate.matrix_fn(*torch.broadcast_tensors(*angles), dtype=dtype, device=device)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from qpeft.backends.base import Backend, get_backend
-from qpeft.backends.torch_sim import TorchBackend
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.shift import parameter_shift
 from qpeft.quantum.statevector import check_memory
@@ -32,7 +31,8 @@ class _Hybrid(torch.autograd.Function):
         with torch.enable_grad():
             x = inputs.detach().requires_grad_(ctx.needs_input_grad[0])
             w = weights.detach().requires_grad_(True)
-            out = TorchBackend().run(ctx.circuit, x if x.shape[-1] else None, w, ctx.observable)
+            dtype = torch.complex128 if w.dtype == torch.float64 else torch.complex64
+            out = get_backend("torch", dtype=dtype).run(ctx.circuit, x if x.shape[-1] else None, w, ctx.observable)
             wanted = [t for t in (x, w) if t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
         grad_x = next(grads) if x.requires_grad else None

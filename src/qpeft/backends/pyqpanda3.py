@@ -1,0 +1,57 @@
+"""pyqpanda3 boundary: run qpeft circuits on QPanda's local CPUQVM via OriginIR.
+
+Origin QCloud (the ``origin_wukong`` chip) takes the same OriginIR; the remote service
+comes with the hardware issue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qpeft.backends.base import Backend, require
+from qpeft.backends.qiskit import from_qiskit_order
+from qpeft.quantum.circuit import Circuit
+from qpeft.quantum.export import to_originir
+
+
+def to_qprog(circuit: Circuit, inputs=None, weights=None):
+    """A pyqpanda3 ``QProg`` for one input row and weights (through OriginIR text)."""
+    ic = require("pyqpanda3.intermediate_compiler", "pyqpanda3")
+    return ic.convert_originir_string_to_qprog(to_originir(circuit, inputs, weights))
+
+
+class PyQPanda3Backend(Backend):
+    """Runs each circuit of the batch on pyqpanda3's CPUQVM (exact probabilities)."""
+
+    name = "pyqpanda3"
+
+    def __init__(self):
+        self.core = require("pyqpanda3.core", "pyqpanda3")
+
+    def probabilities(self, circuit: Circuit, inputs, weights) -> np.ndarray:
+        """(batch, 2^n) probabilities in qpeft (big-endian) order."""
+        if circuit.amplitude_encoding:
+            raise ValueError("the pyqpanda3 backend runs gate circuits; use angle encoding")
+        x = None if inputs is None else inputs.detach().cpu().double().numpy()
+        w = None if weights is None else weights.detach().cpu().double().numpy()
+        batch = x.shape[0] if x is not None else (w.shape[0] if w is not None and w.ndim == 2 else 1)
+        rows = []
+        for b in range(batch):
+            wb = None if w is None else (w[b] if w.ndim == 2 else w)
+            qvm = self.core.CPUQVM()
+            qvm.run(to_qprog(circuit, None if x is None else x[b], wb), 1)
+            amps = np.asarray(qvm.result().get_state_vector())
+            rows.append(np.abs(amps) ** 2)
+        # QPanda indexes basis states little-endian (qubit 0 least significant), like Qiskit.
+        return from_qiskit_order(np.stack(rows), circuit.n_qubits)
+
+    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        Backend.check_observable(observable)
+        ref = inputs if inputs is not None else weights
+        probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
+        if observable == "probs":
+            return probs.to(ref.device)
+        from qpeft.quantum.statevector import expval_z_from_probs
+
+        return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)

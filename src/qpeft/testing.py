@@ -1,0 +1,48 @@
+"""Helpers shared by qpeft's tests and by anyone testing a backend against qpeft:
+seeded random circuits and the numerical tolerances, kept in one place."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from qpeft.quantum.circuit import Circuit, Const, Input, Weight
+from qpeft.quantum.gates import GATES
+
+#: allclose tolerances per complex dtype of the simulation.
+TOL = {
+    torch.complex64: {"atol": 2e-5, "rtol": 1e-4},
+    torch.complex128: {"atol": 1e-10, "rtol": 1e-8},
+}
+#: tolerance for gradients from central finite differences in float64 (step 1e-6).
+FD_TOL = {"atol": 1e-6, "rtol": 1e-5}
+
+
+def random_circuit(
+    n_qubits: int, n_ops: int, seed: int, *, n_inputs: int | None = None, n_weights: int = 6,
+    gates: list[str] | None = None,
+) -> Circuit:
+    """A seeded random circuit over the whole gate table (or ``gates``): angles read inputs,
+    weights (some reused) and constants; starts with RY encoding of the inputs."""
+    rng = random.Random(seed)
+    names = [g for g in (gates or sorted(GATES)) if GATES[g].n_wires <= n_qubits]
+    n_inputs = n_qubits if n_inputs is None else n_inputs
+    c = Circuit(n_qubits)
+    for i in range(n_inputs):
+        c.add("RY", [i % n_qubits], Input(i))
+    for _ in range(n_ops):
+        gate = GATES[rng.choice(names)]
+        wires = rng.sample(range(n_qubits), gate.n_wires)
+        params = []
+        for _ in range(gate.n_params):
+            kind = rng.random()
+            if kind < 0.6:
+                params.append(Weight(rng.randrange(n_weights)))
+            elif kind < 0.8 and n_inputs:
+                params.append(Input(rng.randrange(n_inputs)))
+            else:
+                params.append(Const(rng.uniform(-3.14, 3.14)))
+        c.add(gate.name, wires, *params)
+    c.n_weights = max(c.n_weights, n_weights)
+    return c

@@ -1,0 +1,49 @@
+"""QuantumLayer as an nn.Module: shapes, training, state dict."""
+
+import pytest
+import torch
+
+from qpeft.quantum import Circuit, QuantumLayer, Weight, build_ansatz, hardware_efficient
+
+
+def test_shapes_follow_leading_dimensions():
+    layer = QuantumLayer(hardware_efficient(4, 2))
+    assert layer(torch.randn(2, 5, 4)).shape == (2, 5, 4)
+    probs = QuantumLayer(hardware_efficient(3, 1), observable="probs")
+    out = probs(torch.randn(7, 3))
+    assert out.shape == (7, 8)
+    torch.testing.assert_close(out.sum(-1), torch.ones(7))
+    no_inputs = QuantumLayer(hardware_efficient(3, 1, encoding=None))
+    assert no_inputs().shape == (3,)
+    with pytest.raises(ValueError, match="reads no inputs"):
+        no_inputs(torch.zeros(1, 3))
+
+
+def test_layer_trains_to_a_target():
+    torch.manual_seed(0)
+    layer = QuantumLayer(build_ansatz("strongly_entangling", 3, 2))
+    x = torch.rand(16, 3) * 3
+    target = torch.tanh(x.flip(-1))
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    losses = []
+    for _ in range(60):
+        loss = (layer(x) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_state_dict_round_trip_and_init():
+    c = Circuit(2).add("RX", [0], Weight(0)).add("RY", [1], Weight(1))
+    a = QuantumLayer(c, init_std=0.01)
+    assert a.weights.abs().max() < 0.1
+    b = QuantumLayer(c)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(), b())
+
+
+def test_unknown_observable():
+    with pytest.raises(ValueError, match="unknown observable 'x'"):
+        QuantumLayer(hardware_efficient(2, 1), observable="x")
