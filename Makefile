@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -28,13 +28,11 @@ demo: install
 	$(PY) benchmarks/simulator.py --quick
 
 test: install
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q tests
 
 bench: install
 	$(PY) benchmarks/simulator.py
-
-lint: install
-	$(PY) -m ruff check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

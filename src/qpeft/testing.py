@@ -20,7 +20,12 @@ FD_TOL = {"atol": 1e-6, "rtol": 1e-5}
 
 
 def random_circuit(
-    n_qubits: int, n_ops: int, seed: int, *, n_inputs: int | None = None, n_weights: int = 6,
+    n_qubits: int,
+    n_ops: int,
+    seed: int,
+    *,
+    n_inputs: int | None = None,
+    n_weights: int = 6,
     gates: list[str] | None = None,
 ) -> Circuit:
     """A seeded random circuit over the whole gate table (or ``gates``): angles read inputs,
@@ -46,3 +51,42 @@ def random_circuit(
         c.add(gate.name, wires, *params)
     c.n_weights = max(c.n_weights, n_weights)
     return c
+
+
+# ---- tiny random causal LMs, built offline from a config ------------------------------------
+
+TINY_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
+
+
+def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A 2-layer random Llama / Qwen2 / GPT-2 (hidden 32, vocab 96) in eval mode."""
+    import transformers as tf
+
+    common = {"vocab_size": 96, "num_hidden_layers": 2}
+    if kind == "llama":
+        cfg = tf.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            **common,
+        )
+        cls = tf.LlamaForCausalLM
+    elif kind == "qwen2":
+        cfg = tf.Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            **common,
+        )
+        cls = tf.Qwen2ForCausalLM
+    elif kind == "gpt2":
+        cfg = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, vocab_size=96)
+        cls = tf.GPT2LMHeadModel
+    else:
+        raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {sorted(TINY_TARGETS)}")
+    torch.manual_seed(seed)
+    return cls(cfg).to(dtype).eval()

@@ -50,7 +50,11 @@ def test_pennylane_backend_trains_by_backprop_and_shift():
     c = hardware_efficient(2, 1)
     x = torch.tensor([[0.2, -0.4]], dtype=torch.float64)
     grads = []
-    for backend, method in (("torch", "backprop"), ("pennylane", "backprop"), ("pennylane", "parameter_shift")):
+    for backend, method in (
+        ("torch", "backprop"),
+        ("pennylane", "backprop"),
+        ("pennylane", "parameter_shift"),
+    ):
         torch.manual_seed(0)
         layer = QuantumLayer(c, backend=backend, diff_method=method).double()
         layer(x).sum().backward()

@@ -67,7 +67,7 @@ def test_matches_pennylane_default_mixed():
 
     @qml.qnode(qml.device("default.mixed", wires=3))
     def theirs():
-        for k, op in enumerate(c.ops):
+        for op in c.ops:
             apply_pennylane_ops(Circuit(3, [op]), x[0], w)
             for wire in op.wires:  # one-qubit ops only in this circuit
                 qml.DepolarizingChannel(noise.depolarizing, wires=wire)
@@ -88,7 +88,10 @@ def test_noisy_gradients_match_finite_differences():
     w = torch.tensor([0.4, -1.1], dtype=torch.float64, requires_grad=True)
     loss(w).backward()
     eps = 1e-6
-    fd = [(loss(w.detach() + eps * e) - loss(w.detach() - eps * e)).item() / (2 * eps) for e in torch.eye(2, dtype=torch.float64)]
+    fd = [
+        (loss(w.detach() + eps * e) - loss(w.detach() - eps * e)).item() / (2 * eps)
+        for e in torch.eye(2, dtype=torch.float64)
+    ]
     np.testing.assert_allclose(w.grad.numpy(), fd, atol=1e-7)
 
 

@@ -11,8 +11,12 @@ from qpeft.testing import random_circuit
 def _state(seed=0, batch=4):
     c = hardware_efficient(3, 2)
     g = torch.Generator().manual_seed(seed)
-    return simulate(c, torch.rand(batch, 3, generator=g) * 3, torch.rand(c.n_weights, generator=g) * 6,
-                    dtype=torch.complex128)
+    return simulate(
+        c,
+        torch.rand(batch, 3, generator=g) * 3,
+        torch.rand(c.n_weights, generator=g) * 6,
+        dtype=torch.complex128,
+    )
 
 
 def test_z_estimates_within_four_standard_errors():

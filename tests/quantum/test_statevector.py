@@ -89,8 +89,10 @@ def test_qubit_order_conversion_is_explicit():
         lambda: hardware_efficient(4, 2, encoding="amplitude"),
         lambda: hardware_efficient(3, 1, encoding=None),
         lambda: random_circuit(5, 30, seed=7),
+        lambda: hardware_efficient(13, 1),  # three Kronecker groups per layer
+        lambda: build_ansatz("strongly_entangling", 2, 3),  # few qubits: the block is folded
     ],
-    ids=["hea", "reupload", "strong", "basic", "amplitude", "no-inputs", "random"],
+    ids=["hea", "reupload", "strong", "basic", "amplitude", "no-inputs", "random", "13-qubits", "folded"],
 )
 def test_fast_path_equals_gate_path(make, dtype):
     c = make()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,7 +28,10 @@ class Backend(ABC):
 
     @abstractmethod
     def run(
-        self, circuit: Circuit, inputs: torch.Tensor | None, weights: torch.Tensor | None,
+        self,
+        circuit: Circuit,
+        inputs: torch.Tensor | None,
+        weights: torch.Tensor | None,
         observable: str = "z",
     ) -> torch.Tensor:
         """Run the circuits and return the requested readout (see module docstring)."""

@@ -11,9 +11,25 @@ from qpeft.backends.base import Backend, require
 from qpeft.quantum.circuit import Circuit, Const, Input
 
 _NAMES = {
-    "RX": "RX", "RY": "RY", "RZ": "RZ", "U3": "U3", "H": "Hadamard", "X": "PauliX",
-    "Y": "PauliY", "Z": "PauliZ", "S": "S", "T": "T", "CNOT": "CNOT", "CZ": "CZ", "SWAP": "SWAP",
-    "CRX": "CRX", "CRY": "CRY", "CRZ": "CRZ", "RXX": "IsingXX", "RYY": "IsingYY", "RZZ": "IsingZZ",
+    "RX": "RX",
+    "RY": "RY",
+    "RZ": "RZ",
+    "U3": "U3",
+    "H": "Hadamard",
+    "X": "PauliX",
+    "Y": "PauliY",
+    "Z": "PauliZ",
+    "S": "S",
+    "T": "T",
+    "CNOT": "CNOT",
+    "CZ": "CZ",
+    "SWAP": "SWAP",
+    "CRX": "CRX",
+    "CRY": "CRY",
+    "CRZ": "CRZ",
+    "RXX": "IsingXX",
+    "RYY": "IsingYY",
+    "RZZ": "IsingZZ",
 }
 
 
@@ -43,8 +59,13 @@ class PennyLaneBackend(Backend):
 
     name = "pennylane"
 
-    def __init__(self, device: str = "default.qubit", shots: int | None = None, diff_method: str = "best",
-                 **device_options):
+    def __init__(
+        self,
+        device: str = "default.qubit",
+        shots: int | None = None,
+        diff_method: str = "best",
+        **device_options,
+    ):
         self.qml = require("pennylane", "pennylane")
         self.device_name, self.shots, self.diff_method = device, shots, diff_method
         self.device_options = device_options

@@ -1,4 +1,4 @@
-"""pyqpanda3 boundary: run qpeft circuits on QPanda's local CPUQVM via OriginIR.
+"""pyqpanda3 boundary: run qpeft circuits on QPanda's local CPUQVM.
 
 Origin QCloud (the ``origin_wukong`` chip) takes the same OriginIR; the remote service
 comes with the hardware issue.
@@ -12,13 +12,23 @@ import torch
 from qpeft.backends.base import Backend, require
 from qpeft.backends.qiskit import from_qiskit_order
 from qpeft.quantum.circuit import Circuit
-from qpeft.quantum.export import to_originir
+from qpeft.quantum.statevector import expval_z_from_probs
 
 
 def to_qprog(circuit: Circuit, inputs=None, weights=None):
-    """A pyqpanda3 ``QProg`` for one input row and weights (through OriginIR text)."""
+    """A pyqpanda3 ``QProg`` for one input row and weights, built gate by gate with
+    pyqpanda3's own gate constructors (same names and angle order as qpeft's table)."""
+    core = require("pyqpanda3.core", "pyqpanda3")
+    prog = core.QProg()
+    for op in circuit.bind(inputs, weights).ops:
+        prog << getattr(core, op.gate)(*op.wires, *(p.value for p in op.params))
+    return prog
+
+
+def originir_to_qprog(text: str):
+    """Parse OriginIR text (e.g. from :func:`qpeft.quantum.to_originir`) into a ``QProg``."""
     ic = require("pyqpanda3.intermediate_compiler", "pyqpanda3")
-    return ic.convert_originir_string_to_qprog(to_originir(circuit, inputs, weights))
+    return ic.convert_originir_string_to_qprog(text)
 
 
 class PyQPanda3Backend(Backend):
@@ -37,9 +47,9 @@ class PyQPanda3Backend(Backend):
         w = None if weights is None else weights.detach().cpu().double().numpy()
         batch = x.shape[0] if x is not None else (w.shape[0] if w is not None and w.ndim == 2 else 1)
         rows = []
+        qvm = self.core.CPUQVM()
         for b in range(batch):
             wb = None if w is None else (w[b] if w.ndim == 2 else w)
-            qvm = self.core.CPUQVM()
             qvm.run(to_qprog(circuit, None if x is None else x[b], wb), 1)
             amps = np.asarray(qvm.result().get_state_vector())
             rows.append(np.abs(amps) ** 2)
@@ -52,6 +62,4 @@ class PyQPanda3Backend(Backend):
         probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
         if observable == "probs":
             return probs.to(ref.device)
-        from qpeft.quantum.statevector import expval_z_from_probs
-
         return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)

@@ -12,11 +12,28 @@ import torch
 
 from qpeft.backends.base import Backend, require
 from qpeft.quantum.circuit import Circuit, Const, Input, Weight
+from qpeft.quantum.statevector import expval_z_from_probs
 
 _NAMES = {
-    "RX": "rx", "RY": "ry", "RZ": "rz", "U3": "u", "H": "h", "X": "x", "Y": "y", "Z": "z",
-    "S": "s", "T": "t", "CNOT": "cx", "CZ": "cz", "SWAP": "swap", "CRX": "crx", "CRY": "cry",
-    "CRZ": "crz", "RXX": "rxx", "RYY": "ryy", "RZZ": "rzz",
+    "RX": "rx",
+    "RY": "ry",
+    "RZ": "rz",
+    "U3": "u",
+    "H": "h",
+    "X": "x",
+    "Y": "y",
+    "Z": "z",
+    "S": "s",
+    "T": "t",
+    "CNOT": "cx",
+    "CZ": "cz",
+    "SWAP": "swap",
+    "CRX": "crx",
+    "CRY": "cry",
+    "CRZ": "crz",
+    "RXX": "rxx",
+    "RYY": "ryy",
+    "RZZ": "rzz",
 }
 
 
@@ -136,6 +153,4 @@ class QiskitBackend(Backend):
         probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
         if observable == "probs":
             return probs.to(ref.device)
-        from qpeft.quantum.statevector import expval_z_from_probs
-
         return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)

@@ -8,13 +8,8 @@ from qpeft.backends.base import Backend
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.density import NoiseModel, density_probabilities, simulate_density
 from qpeft.quantum.shots import estimate_from_counts, sample_counts
-from qpeft.quantum.statevector import (
-    METHODS,
-    expval_z_from_probs,
-    probabilities,
-    simulate,
-    z_signs,
-)
+from qpeft.quantum.simulator import METHODS, simulate
+from qpeft.quantum.statevector import expval_z_from_probs, probabilities, z_signs
 
 
 def _readout(probs: torch.Tensor, n_qubits: int, observable: str) -> torch.Tensor:
@@ -74,8 +69,13 @@ class NoisyBackend(Backend):
 
     name = "noisy"
 
-    def __init__(self, noise: NoiseModel | dict | None = None, shots: int | None = None,
-                 seed: int | None = None, dtype: torch.dtype = torch.complex64):
+    def __init__(
+        self,
+        noise: NoiseModel | dict | None = None,
+        shots: int | None = None,
+        seed: int | None = None,
+        dtype: torch.dtype = torch.complex64,
+    ):
         self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None, got {shots!r}")

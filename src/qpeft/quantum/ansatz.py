@@ -46,7 +46,11 @@ def _ring(n_qubits: int) -> list[tuple[int, int]]:
 
 
 def hardware_efficient(
-    n_qubits: int, layers: int = 2, *, encoding: str | None = "angle", entangler: str = "CZ",
+    n_qubits: int,
+    layers: int = 2,
+    *,
+    encoding: str | None = "angle",
+    entangler: str = "CZ",
     reupload: bool = False,
 ) -> Circuit:
     """Per layer: ``RY(w) RZ(w)`` on every wire, then an entangler (CZ or CNOT) ring.
@@ -93,7 +97,11 @@ def strongly_entangling(
 
 
 def basic_entangler(
-    n_qubits: int, layers: int = 2, *, encoding: str | None = "angle", rotation: str = "RX",
+    n_qubits: int,
+    layers: int = 2,
+    *,
+    encoding: str | None = "angle",
+    rotation: str = "RX",
     reupload: bool = False,
 ) -> Circuit:
     """PennyLane's BasicEntanglerLayers: ``rotation(w)`` on every wire, then a CNOT ring.

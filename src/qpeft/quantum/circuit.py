@@ -172,7 +172,9 @@ class Circuit:
                 return Const(weights[p.index])
             return p
 
-        return Circuit(self.n_qubits, [Op(o.gate, o.wires, tuple(value(p) for p in o.params)) for o in self.ops])
+        return Circuit(
+            self.n_qubits, [Op(o.gate, o.wires, tuple(value(p) for p in o.params)) for o in self.ops]
+        )
 
     def expand_slots(self) -> tuple[Circuit, list[int], list[int]]:
         """A copy where every angle that reads an input or a weight reads its own index.

@@ -22,12 +22,12 @@ import torch
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.gates import gate_matrix
 from qpeft.quantum.statevector import (
-    resolve_batch,
-    op_matrix,
     amplitude_state,
     apply_gate,
     check_memory,
     expval_z_from_probs,
+    op_matrix,
+    resolve_batch,
 )
 
 

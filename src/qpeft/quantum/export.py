@@ -13,9 +13,25 @@ from qpeft.quantum.circuit import Circuit, Const
 
 # Gates that the target's standard library lacks get a definition in the header.
 _QASM_NAMES = {
-    "RX": "rx", "RY": "ry", "RZ": "rz", "U3": "u3", "H": "h", "X": "x", "Y": "y", "Z": "z",
-    "S": "s", "T": "t", "CNOT": "cx", "CZ": "cz", "SWAP": "swap", "CRX": "crx", "CRY": "cry",
-    "CRZ": "crz", "RXX": "rxx", "RYY": "ryy", "RZZ": "rzz",
+    "RX": "rx",
+    "RY": "ry",
+    "RZ": "rz",
+    "U3": "u3",
+    "H": "h",
+    "X": "x",
+    "Y": "y",
+    "Z": "z",
+    "S": "s",
+    "T": "t",
+    "CNOT": "cx",
+    "CZ": "cz",
+    "SWAP": "swap",
+    "CRX": "crx",
+    "CRY": "cry",
+    "CRZ": "crz",
+    "RXX": "rxx",
+    "RYY": "ryy",
+    "RZZ": "rzz",
 }
 _DEFINITIONS = {
     "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
@@ -45,8 +61,11 @@ def _angles(op) -> str:
 
 
 def to_qasm(
-    circuit: Circuit, inputs: Sequence[float] | None = None, weights: Sequence[float] | None = None,
-    *, version: int = 3,
+    circuit: Circuit,
+    inputs: Sequence[float] | None = None,
+    weights: Sequence[float] | None = None,
+    *,
+    version: int = 3,
 ) -> str:
     """OpenQASM text (``version`` 3 or 2) of the circuit bound to one input row and weights."""
     if version not in (2, 3):
@@ -78,9 +97,22 @@ def to_qasm2(circuit: Circuit, inputs=None, weights=None) -> str:
 
 
 _ORIGINIR_NAMES = {
-    "RX": "RX", "RY": "RY", "RZ": "RZ", "U3": "U3", "H": "H", "X": "X", "Y": "Y", "Z": "Z",
-    "S": "S", "T": "T", "CNOT": "CNOT", "CZ": "CZ", "SWAP": "SWAP", "RXX": "RXX",
-    "RYY": "RYY", "RZZ": "RZZ",
+    "RX": "RX",
+    "RY": "RY",
+    "RZ": "RZ",
+    "U3": "U3",
+    "H": "H",
+    "X": "X",
+    "Y": "Y",
+    "Z": "Z",
+    "S": "S",
+    "T": "T",
+    "CNOT": "CNOT",
+    "CZ": "CZ",
+    "SWAP": "SWAP",
+    "RXX": "RXX",
+    "RYY": "RYY",
+    "RZZ": "RZZ",
 }
 
 

@@ -237,8 +237,11 @@ def rzz(theta, *, dtype=torch.complex64, device=None):
 
 
 def gate_matrix(
-    name: str, angles: list[torch.Tensor] | tuple[torch.Tensor, ...] = (), *,
-    dtype: torch.dtype = torch.complex64, device: torch.device | str | None = None,
+    name: str,
+    angles: list[torch.Tensor] | tuple[torch.Tensor, ...] = (),
+    *,
+    dtype: torch.dtype = torch.complex64,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The matrix of gate ``name`` for real angle tensors of one shape ``(...)``."""
     gate = get_gate(name)

@@ -33,8 +33,12 @@ def _slot_rules(expanded: Circuit):
 
 
 def shift_jacobians(
-    circuit: Circuit, inputs: torch.Tensor | None, weights: torch.Tensor | None,
-    executor: Executor, need_inputs: bool = True, need_weights: bool = True,
+    circuit: Circuit,
+    inputs: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    executor: Executor,
+    need_inputs: bool = True,
+    need_weights: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """d out / d angle for every input slot and weight slot, by parameter shift.
 
@@ -106,7 +110,9 @@ class ParameterShift(torch.autograd.Function):
         if d_w is not None:
             per_slot = (d_w * grad_out.unsqueeze(0)).sum((1, 2))  # (S_w,)
             grad_w = torch.zeros_like(weights)
-            grad_w.index_add_(0, torch.tensor(weight_of_slot, device=weights.device), per_slot.to(weights.dtype))
+            grad_w.index_add_(
+                0, torch.tensor(weight_of_slot, device=weights.device), per_slot.to(weights.dtype)
+            )
         return grad_x, grad_w, None, None
 
 

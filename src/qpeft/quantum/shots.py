@@ -68,7 +68,9 @@ def _to_z_basis(state: torch.Tensor, pauli: str) -> torch.Tensor:
 
 
 def sample_expval_pauli(
-    state: torch.Tensor, paulis: list[str] | tuple[str, ...], shots: int,
+    state: torch.Tensor,
+    paulis: list[str] | tuple[str, ...],
+    shots: int,
     generator: torch.Generator | None = None,
 ) -> ShotEstimate:
     """Shot estimates of Pauli-string expectations (one measurement setting per string)."""

@@ -1,17 +1,11 @@
-"""Batched statevector simulation: pure functions on complex ``(batch, 2, ..., 2)`` tensors.
-
-Two paths give the same numbers:
-
-* ``gates``: every op is one ``einsum`` on the state.
-* ``fast``: the leading one-qubit ops act on ``|0...0>`` wire by wire (a product state,
-  built with ``n`` outer products); every following run of input-independent ops is folded
-  into one ``2^n x 2^n`` unitary per forward and applied to the whole batch as a single
-  matrix product. Thousands of circuits per call become one GEMM.
-"""
+"""Statevector primitives: pure functions on complex ``(batch, 2, ..., 2)`` tensors
+(states, gate application, op matrices, readouts, memory estimates). The simulation
+paths that use them are in :mod:`qpeft.quantum.simulator`."""
 
 from __future__ import annotations
 
 import functools
+import os
 import string
 
 import torch
@@ -20,7 +14,6 @@ from qpeft.quantum.circuit import Circuit, Op
 from qpeft.quantum.gates import gate_matrix
 
 _LETTERS = string.ascii_letters
-METHODS = ("auto", "fast", "gates")
 
 
 def real_dtype_of(dtype: torch.dtype) -> torch.dtype:
@@ -42,21 +35,14 @@ def available_bytes(device: torch.device | str | None = None) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import os
-
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def estimate_bytes(n_qubits: int, batch: int, dtype: torch.dtype, n_ops: int = 0, fast: bool = False) -> int:
-    """Rough peak bytes of one simulated forward + backward.
-
-    Autograd keeps about one state per op (plus one unitary per folded op on the fast path).
-    """
+def estimate_bytes(n_qubits: int, batch: int, dtype: torch.dtype, n_ops: int = 0) -> int:
+    """Rough peak bytes of one simulated forward + backward: autograd keeps about one state
+    per op."""
     item = torch.empty((), dtype=dtype).element_size()
-    dim = 2**n_qubits
-    state = batch * dim * item * (n_ops + 3)
-    unitary = dim * dim * item * (n_ops + 2) if fast else 0
-    return state + unitary
+    return batch * 2**n_qubits * item * (n_ops + 3)
 
 
 def check_memory(
@@ -128,120 +114,27 @@ def _initial_state(circuit: Circuit, inputs, batch, dtype, device) -> torch.Tens
     return zero_state(circuit.n_qubits, batch, dtype, device)
 
 
-def simulate(
-    circuit: Circuit,
-    inputs: torch.Tensor | None = None,
-    weights: torch.Tensor | None = None,
-    *,
-    method: str = "auto",
-    dtype: torch.dtype = torch.complex64,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Final states, shape (batch, 2, ..., 2).
-
-    inputs: (batch, n_inputs); weights: (n_weights,) shared by the batch, or
-    (batch, n_weights). ``method`` is "fast", "gates" or "auto" (fast when it is cheaper).
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown simulation method {method!r}; choose one of {METHODS}")
-    batch, device = resolve_batch(circuit, inputs, weights, device)
-    check_memory(circuit.n_qubits, batch, dtype, device, len(circuit.ops))
-    batched_weights = weights is not None and weights.dim() == 2
-    if method == "auto":
-        method = "gates" if batched_weights else choose_method(circuit, batch, dtype, device)
-    if method == "fast" and not batched_weights:
-        return _simulate_fast(circuit, inputs, weights, batch, dtype, device)
-    state = _initial_state(circuit, inputs, batch, dtype, device)
-    for op in circuit.ops:
-        state = apply_gate(state, op_matrix(circuit, op, inputs, weights, dtype, device), op.wires)
-    return state
-
-
-def choose_method(circuit: Circuit, batch: int, dtype, device) -> str:
-    """Pick the cheaper path from a flop count (a GEMM runs ~4x closer to peak than einsums)."""
-    dim = 2**circuit.n_qubits
-    n_ops = max(len(circuit.ops), 1)
-    fast_cost = dim * dim * (batch + 4 * n_ops)
-    gates_cost = 4 * batch * dim * 2 * n_ops
-    fits = estimate_bytes(circuit.n_qubits, batch, dtype, n_ops, fast=True) < available_bytes(device)
-    return "fast" if fits and fast_cost <= gates_cost else "gates"
-
-
-def _simulate_fast(circuit: Circuit, inputs, weights, batch, dtype, device) -> torch.Tensor:
-    n = circuit.n_qubits
-    dim = 2**n
-    ops = circuit.ops
-    i = 0
-    if circuit.amplitude_encoding:
-        psi = amplitude_state(inputs, n, dtype).reshape(batch, dim)
-    else:
-        # Leading one-qubit ops keep |0...0> a product state: evolve each wire's 2-vector.
-        wire_vecs: list[torch.Tensor] = [torch.tensor([1, 0], dtype=dtype, device=device)] * n
-        while i < len(ops) and len(ops[i].wires) == 1:
-            op = ops[i]
-            m = op_matrix(circuit, op, inputs, weights, dtype, device)
-            w = op.wires[0]
-            wire_vecs[w] = torch.einsum("...ij,...j->...i", m, wire_vecs[w])
-            i += 1
-        psi = _kron_vectors(wire_vecs, batch)  # (batch, 2^n)
-    while i < len(ops):
-        if ops[i].depends_on_input:
-            op = ops[i]
-            m = op_matrix(circuit, op, inputs, weights, dtype, device)
-            psi = apply_gate(psi.reshape((batch,) + (2,) * n), m, op.wires).reshape(batch, dim)
-            i += 1
-            continue
-        j = i
-        while j < len(ops) and not ops[j].depends_on_input:
-            j += 1
-        transposed_u = _block_unitary_t(circuit, ops[i:j], weights, dtype, device)  # (2^n, 2^n)
-        psi = psi @ transposed_u  # (batch, 2^n): one GEMM for the whole block
-        i = j
-    return psi.reshape((batch,) + (2,) * n)
-
-
-def _kron_vectors(vecs: list[torch.Tensor], batch: int) -> torch.Tensor:
-    """Kronecker product of per-wire (2,) or (batch, 2) vectors, wire 0 most significant."""
-    out = vecs[0] if vecs[0].dim() == 2 else vecs[0].expand(batch, 2)
-    for v in vecs[1:]:
-        out = (out.unsqueeze(-1) * v.unsqueeze(-2)).reshape(batch, -1)
-    return out
-
-
-def _block_unitary_t(circuit: Circuit, ops: list[Op], weights, dtype, device) -> torch.Tensor:
-    """U^T of an input-independent block: row k is U|k>, built by evolving the identity."""
-    n = circuit.n_qubits
-    dim = 2**n
-    basis = torch.eye(dim, dtype=dtype, device=device).reshape((dim,) + (2,) * n)
-    for matrix, wires in _fused(circuit, ops, weights, dtype, device):
-        basis = apply_gate(basis, matrix, wires)
-    return basis.reshape(dim, dim)
-
-
-def _fused(circuit: Circuit, ops: list[Op], weights, dtype, device):
-    """Yield (matrix, wires) with runs of one-qubit gates on the same wire pre-multiplied."""
-    pending: dict[int, torch.Tensor] = {}
-    for op in ops:
-        m = op_matrix(circuit, op, None, weights, dtype, device)
-        if len(op.wires) == 1:
-            w = op.wires[0]
-            pending[w] = m @ pending[w] if w in pending else m
-            continue
-        for w in op.wires:
-            if w in pending:
-                yield pending.pop(w), (w,)
-        yield m, op.wires
-    for w, m in pending.items():
-        yield m, (w,)
-
-
 # ---- readouts ----------------------------------------------------------------------------
+
+
+class _Probabilities(torch.autograd.Function):
+    """|psi|^2 with a one-pass backward: dL/dpsi = 2 * dL/dp * psi (PyTorch's convention
+    for complex inputs of a real loss), instead of autograd's chain through real/imag."""
+
+    @staticmethod
+    def forward(ctx, flat):
+        ctx.save_for_backward(flat)
+        return flat.real.square() + flat.imag.square()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (flat,) = ctx.saved_tensors
+        return flat * (2 * grad).to(flat.dtype)
 
 
 def probabilities(state: torch.Tensor) -> torch.Tensor:
     """Basis probabilities, (batch, 2^n) real, index = bits of wires 0..n-1 (wire 0 first)."""
-    flat = state.reshape(state.shape[0], -1)
-    return flat.real**2 + flat.imag**2
+    return _Probabilities.apply(state.reshape(state.shape[0], -1))
 
 
 @functools.lru_cache(maxsize=64)

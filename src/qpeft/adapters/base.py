@@ -1,0 +1,147 @@
+"""What every adapter method shares: the wrapper around a frozen linear layer, and the
+injection of wrappers into a model.
+
+``y = W0 x + scaling * delta(dropout(x))``: methods differ only in ``delta`` (and, when it
+is linear in x, ``delta_weight``). A freshly injected adapter is an exact no-op because
+the last factor of every delta is zero-initialised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qpeft.adapters.config import AdapterConfig
+
+try:  # GPT-2 style models use Conv1D (weight stored as (d_in, d_out))
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # transformers is optional for the core
+    Conv1D = None
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (Conv1D is not None and isinstance(module, Conv1D))
+
+
+def in_out_features(module: nn.Module) -> tuple[int, int]:
+    """(d_in, d_out) of an nn.Linear or a GPT-2 Conv1D."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    d_in, d_out = module.weight.shape  # Conv1D: y = x @ W + b
+    return d_in, d_out
+
+
+class AdapterLayer(nn.Module):
+    """Wraps a frozen linear layer and adds ``scaling * delta(x)``."""
+
+    def __init__(self, base_layer: nn.Module, config: AdapterConfig):
+        super().__init__()
+        self.base_layer = base_layer
+        self.config = config
+        self.d_in, self.d_out = in_out_features(base_layer)
+        self.fan_in_fan_out = not isinstance(base_layer, nn.Linear)
+        self.scaling = config.scaling
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.merged = False
+        for p in self.base_layer.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.base_layer.weight.dtype
+
+    @property
+    def weight_device(self) -> torch.device:
+        return self.base_layer.weight.device
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d_in) -> (..., d_out), before scaling."""
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """The (d_out, d_in) matrix of a linear delta, before scaling."""
+        raise ValueError(self.not_mergeable_reason())
+
+    def not_mergeable_reason(self) -> str:
+        return f"{type(self).__name__} is not linear in x, so it cannot be merged into the base weight"
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return y
+        return y + self.delta(self.dropout(x)).to(y.dtype) * self.scaling
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """The adapter's own parameters (everything but the base layer's)."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("base_layer.")}
+
+    # ---- merging -----------------------------------------------------------------------
+
+    def _scaled_delta_for_base(self) -> torch.Tensor:
+        delta = self.delta_weight().detach() * self.scaling  # (d_out, d_in)
+        return (delta.T if self.fan_in_fan_out else delta).to(self.weight_dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.config.mergeable:
+            raise ValueError(f"cannot merge: {self.not_mergeable_reason()}")
+        if not self.merged:
+            self.base_layer.weight += self._scaled_delta_for_base()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_layer.weight -= self._scaled_delta_for_base()
+            self.merged = False
+
+
+def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Full names of the linear modules ``config.target_modules`` selects.
+
+    Raises ValueError listing the linear module names that exist when nothing matches.
+    """
+    linear = [name for name, module in model.named_modules() if is_linear(module)]
+    targets = [name for name in linear if config.matches(name)]
+    if not targets:
+        leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
+        example = f" (e.g. {linear[0]})" if linear else ""
+        raise ValueError(
+            f"target_modules {config.target_modules!r} matched no Linear module; this model's Linear "
+            f"modules are named: {', '.join(leaves)}{example}"
+        )
+    return targets
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def inject(
+    model: nn.Module, config: AdapterConfig, targets: list[str] | None = None
+) -> dict[str, AdapterLayer]:
+    """Wrap every target of ``model`` (in place) with the config's adapter layer and freeze
+    everything else. Returns {module name: adapter layer}."""
+    from qpeft.adapters.registry import layer_class
+
+    targets = find_targets(model, config) if targets is None else targets
+    cls = layer_class(config.method)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = {}
+    for name in targets:
+        base = model.get_submodule(name)
+        if isinstance(base, AdapterLayer):
+            raise ValueError(f"module {name} already has an adapter; load or inject onto a fresh base model")
+        layer = cls(base, config)
+        replace_module(model, name, layer)
+        layers[name] = layer
+    return layers
+
+
+def remove(model: nn.Module, layers: dict[str, AdapterLayer]) -> None:
+    """Put the base layers back (used to undo a failed load, and by merge_and_unload)."""
+    for name, layer in layers.items():
+        replace_module(model, name, layer.base_layer)

@@ -1,0 +1,138 @@
+"""Matrix product operators (tensor trains) as ``nn.Module`` maps ``R^d_in -> R^d_out``.
+
+Core m has shape ``(D_{m-1}, i_m, j_m, D_m)`` with ``D_0 = D_k = 1``; ``d_in = prod(i)``,
+``d_out = prod(j)``, both indexed with the first factor most significant. The forward pass
+contracts the reshaped input with one core at a time; the dense matrix is never built
+there (``dense()`` builds it for merging and export only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def balanced_factors(d: int, k: int) -> list[int]:
+    """Factor ``d`` into ``k`` factors (1 allowed) as balanced as possible, largest first:
+    the prime factors, largest first, each go to the currently smallest factor."""
+    if d < 1 or k < 1:
+        raise ValueError(f"cannot factor d = {d} into k = {k} factors")
+    primes, rest, p = [], d, 2
+    while p * p <= rest:
+        while rest % p == 0:
+            primes.append(p)
+            rest //= p
+        p += 1
+    if rest > 1:
+        primes.append(rest)
+    factors = [1] * k
+    for prime in sorted(primes, reverse=True):
+        factors[factors.index(min(factors))] *= prime
+    return sorted(factors, reverse=True)
+
+
+def check_factors(name: str, factors: list[int], d: int) -> list[int]:
+    if math.prod(factors) != d:
+        raise ValueError(f"`{name}` {factors} multiply to {math.prod(factors)}, but the dimension is {d}")
+    return list(factors)
+
+
+def bond_dims(in_factors: list[int], out_factors: list[int], bond_dim: int) -> list[int]:
+    """[D_0, ..., D_k]: ``bond_dim`` capped at the largest rank each cut can carry."""
+    sizes = [i * j for i, j in zip(in_factors, out_factors)]
+    k = len(sizes)
+    dims = [1]
+    for m in range(1, k):
+        left, right = math.prod(sizes[:m]), math.prod(sizes[m:])
+        dims.append(min(bond_dim, left, right))
+    return dims + [1]
+
+
+class TensorTrain(nn.Module):
+    """y = W x with W a matrix product operator; ``zero_last`` makes W exactly zero at init."""
+
+    def __init__(
+        self,
+        in_factors: list[int],
+        out_factors: list[int],
+        bond_dim: int,
+        *,
+        init_var: float = 1.0,
+        zero_last: bool = False,
+        dtype=None,
+        device=None,
+    ):
+        super().__init__()
+        if len(in_factors) != len(out_factors):
+            raise ValueError(f"in and out factorisations differ in length: {in_factors} vs {out_factors}")
+        self.in_factors, self.out_factors = list(in_factors), list(out_factors)
+        dims = bond_dims(self.in_factors, self.out_factors, bond_dim)
+        k = len(self.in_factors)
+        # Var(W) = prod_m std_m^2 * prod(internal bonds): spread init_var evenly over the cores.
+        std = (init_var / math.prod(dims[1:-1])) ** (1 / (2 * k))
+        cores = []
+        for m, (i, j) in enumerate(zip(self.in_factors, self.out_factors)):
+            shape = (dims[m], i, j, dims[m + 1])
+            if zero_last and m == k - 1:
+                cores.append(nn.Parameter(torch.zeros(shape, dtype=dtype, device=device)))
+            else:
+                cores.append(nn.Parameter(torch.randn(shape, dtype=dtype, device=device) * std))
+        self.cores = nn.ParameterList(cores)
+
+    @property
+    def d_in(self) -> int:
+        return math.prod(self.in_factors)
+
+    @property
+    def d_out(self) -> int:
+        return math.prod(self.out_factors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        t = x.reshape(-1, 1, 1, self.d_in)  # (tokens, J done, D, I left)
+        for core in self.cores:
+            d_prev, i, j, d_next = core.shape
+            n, done, _, left = t.shape
+            t = t.reshape(n, done, d_prev, i, left // i)
+            t = torch.einsum("nadib,dijc->najcb", t, core)  # contract bond and i_m
+            t = t.reshape(n, done * j, d_next, left // i)
+        return t.reshape(*lead, self.d_out)
+
+    def dense(self) -> torch.Tensor:
+        """The (d_out, d_in) matrix of the operator (for merging and export), contracted
+        core by core over the bonds, independently of ``forward``."""
+        full = self.cores[0]  # (1, I, J, D): I, J grow as the cores are absorbed
+        for core in self.cores[1:]:
+            _, i_acc, j_acc, _ = full.shape
+            _, i, j, d_next = core.shape
+            full = torch.einsum("aIJd,dijc->aIiJjc", full, core).reshape(1, i_acc * i, j_acc * j, d_next)
+        return full[0, :, :, 0].T  # (d_out, d_in)
+
+    @classmethod
+    def from_dense(
+        cls, matrix: torch.Tensor, in_factors: list[int], out_factors: list[int], bond_dim: int
+    ) -> TensorTrain:
+        """TT-SVD of a (d_out, d_in) matrix: exact when ``bond_dim`` reaches the ranks of
+        its unfoldings, else the truncated (quasi-optimal) approximation."""
+        tt = cls(in_factors, out_factors, bond_dim, dtype=matrix.dtype, device=matrix.device)
+        k = len(in_factors)
+        # (j_1..j_k, i_1..i_k) -> (i_1 j_1, ..., i_k j_k)
+        t = matrix.reshape(*out_factors, *in_factors)
+        t = t.permute([p for m in range(k) for p in (k + m, m)])
+        rest, rank = t.reshape(-1), 1
+        with torch.no_grad():
+            for m in range(k - 1):
+                i, j = in_factors[m], out_factors[m]
+                unfolding = rest.reshape(rank * i * j, -1)
+                u, s, vh = torch.linalg.svd(unfolding, full_matrices=False)
+                keep = tt.cores[m].shape[-1]
+                tt.cores[m].copy_(u[:, :keep].reshape(rank, i, j, keep))
+                rest = (s[:keep, None] * vh[:keep]).reshape(-1)
+                rank = keep
+            tt.cores[k - 1].copy_(rest.reshape(rank, in_factors[-1], out_factors[-1], 1))
+        return tt
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_factors}, out={self.out_factors}, bonds={[c.shape[0] for c in self.cores][1:]}"

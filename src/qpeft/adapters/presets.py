@@ -1,0 +1,35 @@
+"""Named adapter presets. The QTHA presets are sized against SmolLM2-135M (hidden 576,
+30 layers, 3 KV heads of 64): see ``tests/adapters/test_presets.py`` for the computed
+parameter counts and ``benchmarks/results/overhead.md`` for their step-time cost."""
+
+from __future__ import annotations
+
+from qpeft.adapters.config import AdapterConfig
+from qpeft.adapters.registry import config_class
+
+_QTHA = {"r": 8, "alpha": 16.0, "bond_dim": 6, "n_cores": 2, "qnn_layers": 2, "ansatz": "hardware_efficient"}
+
+PRESETS: dict[str, tuple[str, dict, str]] = {
+    "lora": ("lora", {"r": 8, "alpha": 16.0}, "LoRA r=8 on q_proj, v_proj (the reference)"),
+    "mpo": ("mpo", {"r": 8, "alpha": 16.0, "bond_dim": 6, "n_cores": 2}, "pure MPO adapter, r=8, D=6"),
+    "qtha-default": ("qtha", dict(_QTHA), "QTHA: MPO (D=6) + 8-qubit, 2-layer QNN per token (simulation)"),
+    "qtha-weights": (
+        "qtha",
+        dict(_QTHA, qnn_mode="weights"),
+        "hardware-friendly QTHA: one 6-qubit circuit per module per step; mergeable",
+    ),
+    "qtha-mlp": (
+        "qtha",
+        dict(_QTHA, branch="mlp"),
+        "classical control: qtha-default with an MLP of equal size",
+    ),
+    "qtha-none": ("qtha", dict(_QTHA, branch="none"), "classical control: qtha-default without the QNN"),
+}
+
+
+def preset(name: str, **overrides) -> AdapterConfig:
+    """A fresh config of preset ``name`` with ``overrides`` applied (and validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    method, fields, _ = PRESETS[name]
+    return config_class(method)(**{**fields, **overrides})

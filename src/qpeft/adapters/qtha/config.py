@@ -1,0 +1,99 @@
+"""QTHA: an MPO adapter whose bottleneck runs through a parameterized quantum circuit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
+from qpeft.quantum.ansatz import ANSATZE
+from qpeft.quantum.layer import DIFF_METHODS
+from qpeft.quantum.statevector import check_memory
+
+QNN_MODES = ("activation", "weights")
+FUSIONS = ("linear", "weighted")
+BRANCHES = ("qnn", "mlp", "none")
+ENCODINGS = ("angle", "amplitude")
+
+
+@dataclass
+class QTHAConfig(TensorTrainFields):
+    """Quantum Tensor Hybrid Adaptation (see DESIGN.md section 3)."""
+
+    method: ClassVar[str] = "qtha"
+
+    n_qubits: int | None = doc(
+        None,
+        "QNN qubits; None derives it: r (angle encoding), log2 r (amplitude), 2 log2 r "
+        "(weights mode); an explicit value must equal the derived one",
+    )
+    qnn_layers: int = doc(2, "layers of the QNN ansatz")
+    ansatz: str = doc("hardware_efficient", f"QNN ansatz: one of {', '.join(ANSATZE)}")
+    encoding: str = doc(
+        "angle", "activation mode: 'angle' (RY(h_i) on wire i) or 'amplitude' (h as the state)"
+    )
+    qnn_mode: str = doc(
+        "activation",
+        "'activation': one circuit per token, q = QNN(h) fused with h; 'weights': one input-free "
+        "circuit per module whose r^2 probabilities form an r x r mixing matrix (mergeable)",
+    )
+    fusion: str = doc(
+        "linear", "activation mode: 'linear' z = h + gamma*q, or 'weighted' z = h*(1 + gamma*q)"
+    )
+    branch: str = doc(
+        "qnn", "'qnn'; 'mlp': a classical MLP with the same parameter count (control); 'none': pure MPO"
+    )
+    backend: str = doc("torch", "circuit backend: torch, shots, noisy, qiskit, pennylane, pyqpanda3")
+    shots: int | None = doc(None, "shots per circuit for sampling backends (None: exact)")
+    diff_method: str = doc("backprop", f"QNN gradients: one of {', '.join(DIFF_METHODS)}")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int("qnn_layers", self.qnn_layers)
+        _choice("ansatz", self.ansatz, tuple(ANSATZE))
+        _choice("encoding", self.encoding, ENCODINGS)
+        _choice("qnn_mode", self.qnn_mode, QNN_MODES)
+        _choice("fusion", self.fusion, FUSIONS)
+        _choice("branch", self.branch, BRANCHES)
+        _choice("diff_method", self.diff_method, DIFF_METHODS)
+        if self.shots is not None:
+            _positive_int("shots", self.shots)
+        power_of_two = self.r & (self.r - 1) == 0
+        if self.qnn_mode == "weights" and not power_of_two:
+            raise ValueError(
+                f"qnn_mode='weights' needs r to be a power of two (r^2 = 2^n_qubits), got r = {self.r}"
+            )
+        if self.qnn_mode == "activation" and self.encoding == "amplitude" and not power_of_two:
+            raise ValueError(
+                f"amplitude encoding needs r to be a power of two (r = 2^n_qubits), got r = {self.r}; "
+                f"use r = {2 ** round(math.log2(self.r))} or encoding='angle'"
+            )
+        derived = self.derived_qubits()
+        if self.n_qubits is not None and self.n_qubits != derived:
+            raise ValueError(
+                f"`n_qubits` = {self.n_qubits} does not fit r = {self.r} with {self._layout()}: it must be "
+                f"{derived} (or None to derive it)"
+            )
+        self.n_qubits = derived
+        if self.branch == "qnn":
+            try:
+                check_memory(derived, 1)
+            except ValueError as err:
+                raise ValueError(
+                    f"QTHA with r = {self.r} and {self._layout()} needs a {derived}-qubit circuit, "
+                    f"beyond the simulator's memory; lower r, or use encoding='amplitude' (log2 r "
+                    f"qubits). ({err})"
+                ) from err
+
+    def _layout(self) -> str:
+        return "qnn_mode='weights'" if self.qnn_mode == "weights" else f"encoding={self.encoding!r}"
+
+    def derived_qubits(self) -> int:
+        if self.qnn_mode == "weights":
+            return 2 * int(math.log2(self.r))
+        return self.r if self.encoding == "angle" else int(math.log2(self.r))
+
+    @property
+    def mergeable(self) -> bool:
+        return self.qnn_mode == "weights" or self.branch == "none"

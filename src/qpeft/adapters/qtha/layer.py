@@ -1,0 +1,121 @@
+"""QTHA layer: MPO down -> quantum (or control) bottleneck -> MPO up.
+
+activation mode: ``h = A x``; ``q = QNN(h)`` per token (angle encoding: <Z> of the r wires;
+amplitude encoding: ``r * p - 1`` from the r basis probabilities); fusion ``z = h + gamma*q``
+(linear) or ``z = h * (1 + gamma*q)`` (weighted); ``delta = B z``.
+
+weights mode: the input-free QNN's ``r^2`` probabilities give ``M = (r^2 p - 1) / r``
+(centred: a uniform distribution gives M = 0); ``delta = B (I + M) A x``, linear in x.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qpeft.adapters.base import AdapterLayer
+from qpeft.adapters.mpo.layer import make_factors
+from qpeft.adapters.qtha.config import QTHAConfig
+from qpeft.quantum.ansatz import build_ansatz
+from qpeft.quantum.layer import QuantumLayer
+
+QNN_INIT_STD = 0.1  # small angles: the circuit starts close to its encoding, no barren plateau
+
+
+def build_qnn(config: QTHAConfig) -> QuantumLayer:
+    weights_mode = config.qnn_mode == "weights"
+    encoding = None if weights_mode else config.encoding
+    circuit = build_ansatz(config.ansatz, config.n_qubits, config.qnn_layers, encoding=encoding)
+    observable = "z" if encoding == "angle" else "probs"
+    options = {"shots": config.shots} if config.shots is not None else {}
+    return QuantumLayer(
+        circuit,
+        config.backend,
+        config.diff_method,
+        observable,
+        init_std=QNN_INIT_STD,
+        backend_options=options,
+    )
+
+
+class MLPBranch(nn.Module):
+    """Classical control with (about) the QNN's trainable-parameter count.
+
+    activation mode: ``q = tanh(W2 tanh(W1 h))``, bias-free, hidden = n_params / (2 r).
+    weights mode: ``p = softmax(W2 tanh(W1))`` from a constant input, hidden = n_params / (r^2 + 1).
+    """
+
+    def __init__(self, r: int, n_params: int, weights_mode: bool, dtype=None, device=None):
+        super().__init__()
+        self.weights_mode = weights_mode
+        d_in, d_out = (1, r * r) if weights_mode else (r, r)
+        hidden = max(1, round(n_params / (d_in + d_out)))
+        self.hidden = nn.Linear(d_in, hidden, bias=False, dtype=dtype, device=device)
+        self.out = nn.Linear(hidden, d_out, bias=False, dtype=dtype, device=device)
+
+    def forward(self, h: torch.Tensor | None = None) -> torch.Tensor:
+        if self.weights_mode:
+            one = torch.ones(1, dtype=self.hidden.weight.dtype, device=self.hidden.weight.device)
+            return torch.softmax(self.out(torch.tanh(self.hidden(one))), dim=-1)
+        return torch.tanh(self.out(torch.tanh(self.hidden(h))))
+
+
+class QTHALayer(AdapterLayer):
+    def __init__(self, base_layer: nn.Module, config: QTHAConfig):
+        super().__init__(base_layer, config)
+        self.mpo_A, self.mpo_B = make_factors(self, config)
+        kw = {"dtype": self.weight_dtype, "device": self.weight_device}
+        self.weights_mode = config.qnn_mode == "weights"
+        self.qnn = self.mlp = None
+        if config.branch != "none":
+            qnn = build_qnn(config)
+            if config.branch == "qnn":
+                self.qnn = qnn.to(self.weight_device)
+            else:
+                self.mlp = MLPBranch(config.r, qnn.weights.numel(), self.weights_mode, **kw)
+        if config.branch != "none" and not self.weights_mode:
+            self.gamma = nn.Parameter(torch.ones(config.r, **kw))
+
+    def _branch(self, h: torch.Tensor | None = None) -> torch.Tensor:
+        """q (activation mode, (..., r)) or the r^2 probabilities (weights mode)."""
+        if self.mlp is not None:
+            return self.mlp(h)
+        if self.weights_mode:
+            return self.qnn()
+        q = self.qnn(h.float())  # the simulator works in complex64 / float32
+        if self.config.encoding == "amplitude":
+            q = self.config.r * q - 1
+        return q.to(h.dtype)
+
+    def mixing(self) -> torch.Tensor:
+        """weights mode: the (r, r) mixing matrix M."""
+        r = self.config.r
+        probs = self._branch()
+        return ((r * r * probs - 1) / r).reshape(r, r).to(self.weight_dtype)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mpo_A(x.to(self.weight_dtype))  # (..., r)
+        if self.config.branch == "none":
+            z = h
+        elif self.weights_mode:
+            z = h + h @ self.mixing().T
+        elif self.config.fusion == "linear":
+            z = h + self.gamma * self._branch(h)
+        else:
+            z = h * (1 + self.gamma * self._branch(h))
+        return self.mpo_B(z)
+
+    def not_mergeable_reason(self) -> str:
+        return (
+            "QTHA in activation mode applies the quantum circuit to each token's features, so its delta "
+            "is not linear in x; use qnn_mode='weights' (preset qtha-weights) for a mergeable adapter"
+        )
+
+    def delta_weight(self) -> torch.Tensor:
+        if not self.config.mergeable:
+            raise ValueError(self.not_mergeable_reason())
+        a, b = self.mpo_A.dense(), self.mpo_B.dense()
+        if self.config.branch == "none":
+            return b @ a
+        eye = torch.eye(self.config.r, dtype=a.dtype, device=a.device)
+        return b @ (eye + self.mixing()) @ a

@@ -1,0 +1,153 @@
+"""One contract for every adapter method and mode, on tiny random Llama, Qwen2 and GPT-2."""
+
+import pytest
+import torch
+
+from qpeft.adapters import LoraConfig, MPOConfig, QTHAConfig, get_model, load_adapter
+from qpeft.adapters.base import AdapterLayer
+from qpeft.testing import TINY_TARGETS, tiny_causal_lm
+
+METHODS = {
+    "lora": lambda t: LoraConfig(r=4, alpha=8, target_modules=t),
+    "mpo": lambda t: MPOConfig(r=4, alpha=8, bond_dim=3, target_modules=t),
+    "qtha-linear": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, target_modules=t),
+    "qtha-weighted": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, fusion="weighted", target_modules=t),
+    "qtha-amplitude": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, encoding="amplitude", target_modules=t),
+    "qtha-weights": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, qnn_mode="weights", target_modules=t),
+    "qtha-mlp": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, branch="mlp", target_modules=t),
+    "qtha-weights-mlp": lambda t: QTHAConfig(
+        r=4, alpha=8, bond_dim=3, qnn_mode="weights", branch="mlp", target_modules=t
+    ),
+    "qtha-none": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, branch="none", target_modules=t),
+}
+MODELS = ["llama", "qwen2", "gpt2"]
+CASES = [(m, k) for m in METHODS for k in MODELS]
+IDS = [f"{m}-{k}" for m, k in CASES]
+
+
+def _tokens(seed=0):
+    return torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(seed))
+
+
+def _adapted(method, kind, dtype=torch.float32, seed=0):
+    base = tiny_causal_lm(kind, seed=seed, dtype=dtype)
+    return get_model(base, METHODS[method](TINY_TARGETS[kind]))
+
+
+def _train(model, steps=2, lr=1e-2):
+    """A few Adam steps on the LM loss (moves every factor off its init)."""
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    ids = _tokens(1)
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+@pytest.mark.parametrize("method,kind", CASES, ids=IDS)
+def test_fresh_adapter_is_exact_noop_and_only_adapters_train(method, kind):
+    ids = _tokens()
+    base = tiny_causal_lm(kind)
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+    model = get_model(base, METHODS[method](TINY_TARGETS[kind]))
+    with torch.no_grad():
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".base_layer." not in n for n in trainable)
+    adapter_names = {
+        f"base_model.{name}.{p}"
+        for name, layer in model.adapter_layers.items()
+        for p in layer.adapter_parameters()
+    }
+    assert set(trainable) == adapter_names
+
+
+@pytest.mark.parametrize("method,kind", CASES, ids=IDS)
+def test_every_trainable_tensor_changes(method, kind):
+    model = _adapted(method, kind)
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    # The zero-initialised last factor gives every other factor a zero gradient in step 1,
+    # so "every tensor moves" needs two steps.
+    _train(model, steps=2)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert not torch.equal(p, start[n]), f"{n} did not change"
+
+
+@pytest.mark.parametrize("method,kind", CASES, ids=IDS)
+def test_save_load_round_trip_is_exact(method, kind, tmp_path):
+    model = _train(_adapted(method, kind))
+    ids = _tokens(2)
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    model.save_adapter(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    from safetensors.torch import load_file
+
+    assert all(".base_layer." not in k for k in load_file(tmp_path / "adapter_model.safetensors"))
+    restored = load_adapter(tiny_causal_lm(kind), tmp_path)
+    with torch.no_grad():
+        assert torch.equal(restored(input_ids=ids).logits, expected)
+
+
+@pytest.mark.parametrize("method,kind", CASES, ids=IDS)
+def test_merge_unmerge_and_peft_export(method, kind, tmp_path):
+    model = _train(_adapted(method, kind))
+    ids = _tokens(3)
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    if not model.adapter_config.mergeable:
+        with pytest.raises(ValueError, match="not linear in x"):
+            model.merge()
+        with pytest.raises(ValueError, match="cannot export as LoRA"):
+            model.export_peft_lora(tmp_path)
+        return
+    model.merge()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+    model.unmerge()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+
+    peft = pytest.importorskip("peft")
+    model.export_peft_lora(tmp_path)
+    served = peft.PeftModel.from_pretrained(tiny_causal_lm(kind), tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(served(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+
+    merged = model.merge_and_unload()
+    assert not any(isinstance(m, AdapterLayer) for m in merged.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_bf16(method):
+    ids = _tokens()
+    base = tiny_causal_lm("llama", dtype=torch.bfloat16)
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+    model = get_model(base, METHODS[method](TINY_TARGETS["llama"]))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+    _train(model, steps=2)
+    with torch.no_grad():
+        out = model(input_ids=ids).logits
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all() and not torch.equal(out, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cuda(method):
+    model = _adapted(method, "llama")
+    model.cuda()
+    _train(model, steps=2)
+    ids = _tokens().cuda()
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
