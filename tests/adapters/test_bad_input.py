@@ -1,0 +1,130 @@
+"""Bad input gets a clear error, and a failed load leaves the base model untouched."""
+
+import json
+
+import pytest
+import torch
+
+from qpeft.adapters import LoraConfig, MPOConfig, QTHAConfig, get_model, load_adapter, preset
+from qpeft.adapters.base import AdapterLayer
+from qpeft.testing import tiny_causal_lm
+
+
+def test_target_that_matches_nothing_lists_the_linear_modules():
+    with pytest.raises(ValueError, match=r"matched no Linear module; this model's Linear modules are named: "
+                                         r"down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"):
+        get_model(tiny_causal_lm("llama"), LoraConfig(target_modules=["query"]))
+    with pytest.raises(ValueError, match="c_attn, c_fc, c_proj"):
+        get_model(tiny_causal_lm("gpt2"), LoraConfig(target_modules=["q_proj"]))
+
+
+def test_regex_targets():
+    model = get_model(tiny_causal_lm("llama"), LoraConfig(target_modules=r".*layers\.1\.self_attn\.(q|k)_proj"))
+    assert sorted(model.adapter_layers) == ["model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.q_proj"]
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: LoraConfig(r=0), r"`r` must be a positive integer, got 0"),
+        (lambda: LoraConfig(r=-2), r"`r` must be a positive integer, got -2"),
+        (lambda: LoraConfig(alpha=0), r"`alpha` must be a positive number"),
+        (lambda: LoraConfig(dropout=1.0), r"`dropout` must be in \[0, 1\)"),
+        (lambda: LoraConfig(target_modules=[]), r"`target_modules` must be a non-empty list"),
+        (lambda: LoraConfig(target_modules="(unclosed"), r"`target_modules` is not a valid regex"),
+        (lambda: MPOConfig(bond_dim=0), r"`bond_dim` must be a positive integer, got 0"),
+        (lambda: MPOConfig(r=8, rank_factors=[3, 3]), r"multiply to 9, not r = 8"),
+        (lambda: QTHAConfig(r=6, encoding="amplitude"), r"amplitude encoding needs r to be a power of two.*r = 8"),
+        (lambda: QTHAConfig(r=6, qnn_mode="weights"), r"qnn_mode='weights' needs r to be a power of two"),
+        (lambda: QTHAConfig(r=48), r"needs a 48-qubit circuit, beyond the simulator's memory; lower r"),
+        (lambda: QTHAConfig(r=8, n_qubits=4), r"`n_qubits` = 4 does not fit r = 8.*must be 8"),
+        (lambda: QTHAConfig(fusion="sum"), r"`fusion` must be one of \('linear', 'weighted'\), got 'sum'"),
+        (lambda: QTHAConfig(ansatz="qaoa"), r"`ansatz` must be one of"),
+        (lambda: preset("qtha-huge"), r"unknown preset 'qtha-huge'; choose one of lora, mpo, qtha-default"),
+    ],
+)
+def test_config_validation(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_double_injection_is_refused():
+    model = get_model(tiny_causal_lm("llama"), LoraConfig(r=2))
+    with pytest.raises(ValueError, match="already carries adapters"):
+        get_model(model.base_model, LoraConfig(r=2))
+
+
+def _saved(tmp_path, kind="llama", **kw):
+    model = get_model(tiny_causal_lm(kind), QTHAConfig(r=4, bond_dim=2, **kw))
+    model.save_adapter(tmp_path)
+    return tmp_path
+
+
+def _has_adapters(model):
+    return any(isinstance(m, AdapterLayer) for m in model.modules())
+
+
+def test_loading_onto_other_shapes_names_module_and_shapes(tmp_path):
+    import transformers as tf
+
+    _saved(tmp_path)
+    other = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=48, intermediate_size=64, num_attention_heads=4,
+                                               num_key_value_heads=2, num_hidden_layers=2, vocab_size=96))
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match=r"module model\.layers\.0\.self_attn\.q_proj: the adapter was saved for "
+                                         r"shape \(d_in=32, d_out=32\) but the base model has \(d_in=48, d_out=48\)"):
+        load_adapter(other, tmp_path)
+    assert not _has_adapters(other)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_tensor_shape_mismatch_loads_nothing(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _saved(tmp_path)
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    key = next(k for k in tensors if "mpo_A.cores.0" in k)
+    tensors[key] = torch.zeros(1, 2, 3, 4)
+    save_file(tensors, tmp_path / "adapter_model.safetensors")
+    base = tiny_causal_lm("llama")
+    with pytest.raises(ValueError, match=r"saved shape \(1, 2, 3, 4\), expected"):
+        load_adapter(base, tmp_path)
+    assert not _has_adapters(base)
+
+
+def test_truncated_or_corrupt_files(tmp_path):
+    _saved(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    base = tiny_causal_lm("llama")
+    with pytest.raises(ValueError, match="adapter_model.safetensors could not be read.*corrupt or truncated"):
+        load_adapter(base, tmp_path)
+    assert not _has_adapters(base)
+    weights.write_bytes(data)
+    cfg = tmp_path / "adapter_config.json"
+    text = cfg.read_text()
+    cfg.write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="adapter_config.json is not valid JSON.*corrupt or truncated"):
+        load_adapter(tiny_causal_lm("llama"), tmp_path)
+    cfg.write_text(json.dumps({"config": {"method": "lora", "r": 0}, "modules": {}}))
+    with pytest.raises(ValueError, match="`r` must be a positive integer"):
+        load_adapter(tiny_causal_lm("llama"), tmp_path)
+    cfg.unlink()
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json in"):
+        load_adapter(tiny_causal_lm("llama"), tmp_path)
+
+
+def test_unknown_method_and_fields_in_saved_config(tmp_path):
+    _saved(tmp_path)
+    cfg = tmp_path / "adapter_config.json"
+    meta = json.loads(cfg.read_text())
+    meta["config"]["method"] = "dora"
+    cfg.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown adapter method 'dora'; choose one of lora, mpo, qtha"):
+        load_adapter(tiny_causal_lm("llama"), tmp_path)
+    meta["config"]["method"] = "qtha"
+    meta["config"]["wormholes"] = 3
+    cfg.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"unknown qtha config field\(s\) \['wormholes'\]"):
+        load_adapter(tiny_causal_lm("llama"), tmp_path)
