@@ -11,16 +11,24 @@ from qpeft.testing import tiny_causal_lm
 
 
 def test_target_that_matches_nothing_lists_the_linear_modules():
-    with pytest.raises(ValueError, match=r"matched no Linear module; this model's Linear modules are named: "
-                                         r"down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"):
+    with pytest.raises(
+        ValueError,
+        match=r"matched no Linear module; this model's Linear modules are named: "
+        r"down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj",
+    ):
         get_model(tiny_causal_lm("llama"), LoraConfig(target_modules=["query"]))
     with pytest.raises(ValueError, match="c_attn, c_fc, c_proj"):
         get_model(tiny_causal_lm("gpt2"), LoraConfig(target_modules=["q_proj"]))
 
 
 def test_regex_targets():
-    model = get_model(tiny_causal_lm("llama"), LoraConfig(target_modules=r".*layers\.1\.self_attn\.(q|k)_proj"))
-    assert sorted(model.adapter_layers) == ["model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.q_proj"]
+    model = get_model(
+        tiny_causal_lm("llama"), LoraConfig(target_modules=r".*layers\.1\.self_attn\.(q|k)_proj")
+    )
+    assert sorted(model.adapter_layers) == [
+        "model.layers.1.self_attn.k_proj",
+        "model.layers.1.self_attn.q_proj",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +42,10 @@ def test_regex_targets():
         (lambda: LoraConfig(target_modules="(unclosed"), r"`target_modules` is not a valid regex"),
         (lambda: MPOConfig(bond_dim=0), r"`bond_dim` must be a positive integer, got 0"),
         (lambda: MPOConfig(r=8, rank_factors=[3, 3]), r"multiply to 9, not r = 8"),
-        (lambda: QTHAConfig(r=6, encoding="amplitude"), r"amplitude encoding needs r to be a power of two.*r = 8"),
+        (
+            lambda: QTHAConfig(r=6, encoding="amplitude"),
+            r"amplitude encoding needs r to be a power of two.*r = 8",
+        ),
         (lambda: QTHAConfig(r=6, qnn_mode="weights"), r"qnn_mode='weights' needs r to be a power of two"),
         (lambda: QTHAConfig(r=48), r"needs a 48-qubit circuit, beyond the simulator's memory; lower r"),
         (lambda: QTHAConfig(r=8, n_qubits=4), r"`n_qubits` = 4 does not fit r = 8.*must be 8"),
@@ -68,11 +79,22 @@ def test_loading_onto_other_shapes_names_module_and_shapes(tmp_path):
     import transformers as tf
 
     _saved(tmp_path)
-    other = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=48, intermediate_size=64, num_attention_heads=4,
-                                               num_key_value_heads=2, num_hidden_layers=2, vocab_size=96))
+    other = tf.LlamaForCausalLM(
+        tf.LlamaConfig(
+            hidden_size=48,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_hidden_layers=2,
+            vocab_size=96,
+        )
+    )
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(ValueError, match=r"module model\.layers\.0\.self_attn\.q_proj: the adapter was saved for "
-                                         r"shape \(d_in=32, d_out=32\) but the base model has \(d_in=48, d_out=48\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"module model\.layers\.0\.self_attn\.q_proj: the adapter was saved for "
+        r"shape \(d_in=32, d_out=32\) but the base model has \(d_in=48, d_out=48\)",
+    ):
         load_adapter(other, tmp_path)
     assert not _has_adapters(other)
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())

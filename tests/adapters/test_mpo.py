@@ -10,14 +10,32 @@ from qpeft.adapters.mpo.layer import MPOLayer
 from qpeft.adapters.mpo.tensor_train import TensorTrain, balanced_factors, bond_dims
 
 
-@pytest.mark.parametrize("d,k,expected", [(576, 2, [24, 24]), (192, 2, [16, 12]), (8, 3, [2, 2, 2]),
-                                          (7, 2, [7, 1]), (576, 3, [12, 8, 6]), (1, 2, [1, 1])])
+@pytest.mark.parametrize(
+    "d,k,expected",
+    [
+        (576, 2, [24, 24]),
+        (192, 2, [16, 12]),
+        (8, 3, [2, 2, 2]),
+        (7, 2, [7, 1]),
+        (576, 3, [12, 8, 6]),
+        (1, 2, [1, 1]),
+    ],
+)
 def test_balanced_factors(d, k, expected):
     assert balanced_factors(d, k) == expected
     assert math.prod(balanced_factors(d, k)) == d
 
 
-@pytest.mark.parametrize("in_f,out_f,bond", [([4, 6, 3], [2, 2, 2], 3), ([8, 8], [4, 2], 5), ([5], [3], 2)])
+@pytest.mark.parametrize(
+    "in_f,out_f,bond",
+    [
+        ([4, 6, 3], [2, 2, 2], 3),
+        ([8, 8], [4, 2], 5),
+        ([5], [3], 2),
+        ([2, 2, 2], [4, 6, 3], 3),
+        ([2, 3], [5, 4], 4),
+    ],
+)
 def test_forward_equals_dense_reconstruction(in_f, out_f, bond):
     torch.manual_seed(0)
     tt = TensorTrain(in_f, out_f, bond).double()
@@ -46,8 +64,9 @@ def test_bond_dims_are_capped_at_useful_rank():
 
 
 def test_mpo_layer_delta_matches_its_merged_weight():
-    layer = MPOLayer(torch.nn.Linear(48, 20).double(), MPOConfig(r=6, bond_dim=4, n_cores=2,
-                                                                 target_modules=["x"]))
+    layer = MPOLayer(
+        torch.nn.Linear(48, 20).double(), MPOConfig(r=6, bond_dim=4, n_cores=2, target_modules=["x"])
+    )
     torch.nn.init.normal_(layer.mpo_B.cores[-1])
     x = torch.randn(7, 48, dtype=torch.float64)
     torch.testing.assert_close(layer.delta(x), x @ layer.delta_weight().T)
@@ -56,7 +75,9 @@ def test_mpo_layer_delta_matches_its_merged_weight():
 
 
 def test_explicit_factorisations():
-    cfg = MPOConfig(r=6, n_cores=2, in_factors=[8, 6], out_factors=[5, 4], rank_factors=[3, 2], target_modules=["x"])
+    cfg = MPOConfig(
+        r=6, n_cores=2, in_factors=[8, 6], out_factors=[5, 4], rank_factors=[3, 2], target_modules=["x"]
+    )
     layer = MPOLayer(torch.nn.Linear(48, 20), cfg)
     assert layer.mpo_A.in_factors == [8, 6] and layer.mpo_A.out_factors == [3, 2]
     assert layer.mpo_B.out_factors == [5, 4]

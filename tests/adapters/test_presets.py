@@ -11,8 +11,15 @@ from qpeft.adapters.qtha.layer import QTHALayer
 def smollm2_shapes():
     import transformers as tf
 
-    cfg = tf.LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    cfg = tf.LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         return tf.LlamaForCausalLM(cfg)
 

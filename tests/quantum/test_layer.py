@@ -47,3 +47,21 @@ def test_state_dict_round_trip_and_init():
 def test_unknown_observable():
     with pytest.raises(ValueError, match="unknown observable 'x'"):
         QuantumLayer(hardware_efficient(2, 1), observable="x")
+
+
+def test_final_diagonal_gates_are_dropped_without_changing_readouts():
+    from qpeft.quantum import simulate
+    from qpeft.quantum.statevector import expval_z, probabilities
+
+    c = hardware_efficient(4, 2)  # ends with RZ layer + CZ ring: all diagonal
+    stripped = c.without_final_diagonal()
+    assert len(stripped) == len(c) - 8 and stripped.n_weights == c.n_weights
+    assert stripped.ops[-1].gate == "RY"  # the last layer keeps only what Z can see
+    x = torch.rand(5, 4, dtype=torch.float64)
+    w = torch.rand(c.n_weights, dtype=torch.float64)
+    full = simulate(c, x, w, dtype=torch.complex128)
+    short = simulate(stripped, x, w, dtype=torch.complex128)
+    torch.testing.assert_close(probabilities(full), probabilities(short))
+    torch.testing.assert_close(expval_z(full), expval_z(short))
+    layer = QuantumLayer(c)
+    assert layer.executed_circuit.ops == stripped.ops

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from qpeft.adapters.config import AdapterConfig
 
@@ -65,11 +66,21 @@ class AdapterLayer(nn.Module):
     def not_mergeable_reason(self) -> str:
         return f"{type(self).__name__} is not linear in x, so it cannot be merged into the base weight"
 
+    @property
+    def recompute(self) -> bool:
+        """Whether to recompute delta in backward (activation checkpointing)."""
+        return False
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base_layer(x, *args, **kwargs)
         if self.merged:
             return y
-        return y + self.delta(self.dropout(x)).to(y.dtype) * self.scaling
+        x = self.dropout(x)
+        if self.recompute and self.training and torch.is_grad_enabled():
+            delta = checkpoint(self.delta, x, use_reentrant=False)
+        else:
+            delta = self.delta(x)
+        return y + delta.to(y.dtype) * self.scaling
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's own parameters (everything but the base layer's)."""

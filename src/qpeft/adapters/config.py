@@ -123,6 +123,11 @@ class TensorTrainFields(AdapterConfig):
     in_factors: list[int] | None = doc(None, "explicit factorisation of d_in (product must equal d_in)")
     out_factors: list[int] | None = doc(None, "explicit factorisation of d_out (product must equal d_out)")
     rank_factors: list[int] | None = doc(None, "explicit factorisation of r (product must equal r)")
+    checkpoint: bool = doc(
+        True,
+        "recompute the adapter branch during backward instead of keeping its activations "
+        "(less memory for a little time; off for circuits that run on a remote backend)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

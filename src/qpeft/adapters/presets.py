@@ -7,12 +7,32 @@ from __future__ import annotations
 from qpeft.adapters.config import AdapterConfig
 from qpeft.adapters.registry import config_class
 
-_QTHA = {"r": 8, "alpha": 16.0, "bond_dim": 6, "n_cores": 2, "qnn_layers": 2, "ansatz": "hardware_efficient"}
+# qtha-default amplitude-encodes the r = 8 bottleneck on 3 qubits: on SmolLM2-135M it costs
+# 1.2x a LoRA step with no extra memory, while the 8-qubit angle-encoded QNN (qtha-angle)
+# costs about 1.6x (benchmarks/results/overhead.md).
+_QTHA = {
+    "r": 8,
+    "alpha": 16.0,
+    "bond_dim": 6,
+    "n_cores": 2,
+    "qnn_layers": 2,
+    "ansatz": "hardware_efficient",
+    "encoding": "amplitude",
+}
 
 PRESETS: dict[str, tuple[str, dict, str]] = {
     "lora": ("lora", {"r": 8, "alpha": 16.0}, "LoRA r=8 on q_proj, v_proj (the reference)"),
     "mpo": ("mpo", {"r": 8, "alpha": 16.0, "bond_dim": 6, "n_cores": 2}, "pure MPO adapter, r=8, D=6"),
-    "qtha-default": ("qtha", dict(_QTHA), "QTHA: MPO (D=6) + 8-qubit, 2-layer QNN per token (simulation)"),
+    "qtha-default": (
+        "qtha",
+        dict(_QTHA),
+        "QTHA: MPO (D=6) + 3-qubit amplitude-encoded 2-layer QNN per token",
+    ),
+    "qtha-angle": (
+        "qtha",
+        dict(_QTHA, encoding="angle"),
+        "QTHA with an 8-qubit angle-encoded QNN per token (richer circuit, ~1.6x LoRA step time)",
+    ),
     "qtha-weights": (
         "qtha",
         dict(_QTHA, qnn_mode="weights"),

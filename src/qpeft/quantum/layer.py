@@ -75,6 +75,8 @@ class QuantumLayer(nn.Module):
             )
         check_memory(circuit.n_qubits, 1)
         self.circuit, self.diff_method, self.observable = circuit, diff_method, observable
+        # What runs: the readouts are in the computational basis, so final phases are dropped.
+        self.executed_circuit = circuit.without_final_diagonal()
         if init_std is None:
             init = torch.rand(circuit.n_weights) * 2 * math.pi
         else:
@@ -87,7 +89,7 @@ class QuantumLayer(nn.Module):
         return n if self.observable == "z" else 2**n
 
     def forward(self, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.circuit
+        c = self.executed_circuit
         if c.n_inputs == 0:
             if inputs is not None:
                 raise ValueError("this circuit reads no inputs; call the layer without arguments")

@@ -41,6 +41,10 @@ class MPOLayer(AdapterLayer):
         super().__init__(base_layer, config)
         self.mpo_A, self.mpo_B = make_factors(self, config)
 
+    @property
+    def recompute(self) -> bool:
+        return self.config.checkpoint
+
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return self.mpo_B(self.mpo_A(x.to(self.weight_dtype)))
 

@@ -91,14 +91,36 @@ class TensorTrain(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        t = x.reshape(-1, 1, 1, self.d_in)  # (tokens, J done, D, I left)
+        x = x.reshape(-1, self.d_in)
+        # A down-projection reads its large input with plain GEMMs from the last core on;
+        # an up-projection writes its large output in final order from the first core on.
+        out = self._right_to_left(x) if self.d_in >= self.d_out else self._left_to_right(x)
+        return out.reshape(*lead, self.d_out)
+
+    def _left_to_right(self, x: torch.Tensor) -> torch.Tensor:
+        t = x  # (tokens * J done, D * I left), with I left = i_m * rest
         for core in self.cores:
             d_prev, i, j, d_next = core.shape
-            n, done, _, left = t.shape
-            t = t.reshape(n, done, d_prev, i, left // i)
-            t = torch.einsum("nadib,dijc->najcb", t, core)  # contract bond and i_m
-            t = t.reshape(n, done * j, d_next, left // i)
-        return t.reshape(*lead, self.d_out)
+            rows, rest = t.shape[0], t.shape[1] // (d_prev * i)
+            mat = core.permute(2, 3, 0, 1).reshape(j * d_next, d_prev * i)  # (j D', D i)
+            if rest == 1:
+                t = t @ mat.T  # (rows, j D')
+            else:
+                t = torch.matmul(mat, t.reshape(rows, d_prev * i, rest))  # (rows, j D', rest)
+            t = t.reshape(rows * j, d_next * rest)
+        return t.reshape(x.shape[0], self.d_out)
+
+    def _right_to_left(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.shape[0]
+        t = x.reshape(tokens, 1, self.d_in, 1)  # (tokens, J done, I left, D)
+        for core in reversed(self.cores):
+            d_prev, i, j, d_next = core.shape
+            _, done, left, _ = t.shape
+            mat = core.permute(1, 3, 2, 0).reshape(i * d_next, j * d_prev)  # (i D, j D_prev)
+            t = t.reshape(-1, i * d_next) @ mat  # contracts the two trailing axes: one GEMM
+            t = t.reshape(tokens, done, left // i, j, d_prev).permute(0, 3, 1, 2, 4)  # j joins the front
+            t = t.reshape(tokens, j * done, left // i, d_prev)
+        return t.reshape(tokens, self.d_out)
 
     def dense(self) -> torch.Tensor:
         """The (d_out, d_in) matrix of the operator (for merging and export), contracted

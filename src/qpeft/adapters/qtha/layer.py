@@ -76,6 +76,14 @@ class QTHALayer(AdapterLayer):
         if config.branch != "none" and not self.weights_mode:
             self.gamma = nn.Parameter(torch.ones(config.r, **kw))
 
+    @property
+    def recompute(self) -> bool:
+        # Recomputing would run the circuits twice: only for the in-process exact simulator.
+        simulated = self.qnn is None or (
+            self.config.backend == "torch" and self.config.diff_method == "backprop"
+        )
+        return self.config.checkpoint and simulated
+
     def _branch(self, h: torch.Tensor | None = None) -> torch.Tensor:
         """q (activation mode, (..., r)) or the r^2 probabilities (weights mode)."""
         if self.mlp is not None:
