@@ -104,12 +104,15 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], goal: dict) -> None
         "# Adapter overhead on SmolLM2-135M-Instruct",
         "",
         f"One training step (forward + backward + AdamW) on {meta['batch']} x {meta['seq']} tokens, fp32, CPU; "
-        f"median of {meta['steps']} steps after {meta['warmup']} warm-up steps; each method in its own process.",
+        f"each method runs {meta['rounds']} times (interleaved with the others, each time in a fresh process, "
+        f"{meta['warmup']} warm-up + {meta['steps']} timed steps); step time = median of all timed steps, "
+        "peak RSS = the larger of the runs.",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['cpu']}, {meta['threads']} torch threads; torch {meta['torch']}; {meta['date']}",
         "",
-        "| method | trainable params | step (s) | x LoRA | peak RSS (MiB) | x LoRA | saved for backward (MiB) | x LoRA |",
+        "| method | trainable params | step (s) | x LoRA | peak RSS (MiB) | x LoRA | saved for backward (MiB) "
+        "| x LoRA |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -153,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="measure every method this many times, interleaved, to spread machine noise",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.steps < 1:

@@ -56,20 +56,60 @@ def random_circuit(
 # ---- tiny random causal LMs, built offline from a config ------------------------------------
 
 TINY_TARGETS = {"llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
+TINY_VOCAB = 128
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer (printable ASCII + newline, ChatML specials), built offline."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(special + [chr(c) for c in range(32, 127)] + ["\n"])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    return tok
+
+
+def tiny_model_dir(path, kind: str = "llama", seed: int = 0):
+    """Save a tiny random model and the tiny tokenizer as a local model directory."""
+    model = tiny_causal_lm(kind, seed=seed)
+    tok = tiny_tokenizer()
+    model.config.eos_token_id = tok.eos_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A 2-layer random Llama / Qwen2 / GPT-2 (hidden 32, vocab 96) in eval mode."""
+    """A 2-layer random Llama / Qwen2 / GPT-2 (hidden 32, vocab 128) in eval mode."""
     import transformers as tf
 
-    common = {"vocab_size": 96, "num_hidden_layers": 2}
+    common = {"vocab_size": TINY_VOCAB, "num_hidden_layers": 2}
     if kind == "llama":
         cfg = tf.LlamaConfig(
             hidden_size=32,
             intermediate_size=64,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=128,
+            max_position_embeddings=512,
             **common,
         )
         cls = tf.LlamaForCausalLM
@@ -79,12 +119,12 @@ def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32)
             intermediate_size=64,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=128,
+            max_position_embeddings=512,
             **common,
         )
         cls = tf.Qwen2ForCausalLM
     elif kind == "gpt2":
-        cfg = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, vocab_size=96)
+        cfg = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, vocab_size=TINY_VOCAB)
         cls = tf.GPT2LMHeadModel
     else:
         raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {sorted(TINY_TARGETS)}")

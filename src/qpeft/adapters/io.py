@@ -114,26 +114,38 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> QPeftModel:
     tensors = _read_tensors(directory)
     layers = inject(base_model, config, targets=list(meta["modules"]))
     try:
-        expected = {
-            f"{name}.{pname}": p
-            for name, layer in layers.items()
-            for pname, p in layer.adapter_parameters().items()
-        }
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise ValueError(
-                f"{directory / WEIGHTS_NAME} does not fit its config: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
-            )
-        for key, p in expected.items():
-            if tuple(tensors[key].shape) != tuple(p.shape):
-                raise ValueError(
-                    f"tensor {key}: saved shape {tuple(tensors[key].shape)}, expected {tuple(p.shape)}"
-                )
-        with torch.no_grad():
-            for key, p in expected.items():
-                p.copy_(tensors[key].to(dtype=p.dtype, device=p.device))
+        copy_weights(layers, tensors, directory)
     except Exception:
         remove(base_model, layers)  # nothing half-loaded
         raise
     return QPeftModel(base_model, config, layers)
+
+
+def copy_weights(layers: dict, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+    """Check every name and shape first, then copy: all tensors or none."""
+    expected = {
+        f"{name}.{pname}": p
+        for name, layer in layers.items()
+        for pname, p in layer.adapter_parameters().items()
+    }
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory / WEIGHTS_NAME} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for key, p in expected.items():
+        if tuple(tensors[key].shape) != tuple(p.shape):
+            raise ValueError(
+                f"tensor {key}: saved shape {tuple(tensors[key].shape)}, expected {tuple(p.shape)}"
+            )
+    with torch.no_grad():
+        for key, p in expected.items():
+            p.copy_(tensors[key].to(dtype=p.dtype, device=p.device))
+
+
+def load_adapter_weights(model: QPeftModel, directory: str | Path) -> None:
+    """Load saved adapter weights into a model that already carries the same adapters
+    (e.g. when resuming training from a checkpoint)."""
+    directory = Path(directory)
+    read_adapter_config(directory)
+    copy_weights(model.adapter_layers, _read_tensors(directory), directory)

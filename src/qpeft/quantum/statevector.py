@@ -38,6 +38,9 @@ def available_bytes(device: torch.device | str | None = None) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+SMALL_BYTES = 256 * 2**20
+
+
 def estimate_bytes(n_qubits: int, batch: int, dtype: torch.dtype, n_ops: int = 0) -> int:
     """Rough peak bytes of one simulated forward + backward: autograd keeps about one state
     per op."""
@@ -50,6 +53,8 @@ def check_memory(
 ) -> None:
     """Refuse, before allocating, a simulation that cannot fit in memory."""
     need = estimate_bytes(n_qubits, batch, dtype, n_ops)
+    if need < SMALL_BYTES:  # no need to ask the system (a file read) for small simulations
+        return
     have = available_bytes(device)
     if need > have:
         raise ValueError(

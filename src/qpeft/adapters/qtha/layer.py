@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from qpeft.adapters.base import AdapterLayer
 from qpeft.adapters.mpo.layer import make_factors
@@ -78,11 +79,23 @@ class QTHALayer(AdapterLayer):
 
     @property
     def recompute(self) -> bool:
-        # Recomputing would run the circuits twice: only for the in-process exact simulator.
-        simulated = self.qnn is None or (
-            self.config.backend == "torch" and self.config.diff_method == "backprop"
+        return False  # decided per part in `delta`: the MPO factors, and the QNN when it is large
+
+    def _checkpointed(self, fn, h: torch.Tensor, worth_it: bool = True) -> torch.Tensor:
+        if worth_it and self.config.checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, h, use_reentrant=False)
+        return fn(h)
+
+    @property
+    def _recompute_qnn(self) -> bool:
+        # Only for the in-process exact simulator (elsewhere the circuits would run twice), and
+        # only for states large enough to matter (2^6 amplitudes per token and up).
+        return (
+            self.qnn is not None
+            and self.config.backend == "torch"
+            and self.config.diff_method == "backprop"
+            and self.config.n_qubits >= 6
         )
-        return self.config.checkpoint and simulated
 
     def _branch(self, h: torch.Tensor | None = None) -> torch.Tensor:
         """q (activation mode, (..., r)) or the r^2 probabilities (weights mode)."""
@@ -102,16 +115,15 @@ class QTHALayer(AdapterLayer):
         return ((r * r * probs - 1) / r).reshape(r, r).to(self.weight_dtype)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mpo_A(x.to(self.weight_dtype))  # (..., r)
+        h = self._checkpointed(self.mpo_A, x.to(self.weight_dtype))  # (..., r)
         if self.config.branch == "none":
             z = h
         elif self.weights_mode:
             z = h + h @ self.mixing().T
-        elif self.config.fusion == "linear":
-            z = h + self.gamma * self._branch(h)
         else:
-            z = h * (1 + self.gamma * self._branch(h))
-        return self.mpo_B(z)
+            q = self._checkpointed(self._branch, h, worth_it=self._recompute_qnn)
+            z = h + self.gamma * q if self.config.fusion == "linear" else h * (1 + self.gamma * q)
+        return self._checkpointed(self.mpo_B, z)
 
     def not_mergeable_reason(self) -> str:
         return (

@@ -1,0 +1,230 @@
+"""The ``qpeft`` command line: train, eval, generate, compare, export.
+
+Every training flag is a field of :class:`qpeft.train.TrainConfig` with the same help text;
+``--config FILE`` (YAML or JSON) sets fields first, flags on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from qpeft.train import METHOD_PRESETS, TrainConfig
+
+
+def _flag_type(field: dataclasses.Field):
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, dict):
+        return json.loads
+    if isinstance(default, int) or field.type in ("int | None", int):
+        return int
+    if isinstance(default, float):
+        return float
+    return str
+
+
+def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (defaults left unset so --config can fill them)."""
+    parser.add_argument(
+        "--config", type=Path, help="YAML or JSON file of the fields below (flags override it)"
+    )
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata.get("help", "")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        kind = _flag_type(field)
+        if kind is None:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{help_text} (default: {default})",
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=kind,
+                default=None,
+                help=f"{help_text} (default: {json.dumps(default) if isinstance(default, dict) else default})",
+            )
+
+
+def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    given.update(fixed)
+    if args.config is not None:
+        return TrainConfig.from_file(args.config, **given)
+    return TrainConfig(**given)
+
+
+def cmd_train(args) -> int:
+    from qpeft.train import train
+
+    summary = train(config_from_args(args))
+    keep = {
+        k: summary.get(k) for k in ("global_step", "finished", "final_train_loss", "seconds_per_step", "eval")
+    }
+    print(json.dumps(keep, indent=2))
+    print(f"run directory: {args.out or TrainConfig().out}")
+    return 0 if summary.get("finished") else 3
+
+
+def _trained_model(adapter: Path) -> str | None:
+    """The model spec recorded next to an adapter (run_dir/adapter or a checkpoint)."""
+    for path in (adapter / "train_config.json", adapter.parent / "train_config.json"):
+        if path.is_file():
+            return json.loads(path.read_text()).get("model")
+    return None
+
+
+def _load_adapted(adapter: Path, model: str | None):
+    from qpeft.adapters import load_adapter
+    from qpeft.models import DEFAULT_MODEL, load_model
+
+    base, tokenizer = load_model(model or _trained_model(adapter) or DEFAULT_MODEL)
+    return load_adapter(base, adapter), tokenizer
+
+
+def cmd_eval(args) -> int:
+    from qpeft.data import load_examples, train_test_split
+    from qpeft.evaluate import evaluate
+
+    model, tokenizer = _load_adapted(args.adapter, args.model)
+    examples = load_examples(args.data)
+    _, held_out = train_test_split(examples, args.val_fraction, args.seed)
+    result = evaluate(model, tokenizer, held_out[: args.examples], args.max_length, samples_path=args.samples)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from qpeft.data import Example, encode_prompt
+    from qpeft.models import load_model
+
+    if args.adapter is not None:
+        model, tokenizer = _load_adapted(args.adapter, args.model)
+    else:
+        model, tokenizer = load_model(args.model or "smollm2-135m")
+    example = Example([{"role": "user", "content": args.prompt}, {"role": "assistant", "content": ""}])
+    ids = torch.tensor([encode_prompt(tokenizer, example)])
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=args.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    print(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from qpeft.report import compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    base = config_from_args(args)
+    report = compare(base, methods, seeds, Path(base.out))
+    print(report["table"])
+    print(f"report: {report['report']}")
+    print(f"loss plot: {report['plot']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    model, _ = _load_adapted(args.adapter, args.model)
+    out = model.export_peft_lora(args.out)
+    print(f"PEFT LoRA written to {out} (load it with peft.PeftModel.from_pretrained)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "train", help="fine-tune one adapter", description="Fine-tune one adapter on one data set."
+    )
+    add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="train several methods x seeds on the same data and write a report",
+        description="Train every method for every seed on the same data; write report.md and "
+        "loss-curve PNGs under --out.",
+    )
+    p.add_argument(
+        "--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})"
+    )
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    add_train_flags(p, skip=("method", "seed"))
+    p.set_defaults(func=cmd_compare)
+
+    for name, func, text in (
+        ("eval", cmd_eval, "evaluate a saved adapter on held-out data"),
+        ("generate", cmd_generate, "generate from a prompt with a saved adapter"),
+        ("export", cmd_export, "export a mergeable adapter as a standard PEFT LoRA"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument(
+            "--adapter",
+            type=Path,
+            required=name != "generate",
+            help="adapter directory (run_dir/adapter or a checkpoint-N directory)",
+        )
+        p.add_argument(
+            "--model", default=None, help="base model spec (default: the one the adapter was trained on)"
+        )
+        p.set_defaults(func=func)
+        if name == "eval":
+            p.add_argument(
+                "--data", default="arithmetic", help=TrainConfig.__dataclass_fields__["data"].metadata["help"]
+            )
+            p.add_argument(
+                "--val-fraction", type=float, default=0.1, help="held-out share (same seeded split as train)"
+            )
+            p.add_argument("--seed", type=int, default=0, help="split seed (use the training seed)")
+            p.add_argument("--examples", type=int, default=64, help="held-out examples to evaluate")
+            p.add_argument("--max-length", type=int, default=256, help="tokens per sequence")
+            p.add_argument(
+                "--samples", type=Path, default=None, help="write generation samples to this JSONL file"
+            )
+        elif name == "generate":
+            p.add_argument("--prompt", required=True, help="the user message")
+            p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
+        else:
+            p.add_argument("--out", type=Path, required=True, help="directory for the PEFT LoRA")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"qpeft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

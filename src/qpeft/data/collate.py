@@ -1,0 +1,104 @@
+"""Tokenisation with the tokenizer's chat template, loss on assistant tokens only, and
+truncation that drops whole leading turns before it cuts into a turn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from qpeft.data.formats import Example
+
+IGNORE = -100
+
+
+def _ids(tokenizer, messages, add_generation_prompt: bool = False) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)
+
+
+def encode_conversation(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of a whole conversation; labels are -100 except on the tokens of
+    assistant turns (found by rendering each prefix: the template must be prefix-stable)."""
+    ids = _ids(tokenizer, messages)
+    labels = [IGNORE] * len(ids)
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(_ids(tokenizer, messages[:k], add_generation_prompt=True))
+        end = len(_ids(tokenizer, messages[: k + 1]))
+        labels[start:end] = ids[start:end]
+    return ids, labels
+
+
+def _exchanges(messages):
+    """Split into (system messages, [exchange, ...]); an exchange ends with an assistant turn."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    rest, exchanges, current = messages[len(system) :], [], []
+    for m in rest:
+        current.append(m)
+        if m["role"] == "assistant":
+            exchanges.append(current)
+            current = []
+    if current:
+        exchanges.append(current)
+    return system, exchanges
+
+
+def encode_example(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
+    """Input ids and labels of at most ``max_length`` tokens: whole leading exchanges are
+    dropped first; if the last one alone is too long, its start is cut (the end, which holds
+    the answer, is kept)."""
+    system, exchanges = _exchanges(example.messages)
+    while True:
+        messages = system + [m for ex in exchanges for m in ex]
+        ids, labels = encode_conversation(tokenizer, messages)
+        if len(ids) <= max_length or len(exchanges) == 1:
+            break
+        exchanges = exchanges[1:]
+        if not any(m["role"] == "assistant" for ex in exchanges for m in ex):
+            break
+    if len(ids) > max_length:
+        ids, labels = ids[-max_length:], labels[-max_length:]
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_prompt(tokenizer, example: Example) -> list[int]:
+    """Tokens of the conversation up to its last assistant turn, ready for generation."""
+    last = max(k for k, m in enumerate(example.messages) if m["role"] == "assistant")
+    return _ids(tokenizer, example.messages[:last], add_generation_prompt=True)
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    def __init__(self, tokenizer, examples: list[Example], max_length: int):
+        if max_length < 8:
+            raise ValueError(f"`max_length` must be at least 8 tokens, got {max_length}")
+        self.items = [encode_example(tokenizer, e, max_length) for e in examples]
+        self.items = [it for it in self.items if any(label != IGNORE for label in it["labels"])]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.items[i]
+
+
+@dataclass
+class Collator:
+    """Right-pads a batch: pad id for inputs, -100 for labels, 0 in the attention mask."""
+
+    pad_token_id: int
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[k, :n] = torch.tensor(b["input_ids"])
+            labels[k, :n] = torch.tensor(b["labels"])
+            mask[k, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

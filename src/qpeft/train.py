@@ -1,0 +1,282 @@
+"""Fine-tuning on ``transformers.Trainer``.
+
+Checkpoints hold the adapter weights, optimizer, scheduler and RNG state only (never the
+base model); ``resume=True`` continues from the newest one, and a run stopped after k
+steps then resumed reaches the same adapter weights as an uninterrupted run. Ctrl-C /
+SIGTERM stops after the current step with a resumable checkpoint. Every log line also
+goes to ``metrics.jsonl`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qpeft.adapters.config import doc
+
+logger = logging.getLogger(__name__)
+
+#: --method shortcuts used by `qpeft compare`
+METHOD_PRESETS = {
+    "lora": "lora",
+    "mpo": "mpo",
+    "qtha": "qtha-default",
+    "qtha-weights": "qtha-weights",
+    "qtha-angle": "qtha-angle",
+    "qtha-mlp": "qtha-mlp",
+    "qtha-none": "qtha-none",
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the CLI flags and YAML/JSON config keys are these fields."""
+
+    model: str = doc(
+        "smollm2-135m", "model: the built-in smollm2-135m, a local directory, or a cached hub id"
+    )
+    data: str = doc(
+        "arithmetic", "data: 'arithmetic[:LEVEL]', a chat/GSM8K .jsonl file, or a CPsyCounD directory"
+    )
+    method: str = doc("qtha", f"adapter method or preset: {', '.join(METHOD_PRESETS)}, or any preset name")
+    adapter: dict = doc({}, "adapter config fields that override the preset, e.g. {'r': 4, 'bond_dim': 8}")
+    out: str = doc("runs/qpeft", "run directory: checkpoints, metrics.jsonl, final adapter, results.json")
+    steps: int = doc(100, "optimizer steps")
+    batch_size: int = doc(4, "sequences per device per step")
+    grad_accum: int = doc(1, "gradient accumulation steps")
+    lr: float = doc(2e-3, "peak learning rate (AdamW, linear decay)")
+    warmup_steps: int = doc(0, "linear warm-up steps")
+    weight_decay: float = doc(0.0, "AdamW weight decay")
+    max_length: int = doc(256, "tokens per sequence; longer dialogues lose whole leading turns first")
+    val_fraction: float = doc(0.1, "share of the data held out for evaluation (seeded split)")
+    max_examples: int | None = doc(None, "use at most this many examples (before the split)")
+    eval_examples: int = doc(64, "held-out examples used for loss / accuracy after training")
+    seed: int = doc(0, "seed for the split, adapter init and data order")
+    save_steps: int = doc(50, "save a resumable checkpoint every N steps")
+    logging_steps: int = doc(1, "log (and append to metrics.jsonl) every N steps")
+    resume: bool = doc(False, "continue from the newest checkpoint in `out`")
+    dtype: str = doc("float32", "base model dtype: float32 or bfloat16")
+    progress: bool = doc(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "max_length",
+            "save_steps",
+            "logging_steps",
+            "eval_examples",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ValueError(f"`lr` must be a positive number, got {self.lr!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"`dtype` must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if not isinstance(self.adapter, dict):
+            raise ValueError(f"`adapter` must be a mapping of config fields, got {self.adapter!r}")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
+        """Fields from a YAML or JSON file, then ``overrides``; unknown keys are an error."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of TrainConfig fields")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**{**data, **overrides})
+
+
+def adapter_config(config: TrainConfig):
+    from qpeft.adapters.presets import preset
+
+    return preset(METHOD_PRESETS.get(config.method, config.method), **config.adapter)
+
+
+def prepare(config: TrainConfig):
+    """(model with adapters, tokenizer, train dataset, held-out examples)."""
+    from qpeft.adapters import get_model
+    from qpeft.data import EncodedDataset, load_examples, train_test_split
+    from qpeft.models import load_model
+
+    torch.manual_seed(config.seed)
+    examples = load_examples(config.data)
+    if config.max_examples:
+        examples = examples[: config.max_examples]
+    if len(examples) < 2:
+        raise ValueError(
+            f"data {config.data!r} has {len(examples)} example(s); need at least 2 to hold one out"
+        )
+    train_examples, held_out = train_test_split(examples, config.val_fraction, config.seed)
+    base, tokenizer = load_model(config.model, getattr(torch, config.dtype))
+    model = get_model(base, adapter_config(config))
+    dataset = EncodedDataset(tokenizer, train_examples, config.max_length)
+    return model, tokenizer, dataset, held_out[: config.eval_examples]
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    checkpoints = [p for p in Path(out).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _callbacks(out: Path):
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        """Append every log record to metrics.jsonl (main process only)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
+
+    class StopOnSignal(TrainerCallback):
+        """SIGINT / SIGTERM: finish the step, save a checkpoint, stop."""
+
+        def __init__(self):
+            self.received = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def _handle(self, signum, frame):
+            self.received = signum
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.received is not None:
+                logger.warning(
+                    "qpeft: signal %s: saving a checkpoint at step %d and stopping",
+                    self.received,
+                    state.global_step,
+                )
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
+
+    return MetricsFile(), StopOnSignal()
+
+
+def make_trainer(config: TrainConfig, model, tokenizer, dataset):
+    from transformers import Trainer, TrainingArguments
+
+    from qpeft.adapters.io import load_adapter_weights
+    from qpeft.data import Collator
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    class QPeftTrainer(Trainer):
+        """Checkpoints carry the adapter only (plus optimizer / scheduler / RNG state)."""
+
+        def _save(self, output_dir=None, state_dict=None):
+            output_dir = Path(output_dir or self.args.output_dir)
+            self.accelerator.unwrap_model(self.model).save_adapter(output_dir)
+            (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            load_adapter_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=not config.progress,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        dataloader_num_workers=0,
+        save_safetensors=True,
+        bf16=config.dtype == "bfloat16" and torch.cuda.is_available(),
+    )
+    metrics, stop = _callbacks(out)
+    return QPeftTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=Collator(tokenizer.pad_token_id),
+        callbacks=[metrics, stop],
+    )
+
+
+def train(config: TrainConfig) -> dict:
+    """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``."""
+    from qpeft.evaluate import evaluate
+
+    out = Path(config.out)
+    resume_from = None
+    if config.resume:
+        resume_from = latest_checkpoint(out)
+        if resume_from is None:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint-* directory in {out}; start the run without --resume"
+            )
+    model, tokenizer, dataset, held_out = prepare(config)
+    trainer = make_trainer(config, model, tokenizer, dataset)
+    if trainer.is_world_process_zero():
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.time() - started
+    state = trainer.state
+    finished = state.global_step >= config.steps
+    summary = {
+        "config": dataclasses.asdict(config),
+        "finished": finished,
+        "global_step": state.global_step,
+        "train_seconds": seconds,
+        "train_loss_mean": result.training_loss,
+        "losses": [(r["step"], r["loss"]) for r in state.log_history if "loss" in r],
+        "parameters": model.parameter_summary(),
+    }
+    if not trainer.is_world_process_zero():
+        return summary
+    if not finished:
+        summary["interrupted"] = True
+        (out / "results.json").write_text(json.dumps(summary, indent=2))
+        return summary
+    model.save_adapter(out / "adapter")
+    summary["eval"] = evaluate(
+        model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl"
+    )
+    losses = [loss for _, loss in summary["losses"]]
+    tail = max(1, math.ceil(0.1 * len(losses)))
+    summary["final_train_loss"] = sum(losses[-tail:]) / tail if losses else None
+    first_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    summary["seconds_per_step"] = seconds / max(1, state.global_step - first_step)
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
