@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml Makefile
 	-$(PIP) install -q pyqpanda3 || echo "pyqpanda3 not installable here; its tests will skip"
 	touch $(STAMP)
 
+# The quick comparison: bundled SmolLM2-135M on the built-in arithmetic task, LoRA vs QTHA.
 demo: install
-	$(PY) benchmarks/simulator.py --quick
+	$(PY) -m qpeft.cli compare --model smollm2-135m --data arithmetic --methods lora,qtha --seeds 0 \
+		--steps 40 --batch-size 4 --max-length 160 --lr 1e-3 --eval-examples 32 --out runs/demo
 
 test: install
 	$(PY) -m ruff check src tests benchmarks
@@ -33,6 +35,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/simulator.py
+	$(PY) benchmarks/overhead.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

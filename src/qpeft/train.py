@@ -180,7 +180,7 @@ def _callbacks(out: Path):
     return MetricsFile(), StopOnSignal()
 
 
-def make_trainer(config: TrainConfig, model, tokenizer, dataset):
+def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list | None = None):
     from transformers import Trainer, TrainingArguments
 
     from qpeft.adapters.io import load_adapter_weights
@@ -233,8 +233,11 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset):
     )
 
 
-def train(config: TrainConfig) -> dict:
-    """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``."""
+def train(config: TrainConfig, callbacks: list | None = None) -> dict:
+    """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects.
+    """
     from qpeft.evaluate import evaluate
 
     out = Path(config.out)
@@ -246,7 +249,7 @@ def train(config: TrainConfig) -> dict:
                 f"--resume: no checkpoint-* directory in {out}; start the run without --resume"
             )
     model, tokenizer, dataset, held_out = prepare(config)
-    trainer = make_trainer(config, model, tokenizer, dataset)
+    trainer = make_trainer(config, model, tokenizer, dataset, callbacks)
     if trainer.is_world_process_zero():
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     started = time.time()

@@ -1,0 +1,87 @@
+"""Training on a tiny model: checkpoints, interruption by SIGTERM and resume, metrics,
+evaluation, config files."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from qpeft.testing import tiny_model_dir
+from qpeft.train import TrainConfig, latest_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return str(tiny_model_dir(tmp_path_factory.mktemp("tiny-llama")))
+
+
+def _config(tiny_dir, out, **kw):
+    fields = dict(model=tiny_dir, data="arithmetic:1", method="qtha", adapter={"r": 4, "bond_dim": 2}, out=str(out),
+                  steps=6, batch_size=2, max_examples=40, max_length=96, save_steps=3, eval_examples=4, lr=5e-3,
+                  progress=False)
+    return TrainConfig(**{**fields, **kw})
+
+
+class SigtermAt(TrainerCallback):
+    """Sends this process SIGTERM after step ``k`` (what `kill` or a scheduler would do)."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.k:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_dir, tmp_path):
+    straight = train(_config(tiny_dir, tmp_path / "straight"))
+    assert straight["finished"] and straight["global_step"] == 6
+
+    stopped = train(_config(tiny_dir, tmp_path / "resumed"), callbacks=[SigtermAt(2)])
+    assert not stopped["finished"] and stopped["global_step"] == 2 and stopped["interrupted"]
+    checkpoint = latest_checkpoint(tmp_path / "resumed")
+    assert checkpoint.name == "checkpoint-2"
+    files = {p.name for p in checkpoint.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt"} <= files
+    assert not any(name.startswith("model") for name in files)  # adapter weights only, never the base model
+    weights = load_file(checkpoint / "adapter_model.safetensors")
+    assert weights and all(".base_layer." not in k for k in weights)
+
+    resumed = train(_config(tiny_dir, tmp_path / "resumed", resume=True))
+    assert resumed["finished"] and resumed["global_step"] == 6
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+    assert not all(torch.equal(a[k], v) for k, v in load_file(checkpoint / "adapter_model.safetensors").items())
+
+    lines = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, 7))
+    results = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert results["eval"]["eval_loss"] > 0 and 0 <= results["eval"]["accuracy"] <= 1
+    assert (tmp_path / "straight" / "samples.jsonl").is_file()
+
+
+def test_resume_without_checkpoint_is_an_error(tiny_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint-\\* directory in"):
+        train(_config(tiny_dir, tmp_path / "empty", resume=True))
+
+
+def test_config_files(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("method: lora\nsteps: 7\nadapter:\n  r: 2\n")
+    cfg = TrainConfig.from_file(yaml_file, steps=9)
+    assert (cfg.method, cfg.steps, cfg.adapter) == ("lora", 9, {"r": 2})
+    json_file = tmp_path / "run.json"
+    json_file.write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['stepz'\]"):
+        TrainConfig.from_file(json_file)
+    with pytest.raises(ValueError, match="`steps` must be a positive integer, got 0"):
+        TrainConfig(steps=0)
+    with pytest.raises(FileNotFoundError, match="config file .* does not exist"):
+        TrainConfig.from_file(tmp_path / "missing.yaml")
