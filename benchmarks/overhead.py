@@ -148,9 +148,7 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], goal: dict) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
@@ -169,14 +167,27 @@ def main(argv: list[str] | None = None) -> int:
     from qpeft.models import load_model
 
     load_model("smollm2-135m")  # build the cache once, outside the timed processes
+    runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+    for _ in range(args.rounds):
+        for method in args.methods:
+            r = run(method, args)
+            runs[method].append(r)
+            print(
+                f"{method:14s} {r['step_seconds_median']:.3f} s/step  peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB  "
+                f"saved {r['saved_for_backward_bytes'] / 2**20:.0f} MiB  params {r['trainable_params']:,}",
+                flush=True,
+            )
     rows = []
-    for method in args.methods:
-        rows.append(run(method, args))
-        r = rows[-1]
-        print(
-            f"{method:14s} {r['step_seconds_median']:.3f} s/step  peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB  "
-            f"saved {r['saved_for_backward_bytes'] / 2**20:.0f} MiB  params {r['trainable_params']:,}",
-            flush=True,
+    for results in runs.values():
+        steps = [s for r in results for s in r["step_seconds_all"]]
+        rows.append(
+            results[0]
+            | {
+                "step_seconds_median": statistics.median(steps),
+                "step_seconds_all": steps,
+                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
+                "rounds": len(results),
+            }
         )
     cpu = platform.processor()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -193,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "batch": args.batch,
         "seq": args.seq,
+        "rounds": args.rounds,
     }
     goal = {}
     by = {r["method"]: r for r in rows}

@@ -178,9 +178,7 @@ def _missing(module: str) -> bool:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    base = {
-        (r["n"], r["batch"]): r["seconds"] for r in rows if r["contender"] == "qpeft fast" and "seconds" in r
-    }
+    base = {(r["n"], r["batch"]): r["seconds"] for r in rows if r["contender"] == "qpeft fast" and "seconds" in r}
     for r in rows:
         if "seconds" in r and (r["n"], r["batch"]) in base:
             r["ratio_to_qpeft_fast"] = r["seconds"] / base[(r["n"], r["batch"])]
@@ -287,9 +285,7 @@ def plot(path: Path, rows: list[dict], names: list[str], batch: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small grid (n 4, 6; batch 256) for `make demo`")
     parser.add_argument("--qubits", type=int, nargs="+", default=[4, 6, 8, 10])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 4096])
@@ -317,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_grid(args.qubits, args.batches, names, args.repeats, args.slow_limit, skip_over=120.0)
     add_ratios(rows)
     goal = targets(rows)
-    (args.out / f"{stem}.json").write_text(
-        json.dumps({"meta": meta, "targets": goal, "results": rows}, indent=2)
-    )
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "targets": goal, "results": rows}, indent=2))
     write_markdown(args.out / f"{stem}.md", meta, rows, names, goal)
     plot(args.out / f"{stem}.png", rows, names, max(args.batches))
     print((args.out / f"{stem}.md").read_text())

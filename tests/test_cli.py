@@ -15,9 +15,26 @@ def tiny_dir(tmp_path_factory):
     return str(tiny_model_dir(tmp_path_factory.mktemp("tiny-cli")))
 
 
-def _common(tiny_dir):
-    return ["--model", tiny_dir, "--data", "arithmetic:1", "--steps", "3", "--batch-size", "2", "--max-examples",
-            "30", "--max-length", "96", "--eval-examples", "4", "--no-progress", "--adapter", '{"r": 4, "bond_dim": 2}']
+def _common(tiny_dir, adapter='{"r": 4, "bond_dim": 2}'):
+    return [
+        "--model",
+        tiny_dir,
+        "--data",
+        "arithmetic:1",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--max-examples",
+        "30",
+        "--max-length",
+        "96",
+        "--eval-examples",
+        "4",
+        "--no-progress",
+        "--adapter",
+        adapter,
+    ]
 
 
 def test_help_is_complete(capsys):
@@ -37,10 +54,25 @@ def test_help_is_complete(capsys):
 def test_train_eval_generate_export(tiny_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *_common(tiny_dir), "--method", "qtha-weights", "--out", str(out)]) == 0
-    summary = json.loads(capsys.readouterr().out.split("run directory")[0])
+    assert f"run directory: {out}" in capsys.readouterr().out
+    summary = json.loads((out / "results.json").read_text())
     assert summary["global_step"] == 3 and summary["finished"]
-    assert main(["eval", "--adapter", str(out / "adapter"), "--data", "arithmetic:1", "--examples", "4",
-                 "--max-length", "96"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                str(out / "adapter"),
+                "--data",
+                "arithmetic:1",
+                "--examples",
+                "4",
+                "--max-length",
+                "96",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["eval_loss"] > 0 and "accuracy" in result
     assert main(["generate", "--adapter", str(out / "adapter"), "--prompt", "1+1?", "--max-new-tokens", "4"]) == 0
@@ -53,15 +85,18 @@ def test_config_file_and_flag_override(tiny_dir, tmp_path, capsys):
     cfg = tmp_path / "run.json"
     cfg.write_text(json.dumps({"method": "lora", "steps": 5, "adapter": {"r": 2}}))
     out = tmp_path / "run"
-    args = _common(tiny_dir) + ["--config", str(cfg), "--out", str(out)]
-    assert main(["train", *args]) == 0  # --steps 3 on the command line beats the file's 5
+    args = _common(tiny_dir, adapter='{"r": 3}') + ["--config", str(cfg), "--out", str(out)]
+    assert main(["train", *args]) == 0  # --steps 3 and --adapter on the command line beat the file
     saved = json.loads((out / "train_config.json").read_text())
-    assert saved["steps"] == 3 and saved["method"] == "lora" and saved["adapter"] == {"r": 4, "bond_dim": 2}
+    assert saved["steps"] == 3 and saved["method"] == "lora" and saved["adapter"] == {"r": 3}
+    bad = _common(tiny_dir, adapter='{"bond_dim": 2}') + ["--method", "lora", "--out", str(tmp_path / "bad")]
+    assert main(["train", *bad]) == 2
+    assert "preset 'lora' (lora) has no field(s) ['bond_dim']" in capsys.readouterr().err
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "is neither the built-in 'arithmetic' task nor an existing path" in capsys.readouterr().err
 
 
 def test_compare_writes_report_and_plot(tiny_dir, tmp_path, capsys):

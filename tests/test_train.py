@@ -20,9 +20,21 @@ def tiny_dir(tmp_path_factory):
 
 
 def _config(tiny_dir, out, **kw):
-    fields = dict(model=tiny_dir, data="arithmetic:1", method="qtha", adapter={"r": 4, "bond_dim": 2}, out=str(out),
-                  steps=6, batch_size=2, max_examples=40, max_length=96, save_steps=3, eval_examples=4, lr=5e-3,
-                  progress=False)
+    fields = dict(
+        model=tiny_dir,
+        data="arithmetic:1",
+        method="qtha",
+        adapter={"r": 4, "bond_dim": 2},
+        out=str(out),
+        steps=6,
+        batch_size=2,
+        max_examples=40,
+        max_length=96,
+        save_steps=3,
+        eval_examples=4,
+        lr=5e-3,
+        progress=False,
+    )
     return TrainConfig(**{**fields, **kw})
 
 

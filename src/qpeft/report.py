@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 import statistics
 import sys
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 from qpeft.train import TrainConfig, train
+
+logger = logging.getLogger(__name__)
 
 
 def _run(config: TrainConfig) -> dict:
@@ -22,6 +25,22 @@ def _run(config: TrainConfig) -> dict:
         if previous.get("finished") and previous.get("config") == dataclasses.asdict(config):
             return previous
     return train(config)
+
+
+def _fields_of(method: str, overrides: dict) -> dict:
+    """The adapter overrides that ``method`` has (e.g. bond_dim applies to mpo and qtha, not lora)."""
+    from qpeft.adapters.presets import PRESETS
+    from qpeft.adapters.registry import config_class
+    from qpeft.train import METHOD_PRESETS
+
+    name = METHOD_PRESETS.get(method, method)
+    if name not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_PRESETS)} or a preset name")
+    known = {f.name for f in dataclasses.fields(config_class(PRESETS[name][0]))}
+    dropped = sorted(set(overrides) - known)
+    if dropped:
+        logger.info("qpeft compare: %s has no field(s) %s; not applied to it", method, dropped)
+    return {k: v for k, v in overrides.items() if k in known}
 
 
 def _mean_std(values: list[float | None]) -> str:
@@ -85,9 +104,10 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path) 
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     for method in methods:
+        adapter = _fields_of(method, base.adapter)
         for seed in seeds:
             config = dataclasses.replace(
-                base, method=method, seed=seed, out=str(out / f"{method}-seed{seed}")
+                base, method=method, seed=seed, adapter=adapter, out=str(out / f"{method}-seed{seed}")
             )
             results.setdefault(method, []).append(_run(config))
     text = table(results)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -40,12 +41,8 @@ METHOD_PRESETS = {
 class TrainConfig:
     """Everything a training run needs; the CLI flags and YAML/JSON config keys are these fields."""
 
-    model: str = doc(
-        "smollm2-135m", "model: the built-in smollm2-135m, a local directory, or a cached hub id"
-    )
-    data: str = doc(
-        "arithmetic", "data: 'arithmetic[:LEVEL]', a chat/GSM8K .jsonl file, or a CPsyCounD directory"
-    )
+    model: str = doc("smollm2-135m", "model: the built-in smollm2-135m, a local directory, or a cached hub id")
+    data: str = doc("arithmetic", "data: 'arithmetic[:LEVEL]', a chat/GSM8K .jsonl file, or a CPsyCounD directory")
     method: str = doc("qtha", f"adapter method or preset: {', '.join(METHOD_PRESETS)}, or any preset name")
     adapter: dict = doc({}, "adapter config fields that override the preset, e.g. {'r': 4, 'bond_dim': 8}")
     out: str = doc("runs/qpeft", "run directory: checkpoints, metrics.jsonl, final adapter, results.json")
@@ -125,9 +122,7 @@ def prepare(config: TrainConfig):
     if config.max_examples:
         examples = examples[: config.max_examples]
     if len(examples) < 2:
-        raise ValueError(
-            f"data {config.data!r} has {len(examples)} example(s); need at least 2 to hold one out"
-        )
+        raise ValueError(f"data {config.data!r} has {len(examples)} example(s); need at least 2 to hold one out")
     train_examples, held_out = train_test_split(examples, config.val_fraction, config.seed)
     base, tokenizer = load_model(config.model, getattr(torch, config.dtype))
     model = get_model(base, adapter_config(config))
@@ -188,6 +183,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     class QPeftTrainer(Trainer):
         """Checkpoints carry the adapter only (plus optimizer / scheduler / RNG state)."""
@@ -218,9 +214,9 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         remove_unused_columns=False,
         disable_tqdm=not config.progress,
         use_cpu=not torch.cuda.is_available(),
-        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        # torchrun sets WORLD_SIZE; on CPU the processes talk through gloo
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
         dataloader_num_workers=0,
-        save_safetensors=True,
         bf16=config.dtype == "bfloat16" and torch.cuda.is_available(),
     )
     metrics, stop = _callbacks(out)
@@ -229,7 +225,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         args=args,
         train_dataset=dataset,
         data_collator=Collator(tokenizer.pad_token_id),
-        callbacks=[metrics, stop],
+        callbacks=[metrics, *(callbacks or []), stop],
     )
 
 
@@ -245,9 +241,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
     if config.resume:
         resume_from = latest_checkpoint(out)
         if resume_from is None:
-            raise FileNotFoundError(
-                f"--resume: no checkpoint-* directory in {out}; start the run without --resume"
-            )
+            raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
     model, tokenizer, dataset, held_out = prepare(config)
     trainer = make_trainer(config, model, tokenizer, dataset, callbacks)
     if trainer.is_world_process_zero():
@@ -273,9 +267,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         return summary
     model.save_adapter(out / "adapter")
-    summary["eval"] = evaluate(
-        model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl"
-    )
+    summary["eval"] = evaluate(model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl")
     losses = [loss for _, loss in summary["losses"]]
     tail = max(1, math.ceil(0.1 * len(losses)))
     summary["final_train_loss"] = sum(losses[-tail:]) / tail if losses else None

@@ -22,9 +22,7 @@ def test_target_that_matches_nothing_lists_the_linear_modules():
 
 
 def test_regex_targets():
-    model = get_model(
-        tiny_causal_lm("llama"), LoraConfig(target_modules=r".*layers\.1\.self_attn\.(q|k)_proj")
-    )
+    model = get_model(tiny_causal_lm("llama"), LoraConfig(target_modules=r".*layers\.1\.self_attn\.(q|k)_proj"))
     assert sorted(model.adapter_layers) == [
         "model.layers.1.self_attn.k_proj",
         "model.layers.1.self_attn.q_proj",

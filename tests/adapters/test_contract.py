@@ -61,9 +61,7 @@ def test_fresh_adapter_is_exact_noop_and_only_adapters_train(method, kind):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".base_layer." not in n for n in trainable)
     adapter_names = {
-        f"base_model.{name}.{p}"
-        for name, layer in model.adapter_layers.items()
-        for p in layer.adapter_parameters()
+        f"base_model.{name}.{p}" for name, layer in model.adapter_layers.items() for p in layer.adapter_parameters()
     }
     assert set(trainable) == adapter_names
 

@@ -14,9 +14,7 @@ def test_lora_equals_peft_lora(kind):
     targets = TINY_TARGETS[kind]
     theirs = peft.get_peft_model(
         tiny_causal_lm(kind),
-        peft.LoraConfig(
-            r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, fan_in_fan_out=kind == "gpt2"
-        ),
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, fan_in_fan_out=kind == "gpt2"),
     ).eval()
     ours = get_model(tiny_causal_lm(kind), LoraConfig(r=4, alpha=8, target_modules=targets)).eval()
     g = torch.Generator().manual_seed(0)

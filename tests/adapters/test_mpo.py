@@ -64,9 +64,7 @@ def test_bond_dims_are_capped_at_useful_rank():
 
 
 def test_mpo_layer_delta_matches_its_merged_weight():
-    layer = MPOLayer(
-        torch.nn.Linear(48, 20).double(), MPOConfig(r=6, bond_dim=4, n_cores=2, target_modules=["x"])
-    )
+    layer = MPOLayer(torch.nn.Linear(48, 20).double(), MPOConfig(r=6, bond_dim=4, n_cores=2, target_modules=["x"]))
     torch.nn.init.normal_(layer.mpo_B.cores[-1])
     x = torch.randn(7, 48, dtype=torch.float64)
     torch.testing.assert_close(layer.delta(x), x @ layer.delta_weight().T)
@@ -75,9 +73,7 @@ def test_mpo_layer_delta_matches_its_merged_weight():
 
 
 def test_explicit_factorisations():
-    cfg = MPOConfig(
-        r=6, n_cores=2, in_factors=[8, 6], out_factors=[5, 4], rank_factors=[3, 2], target_modules=["x"]
-    )
+    cfg = MPOConfig(r=6, n_cores=2, in_factors=[8, 6], out_factors=[5, 4], rank_factors=[3, 2], target_modules=["x"])
     layer = MPOLayer(torch.nn.Linear(48, 20), cfg)
     assert layer.mpo_A.in_factors == [8, 6] and layer.mpo_A.out_factors == [3, 2]
     assert layer.mpo_B.out_factors == [5, 4]

@@ -54,7 +54,5 @@ def test_collator_pads_right():
     batch = Collator(tok.pad_token_id)([data[0], data[1]])
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     n0 = len(data[0]["input_ids"])
-    assert (batch["input_ids"][0, n0:] == tok.pad_token_id).all() and (
-        batch["labels"][0, n0:] == IGNORE
-    ).all()
+    assert (batch["input_ids"][0, n0:] == tok.pad_token_id).all() and (batch["labels"][0, n0:] == IGNORE).all()
     assert batch["attention_mask"][0].sum() == n0 and batch["attention_mask"].dtype == torch.long

@@ -32,9 +32,7 @@ def test_real_gsm8k():
     assert len(examples) == 1319
     first = examples[0]
     assert first.messages[0]["role"] == "user" and first.answer == "18"
-    assert "<<" not in first.messages[1]["content"] and first.messages[1]["content"].strip().endswith(
-        "#### 18"
-    )
+    assert "<<" not in first.messages[1]["content"] and first.messages[1]["content"].strip().endswith("#### 18")
     assert load_examples(str(SHARED / "gsm8k" / "test.jsonl"))[0].answer == "18"  # detected as GSM8K
 
 
@@ -95,9 +93,7 @@ def test_cpsycound_errors(tmp_path):
         read_cpsycound(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_cpsycound(tmp_path / "nope")
-    with pytest.raises(
-        FileNotFoundError, match="neither the built-in 'arithmetic' task nor an existing path"
-    ):
+    with pytest.raises(FileNotFoundError, match="neither the built-in 'arithmetic' task nor an existing path"):
         load_examples("no-such-data")
 
 

@@ -81,9 +81,7 @@ def test_parameter_shift_without_inputs_and_probs():
     torch.manual_seed(1)
     grads = []
     for method in ("backprop", "parameter_shift"):
-        layer = QuantumLayer(
-            c, diff_method=method, observable="probs", backend_options={"dtype": torch.complex128}
-        )
+        layer = QuantumLayer(c, diff_method=method, observable="probs", backend_options={"dtype": torch.complex128})
         layer.weights.data = torch.linspace(-1, 1, c.n_weights)
         out = layer()
         assert out.shape == (8,)

@@ -130,9 +130,7 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def inject(
-    model: nn.Module, config: AdapterConfig, targets: list[str] | None = None
-) -> dict[str, AdapterLayer]:
+def inject(model: nn.Module, config: AdapterConfig, targets: list[str] | None = None) -> dict[str, AdapterLayer]:
     """Wrap every target of ``model`` (in place) with the config's adapter layer and freeze
     everything else. Returns {module name: adapter layer}."""
     from qpeft.adapters.registry import layer_class

@@ -71,9 +71,7 @@ class AdapterConfig:
             try:
                 re.compile(self.target_modules)
             except re.error as err:
-                raise ValueError(
-                    f"`target_modules` is not a valid regex: {self.target_modules!r} ({err})"
-                ) from err
+                raise ValueError(f"`target_modules` is not a valid regex: {self.target_modules!r} ({err})") from err
         elif isinstance(self.target_modules, list | tuple) and self.target_modules:
             self.target_modules = [str(t) for t in self.target_modules]
         else:
@@ -137,8 +135,7 @@ class TensorTrainFields(AdapterConfig):
             _factors(name, getattr(self, name))
         if self.rank_factors is not None and math.prod(self.rank_factors) != self.r:
             raise ValueError(
-                f"`rank_factors` {self.rank_factors} multiply to {math.prod(self.rank_factors)}, "
-                f"not r = {self.r}"
+                f"`rank_factors` {self.rank_factors} multiply to {math.prod(self.rank_factors)}, not r = {self.r}"
             )
         lengths = {len(f) for f in (self.in_factors, self.out_factors, self.rank_factors) if f is not None}
         if lengths and lengths != {self.n_cores}:

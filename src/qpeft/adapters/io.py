@@ -61,9 +61,7 @@ def save_adapter(model: QPeftModel, directory: str | Path) -> Path:
 def read_adapter_config(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no {CONFIG_NAME} in {directory}; point to a directory written by save_adapter()"
-        )
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}; point to a directory written by save_adapter()")
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -94,9 +92,7 @@ def _check_modules(base_model: nn.Module, modules: dict) -> None:
     for name, (d_in, d_out) in modules.items():
         module = present.get(name)
         if module is None or not is_linear(module):
-            raise ValueError(
-                f"the adapter targets module {name}, which is not a Linear module of this base model"
-            )
+            raise ValueError(f"the adapter targets module {name}, which is not a Linear module of this base model")
         have = in_out_features(module)
         if have != (d_in, d_out):
             raise ValueError(
@@ -124,9 +120,7 @@ def load_adapter(base_model: nn.Module, directory: str | Path) -> QPeftModel:
 def copy_weights(layers: dict, tensors: dict[str, torch.Tensor], directory: Path) -> None:
     """Check every name and shape first, then copy: all tensors or none."""
     expected = {
-        f"{name}.{pname}": p
-        for name, layer in layers.items()
-        for pname, p in layer.adapter_parameters().items()
+        f"{name}.{pname}": p for name, layer in layers.items() for pname, p in layer.adapter_parameters().items()
     }
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -135,9 +129,7 @@ def copy_weights(layers: dict, tensors: dict[str, torch.Tensor], directory: Path
         )
     for key, p in expected.items():
         if tuple(tensors[key].shape) != tuple(p.shape):
-            raise ValueError(
-                f"tensor {key}: saved shape {tuple(tensors[key].shape)}, expected {tuple(p.shape)}"
-            )
+            raise ValueError(f"tensor {key}: saved shape {tuple(tensors[key].shape)}, expected {tuple(p.shape)}")
     with torch.no_grad():
         for key, p in expected.items():
             p.copy_(tensors[key].to(dtype=p.dtype, device=p.device))

@@ -4,6 +4,8 @@ parameter counts and ``benchmarks/results/overhead.md`` for their step-time cost
 
 from __future__ import annotations
 
+import dataclasses
+
 from qpeft.adapters.config import AdapterConfig
 from qpeft.adapters.registry import config_class
 
@@ -52,4 +54,9 @@ def preset(name: str, **overrides) -> AdapterConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     method, fields, _ = PRESETS[name]
-    return config_class(method)(**{**fields, **overrides})
+    cls = config_class(method)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"preset {name!r} ({method}) has no field(s) {unknown}; its fields are {sorted(known)}")
+    return cls(**{**fields, **overrides})

@@ -74,6 +74,4 @@ def require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
-            f"this backend needs `{module}`; install it with `pip install qpeft[{extra}]`"
-        ) from err
+        raise ImportError(f"this backend needs `{module}`; install it with `pip install qpeft[{extra}]`") from err

@@ -40,9 +40,7 @@ def check_conversation(messages: list, where: str) -> list[dict[str, str]]:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise DataError(f"{where}: message {k} must be an object with 'role' and 'content'")
         if m["role"] not in ROLES:
-            raise DataError(
-                f"{where}: unknown role {m['role']!r} in message {k}; use one of {', '.join(ROLES)}"
-            )
+            raise DataError(f"{where}: unknown role {m['role']!r} in message {k}; use one of {', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise DataError(f"{where}: message {k} content must be a string")
         clean.append({"role": m["role"], "content": m["content"]})
@@ -68,9 +66,7 @@ def _json_lines(path: Path):
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(
-                f"{_where(path, number)}: malformed JSON ({err.msg} at column {err.colno})"
-            ) from err
+            raise DataError(f"{_where(path, number)}: malformed JSON ({err.msg} at column {err.colno})") from err
 
 
 def read_chat_jsonl(path: str | Path) -> list[Example]:

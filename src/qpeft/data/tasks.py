@@ -93,7 +93,5 @@ def load_examples(spec: str) -> list[Example]:
     if path.is_dir() or path.suffix == ".txt":
         return read_cpsycound(path)
     if path.suffix not in (".jsonl", ".json"):
-        raise DataError(
-            f"{path}: unsupported data file type {path.suffix!r}; use .jsonl or a CPsyCounD directory"
-        )
+        raise DataError(f"{path}: unsupported data file type {path.suffix!r}; use .jsonl or a CPsyCounD directory")
     return read_gsm8k(path) if _detect_jsonl(path) == "gsm8k" else read_chat_jsonl(path)

@@ -161,8 +161,7 @@ class Circuit:
         weights = [] if weights is None else [float(v) for v in weights]
         if len(weights) != self.n_weights or len(inputs) != self.n_inputs:
             raise ValueError(
-                f"bind needs {self.n_inputs} inputs and {self.n_weights} weights, "
-                f"got {len(inputs)} and {len(weights)}"
+                f"bind needs {self.n_inputs} inputs and {self.n_weights} weights, got {len(inputs)} and {len(weights)}"
             )
 
         def value(p: Param) -> Const:
@@ -172,9 +171,7 @@ class Circuit:
                 return Const(weights[p.index])
             return p
 
-        return Circuit(
-            self.n_qubits, [Op(o.gate, o.wires, tuple(value(p) for p in o.params)) for o in self.ops]
-        )
+        return Circuit(self.n_qubits, [Op(o.gate, o.wires, tuple(value(p) for p in o.params)) for o in self.ops])
 
     def expand_slots(self) -> tuple[Circuit, list[int], list[int]]:
         """A copy where every angle that reads an input or a weight reads its own index.

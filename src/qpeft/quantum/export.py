@@ -37,8 +37,7 @@ _DEFINITIONS = {
     "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
     "rxx": "gate rxx(theta) a, b { h a; h b; cx a, b; rz(theta) b; cx a, b; h a; h b; }",
     "ryy": (
-        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; "
-        "rx(-pi/2) a; rx(-pi/2) b; }"
+        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; rx(-pi/2) a; rx(-pi/2) b; }"
     ),
     # OpenQASM 2's qelib1.inc has crz but neither crx nor cry; swap is missing too.
     "crx": "gate crx(theta) c, t { h t; crz(theta) c, t; h t; }",

@@ -32,9 +32,7 @@ class _Hybrid(torch.autograd.Function):
             x = inputs.detach().requires_grad_(ctx.needs_input_grad[0])
             w = weights.detach().requires_grad_(True)
             dtype = torch.complex128 if w.dtype == torch.float64 else torch.complex64
-            out = get_backend("torch", dtype=dtype).run(
-                ctx.circuit, x if x.shape[-1] else None, w, ctx.observable
-            )
+            out = get_backend("torch", dtype=dtype).run(ctx.circuit, x if x.shape[-1] else None, w, ctx.observable)
             wanted = [t for t in (x, w) if t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
         grad_x = next(grads) if x.requires_grad else None

@@ -110,9 +110,7 @@ class ParameterShift(torch.autograd.Function):
         if d_w is not None:
             per_slot = (d_w * grad_out.unsqueeze(0)).sum((1, 2))  # (S_w,)
             grad_w = torch.zeros_like(weights)
-            grad_w.index_add_(
-                0, torch.tensor(weight_of_slot, device=weights.device), per_slot.to(weights.dtype)
-            )
+            grad_w.index_add_(0, torch.tensor(weight_of_slot, device=weights.device), per_slot.to(weights.dtype))
         return grad_x, grad_w, None, None
 
 

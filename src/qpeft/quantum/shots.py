@@ -45,9 +45,7 @@ def estimate_from_counts(counts: torch.Tensor, signs: torch.Tensor) -> ShotEstim
     return ShotEstimate(mean, (var / shots).sqrt(), shots)
 
 
-def sample_expval_z(
-    state: torch.Tensor, shots: int, generator: torch.Generator | None = None
-) -> ShotEstimate:
+def sample_expval_z(state: torch.Tensor, shots: int, generator: torch.Generator | None = None) -> ShotEstimate:
     """Shot estimates of <Z_w> on every wire of a (batch, 2, ..., 2) state."""
     n = state.dim() - 1
     counts = sample_counts(probabilities(state), shots, generator)

@@ -336,11 +336,31 @@ def _steps(ops: list[Op], mats: list[torch.Tensor]):
 
 @functools.lru_cache(maxsize=256)
 def _monomial(n: int, run: tuple[Op, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(src, phase) with (M psi)[i] = phase[i] * psi[src[i]] for the run's unitary M."""
+    """(src, phase) with (M psi)[i] = phase[i] * psi[src[i]] for the run's unitary M.
+
+    Computed on basis indices with bit operations (O(2^n) per gate): M|k> = c_k |pi(k)>
+    gives src[pi(k)] = k and phase[pi(k)] = c_k.
+    """
     dim = 2**n
-    basis = torch.eye(dim, dtype=torch.complex128).reshape((dim,) + (2,) * n)
+    k = torch.arange(dim)
+    sign = torch.ones(dim, dtype=torch.int64)
+
+    def bit(index: torch.Tensor, wire: int) -> torch.Tensor:
+        return (index >> (n - 1 - wire)) & 1
+
     for op in run:
-        basis = apply_gate(basis, gate_matrix(op.gate, dtype=torch.complex128), op.wires)
-    transposed = basis.reshape(dim, dim)  # row k = M|k>, so transposed[k, i] = M[i, k]
-    src = transposed.abs().argmax(0)
-    return src, transposed[src, torch.arange(dim)]
+        a, b = op.wires
+        if op.gate == "CZ":
+            sign = sign * (1 - 2 * (bit(k, a) & bit(k, b)))
+        elif op.gate == "CNOT":
+            k = k ^ (bit(k, a) << (n - 1 - b))
+        elif op.gate == "SWAP":
+            differ = bit(k, a) ^ bit(k, b)
+            k = k ^ (differ << (n - 1 - a)) ^ (differ << (n - 1 - b))
+        else:
+            raise AssertionError(f"{op.gate} is not an angle-free monomial gate")
+    src = torch.empty(dim, dtype=torch.int64)
+    src[k] = torch.arange(dim)
+    phase = torch.empty(dim, dtype=torch.complex128)
+    phase[k] = sign.to(torch.complex128)
+    return src, phase

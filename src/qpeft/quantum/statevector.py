@@ -48,9 +48,7 @@ def estimate_bytes(n_qubits: int, batch: int, dtype: torch.dtype, n_ops: int = 0
     return batch * 2**n_qubits * item * (n_ops + 3)
 
 
-def check_memory(
-    n_qubits: int, batch: int, dtype: torch.dtype = torch.complex64, device=None, n_ops: int = 0
-) -> None:
+def check_memory(n_qubits: int, batch: int, dtype: torch.dtype = torch.complex64, device=None, n_ops: int = 0) -> None:
     """Refuse, before allocating, a simulation that cannot fit in memory."""
     need = estimate_bytes(n_qubits, batch, dtype, n_ops)
     if need < SMALL_BYTES:  # no need to ask the system (a file read) for small simulations

@@ -13,15 +13,9 @@ from qpeft.adapters.mpo.tensor_train import TensorTrain, balanced_factors, check
 def factor_plan(config: TensorTrainFields, d_in: int, d_out: int) -> tuple[list[int], list[int], list[int]]:
     """(in_factors, rank_factors, out_factors): explicit ones checked, the rest balanced."""
     k = config.n_cores
-    in_f = (
-        check_factors("in_factors", config.in_factors, d_in)
-        if config.in_factors
-        else balanced_factors(d_in, k)
-    )
+    in_f = check_factors("in_factors", config.in_factors, d_in) if config.in_factors else balanced_factors(d_in, k)
     out_f = (
-        check_factors("out_factors", config.out_factors, d_out)
-        if config.out_factors
-        else balanced_factors(d_out, k)
+        check_factors("out_factors", config.out_factors, d_out) if config.out_factors else balanced_factors(d_out, k)
     )
     rank_f = list(config.rank_factors) if config.rank_factors else balanced_factors(config.r, k)
     return in_f, rank_f, out_f

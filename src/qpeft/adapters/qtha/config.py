@@ -30,20 +30,14 @@ class QTHAConfig(TensorTrainFields):
     )
     qnn_layers: int = doc(2, "layers of the QNN ansatz")
     ansatz: str = doc("hardware_efficient", f"QNN ansatz: one of {', '.join(ANSATZE)}")
-    encoding: str = doc(
-        "angle", "activation mode: 'angle' (RY(h_i) on wire i) or 'amplitude' (h as the state)"
-    )
+    encoding: str = doc("angle", "activation mode: 'angle' (RY(h_i) on wire i) or 'amplitude' (h as the state)")
     qnn_mode: str = doc(
         "activation",
         "'activation': one circuit per token, q = QNN(h) fused with h; 'weights': one input-free "
         "circuit per module whose r^2 probabilities form an r x r mixing matrix (mergeable)",
     )
-    fusion: str = doc(
-        "linear", "activation mode: 'linear' z = h + gamma*q, or 'weighted' z = h*(1 + gamma*q)"
-    )
-    branch: str = doc(
-        "qnn", "'qnn'; 'mlp': a classical MLP with the same parameter count (control); 'none': pure MPO"
-    )
+    fusion: str = doc("linear", "activation mode: 'linear' z = h + gamma*q, or 'weighted' z = h*(1 + gamma*q)")
+    branch: str = doc("qnn", "'qnn'; 'mlp': a classical MLP with the same parameter count (control); 'none': pure MPO")
     backend: str = doc("torch", "circuit backend: torch, shots, noisy, qiskit, pennylane, pyqpanda3")
     shots: int | None = doc(None, "shots per circuit for sampling backends (None: exact)")
     diff_method: str = doc("backprop", f"QNN gradients: one of {', '.join(DIFF_METHODS)}")
@@ -61,9 +55,7 @@ class QTHAConfig(TensorTrainFields):
             _positive_int("shots", self.shots)
         power_of_two = self.r & (self.r - 1) == 0
         if self.qnn_mode == "weights" and not power_of_two:
-            raise ValueError(
-                f"qnn_mode='weights' needs r to be a power of two (r^2 = 2^n_qubits), got r = {self.r}"
-            )
+            raise ValueError(f"qnn_mode='weights' needs r to be a power of two (r^2 = 2^n_qubits), got r = {self.r}")
         if self.qnn_mode == "activation" and self.encoding == "amplitude" and not power_of_two:
             raise ValueError(
                 f"amplitude encoding needs r to be a power of two (r = 2^n_qubits), got r = {self.r}; "
