@@ -45,6 +45,25 @@ class Backend(ABC):
         return f"{type(self).__name__}()"
 
 
+class ProbabilityBackend(Backend):
+    """A backend that computes (batch, 2^n) basis probabilities (numpy, qpeft's big-endian
+    order); the readouts of :meth:`run` derive from them."""
+
+    @abstractmethod
+    def probabilities(self, circuit: Circuit, inputs: torch.Tensor | None, weights: torch.Tensor | None):
+        """(batch, 2^n) probabilities, wire 0 the most significant bit."""
+
+    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        from qpeft.quantum.statevector import expval_z_from_probs
+
+        Backend.check_observable(observable)
+        ref = inputs if inputs is not None else weights
+        probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
+        if observable == "probs":
+            return probs.to(ref.device)
+        return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)
+
+
 # name -> "module:Class"; external SDK backends are imported only when asked for.
 _REGISTRY = {
     "torch": "qpeft.backends.torch_sim:TorchBackend",

@@ -7,12 +7,10 @@ comes with the hardware issue.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from qpeft.backends.base import Backend, require
+from qpeft.backends.base import ProbabilityBackend, require
 from qpeft.backends.qiskit import from_qiskit_order
 from qpeft.quantum.circuit import Circuit
-from qpeft.quantum.statevector import expval_z_from_probs
 
 
 def to_qprog(circuit: Circuit, inputs=None, weights=None):
@@ -31,7 +29,7 @@ def originir_to_qprog(text: str):
     return ic.convert_originir_string_to_qprog(text)
 
 
-class PyQPanda3Backend(Backend):
+class PyQPanda3Backend(ProbabilityBackend):
     """Runs each circuit of the batch on pyqpanda3's CPUQVM (exact probabilities)."""
 
     name = "pyqpanda3"
@@ -55,11 +53,3 @@ class PyQPanda3Backend(Backend):
             rows.append(np.abs(amps) ** 2)
         # QPanda indexes basis states little-endian (qubit 0 least significant), like Qiskit.
         return from_qiskit_order(np.stack(rows), circuit.n_qubits)
-
-    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
-        Backend.check_observable(observable)
-        ref = inputs if inputs is not None else weights
-        probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
-        if observable == "probs":
-            return probs.to(ref.device)
-        return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)

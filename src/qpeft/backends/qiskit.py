@@ -8,33 +8,13 @@ convert vectors of length ``2**n`` between the two.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from qpeft.backends.base import Backend, require
+from qpeft.backends.base import ProbabilityBackend, require
 from qpeft.quantum.circuit import Circuit, Const, Input, Weight
-from qpeft.quantum.statevector import expval_z_from_probs
+from qpeft.quantum.export import QASM_NAMES
 
-_NAMES = {
-    "RX": "rx",
-    "RY": "ry",
-    "RZ": "rz",
-    "U3": "u",
-    "H": "h",
-    "X": "x",
-    "Y": "y",
-    "Z": "z",
-    "S": "s",
-    "T": "t",
-    "CNOT": "cx",
-    "CZ": "cz",
-    "SWAP": "swap",
-    "CRX": "crx",
-    "CRY": "cry",
-    "CRZ": "crz",
-    "RXX": "rxx",
-    "RYY": "ryy",
-    "RZZ": "rzz",
-}
+# Qiskit's QuantumCircuit methods are the OpenQASM names, except U3, which is `u` there.
+_NAMES = {**QASM_NAMES, "U3": "u"}
 
 
 def _reverse_bits(vec: np.ndarray, n_qubits: int) -> np.ndarray:
@@ -96,7 +76,7 @@ def _slot_values(circuit: Circuit, inputs, weights, batch: int) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((batch, 0))
 
 
-class QiskitBackend(Backend):
+class QiskitBackend(ProbabilityBackend):
     """Runs the batch on a Qiskit Aer simulator (exact probabilities, or ``shots`` samples)
     in one ``run`` call with one bound circuit per row."""
 
@@ -146,11 +126,3 @@ class QiskitBackend(Backend):
         else:
             qc.measure_all()
         return qc
-
-    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
-        Backend.check_observable(observable)
-        ref = inputs if inputs is not None else weights
-        probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
-        if observable == "probs":
-            return probs.to(ref.device)
-        return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)

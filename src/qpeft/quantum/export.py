@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from qpeft.quantum.circuit import Circuit, Const
 
 # Gates that the target's standard library lacks get a definition in the header.
-_QASM_NAMES = {
+QASM_NAMES = {
     "RX": "rx",
     "RY": "ry",
     "RZ": "rz",
@@ -70,7 +70,7 @@ def to_qasm(
     if version not in (2, 3):
         raise ValueError(f"OpenQASM `version` must be 2 or 3, got {version!r}")
     c = _bound(circuit, inputs, weights)
-    used = {_QASM_NAMES[op.gate] for op in c.ops}
+    used = {QASM_NAMES[op.gate] for op in c.ops}
     if version == 3:
         lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
     else:
@@ -78,7 +78,7 @@ def to_qasm(
     lines += [_DEFINITIONS[g] for g in _DEFINITIONS if g in used and g in _MISSING[version]]
     lines.append(f"qubit[{c.n_qubits}] q;" if version == 3 else f"qreg q[{c.n_qubits}];")
     for op in c.ops:
-        name = _QASM_NAMES[op.gate]
+        name = QASM_NAMES[op.gate]
         args = f"({_angles(op)})" if op.params else ""
         wires = ", ".join(f"q[{w}]" for w in op.wires)
         lines.append(f"{name}{args} {wires};")
