@@ -102,27 +102,20 @@ def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32)
     """A 2-layer random Llama / Qwen2 / GPT-2 (hidden 32, vocab 128) in eval mode."""
     import transformers as tf
 
-    common = {"vocab_size": TINY_VOCAB, "num_hidden_layers": 2}
+    # Llama and Qwen2 share their config fields; GPT-2 names its own.
+    decoder = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "vocab_size": TINY_VOCAB,
+        "num_hidden_layers": 2,
+    }
     if kind == "llama":
-        cfg = tf.LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            **common,
-        )
-        cls = tf.LlamaForCausalLM
+        cfg, cls = tf.LlamaConfig(**decoder), tf.LlamaForCausalLM
     elif kind == "qwen2":
-        cfg = tf.Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            **common,
-        )
-        cls = tf.Qwen2ForCausalLM
+        cfg, cls = tf.Qwen2Config(**decoder), tf.Qwen2ForCausalLM
     elif kind == "gpt2":
         cfg = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, vocab_size=TINY_VOCAB)
         cls = tf.GPT2LMHeadModel

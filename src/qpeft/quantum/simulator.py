@@ -279,18 +279,21 @@ def _block_unitary_t(n: int, steps: list, dtype, device) -> torch.Tensor:
             basis = kron_t[row_src.to(device)] * row_phase.to(dtype=dtype, device=device).unsqueeze(1)
             continue
         if basis is None:
-            basis = torch.zeros(dim, dim, dtype=dtype, device=device)
-            basis[torch.arange(dim), row_src] = row_phase.to(dtype)
-            basis = basis.to(device)
+            basis = _monomial_rows(row_src, row_phase, dtype, device)
         shaped = basis.reshape((dim,) + (2,) * n)
         gates = payload.items() if kind == "layer" else [payload]
         for w, m in gates:
             shaped = apply_gate(shaped, m, (w,) if isinstance(w, int) else w)
         basis = shaped.reshape(dim, dim)
-    if basis is None:
-        basis = torch.zeros(dim, dim, dtype=dtype, device=device)
-        basis[torch.arange(dim), row_src] = row_phase.to(dtype)
-    return basis
+    return _monomial_rows(row_src, row_phase, dtype, device) if basis is None else basis
+
+
+def _monomial_rows(row_src: torch.Tensor, row_phase: torch.Tensor, dtype, device) -> torch.Tensor:
+    """The (2^n, 2^n) matrix whose row k is row_phase[k] * e_{row_src[k]}."""
+    dim = row_src.numel()
+    rows = torch.zeros(dim, dim, dtype=dtype)
+    rows[torch.arange(dim), row_src] = row_phase.to(dtype)
+    return rows.to(device)
 
 
 def _kron_matrices(mats: list[torch.Tensor]) -> torch.Tensor:
