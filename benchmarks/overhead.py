@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import resource
 import statistics
 import sys
@@ -189,11 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": len(results),
             }
         )
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    from qpeft.report import cpu_model
+
+    cpu = cpu_model()
     meta = {
         "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "cpu": cpu,

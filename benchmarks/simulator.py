@@ -28,6 +28,7 @@ import torch
 
 from qpeft.backends import get_backend
 from qpeft.quantum import expval_z, hardware_efficient, simulate
+from qpeft.report import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = {"n": 8, "batch": 4096, "min_speedup_vs_default_qubit": 15.0, "max_ratio_to_floor": 5.0}
@@ -121,14 +122,7 @@ def time_it(run: Callable[[], object], repeats: int, slow_limit: float) -> tuple
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for mod in ("pennylane", "pennylane_lightning", "qiskit", "qiskit_aer", "pyqpanda3"):
         try:

@@ -27,6 +27,17 @@ def _run(config: TrainConfig) -> dict:
     return train(config)
 
 
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _fields_of(method: str, overrides: dict) -> dict:
     """The adapter overrides that ``method`` has (e.g. bond_dim applies to mpo and qtha, not lora)."""
     from qpeft.adapters.presets import PRESETS
@@ -119,8 +130,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path) 
         f"Model `{base.model}`, data `{base.data}`, {base.steps} steps, batch {base.batch_size} x "
         f"{base.grad_accum}, lr {base.lr}, max length {base.max_length}; seeds {seeds}.  ",
         f"Command: `qpeft {' '.join(sys.argv[1:]) if sys.argv[1:] else 'compare'}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, {platform.platform()}; "
-        f"{time.strftime('%Y-%m-%d %H:%M')}",
+        f"Machine: {cpu_model()}, {platform.platform()}; {time.strftime('%Y-%m-%d %H:%M')}",
         "",
         "Final train loss = mean of the last 10 % of logged steps; eval loss and accuracy on the held-out "
         "split (same for every method); mean +- std over seeds.",
