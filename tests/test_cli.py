@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from qpeft.adapters import QTHAConfig, field_help
 from qpeft.cli import build_parser, main
 from qpeft.testing import tiny_model_dir
 from qpeft.train import TrainConfig
@@ -49,6 +50,8 @@ def test_help_is_complete(capsys):
                     continue
                 assert "--" + field.name.replace("_", "-") in text, (command, field.name)
                 assert field.metadata["help"].split(":")[0][:20] in " ".join(text.split())
+            for name, doc in field_help(QTHAConfig).items():  # --adapter fields, documented once
+                assert f"  {name} " in text and doc.split()[0] in text, name
 
 
 def test_train_eval_generate_export(tiny_dir, tmp_path, capsys):

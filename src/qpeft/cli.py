@@ -149,12 +149,42 @@ def cmd_export(args) -> int:
     return 0
 
 
+def adapter_fields_help() -> str:
+    """The adapter config fields that --adapter '{...}' can set, with their documentation and
+    the presets --method accepts (the same text as the config classes' field docs)."""
+    import textwrap
+
+    from qpeft.adapters import PRESETS, LoraConfig, MPOConfig, QTHAConfig, field_help
+
+    lines = ["--method presets:"]
+    lines += [f"  {name:14s} {text}" for name, (_, _, text) in PRESETS.items()]
+    seen: set[str] = set()
+    for cls in (LoraConfig, MPOConfig, QTHAConfig):
+        fields = {k: v for k, v in field_help(cls).items() if k not in seen}
+        seen |= set(fields)
+        lines += [
+            "",
+            f"--adapter fields ({cls.method} and up):" if cls is not QTHAConfig else "--adapter fields (qtha):",
+        ]
+        for name, text in fields.items():
+            wrapped = textwrap.wrap(text, 88)
+            lines.append(f"  {name:14s} {wrapped[0] if wrapped else ''}")
+            lines += [" " * 17 + more for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="fine-tune one adapter", description="Fine-tune one adapter on one data set.")
+    p = sub.add_parser(
+        "train",
+        help="fine-tune one adapter",
+        description="Fine-tune one adapter on one data set.",
+        epilog=adapter_fields_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -163,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train several methods x seeds on the same data and write a report",
         description="Train every method for every seed on the same data; write report.md and "
         "loss-curve PNGs under --out.",
+        epilog=adapter_fields_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
