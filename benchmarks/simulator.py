@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qubits", type=int, nargs="+", default=[4, 6, 8, 10])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 4096])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median reported)")
-    parser.add_argument("--slow-limit", type=float, default=60.0, help="seconds: a stack whose warm-up run takes longer is timed once")
+    parser.add_argument(
+        "--slow-limit", type=float, default=60.0, help="seconds: a stack whose warm-up run takes longer is timed once"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     names = list(CONTENDERS)
