@@ -50,6 +50,10 @@ def test_regex_targets():
         (lambda: QTHAConfig(fusion="sum"), r"`fusion` must be one of \('linear', 'weighted'\), got 'sum'"),
         (lambda: QTHAConfig(ansatz="qaoa"), r"`ansatz` must be one of"),
         (lambda: preset("qtha-huge"), r"unknown preset 'qtha-huge'; choose one of lora, mpo, qtha-default"),
+        (lambda: QTHAConfig(backend="ibmq"), r"`backend` must be one of \('torch', 'shots'"),
+        (lambda: QTHAConfig(shots=100), r"`shots` = 100 needs a sampling backend.*backend 'torch' is exact"),
+        (lambda: QTHAConfig(backend="shots"), r"backend 'shots' needs `shots`"),
+        (lambda: QTHAConfig(backend="shots", shots=64), r"not differentiable by autograd; use diff_method="),
     ],
 )
 def test_config_validation(make, message):

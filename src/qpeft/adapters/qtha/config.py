@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
+from qpeft.backends.base import BACKENDS
 from qpeft.quantum.ansatz import ANSATZE
 from qpeft.quantum.layer import DIFF_METHODS
 from qpeft.quantum.statevector import check_memory
@@ -15,6 +16,7 @@ QNN_MODES = ("activation", "weights")
 FUSIONS = ("linear", "weighted")
 BRANCHES = ("qnn", "mlp", "none")
 ENCODINGS = ("angle", "amplitude")
+SAMPLING_BACKENDS = ("shots", "noisy", "qiskit", "pennylane")
 
 
 @dataclass
@@ -51,8 +53,22 @@ class QTHAConfig(TensorTrainFields):
         _choice("fusion", self.fusion, FUSIONS)
         _choice("branch", self.branch, BRANCHES)
         _choice("diff_method", self.diff_method, DIFF_METHODS)
+        _choice("backend", self.backend, BACKENDS)
         if self.shots is not None:
             _positive_int("shots", self.shots)
+            if self.backend not in SAMPLING_BACKENDS:
+                raise ValueError(
+                    f"`shots` = {self.shots} needs a sampling backend ({', '.join(SAMPLING_BACKENDS)}); "
+                    f"backend {self.backend!r} is exact: drop `shots` or change `backend`"
+                )
+        if self.backend == "shots" and self.shots is None:
+            raise ValueError("backend 'shots' needs `shots` (a positive integer)")
+        sampled = self.shots is not None or self.backend in ("qiskit", "pyqpanda3")
+        if self.diff_method == "backprop" and sampled and self.branch == "qnn":
+            raise ValueError(
+                f"backend {self.backend!r}{' with shots' if self.shots else ''} is not differentiable by "
+                f"autograd; use diff_method='parameter_shift' or 'hybrid'"
+            )
         power_of_two = self.r & (self.r - 1) == 0
         if self.qnn_mode == "weights" and not power_of_two:
             raise ValueError(f"qnn_mode='weights' needs r to be a power of two (r^2 = 2^n_qubits), got r = {self.r}")
