@@ -49,14 +49,14 @@ def test_qasm3_round_trip(n, seed):
 @pytest.mark.parametrize("n,seed", SEEDS)
 def test_originir_round_trip_through_pyqpanda3(n, seed):
     core = pytest.importorskip("pyqpanda3.core")
-    ic = pytest.importorskip("pyqpanda3.intermediate_compiler")
+    from qpeft.backends.pyqpanda3 import originir_to_qprog
     from qpeft.backends.qiskit import from_qiskit_order
 
     c, x, w, ours = _bound(n, seed)
     text = to_originir(c, x, w)
     assert text.startswith(f"QINIT {n}\n")
     qvm = core.CPUQVM()
-    qvm.run(ic.convert_originir_string_to_qprog(text), 1)
+    qvm.run(originir_to_qprog(text), 1)
     # QPanda indexes basis states little-endian, like Qiskit
     theirs = from_qiskit_order(np.asarray(qvm.result().get_state_vector()), n)
     np.testing.assert_allclose(theirs, ours, atol=1e-7)

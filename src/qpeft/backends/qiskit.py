@@ -12,6 +12,7 @@ import numpy as np
 from qpeft.backends.base import ProbabilityBackend, require
 from qpeft.quantum.circuit import Circuit, Const, Input, Weight
 from qpeft.quantum.export import QASM_NAMES
+from qpeft.quantum.shots import check_shots
 
 # Qiskit's QuantumCircuit methods are the OpenQASM names, except U3, which is `u` there.
 _NAMES = {**QASM_NAMES, "U3": "u"}
@@ -85,8 +86,7 @@ class QiskitBackend(ProbabilityBackend):
     def __init__(self, simulator=None, shots: int | None = None, seed: int | None = None):
         aer = require("qiskit_aer", "qiskit")
         self.simulator = simulator or aer.AerSimulator(method="statevector")
-        if shots is not None and (not isinstance(shots, int) or shots < 1):
-            raise ValueError(f"`shots` must be a positive integer or None, got {shots!r}")
+        check_shots(shots, allow_none=True)
         self.shots, self.seed = shots, seed
 
     def probabilities(self, circuit: Circuit, inputs, weights) -> np.ndarray:

@@ -7,7 +7,7 @@ import torch
 from qpeft.backends.base import Backend
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.density import NoiseModel, density_probabilities, simulate_density
-from qpeft.quantum.shots import estimate_from_counts, sample_counts
+from qpeft.quantum.shots import check_shots, estimate_from_counts, sample_counts
 from qpeft.quantum.simulator import METHODS, simulate
 from qpeft.quantum.statevector import expval_z_from_probs, probabilities, z_signs
 
@@ -48,8 +48,7 @@ class ShotsBackend(Backend):
     name = "shots"
 
     def __init__(self, shots: int = 1024, seed: int | None = None, method: str = "auto"):
-        if not isinstance(shots, int) or shots < 1:
-            raise ValueError(f"`shots` must be a positive integer, got {shots!r}")
+        check_shots(shots)
         self.shots, self.method = shots, method
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
@@ -77,8 +76,7 @@ class NoisyBackend(Backend):
         dtype: torch.dtype = torch.complex64,
     ):
         self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
-        if shots is not None and (not isinstance(shots, int) or shots < 1):
-            raise ValueError(f"`shots` must be a positive integer or None, got {shots!r}")
+        check_shots(shots, allow_none=True)
         self.shots, self.dtype = shots, dtype
         self.supports_backprop = shots is None
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -22,10 +22,10 @@ import torch
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.gates import gate_matrix
 from qpeft.quantum.statevector import (
-    amplitude_state,
     apply_gate,
     check_memory,
     expval_z_from_probs,
+    initial_state,
     op_matrix,
     resolve_batch,
 )
@@ -135,13 +135,7 @@ def simulate_density(
     batch, device = resolve_batch(circuit, inputs, weights, device)
     # rho has 4^n entries: the same memory as a statevector of 2n qubits.
     check_memory(2 * circuit.n_qubits, batch, dtype, device, len(circuit.ops))
-    n = circuit.n_qubits
-    if circuit.amplitude_encoding:
-        rho = pure_to_density(amplitude_state(inputs, n, dtype))
-    else:
-        rho = torch.zeros((batch, 4**n), dtype=dtype, device=device)
-        rho[:, 0] = 1
-        rho = rho.reshape((batch,) + (2,) * (2 * n))
+    rho = pure_to_density(initial_state(circuit, inputs, batch, dtype, device))
     for op in circuit.ops:
         rho = apply_unitary(rho, op_matrix(circuit, op, inputs, weights, dtype, device), op.wires)
         if not noise.is_noiseless:

@@ -81,11 +81,6 @@ class QuantumLayer(nn.Module):
             init = torch.randn(circuit.n_weights) * init_std
         self.weights = nn.Parameter(init)
 
-    @property
-    def n_outputs(self) -> int:
-        n = self.circuit.n_qubits
-        return n if self.observable == "z" else 2**n
-
     def forward(self, inputs: torch.Tensor | None = None) -> torch.Tensor:
         c = self.executed_circuit
         if c.n_inputs == 0:

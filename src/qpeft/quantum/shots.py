@@ -19,14 +19,18 @@ class ShotEstimate:
     shots: int
 
 
-def _check_shots(shots: int) -> None:
-    if not isinstance(shots, int) or shots < 1:
-        raise ValueError(f"`shots` must be a positive integer, got {shots!r}")
+def check_shots(shots: int | None, allow_none: bool = False) -> None:
+    """Raise unless ``shots`` is a positive integer (or None, when that means exact)."""
+    if shots is None and allow_none:
+        return
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        hint = " or None" if allow_none else ""
+        raise ValueError(f"`shots` must be a positive integer{hint}, got {shots!r}")
 
 
 def sample_counts(probs: torch.Tensor, shots: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Counts of each basis outcome, (batch, 2^n) int64, from (batch, 2^n) probabilities."""
-    _check_shots(shots)
+    check_shots(shots)
     p = probs.detach().double().clamp_min(0)
     p = p / p.sum(-1, keepdim=True)
     idx = torch.multinomial(p, shots, replacement=True, generator=generator)  # (batch, shots)

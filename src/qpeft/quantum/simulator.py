@@ -23,9 +23,9 @@ from qpeft.quantum.statevector import (
     amplitude_state,
     apply_gate,
     check_memory,
+    initial_state,
     real_dtype_of,
     resolve_batch,
-    zero_state,
 )
 
 METHODS = ("auto", "fast", "gates")
@@ -89,10 +89,7 @@ def simulate(
         method = "gates" if batched_weights else "fast"
     if method == "fast" and not batched_weights:
         return _simulate_fast(circuit, inputs, weights, batch, dtype, device)
-    if circuit.amplitude_encoding:
-        state = amplitude_state(inputs, circuit.n_qubits, dtype)
-    else:
-        state = zero_state(circuit.n_qubits, batch, dtype, device)
+    state = initial_state(circuit, inputs, batch, dtype, device)
     for op, m in zip(circuit.ops, op_matrices(circuit, circuit.ops, inputs, weights, dtype, device)):
         state = apply_gate(state, m, op.wires)
     return state

@@ -111,7 +111,8 @@ def resolve_batch(circuit: Circuit, inputs, weights, device):
     return batch, device
 
 
-def _initial_state(circuit: Circuit, inputs, batch, dtype, device) -> torch.Tensor:
+def initial_state(circuit: Circuit, inputs, batch, dtype, device) -> torch.Tensor:
+    """|0...0>, or the normalised inputs of an amplitude-encoded circuit: (batch, 2, ..., 2)."""
     if circuit.amplitude_encoding:
         return amplitude_state(inputs, circuit.n_qubits, dtype)
     return zero_state(circuit.n_qubits, batch, dtype, device)
