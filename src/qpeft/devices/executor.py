@@ -1,0 +1,89 @@
+"""Run qpeft circuits as a device would: transpile (once per circuit structure), simulate the
+transpiled circuit with the device's noise, read out with its readout error, optionally
+sample shots and mitigate the readout. The noisy backend delegates here when it is given a
+device (``NoisyBackend(noise="wukong72")``)."""
+
+from __future__ import annotations
+
+import torch
+
+from qpeft.devices.device import Device
+from qpeft.devices.mitigation import mitigate_readout
+from qpeft.devices.noise import calibrated_noise
+from qpeft.devices.transpile import DEFAULT_OPTIMIZATION_LEVEL, DeviceCircuit, transpile
+from qpeft.quantum.circuit import Circuit
+from qpeft.quantum.density import (
+    CalibratedNoise,
+    apply_readout_error,
+    density_probabilities,
+    marginal_probabilities,
+    simulate_density,
+)
+from qpeft.quantum.shots import check_shots, sample_counts
+from qpeft.quantum.statevector import check_memory, expval_z_from_probs
+
+
+class DeviceExecutor:
+    """Transpile + noisy density-matrix simulation of circuits on ``device``.
+
+    The density matrix covers the device qubits the transpiled circuit touches (its wires plus
+    any routing ancillas): 4^k complex entries per circuit, so about 12-13 qubits is the limit
+    on a machine with tens of GiB; wider circuits raise a ValueError saying so.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        shots: int | None = None,
+        generator: torch.Generator | None = None,
+        mitigate_readout: bool = False,
+        dtype: torch.dtype = torch.complex64,
+        optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
+        seed: int = 0,
+    ):
+        check_shots(shots, allow_none=True)
+        self.device, self.shots, self.generator = device, shots, generator
+        self.mitigate, self.dtype = bool(mitigate_readout), dtype
+        self.optimization_level, self.seed = optimization_level, seed
+        self._cache: dict = {}
+
+    def transpiled(self, circuit: Circuit) -> tuple[DeviceCircuit, CalibratedNoise]:
+        """The transpiled circuit and its noise, computed once per circuit structure."""
+        key = (circuit.n_qubits, tuple(circuit.ops), circuit.n_inputs, circuit.n_weights, circuit.amplitude_encoding)
+        if key not in self._cache:
+            dc = transpile(circuit, self.device, self.optimization_level, self.seed)
+            self._cache[key] = (dc, calibrated_noise(self.device, dc.report.physical_qubits))
+        return self._cache[key]
+
+    def probabilities(self, circuit: Circuit, inputs, weights) -> torch.Tensor:
+        """(batch, 2^n) probabilities of the original wires as the chip would report them:
+        readout error included, sampled when ``shots`` is set, mitigated when asked."""
+        dc, noise = self.transpiled(circuit)
+        angles = dc.slot_weights(inputs, weights)
+        if angles.dim() == 1 and inputs is not None:
+            angles = angles.expand(inputs.shape[0], -1)
+        n = dc.circuit.n_qubits
+        batch = angles.shape[0] if angles.dim() == 2 else 1
+        try:
+            check_memory(2 * n, batch, self.dtype, angles.device, len(dc.circuit.ops))
+        except ValueError as err:
+            raise ValueError(
+                f"on {self.device.name} the circuit occupies {n} qubits ({circuit.n_qubits} wires + "
+                f"{n - circuit.n_qubits} routing ancillas); a density matrix of {n} qubits has 4^{n} entries per "
+                f"circuit, past this machine's memory. Use fewer qubits or the exact 'shots' backend. ({err})"
+            ) from err
+        rho = simulate_density(dc.circuit, None, angles, noise, dtype=self.dtype)
+        probs = marginal_probabilities(density_probabilities(rho), dc.measured_wires)
+        measured = [dc.report.physical_qubits[w] for w in dc.measured_wires]
+        p01 = [self.device.readout_p01[q] for q in measured]
+        p10 = [self.device.readout_p10[q] for q in measured]
+        probs = apply_readout_error(probs, p01, p10)
+        if self.shots is not None:
+            probs = sample_counts(probs.detach(), self.shots, self.generator).to(probs.dtype) / self.shots
+        if self.mitigate:
+            probs = mitigate_readout(probs, p01, p10)
+        return probs
+
+    def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        probs = self.probabilities(circuit, inputs, weights)
+        return probs if observable == "probs" else expval_z_from_probs(probs, circuit.n_qubits)
