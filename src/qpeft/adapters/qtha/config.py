@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
 from qpeft.backends.base import BACKENDS
+from qpeft.devices import DEVICES
 from qpeft.quantum.ansatz import ANSATZE
 from qpeft.quantum.layer import DIFF_METHODS
 from qpeft.quantum.statevector import check_memory
@@ -43,6 +44,12 @@ class QTHAConfig(TensorTrainFields):
     backend: str = doc("torch", "circuit backend: torch, shots, noisy, qiskit, pennylane, pyqpanda3")
     shots: int | None = doc(None, "shots per circuit for sampling backends (None: exact)")
     diff_method: str = doc("backprop", f"QNN gradients: one of {', '.join(DIFF_METHODS)}")
+    noise: str | None = doc(
+        None,
+        f"backend 'noisy': a device whose topology and calibrated noise the circuits get "
+        f"(transpiled onto it first): one of {', '.join(DEVICES)}",
+    )
+    mitigate_readout: bool = doc(False, "backend 'noisy' with a device `noise`: invert the chip's readout error")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +61,12 @@ class QTHAConfig(TensorTrainFields):
         _choice("branch", self.branch, BRANCHES)
         _choice("diff_method", self.diff_method, DIFF_METHODS)
         _choice("backend", self.backend, BACKENDS)
+        if self.noise is not None:
+            _choice("noise", self.noise, tuple(DEVICES))
+            if self.backend != "noisy":
+                raise ValueError(f"`noise` = {self.noise!r} needs backend='noisy', got backend {self.backend!r}")
+        if self.mitigate_readout and self.noise is None:
+            raise ValueError("`mitigate_readout` needs a device `noise` (e.g. noise='wukong72') on backend='noisy'")
         if self.shots is not None:
             _positive_int("shots", self.shots)
             if self.backend not in SAMPLING_BACKENDS:

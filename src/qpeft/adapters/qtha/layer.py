@@ -29,6 +29,8 @@ def build_qnn(config: QTHAConfig) -> QuantumLayer:
     circuit = build_ansatz(config.ansatz, config.n_qubits, config.qnn_layers, encoding=encoding)
     observable = "z" if encoding == "angle" else "probs"
     options = {"shots": config.shots} if config.shots is not None else {}
+    if config.noise is not None:
+        options.update(noise=config.noise, mitigate_readout=config.mitigate_readout)
     return QuantumLayer(
         circuit,
         config.backend,

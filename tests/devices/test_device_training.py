@@ -1,0 +1,74 @@
+"""Noise-aware training (qtha-weights with its circuits on noisy:wukong72 with shots) and the
+side-by-side evaluation: exact circuits, the chip's noise, noise + readout mitigation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qpeft.adapters import QTHAConfig, get_model
+from qpeft.data.formats import Example
+from qpeft.devices.evaluate import evaluate_on_device
+from qpeft.evaluate import evaluate_loss
+from qpeft.testing import tiny_causal_lm, tiny_tokenizer
+
+pytest.importorskip("qiskit")
+
+
+def weights_config(**fields) -> QTHAConfig:
+    return QTHAConfig(r=4, bond_dim=2, target_modules=["q_proj"], qnn_mode="weights", **fields)
+
+
+@pytest.mark.parametrize("diff_method", ["parameter_shift", "hybrid"])
+def test_qtha_weights_trains_on_the_emulated_chip(diff_method):
+    config = weights_config(backend="noisy", noise="wukong72", shots=256, diff_method=diff_method)
+    model = get_model(tiny_causal_lm("llama"), config)
+    qnn = next(iter(model.adapter_layers.values())).qnn
+    assert qnn.backend.device_executor.device.name == "wukong72"
+    start = qnn.weights.detach().clone()
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss)
+    assert not torch.equal(qnn.weights, start)
+    probs = qnn()
+    assert torch.all((probs * 256 - (probs * 256).round()).abs() < 1e-3)  # frequencies of 256 shots
+
+
+def test_config_accepts_device_names_only_on_the_noisy_backend():
+    with pytest.raises(ValueError, match="`noise` must be one of .*wukong72"):
+        weights_config(backend="noisy", noise="wukong", diff_method="parameter_shift")
+    with pytest.raises(ValueError, match="needs backend='noisy'"):
+        weights_config(backend="torch", noise="wukong72")
+    with pytest.raises(ValueError, match="needs a device"):
+        weights_config(backend="noisy", mitigate_readout=True)
+
+
+def test_evaluation_side_by_side_exact_noisy_mitigated():
+    torch.manual_seed(0)
+    model = get_model(tiny_causal_lm("llama"), weights_config(backend="torch"))
+    qnn = next(iter(model.adapter_layers.values())).qnn
+    with torch.no_grad():  # a circuit far from uniform, so noise moves the loss
+        qnn.weights.copy_(torch.rand_like(qnn.weights) * 3)
+        for layer in model.adapter_layers.values():
+            torch.nn.init.normal_(layer.mpo_B.cores[-1], std=0.5)  # not a no-op any more
+    tok = tiny_tokenizer()
+    examples = [
+        Example([{"role": "user", "content": f"{a}+{a}?"}, {"role": "assistant", "content": str(2 * a)}])
+        for a in range(6)
+    ]
+    original = qnn.backend
+    result = evaluate_on_device(model, tok, examples, 64, "wukong72")
+    assert qnn.backend is original  # restored
+    exact, noisy, mitigated = (result[k]["eval_loss"] for k in ("exact", "noisy", "noisy_mitigated"))
+    assert exact == pytest.approx(evaluate_loss(model, tok, examples, 64)["eval_loss"])
+    assert noisy != pytest.approx(exact, abs=1e-7)
+    assert abs(mitigated - exact) < abs(noisy - exact)
+    circuits = result["circuits"]
+    assert circuits["circuits"] == len(model.adapter_layers) and circuits["two_qubit_gates"] > 0
+    assert 0 < circuits["success_probability"] < 1
