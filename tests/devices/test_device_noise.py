@@ -129,3 +129,9 @@ def test_calibrated_noise_covers_the_used_qubits_only():
     assert noise.depolarizing("RZ", (0,)) == 0 or "RZ" in noise.virtual_gates
     assert 0 < noise.depolarizing("CZ", (0, 1)) < 4 / 3 * (1 - 0.9519) + 1e-12
     assert math.isclose(noise.durations["CZ"], 40e-9)
+
+
+def test_too_wide_for_a_density_matrix_says_the_limit():
+    c = random_circuit(16, 20, seed=0, n_inputs=0, gates=["RY", "CZ"])
+    with pytest.raises(ValueError, match="density matrix of 1[6-9] qubits has 4\\^1[6-9] entries"):
+        get_backend("noisy", noise="wukong72").run(c, None, torch.zeros(c.n_weights))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -106,6 +106,7 @@ class CalibratedNoise:
     readout_p01: tuple[float, ...]
     readout_p10: tuple[float, ...]
     virtual_gates: frozenset[str] = frozenset({"RZ"})
+    _superops: dict = field(default_factory=dict, compare=False, repr=False)
 
     def depolarizing(self, gate: str, wires: tuple[int, ...]) -> float:
         """Lambda of the depolarizing channel after ``gate`` on ``wires``."""
@@ -117,23 +118,28 @@ class CalibratedNoise:
         fid = self.fidelity_1q[wires[0]] if len(wires) == 1 else self.fidelity_2q[tuple(sorted(wires))]
         return depolarizing_parameter(fid, len(wires), _average_fidelity(relax, dim))
 
-    def apply_after(self, rho: torch.Tensor, gate: str, wires: tuple[int, ...], cache: dict) -> torch.Tensor:
-        """The gate's noise on rho; ``cache`` keeps superoperators across the ops of one run."""
+    def noise_superop(self, gate: str, wires: tuple[int, ...], dtype, device) -> torch.Tensor | None:
+        """(4^k, 4^k) superoperator of the noise after ``gate`` on ``wires`` (relaxation after
+        depolarizing), on the index (rows of the wires, columns of the wires); None when the
+        gate is virtual. Kept across runs: the calibration does not change."""
         if gate in self.virtual_gates:
-            return rho
-        n = (rho.dim() - 1) // 2
-        key = (gate, wires)
-        if key not in cache:
+            return None
+        key = (gate, wires, dtype, device)
+        if key not in self._superops:
             t = self.durations[gate]
-            cache[key] = (
-                depolarizing_superop(self.depolarizing(gate, wires), len(wires), rho.dtype, rho.device),
-                [relaxation_superop(self.t1[w], self.t2[w], t, rho.dtype, rho.device) for w in wires],
-            )
-        depol, relax = cache[key]
-        rho = apply_gate(rho, depol, list(wires) + [w + n for w in wires])
-        for w, s in zip(wires, relax):
-            rho = apply_gate(rho, s, [w, w + n])
-        return rho
+            relax = [relaxation_superop(self.t1[w], self.t2[w], t, dtype, device) for w in wires]
+            if len(wires) == 2:  # (row a, col a) x (row b, col b) -> (rows a b, cols a b)
+                ra, rb = (r.reshape(2, 2, 2, 2) for r in relax)
+                relax = [torch.einsum("ACac,BDbd->ABCDabcd", ra, rb).reshape(16, 16)]
+            depol = depolarizing_superop(self.depolarizing(gate, wires), len(wires), dtype, device)
+            self._superops[key] = relax[0] @ depol
+        return self._superops[key]
+
+
+def unitary_superop(matrix: torch.Tensor) -> torch.Tensor:
+    """U (x) conj(U): the superoperator of rho -> U rho U^dagger, (..., d^2, d^2)."""
+    d = matrix.shape[-1]
+    return torch.einsum("...ac,...bd->...abcd", matrix, matrix.conj()).reshape(matrix.shape[:-2] + (d * d, d * d))
 
 
 @dataclass(frozen=True)
@@ -250,10 +256,14 @@ def _simulate_calibrated(circuit, inputs, weights, noise: CalibratedNoise, dtype
     batch, device = resolve_batch(circuit, inputs, weights, device)
     check_memory(2 * circuit.n_qubits, batch, dtype, device, len(circuit.ops))
     rho = pure_to_density(initial_state(circuit, inputs, batch, dtype, device))
-    cache: dict = {}
+    n = circuit.n_qubits
     for op in circuit.ops:
-        rho = apply_unitary(rho, op_matrix(circuit, op, inputs, weights, dtype, device), op.wires)
-        rho = noise.apply_after(rho, op.gate, op.wires, cache)
+        channel = unitary_superop(op_matrix(circuit, op, inputs, weights, dtype, device))
+        after = noise.noise_superop(op.gate, op.wires, dtype, device)
+        if after is not None:
+            channel = after @ channel
+        # one contraction per op: the gate and its noise act on the op's row and column axes
+        rho = apply_gate(rho, channel, list(op.wires) + [w + n for w in op.wires])
     return rho
 
 
