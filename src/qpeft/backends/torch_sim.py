@@ -67,7 +67,8 @@ class ShotsBackend(Backend):
 class NoisyBackend(Backend):
     """Density-matrix simulation with a :class:`NoiseModel`, or with a device's calibrated noise
     (``noise="wukong72"``, a name from ``qpeft.devices.DEVICES`` or a ``Device``: the circuit is
-    transpiled onto the chip first, and ``mitigate_readout=True`` inverts its readout error);
+    transpiled onto the chip first; ``mitigate_readout=True`` inverts its readout error,
+    ``zne_scales=(1, 3, 5)`` extrapolates to zero gate noise by gate folding);
     differentiable when exact (``shots=None``)."""
 
     name = "noisy"
@@ -79,6 +80,7 @@ class NoisyBackend(Backend):
         seed: int | None = None,
         dtype: torch.dtype = torch.complex64,
         mitigate_readout: bool = False,
+        zne_scales: tuple[int, ...] | None = None,
     ):
         check_shots(shots, allow_none=True)
         self.shots, self.dtype = shots, dtype
@@ -86,10 +88,12 @@ class NoisyBackend(Backend):
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.device_executor = None
         if isinstance(noise, str | Device):
-            self.device_executor = DeviceExecutor(get_device(noise), shots, self.generator, mitigate_readout, dtype)
+            self.device_executor = DeviceExecutor(
+                get_device(noise), shots, self.generator, mitigate_readout, dtype, zne_scales=zne_scales
+            )
             noise = None  # the device's calibrated noise replaces the uniform model
-        elif mitigate_readout:
-            raise ValueError("`mitigate_readout` needs a device's noise, e.g. noise='wukong72'")
+        elif mitigate_readout or zne_scales:
+            raise ValueError("`mitigate_readout` and `zne_scales` need a device's noise, e.g. noise='wukong72'")
         self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:

@@ -5,10 +5,12 @@ device (``NoisyBackend(noise="wukong72")``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from qpeft.devices.device import Device
-from qpeft.devices.mitigation import mitigate_readout
+from qpeft.devices.mitigation import fold_gates, mitigate_readout, richardson_weights
 from qpeft.devices.noise import calibrated_noise
 from qpeft.devices.transpile import DEFAULT_OPTIMIZATION_LEVEL, DeviceCircuit, transpile
 from qpeft.quantum.circuit import Circuit
@@ -40,12 +42,19 @@ class DeviceExecutor:
         dtype: torch.dtype = torch.complex64,
         optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
         seed: int = 0,
+        zne_scales: Sequence[int] | None = None,
     ):
         check_shots(shots, allow_none=True)
+        if zne_scales is not None:
+            scales = list(zne_scales)
+            if len(scales) < 2 or len(set(scales)) != len(scales) or any(k < 1 or k % 2 == 0 for k in scales):
+                raise ValueError(f"`zne_scales` must be two or more distinct odd positive integers, got {zne_scales}")
+        self.zne_scales = None if zne_scales is None else tuple(zne_scales)
         self.device, self.shots, self.generator = device, shots, generator
         self.mitigate, self.dtype = bool(mitigate_readout), dtype
         self.optimization_level, self.seed = optimization_level, seed
         self._cache: dict = {}
+        self._folded: dict = {}
 
     def transpiled(self, circuit: Circuit) -> tuple[DeviceCircuit, CalibratedNoise]:
         """The transpiled circuit and its noise, computed once per circuit structure."""
@@ -57,22 +66,37 @@ class DeviceExecutor:
 
     def probabilities(self, circuit: Circuit, inputs, weights) -> torch.Tensor:
         """(batch, 2^n) probabilities of the original wires as the chip would report them:
-        readout error included, sampled when ``shots`` is set, mitigated when asked."""
+        readout error included, sampled when ``shots`` is set, mitigated when asked. With
+        ``zne_scales``, the linear extrapolation to zero gate noise (entries may leave [0, 1];
+        :meth:`run` clips and renormalises them for ``observable="probs"``)."""
         dc, noise = self.transpiled(circuit)
         angles = dc.slot_weights(inputs, weights)
         if angles.dim() == 1 and inputs is not None:
             angles = angles.expand(inputs.shape[0], -1)
-        n = dc.circuit.n_qubits
+        if self.zne_scales is None:
+            return self._measured(circuit, dc, dc.circuit, angles, noise)
+        n_angles = angles.shape[-1]
+        estimates = []
+        for scale in self.zne_scales:
+            key = (id(dc), scale)
+            if key not in self._folded:
+                self._folded[key] = fold_gates(dc.circuit, n_angles, scale)
+            both = torch.cat([angles, -angles], dim=-1)  # the inverse gates read the negated angles
+            estimates.append(self._measured(circuit, dc, self._folded[key], both, noise))
+        return sum(c * p for c, p in zip(richardson_weights(self.zne_scales), estimates))
+
+    def _measured(self, circuit: Circuit, dc: DeviceCircuit, run: Circuit, angles, noise) -> torch.Tensor:
+        n = run.n_qubits
         batch = angles.shape[0] if angles.dim() == 2 else 1
         try:
-            check_memory(2 * n, batch, self.dtype, angles.device, len(dc.circuit.ops))
+            check_memory(2 * n, batch, self.dtype, angles.device, len(run.ops))
         except ValueError as err:
             raise ValueError(
                 f"on {self.device.name} the circuit occupies {n} qubits ({circuit.n_qubits} wires + "
                 f"{n - circuit.n_qubits} routing ancillas); a density matrix of {n} qubits has 4^{n} entries per "
                 f"circuit, past this machine's memory. Use fewer qubits or the exact 'shots' backend. ({err})"
             ) from err
-        rho = simulate_density(dc.circuit, None, angles, noise, dtype=self.dtype)
+        rho = simulate_density(run, None, angles, noise, dtype=self.dtype)
         probs = marginal_probabilities(density_probabilities(rho), dc.measured_wires)
         measured = [dc.report.physical_qubits[w] for w in dc.measured_wires]
         p01 = [self.device.readout_p01[q] for q in measured]
@@ -86,4 +110,9 @@ class DeviceExecutor:
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
         probs = self.probabilities(circuit, inputs, weights)
-        return probs if observable == "probs" else expval_z_from_probs(probs, circuit.n_qubits)
+        if observable != "probs":
+            return expval_z_from_probs(probs, circuit.n_qubits)
+        if self.zne_scales is not None:
+            probs = probs.clamp_min(0)
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qpeft.quantum.circuit import Circuit
+from qpeft.quantum.circuit import Circuit, Const
 from qpeft.quantum.gates import gate_matrix
 from qpeft.quantum.statevector import (
     apply_gate,
@@ -258,10 +258,16 @@ def _simulate_calibrated(circuit, inputs, weights, noise: CalibratedNoise, dtype
     rho = pure_to_density(initial_state(circuit, inputs, batch, dtype, device))
     n = circuit.n_qubits
     for op in circuit.ops:
-        channel = unitary_superop(op_matrix(circuit, op, inputs, weights, dtype, device))
-        after = noise.noise_superop(op.gate, op.wires, dtype, device)
-        if after is not None:
-            channel = after @ channel
+        # Ops with constant angles (most of a transpiled circuit) keep their channel across runs.
+        key = ("op", op, dtype, device) if all(isinstance(p, Const) for p in op.params) else None
+        channel = noise._superops.get(key) if key else None
+        if channel is None:
+            channel = unitary_superop(op_matrix(circuit, op, inputs, weights, dtype, device))
+            after = noise.noise_superop(op.gate, op.wires, dtype, device)
+            if after is not None:
+                channel = after @ channel
+            if key:
+                noise._superops[key] = channel
         # one contraction per op: the gate and its noise act on the op's row and column axes
         rho = apply_gate(rho, channel, list(op.wires) + [w + n for w in op.wires])
     return rho
