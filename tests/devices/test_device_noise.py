@@ -4,6 +4,7 @@ mitigation, and the noisy backend reached by a device name."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -105,20 +106,13 @@ def test_gradients_through_the_device_path():
     torch.manual_seed(3)
     x = torch.rand(2, c.n_inputs, dtype=torch.float64)
     w = torch.randn(c.n_weights, dtype=torch.float64, requires_grad=True)
-    backend = get_backend("noisy", noise="ibm_fez" if _ibm() else "wukong72", dtype=torch.complex128)
+    ibm = importlib.util.find_spec("qiskit_ibm_runtime") is not None
+    backend = get_backend("noisy", noise="ibm_fez" if ibm else "wukong72", dtype=torch.complex128)
     (grad_bp,) = torch.autograd.grad(backend.run(c, x, w).sum(), w)
     shifted = parameter_shift(c, x, w, lambda circ, xs, ws: backend.run(circ, xs, ws))
     (grad_ps,) = torch.autograd.grad(shifted.sum(), w)
     torch.testing.assert_close(grad_bp, grad_ps, **FD_TOL)
     assert grad_bp.abs().max() > 1e-3
-
-
-def _ibm() -> bool:
-    try:
-        import qiskit_ibm_runtime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def test_calibrated_noise_covers_the_used_qubits_only():
