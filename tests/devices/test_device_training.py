@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from qpeft.adapters import QTHAConfig, get_model
+from qpeft.adapters.io import load_adapter
 from qpeft.data.formats import Example
 from qpeft.devices.evaluate import evaluate_on_device
 from qpeft.evaluate import evaluate_loss
@@ -72,3 +73,11 @@ def test_evaluation_side_by_side_exact_noisy_mitigated():
     circuits = result["circuits"]
     assert circuits["circuits"] == len(model.adapter_layers) and circuits["two_qubit_gates"] > 0
     assert 0 < circuits["success_probability"] < 1
+
+
+def test_device_noise_survives_save_and_load(tmp_path):
+    config = weights_config(backend="noisy", noise="wukong72", mitigate_readout=True)
+    get_model(tiny_causal_lm("llama"), config).save_adapter(tmp_path)
+    layer = next(iter(load_adapter(tiny_causal_lm("llama"), tmp_path).adapter_layers.values()))
+    executor = layer.qnn.backend.device_executor
+    assert (layer.config.noise, executor.device.name, executor.mitigate) == ("wukong72", "wukong72", True)
