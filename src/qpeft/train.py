@@ -44,7 +44,7 @@ class TrainConfig:
     model: str = doc("smollm2-135m", "model: the built-in smollm2-135m, a local directory, or a cached hub id")
     data: str = doc("arithmetic", "data: 'arithmetic[:LEVEL]', a chat/GSM8K .jsonl file, or a CPsyCounD directory")
     method: str = doc("qtha", f"adapter method or preset: {', '.join(METHOD_PRESETS)}, or any preset name")
-    adapter: dict = doc({}, "adapter config fields that override the preset, e.g. {'r': 4, 'bond_dim': 8}")
+    adapter: dict = doc({}, 'adapter config fields that override the preset, e.g. \'{"r": 4, "bond_dim": 8}\'')
     out: str = doc("runs/qpeft", "run directory: checkpoints, metrics.jsonl, final adapter, results.json")
     steps: int = doc(100, "optimizer steps")
     batch_size: int = doc(4, "sequences per device per step")
@@ -114,16 +114,11 @@ def adapter_config(config: TrainConfig):
 def prepare(config: TrainConfig):
     """(model with adapters, tokenizer, train dataset, held-out examples)."""
     from qpeft.adapters import get_model
-    from qpeft.data import EncodedDataset, load_examples, train_test_split
+    from qpeft.data import EncodedDataset, run_split
     from qpeft.models import load_model
 
     torch.manual_seed(config.seed)
-    examples = load_examples(config.data)
-    if config.max_examples:
-        examples = examples[: config.max_examples]
-    if len(examples) < 2:
-        raise ValueError(f"data {config.data!r} has {len(examples)} example(s); need at least 2 to hold one out")
-    train_examples, held_out = train_test_split(examples, config.val_fraction, config.seed)
+    train_examples, held_out = run_split(config.data, config.seed, config.val_fraction, config.max_examples)
     base, tokenizer = load_model(config.model, getattr(torch, config.dtype))
     model = get_model(base, adapter_config(config))
     dataset = EncodedDataset(tokenizer, train_examples, config.max_length)
