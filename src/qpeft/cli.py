@@ -204,6 +204,9 @@ def cmd_compare(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     base = config_from_args(args)
     report = compare(base, methods, seeds, Path(base.out))
+    if "interrupted" in report:
+        print(f"interrupted in {report['interrupted']} (checkpoint saved); run the same command again to resume")
+        return 3
     print(report["table"])
     print(f"report: {report['report']}")
     print(f"loss plot: {report['plot']}")

@@ -58,6 +58,10 @@ class TrainConfig:
     eval_examples: int = doc(64, "held-out examples used for loss / accuracy after training")
     seed: int = doc(0, "seed for the split, adapter init and data order")
     save_steps: int = doc(50, "save a resumable checkpoint every N steps")
+    save_total_limit: int | None = doc(None, "keep at most K checkpoints (the oldest are deleted); None keeps all")
+    eval_steps: int | None = doc(
+        None, "every N steps, log the loss on the held-out examples (the first eval_examples) as eval_loss"
+    )
     logging_steps: int = doc(1, "log (and append to metrics.jsonl) every N steps")
     resume: bool = doc(False, "continue from the newest checkpoint in `out`")
     dtype: str = doc("float32", "base model dtype: float32 or bfloat16")
@@ -76,6 +80,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        for name in ("save_total_limit", "eval_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"`{name}` must be a positive integer or None (off), got {value!r}")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             raise ValueError(f"`lr` must be a positive number, got {self.lr!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -170,7 +178,9 @@ def _callbacks(out: Path):
     return MetricsFile(), StopOnSignal()
 
 
-def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list | None = None):
+def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list | None = None, eval_dataset=None):
+    """The Trainer of a run; ``eval_dataset`` (the held-out examples, encoded) is evaluated
+    every ``config.eval_steps`` steps."""
     from transformers import Trainer, TrainingArguments
 
     from qpeft.adapters.io import load_adapter_weights
@@ -203,6 +213,12 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps,
+        per_device_eval_batch_size=config.batch_size,
+        prediction_loss_only=True,
+        label_names=["labels"],
         seed=config.seed,
         data_seed=config.seed,
         report_to=[],
@@ -219,6 +235,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         data_collator=Collator(tokenizer.pad_token_id),
         callbacks=[metrics, *(callbacks or []), stop],
     )
@@ -229,6 +246,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects.
     """
+    from qpeft.data import EncodedDataset
     from qpeft.evaluate import evaluate
 
     out = Path(config.out)
@@ -238,7 +256,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         if resume_from is None:
             raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
     model, tokenizer, dataset, held_out = prepare(config)
-    trainer = make_trainer(config, model, tokenizer, dataset, callbacks)
+    eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
+    trainer = make_trainer(config, model, tokenizer, dataset, callbacks, eval_dataset)
     if trainer.is_world_process_zero():
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     started = time.time()
