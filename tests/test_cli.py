@@ -201,6 +201,9 @@ def test_eval_bad_adapter_fails_before_loading_a_model(tmp_path, monkeypatch, ca
     assert "no-such-run/adapter: no such directory" in capsys.readouterr().err
     assert main(["eval", "--adapter", str(tmp_path)]) == 2
     assert "no adapter_config.json in it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--adapter", str(tmp_path), "--examples", "0"])
+    assert "--examples: must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_train_prints_the_run_directory_of_its_config_file(tiny_dir, tmp_path, capsys):

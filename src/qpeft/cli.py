@@ -29,6 +29,13 @@ def _flag_type(field: dataclasses.Field):
     return str
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (defaults left unset so --config can fill them)."""
     parser.add_argument("--config", type=Path, help="YAML or JSON file of the fields below (flags override it)")
@@ -301,18 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--max-examples",
-                type=int,
+                type=_positive_int,
                 default=None,
                 help="use the first N examples of --data (default: the run's max_examples; none for --split all)",
             )
             p.add_argument(
                 "--examples",
-                type=int,
+                type=_positive_int,
                 default=None,
                 help="evaluate at most N examples (default: the run's eval_examples; every one for --split all)",
             )
             p.add_argument(
-                "--max-length", type=int, default=None, help="tokens per sequence (default: the run's max_length)"
+                "--max-length",
+                type=_positive_int,
+                default=None,
+                help="tokens per sequence (default: the run's max_length)",
             )
             p.add_argument("--samples", type=Path, default=None, help="write generation samples to this JSONL file")
         elif name == "generate":
