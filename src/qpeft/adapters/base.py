@@ -149,7 +149,7 @@ def inject(
         base = model.get_submodule(name)
         if isinstance(base, AdapterLayer):
             raise ValueError(f"module {name} already has an adapter; load or inject onto a fresh base model")
-        layer = layer_cls(base, config)
+        layer = layer_cls(base, config).train(base.training)
         replace_module(model, name, layer)
         layers[name] = layer
     return layers

@@ -65,7 +65,5 @@ def export_peft_lora(
         directory / "adapter_model.safetensors",
         lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
     )
-    atomic_write(
-        directory / "adapter_config.json", lambda tmp: Path(tmp).write_text(json.dumps(peft_config, indent=2))
-    )
+    atomic_write(directory / "adapter_config.json", lambda tmp: Path(tmp).write_text(json.dumps(peft_config, indent=2)))
     return directory
