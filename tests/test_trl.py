@@ -2,6 +2,8 @@
 they train it, their checkpoints hold the adapter (not the base model), qpeft loads what they
 saved, and resume_from_checkpoint continues the run exactly."""
 
+import logging
+
 import pytest
 import torch
 
@@ -74,6 +76,15 @@ def plain_trainer(model, out, steps: int, save_steps: int = 100) -> "transformer
 TRAINERS = {"sft": sft_trainer, "trainer": plain_trainer}
 
 
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_sft_trainer_trains_the_adapter_only(preset, tmp_path):
     model = adapted(preset)
@@ -123,7 +134,35 @@ def test_resume_from_checkpoint_continues_the_run_exactly(kind, tmp_path):
     TRAINERS[kind](straight, tmp_path / "a", steps=4, save_steps=2).train()
     resumed = adapted("qtha-default")  # a fresh adapter: the checkpoint must replace it
     trainer = TRAINERS[kind](resumed, tmp_path / "b", steps=4)
-    trainer.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
+    warnings = Records()
+    logging.getLogger("transformers.trainer").addHandler(warnings)
+    try:
+        trainer.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
+    finally:
+        logging.getLogger("transformers.trainer").removeHandler(warnings)
+    # the base weights are not in the checkpoint by design: no "missing keys" warning about them
+    assert not [m for m in warnings.messages if "missing keys" in m]
     assert trainer.state.global_step == 4
     for n, p in straight.adapter_state().items():
         assert torch.equal(resumed.adapter_state()[n], p), n
+
+
+def test_readme_example(tmp_path, monkeypatch):
+    """README's "Using qpeft with TRL / Trainer" block, run as written on the tiny model."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Using qpeft with TRL / Trainer", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    source = "from qpeft.models import load_model\n"
+    assert source in code
+    monkeypatch.chdir(tmp_path)
+    scope = {"load_model": lambda name: (tiny_causal_lm("llama"), tiny_tokenizer())}
+    exec(code.replace(source, ""), scope)
+    files = {p.name for p in (tmp_path / "runs/sft/checkpoint-2").iterdir()}
+    assert "adapter_model.safetensors" in files and "model.safetensors" not in files
+    model, fresh, restored, trainable = (scope[k] for k in ("model", "fresh", "restored", "trainable"))
+    for name, p in model.adapter_state().items():  # resumed == uninterrupted; saved == loaded
+        assert torch.equal(fresh.adapter_state()[name], p), name
+        assert torch.equal(restored.adapter_state()[name], p), name
+        assert torch.equal(trainable.adapter_state()[name], p), name

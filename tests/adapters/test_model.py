@@ -139,3 +139,15 @@ def test_forward_signature_keeps_the_columns_trainer_needs(tmp_path):
     trainer = tf.Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows))
     kept = trainer._remove_unused_columns(trainer.train_dataset).column_names
     assert set(kept) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_save_pretrained_takes_the_tensors_trainer_passes_and_writes_on_the_main_process_only(tmp_path):
+    """Trainer passes a gathered ``state_dict`` (sharded models) and ``is_main_process``."""
+    model = _perturbed("lora")
+    state = {k: v + 1 for k, v in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "other", state_dict=state, is_main_process=False)
+    assert not (tmp_path / "other").exists()
+    model.save_pretrained(tmp_path / "main", state_dict=state)
+    saved = load_file(tmp_path / "main" / "adapter_model.safetensors")
+    assert set(saved) == set(model.adapter_state())
+    assert all(torch.equal(saved[k], state[k]) for k in saved)
