@@ -137,8 +137,8 @@ def test_forward_signature_keeps_the_columns_trainer_needs(tmp_path):
     model = get_model(tiny_causal_lm("llama"), "lora", r=2, target_modules=TINY_TARGETS["llama"])
     args = tf.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     trainer = tf.Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows))
-    kept = trainer._remove_unused_columns(trainer.train_dataset).column_names
-    assert set(kept) == {"input_ids", "attention_mask", "labels"}
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
 
 
 def test_save_pretrained_takes_the_tensors_trainer_passes_and_writes_on_the_main_process_only(tmp_path):
