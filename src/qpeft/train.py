@@ -45,6 +45,9 @@ class TrainConfig:
     data: str = doc("arithmetic", "data: 'arithmetic[:LEVEL]', a chat/GSM8K .jsonl file, or a CPsyCounD directory")
     method: str = doc("qtha", f"adapter method or preset: {', '.join(METHOD_PRESETS)}, or any preset name")
     adapter: dict = doc({}, 'adapter config fields that override the preset, e.g. \'{"r": 4, "bond_dim": 8}\'')
+    target_modules: str | None = doc(
+        None, "Linear modules to adapt: comma-separated names (q_proj,v_proj) or all-linear; default: the preset's"
+    )
     out: str = doc("runs/qpeft", "run directory: checkpoints, metrics.jsonl, final adapter, results.json")
     steps: int = doc(100, "optimizer steps")
     batch_size: int = doc(4, "sequences per device per step")
@@ -116,7 +119,11 @@ class TrainConfig:
 def adapter_config(config: TrainConfig):
     from qpeft.adapters.presets import preset
 
-    return preset(METHOD_PRESETS.get(config.method, config.method), **config.adapter)
+    fields = dict(config.adapter)
+    if config.target_modules is not None:
+        names = [n.strip() for n in config.target_modules.split(",") if n.strip()]
+        fields["target_modules"] = names[0] if names == ["all-linear"] else names
+    return preset(METHOD_PRESETS.get(config.method, config.method), **fields)
 
 
 def prepare(config: TrainConfig):
@@ -183,7 +190,6 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
     every ``config.eval_steps`` steps."""
     from transformers import Trainer, TrainingArguments
 
-    from qpeft.adapters.io import load_adapter_weights
     from qpeft.data import Collator
 
     out = Path(config.out)
@@ -191,15 +197,14 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     class QPeftTrainer(Trainer):
-        """Checkpoints carry the adapter only (plus optimizer / scheduler / RNG state)."""
+        """Checkpoints also record the run's TrainConfig (the model saves and resumes its
+        adapter through the plain Trainer)."""
 
         def _save(self, output_dir=None, state_dict=None):
-            output_dir = Path(output_dir or self.args.output_dir)
-            self.accelerator.unwrap_model(self.model).save_adapter(output_dir)
-            (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            load_adapter_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+            super()._save(output_dir, state_dict)
+            if self.args.should_save:
+                path = Path(output_dir or self.args.output_dir) / "train_config.json"
+                path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     args = TrainingArguments(
         output_dir=str(out),
