@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from qpeft.backends import get_backend
-from qpeft.quantum import QuantumLayer, hardware_efficient
+from qpeft.qnn import QuantumLayer
+from qpeft.quantum import hardware_efficient
 from qpeft.testing import random_circuit
 
 SDKS = [

@@ -22,9 +22,9 @@ def _bound(n, seed):
 def _qiskit_state(qc, n):
     from qiskit.quantum_info import Statevector
 
-    from qpeft.backends.qiskit import from_qiskit_order
+    from qpeft.quantum.bitorder import reverse_bit_order
 
-    return from_qiskit_order(Statevector(qc).data, n)
+    return reverse_bit_order(Statevector(qc).data, n)
 
 
 @pytest.mark.parametrize("n,seed", SEEDS)
@@ -50,7 +50,7 @@ def test_qasm3_round_trip(n, seed):
 def test_originir_round_trip_through_pyqpanda3(n, seed):
     core = pytest.importorskip("pyqpanda3.core")
     from qpeft.backends.pyqpanda3 import originir_to_qprog
-    from qpeft.backends.qiskit import from_qiskit_order
+    from qpeft.quantum.bitorder import reverse_bit_order
 
     c, x, w, ours = _bound(n, seed)
     text = to_originir(c, x, w)
@@ -58,7 +58,7 @@ def test_originir_round_trip_through_pyqpanda3(n, seed):
     qvm = core.CPUQVM()
     qvm.run(originir_to_qprog(text), 1)
     # QPanda indexes basis states little-endian, like Qiskit
-    theirs = from_qiskit_order(np.asarray(qvm.result().get_state_vector()), n)
+    theirs = reverse_bit_order(np.asarray(qvm.result().get_state_vector()), n)
     np.testing.assert_allclose(theirs, ours, atol=1e-7)
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from qpeft.backends import get_backend
-from qpeft.quantum import QuantumLayer, expval_z, hardware_efficient, parameter_shift, simulate
+from qpeft.qnn import QuantumLayer
+from qpeft.quantum import expval_z, hardware_efficient, parameter_shift, simulate
 from qpeft.testing import FD_TOL, TOL, random_circuit
 
 

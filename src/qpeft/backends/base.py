@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qpeft.quantum.statevector import expval_z_from_probs
+
 if TYPE_CHECKING:
     from qpeft.quantum.circuit import Circuit
 
@@ -54,8 +56,6 @@ class ProbabilityBackend(Backend):
         """(batch, 2^n) probabilities, wire 0 the most significant bit."""
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
-        from qpeft.quantum.statevector import expval_z_from_probs
-
         Backend.check_observable(observable)
         ref = inputs if inputs is not None else weights
         probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
 from qpeft.backends.base import BACKENDS
+from qpeft.qnn import DIFF_METHODS
 from qpeft.quantum.ansatz import ANSATZE
-from qpeft.quantum.layer import DIFF_METHODS
 from qpeft.quantum.statevector import check_memory
 
 QNN_MODES = ("activation", "weights")

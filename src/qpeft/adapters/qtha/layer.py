@@ -17,8 +17,8 @@ from torch.utils.checkpoint import checkpoint
 from qpeft.adapters.base import AdapterLayer
 from qpeft.adapters.mpo.layer import make_factors
 from qpeft.adapters.qtha.config import QTHAConfig
+from qpeft.qnn import QuantumLayer
 from qpeft.quantum.ansatz import build_ansatz
-from qpeft.quantum.layer import QuantumLayer
 
 QNN_INIT_STD = 0.1  # small angles: the circuit starts close to its encoding, no barren plateau
 

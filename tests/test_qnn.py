@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from qpeft.quantum import Circuit, QuantumLayer, Weight, build_ansatz, hardware_efficient
+from qpeft.qnn import QuantumLayer
+from qpeft.quantum import Circuit, Weight, build_ansatz, hardware_efficient
 
 
 def test_shapes_follow_leading_dimensions():
