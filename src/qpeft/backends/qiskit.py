@@ -12,11 +12,8 @@ import numpy as np
 from qpeft.backends.base import ProbabilityBackend, require
 from qpeft.quantum.bitorder import reverse_bit_order
 from qpeft.quantum.circuit import Circuit, Const, Input, Weight
-from qpeft.quantum.export import QASM_NAMES
+from qpeft.quantum.gates import GATES
 from qpeft.quantum.shots import check_shots
-
-# Qiskit's QuantumCircuit methods are the OpenQASM names, except U3, which is `u` there.
-_NAMES = {**QASM_NAMES, "U3": "u"}
 
 
 def to_qiskit(circuit: Circuit, inputs=None, weights=None, parameters=None):
@@ -45,7 +42,7 @@ def to_qiskit(circuit: Circuit, inputs=None, weights=None, parameters=None):
             else:
                 assert isinstance(p, Weight)
                 angles.append(float(weights[p.index]))
-        getattr(qc, _NAMES[op.gate])(*angles, *op.wires)
+        getattr(qc, GATES[op.gate].qiskit)(*angles, *op.wires)
     return qc
 
 
