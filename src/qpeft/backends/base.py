@@ -10,6 +10,7 @@ significant bit). Inputs are ``(batch, n_inputs)`` or None; weights ``(n_weights
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
@@ -76,16 +77,34 @@ _REGISTRY = {
 BACKENDS = tuple(_REGISTRY)
 
 
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` (imports its module, not its SDK)."""
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_options(name: str, options: dict) -> None:
+    """Raise ValueError naming the accepted options when backend ``name``'s constructor does
+    not take every key of ``options`` (a constructor with ``**kwargs`` takes any)."""
+    params = list(inspect.signature(backend_class(name).__init__).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"backend {name!r} takes no option(s) {unknown}; its options are {accepted or 'none'}")
+
+
 def get_backend(name: str | Backend, **options) -> Backend:
     """A backend instance from its name (``torch``, ``shots``, ``noisy``, ``qiskit``,
     ``pennylane``, ``pyqpanda3``) and its options, or the given instance unchanged."""
     if isinstance(name, Backend):
         return name
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    check_options(name, options)
+    return backend_class(name)(**options)
 
 
 def require(module: str, extra: str):

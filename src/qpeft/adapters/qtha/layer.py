@@ -28,7 +28,11 @@ def build_qnn(config: QTHAConfig) -> QuantumLayer:
     encoding = None if weights_mode else config.encoding
     circuit = build_ansatz(config.ansatz, config.n_qubits, config.qnn_layers, encoding=encoding)
     observable = "z" if encoding == "angle" else "probs"
-    options = {"shots": config.shots} if config.shots is not None else {}
+    options = dict(config.backend_options)
+    if config.shots is not None:
+        options["shots"] = config.shots
+    if config.noise is not None:
+        options["noise"] = config.noise
     return QuantumLayer(
         circuit,
         config.backend,
