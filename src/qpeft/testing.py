@@ -17,6 +17,8 @@ TOL = {
 }
 #: tolerance for gradients from central finite differences in float64 (step 1e-6).
 FD_TOL = {"atol": 1e-6, "rtol": 1e-5}
+#: float32 gradients of one model summed in two orders (DDP all-reduce vs one process).
+DDP_GRAD_TOL = {"atol": 1e-6, "rtol": 1e-4}
 
 
 def random_circuit(
