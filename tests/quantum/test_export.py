@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from qpeft.quantum import hardware_efficient, simulate, to_originir, to_qasm2, to_qasm3
-from qpeft.testing import random_circuit
+from qpeft.testing import EXACT_TOL, SDK_TOL, random_circuit
 
 SEEDS = [(n, s) for n in (1, 2, 3, 4) for s in (0, 1)]
 
@@ -33,7 +33,7 @@ def test_qasm2_round_trip(n, seed):
     c, x, w, ours = _bound(n, seed)
     text = to_qasm2(c, x, w)
     assert text.startswith("OPENQASM 2.0;")
-    np.testing.assert_allclose(_qiskit_state(qasm2.loads(text), n), ours, atol=1e-10)
+    np.testing.assert_allclose(_qiskit_state(qasm2.loads(text), n), ours, **EXACT_TOL)
 
 
 @pytest.mark.parametrize("n,seed", SEEDS)
@@ -43,7 +43,7 @@ def test_qasm3_round_trip(n, seed):
     c, x, w, ours = _bound(n, seed)
     text = to_qasm3(c, x, w)
     assert text.startswith("OPENQASM 3.0;")
-    np.testing.assert_allclose(_qiskit_state(qasm3.loads(text), n), ours, atol=1e-10)
+    np.testing.assert_allclose(_qiskit_state(qasm3.loads(text), n), ours, **EXACT_TOL)
 
 
 @pytest.mark.parametrize("n,seed", SEEDS)
@@ -59,7 +59,7 @@ def test_originir_round_trip_through_pyqpanda3(n, seed):
     qvm.run(originir_to_qprog(text), 1)
     # QPanda indexes basis states little-endian, like Qiskit
     theirs = reverse_bit_order(np.asarray(qvm.result().get_state_vector()), n)
-    np.testing.assert_allclose(theirs, ours, atol=1e-7)
+    np.testing.assert_allclose(theirs, ours, **SDK_TOL)
 
 
 def test_export_needs_a_bound_circuit():

@@ -18,7 +18,7 @@ from qpeft.quantum import (
     simulate,
 )
 from qpeft.quantum.statevector import check_memory
-from qpeft.testing import TOL, random_circuit
+from qpeft.testing import EXACT_TOL, TOL, random_circuit
 
 CASES = [(n, seed) for n in range(1, 7) for seed in range(3)]
 
@@ -43,7 +43,7 @@ def test_random_circuit_matches_qiskit(n, seed):
     ours = simulate(c, x, w, dtype=torch.complex128).reshape(3, -1).numpy()
     for b in range(3):
         theirs = reverse_bit_order(Statevector(to_qiskit(c, x[b].numpy(), w.numpy())).data, n)
-        np.testing.assert_allclose(ours[b], theirs, atol=1e-10)
+        np.testing.assert_allclose(ours[b], theirs, **EXACT_TOL)
 
 
 @pytest.mark.parametrize("n,seed", CASES)
@@ -131,10 +131,10 @@ def test_readouts_match_qiskit():
     ours = expval_pauli(state, paulis)[0]
     # Qiskit labels are little-endian: the last letter acts on qubit 0.
     theirs = [sv.expectation_value(SparsePauliOp(p[::-1])).real for p in paulis]
-    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-10)
+    np.testing.assert_allclose(ours.numpy(), theirs, **EXACT_TOL)
     z = expval_z(state)[0]
     theirs_z = [sv.expectation_value(SparsePauliOp("I" * (n - 1 - k) + "Z" + "I" * k)).real for k in range(n)]
-    np.testing.assert_allclose(z.numpy(), theirs_z, atol=1e-10)
+    np.testing.assert_allclose(z.numpy(), theirs_z, **EXACT_TOL)
     probs = probabilities(state)
     assert torch.allclose(probs.sum(-1), torch.ones(1, dtype=torch.float64))
 
