@@ -97,11 +97,11 @@ def test_noise_and_backend_options_survive_save_and_load(tmp_path):
     )
     assert AdapterConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     model = get_model(tiny_causal_lm("llama"), config)
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.1)
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
     save_adapter(model, tmp_path)
     loaded = load_adapter(tiny_causal_lm("llama"), tmp_path)
     assert loaded.adapter_config == config

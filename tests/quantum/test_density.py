@@ -16,8 +16,9 @@ C128 = torch.complex128
 
 def test_zero_noise_equals_statevector():
     c = random_circuit(4, 30, seed=5)
-    x = torch.rand(3, c.n_inputs, dtype=torch.float64)
-    w = torch.rand(c.n_weights, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, c.n_inputs, dtype=torch.float64, generator=g)
+    w = torch.rand(c.n_weights, dtype=torch.float64, generator=g)
     rho = simulate_density(c, x, w, NoiseModel(), dtype=C128)
     psi = simulate(c, x, w, dtype=C128)
     torch.testing.assert_close(rho, pure_to_density(psi), **TOL[C128])
@@ -100,7 +101,8 @@ def test_noisy_gradients_match_finite_differences():
 def test_trace_is_preserved():
     noise = NoiseModel(depolarizing=0.2, depolarizing_2q=0.3, amplitude_damping=0.1, phase_damping=0.1)
     c = random_circuit(3, 20, seed=1)
-    rho = simulate_density(c, torch.rand(2, c.n_inputs), torch.rand(c.n_weights), noise)
+    g = torch.Generator().manual_seed(1)
+    rho = simulate_density(c, torch.rand(2, c.n_inputs, generator=g), torch.rand(c.n_weights, generator=g), noise)
     assert torch.allclose(density_probabilities(rho).sum(-1), torch.ones(2), **TOL[torch.complex64])
 
 

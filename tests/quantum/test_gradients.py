@@ -63,7 +63,7 @@ def test_backprop_equals_parameter_shift_equals_finite_differences(n, seed):
 @pytest.mark.parametrize("diff_method", ["parameter_shift", "hybrid"])
 def test_layer_diff_methods_agree_with_backprop(diff_method):
     c = hardware_efficient(3, 2, reupload=True)
-    x0 = torch.randn(2, 4, 3, dtype=torch.float64)
+    x0 = torch.randn(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     grads = {}
     for method in ("backprop", diff_method):
         torch.manual_seed(0)
@@ -117,6 +117,6 @@ def test_backprop_on_non_differentiable_backend_is_refused():
 
 def test_parameter_shift_refuses_amplitude_inputs():
     layer = QuantumLayer(hardware_efficient(2, 1, encoding="amplitude"), diff_method="parameter_shift")
-    x = torch.rand(3, 4, requires_grad=True)
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0)).requires_grad_()
     with pytest.raises(ValueError, match="amplitude-encoded inputs"):
         layer(x).sum().backward()
