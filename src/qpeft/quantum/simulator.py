@@ -78,7 +78,10 @@ def simulate(
     """Final states, shape (batch, 2, ..., 2).
 
     inputs: (batch, n_inputs); weights: (n_weights,) shared by the batch, or
-    (batch, n_weights). ``method`` is "fast", "gates" or "auto" (fast when it is cheaper).
+    (batch, n_weights). ``method`` is "fast", "gates" or "auto" (the same as "fast"). The
+    fast path folds one set of weights, so with per-row weights every method runs gate by
+    gate. On the fast path a cost model decides, block by block, whether folding into a
+    unitary beats applying the block's gates (:func:`_fold_is_cheaper`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown simulation method {method!r}; choose one of {METHODS}")
