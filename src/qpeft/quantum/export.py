@@ -12,20 +12,6 @@ from collections.abc import Sequence
 from qpeft.quantum.circuit import Circuit, Const
 from qpeft.quantum.gates import GATES
 
-# Gates that the target's standard library lacks get a definition in the header.
-_DEFINITIONS = {
-    "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
-    "rxx": "gate rxx(theta) a, b { h a; h b; cx a, b; rz(theta) b; cx a, b; h a; h b; }",
-    "ryy": (
-        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; rx(-pi/2) a; rx(-pi/2) b; }"
-    ),
-    # OpenQASM 2's qelib1.inc has crz but neither crx nor cry; swap is missing too.
-    "crx": "gate crx(theta) c, t { h t; crz(theta) c, t; h t; }",
-    "cry": "gate cry(theta) c, t { ry(theta/2) t; cx c, t; ry(-theta/2) t; cx c, t; }",
-    "swap": "gate swap a, b { cx a, b; cx b, a; cx a, b; }",
-}
-_MISSING = {2: {"rzz", "rxx", "ryy", "crx", "cry", "swap"}, 3: {"rzz", "rxx", "ryy"}}
-
 
 def _bound(circuit: Circuit, inputs, weights) -> Circuit:
     if inputs is not None or weights is not None or circuit.n_inputs or circuit.n_weights:
@@ -50,12 +36,13 @@ def to_qasm(
     if version not in (2, 3):
         raise ValueError(f"OpenQASM `version` must be 2 or 3, got {version!r}")
     c = _bound(circuit, inputs, weights)
-    used = {GATES[op.gate].qasm for op in c.ops}
+    used = {op.gate for op in c.ops}
     if version == 3:
         lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
     else:
         lines = ["OPENQASM 2.0;", 'include "qelib1.inc";']
-    lines += [_DEFINITIONS[g] for g in _DEFINITIONS if g in used and g in _MISSING[version]]
+    # gates that the version's standard library lacks are defined in the header
+    lines += [g.qasm_definition for g in GATES.values() if g.name in used and version not in g.qasm_stdlib]
     lines.append(f"qubit[{c.n_qubits}] q;" if version == 3 else f"qreg q[{c.n_qubits}];")
     for op in c.ops:
         name = GATES[op.gate].qasm

@@ -44,6 +44,10 @@ class Gate:
     """Parameter-shift rule, the same for each of the gate's angles; None if n_params == 0."""
     qasm: str
     """OpenQASM 2 / 3 name (``qelib1.inc`` / ``stdgates.inc``, or defined in the header)."""
+    qasm_stdlib: tuple[int, ...]
+    """OpenQASM versions whose standard library has the gate."""
+    qasm_definition: str | None
+    """``gate ...`` definition written in the header of the other versions."""
     qiskit: str
     """``qiskit.QuantumCircuit`` method name."""
     pennylane: str
@@ -67,11 +71,15 @@ def _register(
     *,
     qasm: str,
     pennylane: str,
+    qasm_stdlib: tuple[int, ...] = (2, 3),
+    qasm_definition: str | None = None,
     qiskit: str | None = None,
     originir: str | None = None,
     diagonal: bool = False,
     permutation: bool = False,
 ):
+    assert qasm_definition or qasm_stdlib == (2, 3), f"{name}: give the OpenQASM definition"
+
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         GATES[name] = Gate(
             name,
@@ -80,6 +88,8 @@ def _register(
             fn,
             shift_rule,
             qasm=qasm,
+            qasm_stdlib=qasm_stdlib,
+            qasm_definition=qasm_definition,
             qiskit=qiskit or qasm,
             pennylane=pennylane,
             originir=originir or name,
@@ -211,7 +221,16 @@ def cz(*, dtype=torch.complex64, device=None):
     return _const([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, -1]], dtype, device)
 
 
-@_register("SWAP", 2, 0, qasm="swap", pennylane="SWAP", permutation=True)
+@_register(
+    "SWAP",
+    2,
+    0,
+    qasm="swap",
+    qasm_stdlib=(3,),  # not in OpenQASM 2's qelib1.inc
+    qasm_definition="gate swap a, b { cx a, b; cx b, a; cx a, b; }",
+    pennylane="SWAP",
+    permutation=True,
+)
 def swap(*, dtype=torch.complex64, device=None):
     """SWAP exchanges the two wires."""
     return _const([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype, device)
@@ -231,13 +250,33 @@ def _controlled(u: torch.Tensor) -> torch.Tensor:
     )
 
 
-@_register("CRX", 2, 1, FOUR_TERM, qasm="crx", pennylane="CRX", originir="CONTROL RX")
+@_register(
+    "CRX",
+    2,
+    1,
+    FOUR_TERM,
+    qasm="crx",
+    qasm_stdlib=(3,),  # qelib1.inc has crz but neither crx nor cry
+    qasm_definition="gate crx(theta) c, t { h t; crz(theta) c, t; h t; }",
+    pennylane="CRX",
+    originir="CONTROL RX",
+)
 def crx(theta, *, dtype=torch.complex64, device=None):
     """Controlled RX; four-term shift rule (generator eigenvalues 0, +-1/2)."""
     return _controlled(rx(theta, dtype=dtype))
 
 
-@_register("CRY", 2, 1, FOUR_TERM, qasm="cry", pennylane="CRY", originir="CONTROL RY")
+@_register(
+    "CRY",
+    2,
+    1,
+    FOUR_TERM,
+    qasm="cry",
+    qasm_stdlib=(3,),
+    qasm_definition="gate cry(theta) c, t { ry(theta/2) t; cx c, t; ry(-theta/2) t; cx c, t; }",
+    pennylane="CRY",
+    originir="CONTROL RY",
+)
 def cry(theta, *, dtype=torch.complex64, device=None):
     """Controlled RY; four-term shift rule."""
     return _controlled(ry(theta, dtype=dtype))
@@ -249,7 +288,16 @@ def crz(theta, *, dtype=torch.complex64, device=None):
     return _controlled(rz(theta, dtype=dtype))
 
 
-@_register("RXX", 2, 1, TWO_TERM, qasm="rxx", pennylane="IsingXX")
+@_register(
+    "RXX",
+    2,
+    1,
+    TWO_TERM,
+    qasm="rxx",
+    qasm_stdlib=(),
+    qasm_definition="gate rxx(theta) a, b { h a; h b; cx a, b; rz(theta) b; cx a, b; h a; h b; }",
+    pennylane="IsingXX",
+)
 def rxx(theta, *, dtype=torch.complex64, device=None):
     """RXX(t) = exp(-i t/2 X(x)X) = cos t/2 I - i sin t/2 XX; two-term shift rule."""
     c, s = _cs(theta, dtype)
@@ -258,7 +306,18 @@ def rxx(theta, *, dtype=torch.complex64, device=None):
     return _mat([[c, zero, zero, js], [zero, c, js, zero], [zero, js, c, zero], [js, zero, zero, c]])
 
 
-@_register("RYY", 2, 1, TWO_TERM, qasm="ryy", pennylane="IsingYY")
+@_register(
+    "RYY",
+    2,
+    1,
+    TWO_TERM,
+    qasm="ryy",
+    qasm_stdlib=(),
+    qasm_definition=(
+        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; rx(-pi/2) a; rx(-pi/2) b; }"
+    ),
+    pennylane="IsingYY",
+)
 def ryy(theta, *, dtype=torch.complex64, device=None):
     """RYY(t) = exp(-i t/2 Y(x)Y) = cos t/2 I - i sin t/2 YY; two-term shift rule."""
     c, s = _cs(theta, dtype)
@@ -267,7 +326,17 @@ def ryy(theta, *, dtype=torch.complex64, device=None):
     return _mat([[c, zero, zero, js], [zero, c, -js, zero], [zero, -js, c, zero], [js, zero, zero, c]])
 
 
-@_register("RZZ", 2, 1, TWO_TERM, qasm="rzz", pennylane="IsingZZ", diagonal=True)
+@_register(
+    "RZZ",
+    2,
+    1,
+    TWO_TERM,
+    qasm="rzz",
+    qasm_stdlib=(),
+    qasm_definition="gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
+    pennylane="IsingZZ",
+    diagonal=True,
+)
 def rzz(theta, *, dtype=torch.complex64, device=None):
     """RZZ(t) = exp(-i t/2 Z(x)Z) = diag(e^{-it/2}, e^{it/2}, e^{it/2}, e^{-it/2}); two-term."""
     m, p = _phase(-theta / 2, dtype), _phase(theta / 2, dtype)
