@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from qpeft.sysinfo import cpu_model
 from qpeft.train import TrainConfig, latest_checkpoint, train
 
 logger = logging.getLogger(__name__)
@@ -43,17 +44,6 @@ def _run(config: TrainConfig, callbacks: list | None = None) -> dict:
     if resume:
         logger.info("qpeft compare: resuming %s from %s", out, checkpoint.name)
     return train(dataclasses.replace(config, resume=resume), callbacks)
-
-
-def cpu_model() -> str:
-    """The processor's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _fields_of(method: str, overrides: dict) -> dict:
