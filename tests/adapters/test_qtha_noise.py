@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from qpeft.adapters import QTHAConfig, get_model, load_adapter, save_adapter
-from qpeft.adapters.config import AdapterConfig
 from qpeft.adapters.qtha.layer import QTHALayer
+from qpeft.adapters.registry import config_from_dict
 from qpeft.quantum import probabilities, simulate
 from qpeft.testing import TOL, tiny_causal_lm
 
@@ -96,7 +96,7 @@ def test_noise_and_backend_options_survive_save_and_load(tmp_path):
         backend_options={"dtype": "complex128"},
         target_modules=["q_proj"],
     )
-    assert AdapterConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
     model = get_model(tiny_causal_lm("llama"), config)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
