@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": len(results),
             }
         )
-    from qpeft.report import cpu_model
+    from qpeft.sysinfo import cpu_model
 
     cpu = cpu_model()
     meta = {

@@ -24,10 +24,8 @@ import torch
 
 from qpeft.devices.device import Device
 from qpeft.quantum.circuit import Circuit, Const, Input, Weight
-from qpeft.quantum.export import QASM_NAMES
+from qpeft.quantum.gates import GATES
 
-#: Qiskit method names for qpeft gates (U3 is ``u`` in Qiskit).
-_TO_QISKIT = {**QASM_NAMES, "U3": "u"}
 #: Native gate -> (qpeft gate, constant angles it stands for, or None to keep its own).
 #: SX = exp(i pi/4) RX(pi/2): the global phase does not change any readout.
 _FROM_QISKIT = {
@@ -179,7 +177,7 @@ def _to_qiskit(circuit: Circuit):
     qc = qiskit.QuantumCircuit(circuit.n_qubits, circuit.n_qubits)
     for op in expanded.ops:
         angles = [p.value if isinstance(p, Const) else (xs if isinstance(p, Input) else ws)[p.index] for p in op.params]
-        getattr(qc, _TO_QISKIT[op.gate])(*angles, *op.wires)
+        getattr(qc, GATES[op.gate].qiskit)(*angles, *op.wires)
     qc.measure(range(circuit.n_qubits), range(circuit.n_qubits))
     return qc, list(xs), list(ws), tuple(input_of_slot), tuple(weight_of_slot)
 
