@@ -224,7 +224,7 @@ class ScriptedProvider(Provider):
 
     def cancel(self, job_id):
         with self.lock:
-            if self.fate.get(job_id) == "slow":
+            if self.fate.get(job_id) in ("slow", "live"):
                 self.fate[job_id] = "cancelled"
 
     def find(self, tag):

@@ -212,6 +212,8 @@ class JobEngine:
                 job_id = self._submit(job_key, circuits, shots, attempt, deadline_at)
                 submitted_at = time.time()
             state, message, queue_s = self._poll(job_id, submitted_at, deadline_at)
+            if state == "timeout":
+                state = self._cancel(job_id) or state
             timing = {"wall_s": time.time() - submitted_at, "queue_s": queue_s}
             last_id = job_id
             common = (job_key, job_id, attempt, circuits, shots, None)
@@ -223,7 +225,6 @@ class JobEngine:
             if state == "lost":
                 self._record("lost", *common, message=message, **timing)
             elif state == "timeout":
-                self._cancel(job_id)
                 self._record("timeout", *common, message=message, **timing)
             elif state is State.FAILED and self.provider.is_transient_failure(message):
                 self._record("failed", *common, message=message, **timing)
@@ -354,11 +355,14 @@ class JobEngine:
             raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
         return [np.asarray(p, dtype=np.float64) for p in probs]
 
-    def _cancel(self, job_id: str) -> None:
+    def _cancel(self, job_id: str) -> State | None:
+        """Cancel a job past its timeout; DONE if it finished meanwhile (its results count)."""
         try:
             self.provider.cancel(job_id)
+            return State.DONE if self.provider.status(job_id).state is State.DONE else None
         except Exception as err:  # the job is abandoned either way; its outcome is logged
             logger.warning("cancelling job %s failed: %s", job_id, self.provider.redact(str(err)))
+            return None
 
     def close(self) -> None:
         self._calls.shutdown(wait=False, cancel_futures=True)
