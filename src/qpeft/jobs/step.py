@@ -202,7 +202,7 @@ class StepRunner:
                 if len(circuits) > 1:
                     res += self.engine.run(circuits[1:], self.shots, scope=scope)
                 per_module.append(res)
-        for (qnn, w, circuits, combine), res in zip(stale, per_module):
+        for (qnn, w, _, combine), res in zip(stale, per_module):
             jac = None
             if combine:
                 jac = torch.as_tensor(jacobian(qnn.executed_circuit, w.numel(), res[1:], combine), dtype=w.dtype)
