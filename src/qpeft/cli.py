@@ -1,4 +1,4 @@
-"""The ``qpeft`` command line: train, eval, generate, compare, export.
+"""The ``qpeft`` command line: train, eval, generate, compare, export, plan, jobs.
 
 Every training flag is a field of :class:`qpeft.train.TrainConfig` with the same help text;
 ``--config FILE`` (YAML or JSON) sets fields first, flags on the command line win.
@@ -97,6 +97,13 @@ def cmd_eval(args) -> int:
     from qpeft.evaluate import evaluate
 
     model, tokenizer = _load_adapted(args.adapter, args.model)
+    if args.quantum_backend is not None:  # forward-only circuits through the job engine
+        from qpeft.jobs.step import build_runner
+
+        runner = build_runner(
+            model, args.quantum_backend, args.shots, "parameter_shift", args.adapter.parent, args.quantum_options
+        )
+        runner.scope = f"eval-{args.adapter.name}"
     examples = load_examples(args.data)
     _, held_out = train_test_split(examples, args.val_fraction, args.seed)
     result = evaluate(model, tokenizer, held_out[: args.examples], args.max_length, samples_path=args.samples)
@@ -146,6 +153,28 @@ def cmd_export(args) -> int:
     model, _ = _load_adapted(args.adapter, args.model)
     out = model.export_peft_lora(args.out)
     print(f"PEFT LoRA written to {out} (load it with peft.PeftModel.from_pretrained)")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from qpeft.train import plan
+
+    result = plan(config_from_args(args))
+    print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2) if args.json else result["text"])
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from qpeft.jobs.ledger import read_ledger, totals
+
+    result = totals(read_ledger(args.run_dir / "jobs" / "ledger.jsonl"))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            if isinstance(value, float):
+                value = f"{value:,.1f}"
+            print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
     return 0
 
 
@@ -201,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(p, skip=("method", "seed"))
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser(
+        "plan",
+        help="circuits, jobs, shots, QPU time and cost of a run on a quantum backend",
+        description="Count what a training run would submit to --quantum-backend (per step and per run) and "
+        "estimate its QPU time and cost from the providers' published figures.",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("jobs", help="totals of a run's job ledger", description="Totals of RUN_DIR/jobs/ledger.jsonl.")
+    p.add_argument("run_dir", type=Path, help="a run directory trained with --quantum-backend")
+    p.add_argument("--json", action="store_true", help="print the totals as JSON")
+    p.set_defaults(func=cmd_jobs)
+
     for name, func, text in (
         ("eval", cmd_eval, "evaluate a saved adapter on held-out data"),
         ("generate", cmd_generate, "generate from a prompt with a saved adapter"),
@@ -226,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--examples", type=int, default=64, help="held-out examples to evaluate")
             p.add_argument("--max-length", type=int, default=256, help="tokens per sequence")
             p.add_argument("--samples", type=Path, default=None, help="write generation samples to this JSONL file")
+            fields = TrainConfig.__dataclass_fields__
+            for flag in ("quantum_backend", "shots", "quantum_options"):
+                kind = json.loads if flag == "quantum_options" else int if flag == "shots" else str
+                flag_help = fields[flag].metadata["help"]
+                p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, help=flag_help)
         elif name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")
             p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")

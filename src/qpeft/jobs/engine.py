@@ -94,6 +94,7 @@ class JobEngine:
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
         self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None)
         self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None, reuse=self.options.reuse_results)
+        self._scope = ""
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
 
     # ---- keys -----------------------------------------------------------------------------
@@ -143,10 +144,11 @@ class JobEngine:
             else:
                 pending.append((job_key, chunk_keys, [todo[i] for i in chunk]))
         if pending:
-            results.update(self._run_jobs(pending, shots, deadline_at))
+            results.update(self._run_jobs(pending, shots, deadline_at, scope))
         return [results[k] for k in keys]
 
-    def _run_jobs(self, pending, shots, deadline_at) -> dict[str, np.ndarray]:
+    def _run_jobs(self, pending, shots, deadline_at, scope) -> dict[str, np.ndarray]:
+        self._scope = scope  # recorded with every ledger event of this call
         out: dict[str, np.ndarray] = {}
         errors: list[BaseException] = []
         bar = tqdm(total=len(pending), unit="job", desc=f"{self.provider.name} jobs", disable=self._no_bar())
@@ -189,6 +191,7 @@ class JobEngine:
             shots=shots,
             attempt=attempt,
             tag=tag,
+            scope=self._scope,
             **extra,
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from qpeft.jobs.base import Provider
+from qpeft.jobs.base import Limits, Provider
 
 PROVIDERS = {
     "local": "qpeft.jobs.local:LocalProvider",
@@ -31,12 +31,23 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, backend or None
 
 
+def provider_limits(spec: str, **options) -> Limits:
+    """A provider's per-job limits without connecting to it (for ``qpeft plan``)."""
+    name, _ = parse_spec(spec)
+    if name == "local":
+        return Limits(max_circuits=options.get("max_circuits", 200))
+    module, cls = PROVIDERS[name].split(":")
+    return getattr(importlib.import_module(module), cls).limits
+
+
 def get_provider(spec: str | Provider, **options) -> Provider:
     """A provider from ``PROVIDER[:BACKEND]`` (see the table above) and its options."""
     if isinstance(spec, Provider):
         return spec
     name, backend = parse_spec(spec)
-    module, cls = PROVIDERS[name].split(":")
+    if name == "local" and "spool" in options:  # jobs served by another process (qpeft.jobs.spool)
+        name = "spool"
+    module, cls = {**PROVIDERS, "spool": "qpeft.jobs.spool:SpoolProvider"}[name].split(":")
     provider_cls = getattr(importlib.import_module(module), cls)
     if backend is None:
         return provider_cls(**options)

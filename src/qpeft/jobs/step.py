@@ -18,6 +18,7 @@ A module joins by having a ``step_runner`` attribute (set by :meth:`StepRunner.a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -26,7 +27,8 @@ import torch
 
 from qpeft.backends.torch_sim import TorchBackend
 from qpeft.jobs.base import BoundCircuit, digest
-from qpeft.jobs.engine import JobEngine
+from qpeft.jobs.engine import EngineOptions, JobEngine
+from qpeft.jobs.providers import get_provider, parse_spec
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.gates import get_gate
 from qpeft.quantum.statevector import expval_z_from_probs
@@ -100,6 +102,7 @@ def jacobian(circuit: Circuit, n_weights: int, results: list[np.ndarray], combin
 
 @dataclass
 class _Entry:
+    scope: str
     weights: torch.Tensor
     probs: torch.Tensor
     jac: torch.Tensor | None
@@ -164,16 +167,16 @@ class StepRunner:
         """The module's readout for its current weights, differentiable."""
         need_grad = torch.is_grad_enabled() and qnn.weights.requires_grad
         entry = self._entries.get(id(qnn))
-        if (
-            entry is None
-            or not torch.equal(entry.weights, qnn.weights.detach())
-            or (need_grad and self._missing(entry))
-        ):
+        if self._stale(entry, qnn) or (need_grad and self._missing(entry)):
             self._refresh(need_grad)
         out = _StepFunction.apply(qnn.weights, self, qnn)
         if qnn.observable == "probs":
             return out
         return expval_z_from_probs(out.unsqueeze(0), qnn.executed_circuit.n_qubits).reshape(-1)
+
+    def _stale(self, entry: _Entry | None, qnn) -> bool:
+        # a new step samples anew even at unchanged angles (hardware results are reused only if asked)
+        return entry is None or entry.scope != self.scope or not torch.equal(entry.weights, qnn.weights.detach())
 
     def _missing(self, entry: _Entry) -> bool:
         return entry.jac is None and self.diff_method != "hybrid"
@@ -185,7 +188,7 @@ class StepRunner:
         for i, qnn in enumerate(self.qnns):
             entry = self._entries.get(id(qnn))
             w = qnn.weights.detach()
-            if entry is None or not torch.equal(entry.weights, w) or (method and entry.jac is None):
+            if self._stale(entry, qnn) or (method and entry.jac is None):
                 circuits, combine = step_circuits(
                     qnn.executed_circuit, w.cpu().double().numpy(), method, self.spsa_step, f"{self.scope}/{i}"
                 )
@@ -207,7 +210,7 @@ class StepRunner:
             if combine:
                 jac = torch.as_tensor(jacobian(qnn.executed_circuit, w.numel(), res[1:], combine), dtype=w.dtype)
             probs = torch.as_tensor(res[0], dtype=w.dtype, device=w.device)
-            self._entries[id(qnn)] = _Entry(w, probs, None if jac is None else jac.to(w.device))
+            self._entries[id(qnn)] = _Entry(self.scope, w, probs, None if jac is None else jac.to(w.device))
 
     def _grad(self, qnn, weights: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
         if self.diff_method == "hybrid":
@@ -228,3 +231,33 @@ def circuits_per_module(circuit: Circuit, diff_method: str | None) -> int:
     n_weights = max(circuit.n_weights, 1)
     circuits, _ = step_circuits(circuit, np.zeros(n_weights) + math.pi / 4, diff_method)
     return len(circuits)
+
+
+def split_options(options: dict | None) -> tuple[dict, dict, dict]:
+    """``--quantum-options`` into (provider options, engine options, runner options)."""
+    options = dict(options or {})
+    engine_fields = {f.name for f in dataclasses.fields(EngineOptions)}
+    engine = {k: options.pop(k) for k in list(options) if k in engine_fields}
+    runner = {k: options.pop(k) for k in list(options) if k in ("spsa_step",)}
+    return options, engine, runner
+
+
+def build_runner(
+    model: torch.nn.Module,
+    spec: str,
+    shots: int | None,
+    diff_method: str,
+    run_dir=None,
+    options: dict | None = None,
+    progress: bool | None = None,
+) -> StepRunner:
+    """A provider + engine + step runner for ``spec`` (``PROVIDER[:BACKEND]``), attached to ``model``."""
+    provider_options, engine_options, runner_options = split_options(options)
+    engine_options.setdefault("progress", progress)
+    name, _ = parse_spec(spec)
+    if name != "local" and shots is None:
+        raise ValueError(f"a QPU samples: {spec!r} needs `shots` (e.g. --shots 1000)")
+    provider = get_provider(spec, **provider_options)
+    runner = StepRunner(JobEngine(provider, run_dir, **engine_options), shots, diff_method, **runner_options)
+    runner.attach(model)
+    return runner
