@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ def circuit_text(circuit: Circuit) -> str:
 
 def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def fast_digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def two_qubit_gates(circuit: Circuit) -> int:
@@ -154,6 +159,8 @@ class Provider(ABC):
     options: dict = {}
     #: whether :meth:`find` can look a job up by its tag
     can_find: bool = False
+    #: whether jobs outlive this process (then their ledger records are fsynced)
+    durable: bool = True
 
     @abstractmethod
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str: ...
@@ -169,6 +176,10 @@ class Provider(ABC):
 
     def find(self, tag: str) -> str | None:
         return None
+
+    def wait(self, job_id: str, seconds: float) -> None:
+        """Sleep between two status polls; a provider that can tell when a job ends may return early."""
+        time.sleep(seconds)
 
     def is_transient(self, error: BaseException) -> bool:
         return isinstance(error, TransientError)

@@ -41,6 +41,7 @@ from qpeft.jobs.base import (
     SubmissionUnknownError,
     circuit_text,
     digest,
+    fast_digest,
     split,
     two_qubit_gates,
 )
@@ -92,7 +93,7 @@ class JobEngine:
         self.provider = provider
         self.options = EngineOptions(**options)
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
-        self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None)
+        self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
         self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None, reuse=self.options.reuse_results)
         self._scope = ""
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
@@ -100,20 +101,23 @@ class JobEngine:
     # ---- keys -----------------------------------------------------------------------------
 
     def circuit_keys(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[str]:
-        texts: dict[int, str] = {}
+        """One content key per circuit: provider, backend, options, circuit text, angles, shots
+        (and the scope unless results are reused across calls)."""
+        templates: dict[int, str] = {}
         base = self.provider.fingerprint()
-        scope = "" if self.options.reuse_results else scope
+        tail = f"|{shots}|{'' if self.options.reuse_results else scope}"
         keys = []
         for c in circuits:
-            text = texts.get(id(c.circuit))
-            if text is None:
-                text = texts[id(c.circuit)] = circuit_text(c.circuit)
-            keys.append(digest(base, text, c.weights, c.inputs, shots, scope))
+            template = templates.get(id(c.circuit))
+            if template is None:
+                template = templates[id(c.circuit)] = digest(base, circuit_text(c.circuit))
+            keys.append(fast_digest(f"{template}|{c.weights!r}|{c.inputs!r}{tail}"))
         return keys
 
     def plan_jobs(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[range]:
         """Index ranges (into ``circuits``) of the jobs this engine would submit for them."""
-        two_qubit = max((two_qubit_gates(c.circuit) for c in circuits), default=0)
+        templates = {id(c.circuit): c.circuit for c in circuits}
+        two_qubit = max((two_qubit_gates(t) for t in templates.values()), default=0)
         return split(len(circuits), self.provider.limits.chunk_size(shots, two_qubit))
 
     # ---- run ------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ class JobEngine:
         for chunk in self.plan_jobs(todo, shots):
             chunk_keys = [todo_keys[i] for i in chunk]
             job_key = digest(self.provider.fingerprint(), shots, chunk_keys)
-            done = self.cache.get_job(job_key)
+            done = self.cache.get_job(job_key, chunk_keys)
             if done is not None:
                 results.update(done)
             else:
@@ -322,6 +326,7 @@ class JobEngine:
             retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
             wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
             stop=stop_after_delay(max(budget, 0.0)),
+            sleep=lambda seconds: self.provider.wait(job_id, seconds),
             reraise=True,
         )
         try:

@@ -85,6 +85,7 @@ class IBMProvider(Provider):
         runtime = require("qiskit_ibm_runtime", "ibm")
         self._token = token or os.environ.get(TOKEN_ENV, "")
         self.local = backend is not None and backend.startswith("fake_")
+        self.durable = not self.local  # local testing mode: jobs end with the process
         if self.local:
             self._service = None
             self._backend = _fake_backend(runtime.fake_provider, backend)

@@ -15,13 +15,13 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
 
 from qpeft.backends.base import get_backend
-from qpeft.jobs.base import BoundCircuit, JobLostError, Limits, Provider, State, Status, circuit_text, digest
+from qpeft.jobs.base import BoundCircuit, JobLostError, Limits, Provider, State, Status, circuit_text, fast_digest
 
 #: backend specs of the local provider; ``noisy:DEVICE`` passes ``noise=DEVICE``
 LOCAL_BACKENDS = ("torch", "shots", "noisy", "qiskit", "pyqpanda3")
@@ -52,7 +52,7 @@ def exact_probabilities(backend, circuits: Sequence[BoundCircuit]) -> list[np.nd
 
 def sample(probs: np.ndarray, shots: int, seed: str) -> np.ndarray:
     """``counts / shots`` of ``shots`` draws from ``probs``, seeded by a content string."""
-    rng = np.random.default_rng(int(digest(seed)[:16], 16))
+    rng = np.random.default_rng(int(fast_digest(seed)[:16], 16))
     return rng.multinomial(shots, probs) / shots
 
 
@@ -62,6 +62,7 @@ class LocalProvider(Provider):
 
     name = "local"
     can_find = True
+    durable = False  # local jobs end with their process
 
     def __init__(
         self,
@@ -136,3 +137,10 @@ class LocalProvider(Provider):
 
     def find(self, tag: str) -> str | None:
         return self._tags.get(tag)
+
+    def wait(self, job_id: str, seconds: float) -> None:
+        future = self._jobs.get(job_id)
+        if future is None:
+            time.sleep(seconds)
+        else:
+            wait([future], timeout=seconds)

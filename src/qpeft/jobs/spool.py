@@ -66,6 +66,8 @@ def _write_atomic(path: Path, write) -> None:
 class SpoolProvider(LocalProvider):
     """The local provider with its jobs in a spool directory (see module docstring)."""
 
+    durable = True
+
     def __init__(self, backend: str = "torch", *, spool: str | os.PathLike, **options):
         super().__init__(backend, **options)
         self.spool = Path(spool)
@@ -91,6 +93,9 @@ class SpoolProvider(LocalProvider):
 
     def cancel(self, job_id: str) -> None:
         (self.spool / f"{job_id}.job.json").unlink(missing_ok=True)
+
+    def wait(self, job_id: str, seconds: float) -> None:
+        time.sleep(seconds)
 
     def find(self, tag: str) -> str | None:
         for path in self.spool.glob("*.job.json"):

@@ -57,14 +57,19 @@ def _template(circuit: Circuit) -> _Template:
 
 
 def step_circuits(
-    circuit: Circuit, weights: np.ndarray, diff_method: str | None, spsa_step: float = 0.1, seed: str = ""
+    circuit: Circuit,
+    weights: np.ndarray,
+    diff_method: str | None,
+    spsa_step: float = 0.1,
+    seed: str = "",
+    template: _Template | None = None,
 ) -> tuple[list[BoundCircuit], list[tuple]]:
     """The circuits of one module for one step: the forward circuit, then the gradient circuits
     of ``diff_method`` (None: forward only), and how to combine them: one (slot or 'spsa',
-    coefficient, sign) entry per gradient circuit."""
+    coefficient, sign) entry per gradient circuit. ``template``: ``_template(circuit)``, reused."""
     if diff_method not in (*GRAD_METHODS, None):
         raise ValueError(f"unknown diff_method {diff_method!r}; choose one of {', '.join(GRAD_METHODS)}")
-    t = _template(circuit)
+    t = template or _template(circuit)
     w = tuple(float(v) for v in weights)
     out = [BoundCircuit(t.forward, w)]
     combine: list[tuple] = []
@@ -83,14 +88,13 @@ def step_circuits(
         delta = np.zeros(len(w))
         delta[used] = rng.choice([-1.0, 1.0], size=len(used))
         for sign in (1.0, -1.0):
-            out.append(BoundCircuit(t.forward, tuple(np.asarray(w) + sign * spsa_step * delta)))
+            out.append(BoundCircuit(t.forward, tuple((np.asarray(w) + sign * spsa_step * delta).tolist())))
             combine.append(("spsa", sign / (2 * spsa_step), delta))
     return out, combine
 
 
-def jacobian(circuit: Circuit, n_weights: int, results: list[np.ndarray], combine: list[tuple]) -> np.ndarray:
+def jacobian(t: _Template, n_weights: int, results: list[np.ndarray], combine: list[tuple]) -> np.ndarray:
     """d probs / d weights, (2^n, n_weights), from the gradient circuits' results."""
-    t = _template(circuit)
     jac = np.zeros((len(results[0]), n_weights))
     for probs, (slot, coeff, *rest) in zip(results, combine):
         if slot == "spsa":
@@ -145,6 +149,7 @@ class StepRunner:
         self.scope = "step"
         self.qnns: list = []
         self._entries: dict[int, _Entry] = {}
+        self._templates: dict[int, _Template] = {}
 
     def attach(self, model: torch.nn.Module) -> int:
         """Route every weights-mode quantum module of ``model`` through this runner."""
@@ -156,7 +161,7 @@ class StepRunner:
                     "a quantum backend needs qnn_mode='weights' (preset qtha-weights): activation mode runs "
                     "one circuit per token and module, far too many jobs for a QPU (see `qpeft plan`)"
                 )
-            _template(module.qnn.executed_circuit)
+            self._templates[id(module.qnn)] = _template(module.qnn.executed_circuit)
             module.step_runner = self
             self.qnns.append(module.qnn)
         if not self.qnns:
@@ -190,7 +195,12 @@ class StepRunner:
             w = qnn.weights.detach()
             if self._stale(entry, qnn) or (method and entry.jac is None):
                 circuits, combine = step_circuits(
-                    qnn.executed_circuit, w.cpu().double().numpy(), method, self.spsa_step, f"{self.scope}/{i}"
+                    qnn.executed_circuit,
+                    w.cpu().double().numpy(),
+                    method,
+                    self.spsa_step,
+                    f"{self.scope}/{i}",
+                    self._templates[id(qnn)],
                 )
                 stale.append((qnn, w.clone(), circuits, combine))
         if self.batching == "step":
@@ -208,7 +218,7 @@ class StepRunner:
         for (qnn, w, _, combine), res in zip(stale, per_module):
             jac = None
             if combine:
-                jac = torch.as_tensor(jacobian(qnn.executed_circuit, w.numel(), res[1:], combine), dtype=w.dtype)
+                jac = torch.as_tensor(jacobian(self._templates[id(qnn)], w.numel(), res[1:], combine), dtype=w.dtype)
             probs = torch.as_tensor(res[0], dtype=w.dtype, device=w.device)
             self._entries[id(qnn)] = _Entry(self.scope, w, probs, None if jac is None else jac.to(w.device))
 
