@@ -292,7 +292,8 @@ class JobEngine:
                     job_id = future.result()
                     break
                 if self.provider.is_transient(err):
-                    self._record("lost", job_key, None, attempt, circuits, shots, tag, message="rejected, not created")
+                    message = self.provider.redact(str(err))
+                    self._record("rejected", job_key, None, attempt, circuits, shots, tag, message=message)
                     return None
                 raise self._clean(err)
             job_id = self.provider.find(tag) if self.provider.can_find else None

@@ -2,7 +2,8 @@
 
 ``submitted`` is written right after a submit returns (before any polling), ``unknown`` when
 a submit gave no answer, and one terminal event per job (``done``, ``failed``, ``lost``,
-``timeout``, ``cancelled``). A restarted engine reads it to re-attach to jobs that were
+``timeout``, ``cancelled``, or ``rejected`` for an unanswered submit that turned out to have
+created nothing). A restarted engine reads it to re-attach to jobs that were
 submitted but never reached a terminal event. It holds no secret.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 #: records fsynced to disk: the ones that prevent a resubmission after a crash
 DURABLE = ("submitted", "unknown")
-TERMINAL = ("done", "failed", "lost", "timeout", "cancelled")
+TERMINAL = ("done", "failed", "lost", "timeout", "cancelled", "rejected")
 FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt", "tag")
 
 
