@@ -165,9 +165,14 @@ def cmd_plan(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    from qpeft.jobs.ledger import read_ledger, totals
+    from qpeft.jobs.ledger import Ledger, read_ledger, totals
 
-    result = totals(read_ledger(args.run_dir / "jobs" / "ledger.jsonl"))
+    path = args.run_dir / "jobs" / "ledger.jsonl"
+    if args.resolve is not None:
+        read_ledger(path)  # FileNotFoundError when the run has no ledger
+        Ledger(path).resolve(args.resolve, args.job_id)
+        print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
+    result = totals(read_ledger(path))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -243,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jobs", help="totals of a run's job ledger", description="Totals of RUN_DIR/jobs/ledger.jsonl.")
     p.add_argument("run_dir", type=Path, help="a run directory trained with --quantum-backend")
     p.add_argument("--json", action="store_true", help="print the totals as JSON")
+    p.add_argument(
+        "--resolve",
+        metavar="TAG",
+        help="settle a submission whose outcome is unknown: with --job-id the job exists (re-attach), "
+        "without it nothing was created (submit again)",
+    )
+    p.add_argument("--job-id", default=None, help="with --resolve: the provider's id of the job with that tag")
     p.set_defaults(func=cmd_jobs)
 
     for name, func, text in (

@@ -3,13 +3,15 @@ jobs, lost jobs, jobs past their timeout, out-of-order completion; restart and r
 a job that keeps failing; secrets."""
 
 import math
+import time
 from collections import Counter
 
 import numpy as np
 import pytest
 from standins import ScriptedProvider
 
-from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError
+from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, TransientError
+from qpeft.jobs.base import SubmissionUnknownError
 from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -112,3 +114,62 @@ def test_bad_shots_is_an_error():
     engine = JobEngine(ScriptedProvider(), None, **FAST)
     with pytest.raises(ValueError, match="`shots` must be a positive integer or None"):
         engine.run(_circuits(2)[1], 0)
+
+
+class SlowRejection(ScriptedProvider):
+    """Its first submit answers late, and the late answer is a rejection (nothing created)."""
+
+    def __init__(self):
+        super().__init__(seed=9, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+        self.first = True
+
+    def submit(self, circuits, shots, tag):
+        if self.first:
+            self.first = False
+            time.sleep(0.05)
+            raise TransientError("503 Service Unavailable (nothing created)")
+        return super().submit(circuits, shots, tag)
+
+
+def test_an_unanswered_submit_is_resolved_not_resubmitted(tmp_path):
+    thetas, circuits = _circuits(20, seed=10)
+    provider = SlowRejection()
+    out = JobEngine(provider, tmp_path, **FAST).run(circuits, None)
+    np.testing.assert_allclose(np.stack(out), _expected(thetas), atol=1e-6)
+    events = [(r["event"], r["attempt"]) for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+    assert events == [("unknown", 1), ("rejected", 1), ("submitted", 2), ("done", 2)]
+
+
+def test_a_corrupt_ledger_is_an_error(tmp_path):
+    path = tmp_path / "jobs" / "ledger.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"event": "submitted"}\nnot json\n{"event": "done"}\n')
+    with pytest.raises(ValueError, match="ledger.jsonl:2 is not a JSON ledger record"):
+        JobEngine(ScriptedProvider(), tmp_path)
+    path.write_text('{"event": "done", "key": "k", "job_id": "j"}\n{"event": "subm')  # torn by a crash
+    assert len(read_ledger(path)) == 1
+
+
+class NoAnswer(ScriptedProvider):
+    """Submits that never answer, on a provider that cannot look jobs up (like Origin's)."""
+
+    can_find = False
+
+    def submit(self, circuits, shots, tag):
+        time.sleep(0.2)
+        raise TransientError("503")
+
+
+def test_an_unknown_submission_waits_for_a_person(tmp_path):
+    from qpeft.cli import main
+
+    _, circuits = _circuits(5, seed=11)
+    fast = {**FAST, "job_timeout": 0.05}
+    with pytest.raises(SubmissionUnknownError, match="--resolve"):
+        JobEngine(NoAnswer(), tmp_path, **fast).run(circuits, None)
+    with pytest.raises(SubmissionUnknownError):  # a rerun does not submit it either
+        JobEngine(NoAnswer(), tmp_path, **fast).run(circuits, None)
+    tag = next(r["tag"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+    assert main(["jobs", str(tmp_path), "--resolve", tag]) == 0  # checked: nothing was created
+    healthy = ScriptedProvider(seed=12, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+    assert len(JobEngine(healthy, tmp_path, **fast).run(circuits, None)) == 5 and len(healthy.fate) == 1

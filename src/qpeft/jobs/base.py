@@ -161,6 +161,8 @@ class Provider(ABC):
     can_find: bool = False
     #: whether jobs outlive this process (then their ledger records are fsynced)
     durable: bool = True
+    #: whether a submit may block on a network (then it runs under ``submit_timeout``)
+    remote: bool = True
 
     @abstractmethod
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str: ...

@@ -218,6 +218,8 @@ class JobEngine:
                 attempt += 1
                 job_id = self._submit(job_key, circuits, shots, attempt, deadline_at)
                 submitted_at = time.time()
+                if job_id is None:  # the unanswered submit turned out rejected: nothing to follow
+                    continue
             state, message, queue_s = self._poll(job_id, submitted_at, deadline_at)
             if state == "timeout":
                 state = self._cancel(job_id) or state
@@ -254,6 +256,8 @@ class JobEngine:
         opts = self.options
 
         def call():
+            if not self.provider.remote:  # in-process: nothing to time out
+                return self.provider.submit(circuits, shots, tag)
             future = self._calls.submit(self.provider.submit, circuits, shots, tag)
             try:
                 return future.result(timeout=min(opts.submit_timeout, max(deadline_at - time.time(), 0.0)))
@@ -305,7 +309,8 @@ class JobEngine:
             raise SubmissionUnknownError(
                 f"the submission of job key {job_key} (tag {tag}) gave no answer and the provider "
                 f"{self.provider.name} cannot say whether it created the job; it was not resubmitted. "
-                f"Look the tag up in the provider's console, then rerun"
+                f"Look the tag up in the provider's console, then `qpeft jobs RUN_DIR --resolve {tag} "
+                f"[--job-id ID]` and rerun"
             )
         self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
         return job_id

@@ -59,6 +59,20 @@ class Ledger:
                     del open_jobs[r["key"]]
         return open_jobs
 
+    def resolve(self, tag: str, job_id: str | None) -> dict:
+        """Settle a submission left ``unknown`` (its tag looked up in the provider's console):
+        ``job_id`` if the job exists (the next run re-attaches to it), None if nothing was created
+        (the next run submits it)."""
+        unknown = self.live()
+        record = next((r for r in unknown.values() if r["event"] == "unknown" and r["tag"] == tag), None)
+        if record is None:
+            tags = [r["tag"] for r in unknown.values() if r["event"] == "unknown"]
+            raise ValueError(f"no unresolved submission with tag {tag!r} in {self.path}; unresolved: {tags}")
+        fields = {k: record[k] for k in FIELDS if k != "job_id"}
+        if job_id is None:
+            return self.append("rejected", job_id=None, message="resolved by hand: not created", **fields)
+        return self.append("submitted", job_id=job_id, **fields)
+
     def attempts(self, key: str) -> int:
         """Submissions made so far for a job key (including unanswered ones)."""
         return max((r["attempt"] for r in self.records if r.get("key") == key), default=0)

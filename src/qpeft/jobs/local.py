@@ -63,6 +63,7 @@ class LocalProvider(Provider):
     name = "local"
     can_find = True
     durable = False  # local jobs end with their process
+    remote = False
 
     def __init__(
         self,
