@@ -96,6 +96,7 @@ class JobEngine:
         self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
         self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None, reuse=self.options.reuse_results)
         self._scope = ""
+        self._templates: dict[int, tuple] = {}  # id(circuit) -> (circuit, template key)
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
 
     # ---- keys -----------------------------------------------------------------------------
@@ -103,16 +104,18 @@ class JobEngine:
     def circuit_keys(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[str]:
         """One content key per circuit: provider, backend, options, circuit text, angles, shots
         (and the scope unless results are reused across calls)."""
-        templates: dict[int, str] = {}
-        base = self.provider.fingerprint()
         tail = f"|{shots}|{'' if self.options.reuse_results else scope}"
         keys = []
         for c in circuits:
-            template = templates.get(id(c.circuit))
-            if template is None:
-                template = templates[id(c.circuit)] = digest(base, circuit_text(c.circuit))
-            keys.append(fast_digest(f"{template}|{c.weights!r}|{c.inputs!r}{tail}"))
+            known = self._templates.get(id(c.circuit))
+            if known is None or known[0] is not c.circuit:
+                # the circuit is kept referenced, so its id stays its own; templates are few (one per module)
+                known = self._templates[id(c.circuit)] = (c.circuit, self._template_key(c.circuit))
+            keys.append(fast_digest(f"{known[1]}|{c.weights!r}|{c.inputs!r}{tail}"))
         return keys
+
+    def _template_key(self, circuit) -> str:
+        return digest(self.provider.fingerprint(), circuit_text(circuit))
 
     def plan_jobs(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[range]:
         """Index ranges (into ``circuits``) of the jobs this engine would submit for them."""
@@ -127,6 +130,7 @@ class JobEngine:
 
         scope: names the call (e.g. ``"step-12"``); results are reused only within a scope
         unless ``reuse_results`` is on. A rerun of the same scope after a crash finds its jobs.
+        Circuit templates are keyed once per object: do not change a circuit after running it.
         """
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")

@@ -32,7 +32,22 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.fsync = fsync
-        self.records = read_ledger(self.path) if self.path is not None and self.path.exists() else []
+        self.records: list[dict] = []
+        self._open: dict[str, dict] = {}  # key -> newest submitted / unknown record without a terminal one
+        self._attempts: dict[str, int] = {}
+        for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
+            self._index(record)
+
+    def _index(self, r: dict) -> None:
+        self.records.append(r)
+        key = r.get("key")
+        if key is None:
+            return
+        self._attempts[key] = max(self._attempts.get(key, 0), r.get("attempt", 0))
+        if r["event"] in ("submitted", "unknown"):
+            self._open[key] = r
+        elif r["event"] in TERMINAL and key in self._open and self._open[key].get("job_id") == r.get("job_id"):
+            del self._open[key]
 
     def append(self, event: str, **fields) -> dict:
         record = {"event": event, "time": time.time(), **fields}
@@ -44,20 +59,14 @@ class Ledger:
                     f.flush()
                     if self.fsync and event in DURABLE:  # a lost terminal record only costs a re-attach
                         os.fsync(f.fileno())
-            self.records.append(record)
+            self._index(record)
         return record
 
     def live(self) -> dict[str, dict]:
         """key -> the newest ``submitted`` (or unresolved ``unknown``) record of jobs with no
         terminal event."""
-        open_jobs: dict[str, dict] = {}
-        for r in self.records:
-            if r["event"] in ("submitted", "unknown"):
-                open_jobs[r["key"]] = r
-            elif r["event"] in TERMINAL and r.get("key") in open_jobs:
-                if open_jobs[r["key"]].get("job_id") == r.get("job_id"):
-                    del open_jobs[r["key"]]
-        return open_jobs
+        with self._lock:
+            return dict(self._open)
 
     def resolve(self, tag: str, job_id: str | None) -> dict:
         """Settle a submission left ``unknown`` (its tag looked up in the provider's console):
@@ -75,7 +84,8 @@ class Ledger:
 
     def attempts(self, key: str) -> int:
         """Submissions made so far for a job key (including unanswered ones)."""
-        return max((r["attempt"] for r in self.records if r.get("key") == key), default=0)
+        with self._lock:
+            return self._attempts.get(key, 0)
 
 
 def read_ledger(path: str | Path) -> list[dict]:
