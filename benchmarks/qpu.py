@@ -70,7 +70,9 @@ def _measure(layers, method: str, batching: str, spec: str, rounds: int) -> dict
     for k in range(rounds):
         with tempfile.TemporaryDirectory() as run_dir:
             provider = get_provider(spec, max_circuits=200)
-            engine = JobEngine(provider, run_dir, poll_interval=0.001, max_poll_interval=0.01, progress=False)
+            engine = JobEngine(
+                provider, run_dir, max_parallel=1, poll_interval=0.001, max_poll_interval=0.01, progress=False
+            )
             runner = StepRunner(engine, SHOTS, method, batching=batching)
             runner.attach(torch.nn.ModuleList(layers))
             engine.run = _timed(engine.run, clock := [0.0])
@@ -103,7 +105,8 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
         "# Quantum jobs per training step: qtha-weights on SmolLM2-135M-Instruct",
         "",
         f"{meta['modules']} quantum modules (6-qubit, 2-layer hardware-efficient QNN each), {SHOTS} shots per "
-        f"circuit, provider `{TARGET['provider']}` with 200 circuits per job (Origin's cap); median of "
+        f"circuit, provider `{TARGET['provider']}` with 200 circuits per job (Origin's cap), one job at a time "
+        f"(so the provider's run time is its own); median of "
         f"{meta['rounds']} steps. Engine overhead = wall time of the engine calls minus the provider's own "
         "simulation time, per circuit.",
         "",

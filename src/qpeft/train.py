@@ -274,11 +274,11 @@ def plan(config: TrainConfig) -> dict:
 
     if config.quantum_backend is None:
         raise ValueError("`qpeft plan` needs --quantum-backend PROVIDER[:BACKEND] (e.g. origin, ibm:fake_torino)")
+    provider_options, _, _ = split_options(config.quantum_options)
     base, _ = load_model(config.model)
     model = get_model(base, adapter_config(config))
     quantum = [m for m in model.modules() if hasattr(m, "step_runner") and getattr(m, "qnn", None) is not None]
     weights_mode = [m.qnn.executed_circuit for m in quantum if m.weights_mode]
-    provider_options, _, _ = split_options(config.quantum_options)
     result = plan_run(
         weights_mode,
         config.quantum_backend,

@@ -71,3 +71,10 @@ def test_plan_and_eval_on_the_command_line(trained, capsys):
     assert main([*args, "--quantum-backend", "local:shots", "--shots", "100"]) == 0
     ledger = [json.loads(line) for line in open(f"{trained.out}/jobs/ledger.jsonl")]
     assert [r["circuits"] for r in ledger if r["event"] == "submitted" and r["scope"] == "eval-adapter"] == [4]
+
+
+def test_credentials_are_not_options(capsys):
+    args = ["plan", "--method", "qtha-weights", "--quantum-backend", "origin", "--shots", "10"]
+    assert main([*args, "--quantum-options", '{"api_key": "sk-x"}']) == 2
+    err = capsys.readouterr().err
+    assert "QPEFT_ORIGIN_API_KEY" in err and "sk-x" not in err

@@ -5,7 +5,9 @@ Each job runs on a worker thread. The chosen backend computes every circuit's ex
 distribution (one batched call per circuit template); with ``shots`` the job then draws
 its samples from it, with a seed derived from the circuit's content, so the same circuit
 gives the same counts in any job, order or process (a resumed run reproduces a straight one).
-``delay`` makes every job wait that long first (a slow QPU queue, for tests).
+``delay`` makes every job wait that long first (a slow QPU queue, for tests). With the default
+``workers=0`` a job runs inside ``submit`` on the engine's job thread; ``workers=N`` runs jobs
+on a background pool instead.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class LocalProvider(Provider):
         *,
         max_circuits: int = 200,
         delay: float = 0.0,
-        workers: int = 1,
+        workers: int = 0,
         seed: int = 0,
         **backend_options,
     ):
@@ -88,7 +90,9 @@ class LocalProvider(Provider):
         self.limits = Limits(max_circuits=max_circuits)
         self.options = {"seed": seed, **{k: repr(v) for k, v in backend_options.items()}}
         self.delay, self.seed = delay, seed
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qpeft-local")
+        # workers = 0: a job runs inside submit, on the engine's job thread (no thread handoff
+        # per job); workers > 0: a pool runs jobs in the background, like a remote queue
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qpeft-local") if workers else None
         self._jobs: dict[str, Future] = {}
         self._tags: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -110,8 +114,16 @@ class LocalProvider(Provider):
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
         job_id = uuid.uuid4().hex
+        if self._pool is None:
+            future: Future = Future()
+            try:
+                future.set_result(self._execute(list(circuits), shots))
+            except Exception as err:  # a failed job is a FAILED status, as on any provider
+                future.set_exception(err)
+        else:
+            future = self._pool.submit(self._execute, list(circuits), shots)
         with self._lock:
-            self._jobs[job_id] = self._pool.submit(self._execute, list(circuits), shots)
+            self._jobs[job_id] = future
             self._tags[tag] = job_id
         return job_id
 

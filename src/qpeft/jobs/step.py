@@ -246,6 +246,12 @@ def circuits_per_module(circuit: Circuit, diff_method: str | None) -> int:
 def split_options(options: dict | None) -> tuple[dict, dict, dict]:
     """``--quantum-options`` into (provider options, engine options, runner options)."""
     options = dict(options or {})
+    secrets = sorted(set(options) & {"api_key", "token"})
+    if secrets:
+        raise ValueError(
+            f"quantum options {secrets} would be saved with the run's config; pass credentials through "
+            f"QPEFT_ORIGIN_API_KEY / QPEFT_IBM_TOKEN instead"
+        )
     engine_fields = {f.name for f in dataclasses.fields(EngineOptions)}
     engine = {k: options.pop(k) for k in list(options) if k in engine_fields}
     runner = {k: options.pop(k) for k in list(options) if k in ("spsa_step",)}
