@@ -85,6 +85,9 @@ def _measure(layers, method: str, batching: str, spec: str, rounds: int) -> dict
             circuits.append(t["circuits"])
             for layer in layers:
                 layer.step_runner = None
+    # the machine is shared: a round's wall time can include preemption, so the overhead of each
+    # round is taken against that round's own simulation time, then the median and the minimum
+    ratios = sorted((w - s) / s for w, s in zip(walls, sims))
     wall, sim = statistics.median(walls), statistics.median(sims)
     n = circuits[0]
     return {
@@ -92,11 +95,13 @@ def _measure(layers, method: str, batching: str, spec: str, rounds: int) -> dict
         "batching": batching,
         "circuits_per_step": n,
         "jobs_per_step": jobs[0],
-        "engine_wall_seconds": wall,
-        "provider_run_seconds": sim,
-        "engine_overhead_per_circuit_us": 1e6 * (wall - sim) / n,
+        "engine_wall_seconds": walls,
+        "provider_run_seconds": sims,
+        "engine_overhead_per_circuit_us": 1e6 * statistics.median(w - s for w, s in zip(walls, sims)) / n,
         "provider_run_per_circuit_us": 1e6 * sim / n,
-        "overhead_ratio": (wall - sim) / sim,
+        "overhead_ratio": statistics.median(ratios),
+        "overhead_ratio_min": ratios[0],
+        "wall_seconds_median": wall,
     }
 
 
@@ -114,14 +119,14 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
         f"Machine: {meta['cpu']}, {meta['threads']} torch threads; torch {meta['torch']}; {meta['date']}",
         "",
         "| gradients | batching | circuits / step | jobs / step | engine overhead / circuit (us) "
-        "| provider run / circuit (us) | overhead / run |",
-        "|---|---|---|---|---|---|---|",
+        "| provider run / circuit (us) | overhead / run: median | min |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['batching']} | {r['circuits_per_step']:,} | {r['jobs_per_step']} | "
             f"{r['engine_overhead_per_circuit_us']:.1f} | {r['provider_run_per_circuit_us']:.1f} | "
-            f"{100 * r['overhead_ratio']:.1f} % |"
+            f"{100 * r['overhead_ratio']:.1f} % | {100 * r['overhead_ratio_min']:.1f} % |"
         )
     lines += [
         "",
@@ -138,7 +143,9 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
     lines += [
         "",
         f"Target: engine overhead under {100 * TARGET['max_engine_overhead_ratio']:.0f} % of the local "
-        f"provider's run time (step batching): {'met' if met else 'NOT met'}.",
+        f"provider's run time (step batching, median): {'met' if met else 'NOT met'}. The machine is shared "
+        "(2 cores, several other jobs): a round's wall time includes whatever preemption hit it, which is why "
+        "the minimum over rounds is shown too.",
     ]
     path.write_text("\n".join(lines) + "\n")
 

@@ -61,8 +61,8 @@ def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
-def fast_digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+def fast_digest(data: str | bytes) -> str:
+    return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
 
 
 def two_qubit_gates(circuit: Circuit) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -104,14 +105,16 @@ class JobEngine:
     def circuit_keys(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[str]:
         """One content key per circuit: provider, backend, options, circuit text, angles, shots
         (and the scope unless results are reused across calls)."""
-        tail = f"|{shots}|{'' if self.options.reuse_results else scope}"
+        tail = f"|{shots}|{'' if self.options.reuse_results else scope}".encode()
         keys = []
         for c in circuits:
             known = self._templates.get(id(c.circuit))
             if known is None or known[0] is not c.circuit:
                 # the circuit is kept referenced, so its id stays its own; templates are few (one per module)
-                known = self._templates[id(c.circuit)] = (c.circuit, self._template_key(c.circuit))
-            keys.append(fast_digest(f"{known[1]}|{c.weights!r}|{c.inputs!r}{tail}"))
+                known = self._templates[id(c.circuit)] = (c.circuit, self._template_key(c.circuit).encode())
+            # the exact float64 bytes of the angles (float repr would cost ~1 us per angle)
+            angles = array("d", c.weights).tobytes() + b"|" + array("d", c.inputs).tobytes()
+            keys.append(fast_digest(known[1] + b"|" + angles + tail))
         return keys
 
     def _template_key(self, circuit) -> str:

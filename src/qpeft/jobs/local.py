@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from array import array
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -52,8 +53,8 @@ def exact_probabilities(backend, circuits: Sequence[BoundCircuit]) -> list[np.nd
     return out
 
 
-def sample(probs: np.ndarray, shots: int, seed: str) -> np.ndarray:
-    """``counts / shots`` of ``shots`` draws from ``probs``, seeded by a content string."""
+def sample(probs: np.ndarray, shots: int, seed: bytes) -> np.ndarray:
+    """``counts / shots`` of ``shots`` draws from ``probs``, seeded by the circuit's content."""
     rng = np.random.default_rng(int(fast_digest(seed)[:16], 16))
     return rng.multinomial(shots, probs) / shots
 
@@ -104,10 +105,13 @@ class LocalProvider(Provider):
         started = time.perf_counter()
         probs = exact_probabilities(self._backend, circuits)
         if shots is not None:
-            texts: dict[int, str] = {}
+            texts: dict[int, bytes] = {}
             for i, c in enumerate(circuits):
-                text = texts.setdefault(id(c.circuit), circuit_text(c.circuit))
-                probs[i] = sample(probs[i], shots, repr((self.seed, text, c.weights, c.inputs)))
+                text = texts.get(id(c.circuit))
+                if text is None:
+                    text = texts[id(c.circuit)] = f"{self.seed}|{circuit_text(c.circuit)}|".encode()
+                angles = array("d", c.weights).tobytes() + b"|" + array("d", c.inputs).tobytes()
+                probs[i] = sample(probs[i], shots, text + angles)
         with self._lock:
             self.run_seconds += time.perf_counter() - started
         return probs
