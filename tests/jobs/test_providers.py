@@ -118,3 +118,24 @@ def test_origin_failed_job_is_a_status_and_no_secret_leaks(tmp_path):
         engine.run(circuits, 100)
     assert "SECRET" not in str(info.value) and "***" in str(info.value)
     assert "SECRET" not in (tmp_path / "jobs" / "ledger.jsonl").read_text()
+
+
+def test_origin_reattaches_by_id_after_a_restart():
+    first = _origin()
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    job_id = first.submit(circuits, SHOTS, tag="t.1")
+    from qpeft.jobs.origin import OriginProvider
+
+    service = first._service  # the same remote service, seen from a new process
+    second = OriginProvider(api_key="k", service=service, job_factory=service.job)
+    assert _wait(second, job_id).state is State.DONE
+    probs = second.result(job_id, circuits, SHOTS)
+    np.testing.assert_allclose(probs[0], _expected(*ANGLES[0]), atol=0.03)
+    assert len(service.submissions) == 1
+
+
+def test_ibm_local_testing_jobs_end_with_their_process():
+    provider = _ibm()
+    job_id = provider.submit([BoundCircuit(BELL_FREE, ANGLES[0])], 100, tag="t.1")
+    with pytest.raises(JobLostError, match="local-testing job"):
+        get_provider("ibm:fake_nairobi").status(job_id)
