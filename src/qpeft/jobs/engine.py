@@ -384,6 +384,3 @@ class JobEngine:
         except Exception as err:  # the job is abandoned either way; its outcome is logged
             logger.warning("cancelling job %s failed: %s", job_id, self.provider.redact(str(err)))
             return None
-
-    def close(self) -> None:
-        self._calls.shutdown(wait=False, cancel_futures=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from qpeft.jobs.base import split, two_qubit_gates
+from qpeft.jobs.base import jobs_for, two_qubit_gates
 from qpeft.jobs.providers import parse_spec, provider_limits
 from qpeft.jobs.step import circuits_per_module
 from qpeft.quantum.circuit import Circuit
@@ -98,9 +98,7 @@ class Plan:
 
 
 def _jobs(circuits: int, spec: str, shots, two_qubit: int, options: dict) -> int:
-    if circuits == 0:
-        return 0
-    return len(split(circuits, provider_limits(spec, **options).chunk_size(shots, two_qubit)))
+    return jobs_for(circuits, provider_limits(spec, **options), shots, two_qubit)
 
 
 def plan_run(
