@@ -3,6 +3,7 @@ side-by-side evaluation: exact circuits, the chip's noise, noise + readout mitig
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,24 @@ def test_device_noise_survives_save_and_load(tmp_path):
     layer = next(iter(load_adapter(tiny_causal_lm("llama"), tmp_path).adapter_layers.values()))
     executor = layer.qnn.backend.device_executor
     assert (layer.config.noise, executor.device.name, executor.mitigate) == ("wukong72", "wukong72", True)
+
+
+def test_job_engine_local_provider_runs_on_the_emulated_chip():
+    """The jobs' local provider with backend 'noisy:wukong72' gives the device's noisy
+    probabilities (what NoisyBackend(noise='wukong72') computes), not the exact ones."""
+    from qpeft.backends import get_backend
+    from qpeft.jobs.base import BoundCircuit
+    from qpeft.jobs.local import LocalProvider
+    from qpeft.quantum.ansatz import build_ansatz
+
+    circuit = build_ansatz("hardware_efficient", 3, 1, encoding=None)
+    rows = torch.randn(2, circuit.n_weights, dtype=torch.float64)
+    bound = [BoundCircuit(circuit, tuple(r.tolist())) for r in rows]
+    provider = LocalProvider("noisy:wukong72")
+    job = provider.submit(bound, None, "devices-test")
+    assert provider.status(job).state.terminal
+    ours = np.stack(provider.result(job, bound, None))
+    expected = get_backend("noisy", noise="wukong72").run(circuit, None, rows, "probs").double().numpy()
+    exact = get_backend("torch").run(circuit, None, rows, "probs").double().numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    assert np.abs(ours - exact).max() > 1e-3
