@@ -103,7 +103,10 @@ class DeviceExecutor:
         p10 = [self.device.readout_p10[q] for q in measured]
         probs = apply_readout_error(probs, p01, p10)
         if self.shots is not None:
-            probs = sample_counts(probs.detach(), self.shots, self.generator).to(probs.dtype) / self.shots
+            # a seeded generator lives on the CPU: sample there
+            sampled = probs.detach().cpu() if self.generator is not None else probs.detach()
+            counts = sample_counts(sampled, self.shots, self.generator)
+            probs = (counts.to(probs.dtype) / self.shots).to(probs.device)
         if self.mitigate:
             probs = mitigate_readout(probs, p01, p10)
         return probs
