@@ -105,7 +105,8 @@ def child(args) -> dict:
 
 def run(method: str, src: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--device", args.device]
-    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq)]
+    for flag in ("steps", "warmup", "batch", "seq"):
+        cmd += [f"--{flag}", str(getattr(args, flag))]
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -195,9 +196,11 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], goal: dict) -> None
     names = {r["method"].split("@")[0] for r in rows}
     lines += [f"- `{m}`: {PRESETS[m][2]}" for m in PRESETS if m in names]
     if meta.get("baseline_src"):
-        lines += ["", f"`method@baseline`: the same preset on the source tree `{meta['baseline_src']}`, run in "
-                  "the same rounds."]
-    lines += ["", f"## Targets (vs our LoRA r=8 on q_proj, v_proj; met only at the median)", ""]
+        lines += [
+            "",
+            f"`method@baseline`: the same preset on the source tree `{meta['baseline_src']}`, run in the same rounds.",
+        ]
+    lines += ["", "## Targets (vs our LoRA r=8 on q_proj, v_proj; met only at the median)", ""]
     for method, g in goal.items():
         lines.append(
             f"- `{method}` step time: **{g['step_ratio']['median']:.2f}x** (min {g['step_ratio']['min']:.2f}, "
@@ -246,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         for key, method, src in plan:
             r = run(method, src, args)
             runs[key].append(r)
-            print(f"round {rnd + 1} {key:24s} {r['step_seconds']:.3f} s/step  peak {r['peak_bytes'] / 2**20:.0f} MiB",
-                  flush=True)
+            print(
+                f"round {rnd + 1} {key:24s} {r['step_seconds']:.3f} s/step  peak {r['peak_bytes'] / 2**20:.0f} MiB",
+                flush=True,
+            )
     rows = summarize(runs, REFERENCE)
     goal = goals(rows)
     meta = {

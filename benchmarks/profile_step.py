@@ -46,8 +46,14 @@ CONVERSIONS = {
     "aten::complex",
     "aten::type_as",
 }
-CONVERSION_NODES = ("ToCopyBackward", "ViewAsRealBackward", "ViewAsComplexBackward", "RealBackward",
-                    "ImagBackward", "ComplexBackward")
+CONVERSION_NODES = (
+    "ToCopyBackward",
+    "ViewAsRealBackward",
+    "ViewAsComplexBackward",
+    "RealBackward",
+    "ImagBackward",
+    "ComplexBackward",
+)
 PARTS = [
     "base model",
     "adapter glue",
@@ -102,8 +108,14 @@ def instrument(model) -> None:
         layer.delta = ranged_delta
 
 
-RANGE_PART = {"base": "base model", "adapter": "adapter glue", "mpo": "MPO factors", "circuit": "circuit",
-              "delta": "fusion", "lora": "LoRA factors"}
+RANGE_PART = {
+    "base": "base model",
+    "adapter": "adapter glue",
+    "mpo": "MPO factors",
+    "circuit": "circuit",
+    "delta": "fusion",
+    "lora": "LoRA factors",
+}
 
 
 def _range_of(event) -> str | None:
@@ -111,7 +123,7 @@ def _range_of(event) -> str | None:
     e = event.cpu_parent
     while e is not None:
         if e.name.startswith(PREFIX):
-            return e.name[len(PREFIX):]
+            return e.name[len(PREFIX) :]
         e = e.cpu_parent
     return None
 
@@ -153,7 +165,7 @@ def attribute(events, steps: int) -> dict:
         if e.name.startswith(PREFIX):
             inner = sum(c.cpu_time_total for c in e.cpu_children if not c.name.startswith(PREFIX))
             nested = sum(c.cpu_time_total for c in e.cpu_children if c.name.startswith(PREFIX))
-            host[RANGE_PART[e.name[len(PREFIX):]]] += e.cpu_time_total - inner - nested
+            host[RANGE_PART[e.name[len(PREFIX) :]]] += e.cpu_time_total - inner - nested
             continue
         if e.name.startswith("step::") or not _is_top_op(e) or e.name.startswith("autograd::"):
             continue
@@ -268,8 +280,10 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
         "| | " + " | ".join(r["method"] for r in rows) + " |",
         "|---|" + "---|" * len(rows),
         "| step (s, unprofiled) | "
-        + " | ".join(f"{r['step_seconds_median']:.3f} ({r['step_seconds_median'] / ref['step_seconds_median']:.2f}x)"
-                     for r in rows)
+        + " | ".join(
+            f"{r['step_seconds_median']:.3f} ({r['step_seconds_median'] / ref['step_seconds_median']:.2f}x)"
+            for r in rows
+        )
         + " |",
     ]
     for part in PARTS:
@@ -289,8 +303,8 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
         "",
         "(+x): ms per step more than LoRA. dtype conversions by the part they came from (ms): "
         + "; ".join(
-            f"{r['method']}: " + (", ".join(f"{k} {v:.1f}" for k, v in r["parts"]["dtype conversions by origin (ms)"]
-                                             .items()) or "none")
+            f"{r['method']}: "
+            + (", ".join(f"{k} {v:.1f}" for k, v in r["parts"]["dtype conversions by origin (ms)"].items()) or "none")
             for r in rows
         ),
     ]

@@ -62,6 +62,11 @@ class TrainConfig:
     resume: bool = doc(False, "continue from the newest checkpoint in `out`")
     dtype: str = doc("float32", "base model dtype: float32 or bfloat16")
     progress: bool = doc(True, "show progress bars")
+    gradient_checkpointing: bool = doc(
+        False,
+        "recompute the base model's activations during backward (non-reentrant gradient "
+        "checkpointing): far less activation memory for about one more forward per step",
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -218,7 +223,12 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
         dataloader_num_workers=0,
         bf16=config.dtype == "bfloat16" and torch.cuda.is_available(),
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
     )
+    if config.gradient_checkpointing:
+        # the frozen embeddings give no grad-requiring input to the first checkpointed layer
+        model.enable_input_require_grads()
     metrics, stop = _callbacks(out)
     return QPeftTrainer(
         model=model,

@@ -8,8 +8,9 @@ from qpeft.adapters.qtha.layer import QTHALayer
 
 def test_weights_mode_delta_on_few_and_many_tokens_equals_merged_weight():
     torch.manual_seed(0)
-    layer = QTHALayer(torch.nn.Linear(64, 48).double(), QTHAConfig(r=4, bond_dim=3, qnn_mode="weights",
-                                                                   target_modules=["x"]))
+    layer = QTHALayer(
+        torch.nn.Linear(64, 48).double(), QTHAConfig(r=4, bond_dim=3, qnn_mode="weights", target_modules=["x"])
+    )
     layer.qnn.double()
     torch.nn.init.normal_(layer.mpo_B.cores[-1])
     for tokens in (1, 300):  # B applied core by core (few tokens), and B (I + M) folded (many)

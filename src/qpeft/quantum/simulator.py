@@ -27,9 +27,9 @@ from qpeft.quantum.gates import gate_matrix
 from qpeft.quantum.statevector import (
     amplitude_state,
     apply_gate,
-    probabilities,
     check_memory,
     initial_state,
+    probabilities,
     real_dtype_of,
     resolve_batch,
 )

@@ -115,7 +115,7 @@ class TensorTrain(nn.Module):
         if self.d_in >= self.d_out:  # right to left: core m maps (i_m, D_m) -> (j_m, D_{m-1})
             done = 1
             for m in reversed(range(k)):
-                left = math.prod(self.in_factors[:m + 1])
+                left = math.prod(self.in_factors[: m + 1])
                 sequential += tokens * done * left * dims[m + 1] * self.out_factors[m] * dims[m]
                 done *= self.out_factors[m]
         else:  # left to right: core m maps (D_{m-1}, i_m) -> (j_m, D_m)
@@ -181,7 +181,8 @@ class TensorTrain(nn.Module):
             i_acc, j_acc, d = full.shape
             _, i, j, d_next = core.shape
             # one GEMM over the bond: (I J, D) x (D, i j D'), then interleave (I, i) and (J, j)
-            prod = (full.reshape(i_acc * j_acc, d) @ core.reshape(d, i * j * d_next)).reshape(i_acc, j_acc, i, j, d_next)
+            prod = full.reshape(i_acc * j_acc, d) @ core.reshape(d, i * j * d_next)
+            prod = prod.reshape(i_acc, j_acc, i, j, d_next)
             full = prod.permute(0, 2, 1, 3, 4).reshape(i_acc * i, j_acc * j, d_next)
         return full[:, :, 0].T  # (d_out, d_in)
 
