@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.checkpoint import set_checkpoint_early_stop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["lora", "qtha-default", "qtha-weights"]
@@ -131,7 +132,16 @@ def _range_of(event) -> str | None:
 def _is_top_op(event) -> bool:
     """An op called from Python (not from inside another op)."""
     p = event.cpu_parent
-    return p is None or p.name.startswith(PREFIX) or p.name.startswith("step::")
+    return p is None or p.name.startswith((PREFIX, "step::", "Optimizer."))
+
+
+def _in_optimizer(event) -> bool:
+    e = event.cpu_parent
+    while e is not None:
+        if e.name == "step::optimizer":
+            return True
+        e = e.cpu_parent
+    return False
 
 
 def _recomputed(event) -> float:
@@ -158,6 +168,10 @@ def attribute(events, steps: int) -> dict:
     def in_backward(e) -> bool:
         return any(b.time_range.start <= e.time_range.start <= b.time_range.end for b in backward_ranges)
 
+    for e in events:  # every forward op that recorded an autograd node, nested ones too (einsum's)
+        if e.sequence_nr >= 0 and not e.name.startswith(("autograd::", PREFIX, "step::")):
+            rng = _range_of(e)
+            seq_part.setdefault(e.sequence_nr, RANGE_PART[rng] if rng is not None else "base model")
     node_total = 0.0
     for e in events:
         if e.name.startswith("autograd::engine::evaluate_function"):
@@ -169,15 +183,14 @@ def attribute(events, steps: int) -> dict:
             continue
         if e.name.startswith("step::") or not _is_top_op(e) or e.name.startswith("autograd::"):
             continue
-        if e.cpu_parent is not None and e.cpu_parent.name.startswith("step::optimizer"):
+        if _in_optimizer(e):
             ms["optimizer"] += e.cpu_time_total
+            ops["optimizer"] += 1
             continue
         rng = _range_of(e)
         if rng is None and in_backward(e) and e.cpu_parent is not None:
             continue  # an op run by a backward node: counted with its node below
         part = RANGE_PART[rng] if rng is not None else "base model"
-        if e.sequence_nr >= 0 and e.sequence_nr not in seq_part:
-            seq_part[e.sequence_nr] = part
         if e.name in CONVERSIONS:
             conv_from[part] += e.cpu_time_total
             part = "dtype conversions"
@@ -247,7 +260,8 @@ def measure(method: str, args) -> dict:
     instrument(model)
     step()  # warm the hooks
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
-    with profile(activities=activities) as prof:
+    # no early stop: a checkpoint's recomputation then runs whole, so every range it opens closes
+    with profile(activities=activities) as prof, set_checkpoint_early_stop(False):
         for _ in range(args.profiled):
             step()
         sync()
