@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from qpeft.report import cpu_model
+    from qpeft.sysinfo import cpu_model
 
     loadavg_start = os.getloadavg()
     plan = [(m, gc, args.seq[0]) for gc in (False, True) for m in args.methods]

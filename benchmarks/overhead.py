@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from qpeft.models import load_model
-    from qpeft.report import cpu_model
+    from qpeft.sysinfo import cpu_model
 
     load_model("smollm2-135m")  # build the cache once, outside the timed processes
     plan = [(m, m, SRC) for m in args.methods]

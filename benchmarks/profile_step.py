@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="profile", help="results file stem")
     args = parser.parse_args(argv)
-    from qpeft.report import cpu_model
+    from qpeft.sysinfo import cpu_model
 
     meta = {
         "command": "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),

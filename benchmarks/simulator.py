@@ -28,7 +28,7 @@ import torch
 
 from qpeft.backends import get_backend
 from qpeft.quantum import expval_z, hardware_efficient, simulate
-from qpeft.report import cpu_model
+from qpeft.sysinfo import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = {"n": 8, "batch": 4096, "min_speedup_vs_default_qubit": 15.0, "max_ratio_to_floor": 5.0}

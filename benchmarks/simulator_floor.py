@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from qpeft.quantum import expval_z, hardware_efficient, simulate
-from qpeft.report import cpu_model
+from qpeft.sysinfo import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_RATIO_TO_FLOOR = 3.5

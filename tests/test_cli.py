@@ -2,13 +2,18 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 
+import qpeft.data
+import qpeft.evaluate
+import qpeft.models
 from qpeft.adapters import QTHAConfig, field_help
 from qpeft.cli import build_parser, main
+from qpeft.data import example_key, read_chat_jsonl
 from qpeft.testing import tiny_model_dir
-from qpeft.train import TrainConfig
+from qpeft.train import TrainConfig, adapter_config
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,7 @@ def test_train_eval_generate_export(tiny_dir, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["eval_loss"] > 0 and "accuracy" in result
     assert main(["generate", "--adapter", str(out / "adapter"), "--prompt", "1+1?", "--max-new-tokens", "4"]) == 0
-    assert isinstance(capsys.readouterr().out, str)
+    assert capsys.readouterr().out.strip()  # the decoded completion is not empty
     assert main(["export", "--adapter", str(out / "adapter"), "--out", str(tmp_path / "peft")]) == 0
     assert (tmp_path / "peft" / "adapter_config.json").is_file()
 
@@ -114,3 +119,107 @@ def test_compare_writes_report_and_plot(tiny_dir, tmp_path, capsys):
     stamp = (out / "lora-seed0" / "results.json").stat().st_mtime
     assert main(["compare", *_common(tiny_dir), "--methods", "lora", "--seeds", "0", "--out", str(out)]) == 0
     assert (out / "lora-seed0" / "results.json").stat().st_mtime == stamp
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """What training encodes (its training examples) and what every evaluate() call gets;
+    both still run the real code."""
+    seen = {"train": [], "eval": []}
+
+    class Recording(qpeft.data.EncodedDataset):
+        def __init__(self, tokenizer, examples, max_length):
+            seen["train"].append(list(examples))
+            super().__init__(tokenizer, examples, max_length)
+
+    real = qpeft.evaluate.evaluate
+
+    def evaluate(model, tokenizer, examples, max_length, **kw):
+        seen["eval"].append(list(examples))
+        return real(model, tokenizer, examples, max_length, **kw)
+
+    monkeypatch.setattr(qpeft.data, "EncodedDataset", Recording)
+    monkeypatch.setattr(qpeft.evaluate, "evaluate", evaluate)
+    return seen
+
+
+def _keys(examples):
+    return [example_key(e) for e in examples]
+
+
+def test_eval_uses_the_runs_held_out_split(tiny_dir, tmp_path, recorded, capsys):
+    # level-2 arithmetic, a non-default seed and max_examples: what `qpeft eval` used to
+    # ignore (it split all 2000 problems with seed 0, so most of its examples were trained on)
+    out = tmp_path / "run"
+    flags = ["--model", tiny_dir, "--data", "arithmetic", "--seed", "3", "--max-examples", "200", "--steps", "2"]
+    flags += ["--batch-size", "2", "--max-length", "96", "--eval-examples", "16", "--no-progress", "--out", str(out)]
+    assert main(["train", "--method", "lora", *flags]) == 0
+    (trained,), (final_eval,) = recorded["train"], recorded["eval"]
+    assert len(trained) == 180 and len(final_eval) == 16
+    capsys.readouterr()
+
+    assert main(["eval", "--adapter", str(out / "adapter")]) == 0
+    evaluated = recorded["eval"][-1]
+    assert _keys(evaluated) == _keys(final_eval)  # the run's own held-out examples
+    assert not set(_keys(evaluated)) & set(_keys(trained))
+    assert json.loads(capsys.readouterr().out)["examples"] == 16
+
+    # a flag that overrides the run's split is obeyed, with a warning that counts the overlap
+    assert main(["eval", "--adapter", str(out / "adapter"), "--seed", "0", "--examples", "8"]) == 0
+    evaluated = recorded["eval"][-1]
+    shared = len([k for k in _keys(evaluated) if k in set(_keys(trained))])
+    assert len(evaluated) == 8 and shared > 0
+    assert f"{shared} of the 8 evaluated examples were training examples of this run" in capsys.readouterr().err
+
+
+def test_eval_split_all_uses_every_example_of_a_test_file(tiny_dir, tmp_path, recorded, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *_common(tiny_dir, adapter='{"r": 2}'), "--method", "lora", "--out", str(out)]) == 0
+    test_file = tmp_path / "test.jsonl"
+    questions = [f"What is {k} + {k}?" for k in range(5)]
+    test_file.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": str(2 * k)}]})
+            + "\n"
+            for k, q in enumerate(questions)
+        )
+    )
+    capsys.readouterr()
+    assert main(["eval", "--adapter", str(out / "adapter"), "--data", str(test_file), "--split", "all"]) == 0
+    assert _keys(recorded["eval"][-1]) == _keys(read_chat_jsonl(test_file))
+    assert json.loads(capsys.readouterr().out)["examples"] == 5
+    assert main(["eval", "--adapter", str(out / "adapter"), "--data", str(test_file)]) == 0  # default: held-out
+    assert len(recorded["eval"][-1]) == 1  # the run's val_fraction 0.1 of 5 examples
+
+
+def test_eval_bad_adapter_fails_before_loading_a_model(tmp_path, monkeypatch, capsys):
+    def load_model(*args, **kwargs):
+        raise AssertionError("load_model must not be called for a bad --adapter")
+
+    monkeypatch.setattr(qpeft.models, "load_model", load_model)
+    assert main(["eval", "--adapter", str(tmp_path / "no-such-run" / "adapter")]) == 2
+    assert "no-such-run/adapter: no such directory" in capsys.readouterr().err
+    assert main(["eval", "--adapter", str(tmp_path)]) == 2
+    assert "no adapter_config.json in it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--adapter", str(tmp_path), "--examples", "0"])
+    assert "--examples: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_train_prints_the_run_directory_of_its_config_file(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "from-config"
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"method": "lora", "out": str(out)}))
+    assert main(["train", *_common(tiny_dir, adapter='{"r": 2}'), "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"run directory: {out}")
+    assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_adapter_help_example_parses(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    example = re.search(r"--adapter ADAPTER adapter config fields .*? e\.g\. '(.*?)' \(default", text)
+    args = parser.parse_args(["train", "--adapter", example.group(1)])  # as the shell passes it, unquoted
+    assert args.adapter and adapter_config(TrainConfig(adapter=args.adapter))  # the default method takes it

@@ -10,6 +10,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from qpeft.adapters import load_adapter
+from qpeft.data import run_split
+from qpeft.evaluate import evaluate_loss
+from qpeft.models import load_model
 from qpeft.testing import tiny_model_dir
 from qpeft.train import TrainConfig, latest_checkpoint, train
 
@@ -59,7 +63,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_dir, tmp_path):
     assert checkpoint.name == "checkpoint-2"
     files = {p.name for p in checkpoint.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt"} <= files
-    assert not any(name.startswith("model") for name in files)  # adapter weights only, never the base model
+    # adapter weights only, never the base model (the index lists the adapter's tensors for Trainer's resume)
+    assert not any(name.startswith("model") and not name.endswith(".index.json") for name in files)
     weights = load_file(checkpoint / "adapter_model.safetensors")
     assert weights and all(".base_layer." not in k for k in weights)
 
@@ -79,6 +84,23 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_dir, tmp_path):
     assert (tmp_path / "straight" / "samples.jsonl").is_file()
 
 
+def test_eval_steps_log_held_out_loss_and_checkpoints_are_capped(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    config = _config(tiny_dir, out, steps=4, batch_size=1, save_steps=1, save_total_limit=2, eval_steps=2)
+    assert train(config)["finished"]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    assert [step for step, _ in evals] == [2, 4]
+    # the step-4 eval_loss is the loss on the final evaluation's held-out examples (one per
+    # batch: the mean of the per-example losses) under the final adapter
+    held_out = run_split(config.data, config.seed, config.val_fraction, config.max_examples)[1]
+    base, tokenizer = load_model(tiny_dir)
+    model = load_adapter(base, out / "adapter")
+    losses = [evaluate_loss(model, tokenizer, [e], config.max_length)["eval_loss"] for e in held_out[:4]]
+    assert evals[-1][1] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
 def test_resume_without_checkpoint_is_an_error(tiny_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint-\\* directory in"):
         train(_config(tiny_dir, tmp_path / "empty", resume=True))
@@ -95,6 +117,10 @@ def test_config_files(tmp_path):
         TrainConfig.from_file(json_file)
     with pytest.raises(ValueError, match="`steps` must be a positive integer, got 0"):
         TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="`eval_steps` must be a positive integer or None \\(off\\), got 0"):
+        TrainConfig(eval_steps=0)
+    with pytest.raises(ValueError, match="`save_total_limit` must be a positive integer or None \\(off\\), got -1"):
+        TrainConfig(save_total_limit=-1)
     with pytest.raises(FileNotFoundError, match="config file .* does not exist"):
         TrainConfig.from_file(tmp_path / "missing.yaml")
 

@@ -29,6 +29,13 @@ def _flag_type(field: dataclasses.Field):
     return str
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (defaults left unset so --config can fill them)."""
     parser.add_argument("--config", type=Path, help="YAML or JSON file of the fields below (flags override it)")
@@ -69,38 +76,106 @@ def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
 def cmd_train(args) -> int:
     from qpeft.train import train
 
-    summary = train(config_from_args(args))
+    config = config_from_args(args)
+    summary = train(config)
     keep = {k: summary.get(k) for k in ("global_step", "finished", "final_train_loss", "seconds_per_step", "eval")}
     print(json.dumps(keep, indent=2))
-    print(f"run directory: {args.out or TrainConfig().out}")
+    print(f"run directory: {config.out}")
     return 0 if summary.get("finished") else 3
+
+
+def _run_config(adapter: Path) -> dict | None:
+    """The training settings recorded next to an adapter (run_dir/adapter or a checkpoint)."""
+    for path in (adapter / "train_config.json", adapter.parent / "train_config.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
 
 
 def _trained_model(adapter: Path) -> str | None:
     """The model spec recorded next to an adapter (run_dir/adapter or a checkpoint)."""
-    for path in (adapter / "train_config.json", adapter.parent / "train_config.json"):
-        if path.is_file():
-            return json.loads(path.read_text()).get("model")
-    return None
+    return (_run_config(adapter) or {}).get("model")
+
+
+def _check_adapter(adapter: Path) -> None:
+    from qpeft.adapters.io import CONFIG_NAME
+
+    if not (adapter / CONFIG_NAME).is_file():
+        problem = f"no {CONFIG_NAME} in it" if adapter.is_dir() else "no such directory"
+        raise FileNotFoundError(
+            f"--adapter {adapter}: {problem}; point to a run's adapter directory (RUN/adapter) "
+            "or one of its RUN/checkpoint-N directories"
+        )
 
 
 def _load_adapted(adapter: Path, model: str | None):
     from qpeft.adapters import load_adapter
     from qpeft.models import DEFAULT_MODEL, load_model
 
+    _check_adapter(adapter)
     base, tokenizer = load_model(model or _trained_model(adapter) or DEFAULT_MODEL)
     return load_adapter(base, adapter), tokenizer
 
 
+#: the TrainConfig fields that decide a run's split; `qpeft eval` reads them from the run
+SPLIT_FIELDS = ("data", "seed", "val_fraction", "max_examples")
+
+
+def _warn(command: str, text: str) -> None:
+    print(f"qpeft {command}: warning: {text}", file=sys.stderr)
+
+
+def _eval_examples(args: argparse.Namespace) -> tuple[list, int]:
+    """(examples `qpeft eval` evaluates, max_length): the run's held-out split unless flags
+    override the recorded settings; warns when the examples include training examples."""
+    from qpeft.data import load_examples, overlap, run_split
+
+    run = _run_config(args.adapter)
+    defaults = dataclasses.asdict(TrainConfig())
+    recorded = {k: (run or {}).get(k, defaults[k]) for k in (*SPLIT_FIELDS, "eval_examples", "max_length")}
+    if run is None:
+        _warn(
+            "eval",
+            f"no train_config.json in or next to {args.adapter}, so the training split is unknown and the "
+            "examples may include training data; pass the run's --data, --seed, --val-fraction, --max-examples",
+        )
+    given = {k: getattr(args, k) for k in SPLIT_FIELDS if getattr(args, k) is not None}
+    settings = {k: given.get(k, recorded[k]) for k in SPLIT_FIELDS}
+    trained = None
+    if run is not None:
+        try:
+            trained, held_out = run_split(**{k: recorded[k] for k in SPLIT_FIELDS})
+        except (FileNotFoundError, ValueError) as err:
+            if "data" not in given:
+                raise
+            _warn("eval", f"cannot rebuild the run's training split to check for overlap: {err}")
+    if args.split == "all":
+        examples = load_examples(settings["data"])[: args.max_examples]
+        limit = args.examples
+    else:
+        if trained is None or settings != {k: recorded[k] for k in SPLIT_FIELDS}:
+            held_out = run_split(**settings)[1]
+        examples, limit = held_out, args.examples or recorded["eval_examples"]
+    examples = examples[:limit]
+    shared = overlap(examples, trained) if trained is not None else 0
+    if shared:
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+        _warn(
+            "eval",
+            f"{shared} of the {len(examples)} evaluated examples were training examples of this run "
+            f"(--split {args.split} {flags}); evaluate without these flags for the run's held-out split",
+        )
+    return examples, args.max_length or recorded["max_length"]
+
+
 def cmd_eval(args) -> int:
-    from qpeft.data import load_examples, train_test_split
     from qpeft.evaluate import evaluate
 
+    _check_adapter(args.adapter)
+    examples, max_length = _eval_examples(args)
     model, tokenizer = _load_adapted(args.adapter, args.model)
-    examples = load_examples(args.data)
-    _, held_out = train_test_split(examples, args.val_fraction, args.seed)
-    result = evaluate(model, tokenizer, held_out[: args.examples], args.max_length, samples_path=args.samples)
-    print(json.dumps(result, indent=2))
+    result = evaluate(model, tokenizer, examples, max_length, samples_path=args.samples)
+    print(json.dumps({"examples": len(examples), **result}, indent=2))
     return 0
 
 
@@ -136,6 +211,9 @@ def cmd_compare(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     base = config_from_args(args)
     report = compare(base, methods, seeds, Path(base.out))
+    if "interrupted" in report:
+        print(f"interrupted in {report['interrupted']} (checkpoint saved); run the same command again to resume")
+        return 3
     print(report["table"])
     print(f"report: {report['report']}")
     print(f"loss plot: {report['plot']}")
@@ -217,14 +295,35 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "eval":
             p.add_argument(
-                "--data", default="arithmetic", help=TrainConfig.__dataclass_fields__["data"].metadata["help"]
+                "--split",
+                choices=("held-out", "all"),
+                default="held-out",
+                help="held-out: the training run's held-out split (from the run's train_config.json; the flags "
+                "below override its settings); all: every example of --data (a dedicated test file)",
+            )
+            p.add_argument("--data", default=None, help="data to evaluate (default: the run's data)")
+            p.add_argument("--seed", type=int, default=None, help="split seed (default: the run's seed)")
+            p.add_argument(
+                "--val-fraction", type=float, default=None, help="held-out share (default: the run's val_fraction)"
             )
             p.add_argument(
-                "--val-fraction", type=float, default=0.1, help="held-out share (same seeded split as train)"
+                "--max-examples",
+                type=_positive_int,
+                default=None,
+                help="use the first N examples of --data (default: the run's max_examples; none for --split all)",
             )
-            p.add_argument("--seed", type=int, default=0, help="split seed (use the training seed)")
-            p.add_argument("--examples", type=int, default=64, help="held-out examples to evaluate")
-            p.add_argument("--max-length", type=int, default=256, help="tokens per sequence")
+            p.add_argument(
+                "--examples",
+                type=_positive_int,
+                default=None,
+                help="evaluate at most N examples (default: the run's eval_examples; every one for --split all)",
+            )
+            p.add_argument(
+                "--max-length",
+                type=_positive_int,
+                default=None,
+                help="tokens per sequence (default: the run's max_length)",
+            )
             p.add_argument("--samples", type=Path, default=None, help="write generation samples to this JSONL file")
         elif name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")

@@ -12,30 +12,38 @@ import sys
 import time
 from pathlib import Path
 
-from qpeft.train import TrainConfig, train
+from qpeft.sysinfo import cpu_model
+from qpeft.train import TrainConfig, latest_checkpoint, train
 
 logger = logging.getLogger(__name__)
 
 
-def _run(config: TrainConfig) -> dict:
-    """Train, or reuse a finished run of the identical config in the same directory."""
-    results = Path(config.out) / "results.json"
+def _same_run(recorded: dict | None, config: TrainConfig) -> bool:
+    """Whether a recorded config is ``config`` (``resume`` and ``progress`` aside)."""
+    if not isinstance(recorded, dict):
+        return False
+    ignore = ("resume", "progress")
+    current = dataclasses.asdict(config)
+    return {k: v for k, v in recorded.items() if k not in ignore} == {
+        k: v for k, v in current.items() if k not in ignore
+    }
+
+
+def _run(config: TrainConfig, callbacks: list | None = None) -> dict:
+    """Train; reuse a finished run of the identical config in the same directory, or resume
+    its newest checkpoint when the identical config saved it (an interrupted comparison)."""
+    out = Path(config.out)
+    results = out / "results.json"
     if results.is_file():
         previous = json.loads(results.read_text())
-        if previous.get("finished") and previous.get("config") == dataclasses.asdict(config):
+        if previous.get("finished") and _same_run(previous.get("config"), config):
             return previous
-    return train(config)
-
-
-def cpu_model() -> str:
-    """The processor's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    checkpoint = latest_checkpoint(out)
+    saved = checkpoint / "train_config.json" if checkpoint is not None else None
+    resume = saved is not None and saved.is_file() and _same_run(json.loads(saved.read_text()), config)
+    if resume:
+        logger.info("qpeft compare: resuming %s from %s", out, checkpoint.name)
+    return train(dataclasses.replace(config, resume=resume), callbacks)
 
 
 def _fields_of(method: str, overrides: dict) -> dict:
@@ -109,7 +117,14 @@ def plot_losses(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path) -> dict:
+def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, callbacks: list | None = None) -> dict:
+    """Train every method x seed (one run directory each under ``out``), then write the report.
+
+    Ctrl-C / SIGTERM stops the running cell with a resumable checkpoint and the comparison with
+    it: the result then has ``interrupted`` (that cell's directory) and no report. The same call
+    again reuses the finished cells and resumes the interrupted one. ``callbacks``: extra
+    ``transformers.TrainerCallback`` objects for every run.
+    """
     if not methods or not seeds:
         raise ValueError("compare needs at least one method (--methods) and one seed (--seeds)")
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +135,11 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path) 
             config = dataclasses.replace(
                 base, method=method, seed=seed, adapter=adapter, out=str(out / f"{method}-seed{seed}")
             )
-            results.setdefault(method, []).append(_run(config))
+            summary = _run(config, callbacks)
+            if not summary["finished"]:
+                logger.warning("qpeft compare: stopped in %s; run the same command again to resume", config.out)
+                return {"interrupted": Path(config.out), "results": results}
+            results.setdefault(method, []).append(summary)
     text = table(results)
     plot = out / "loss.png"
     plot_losses(results, plot)

@@ -17,6 +17,19 @@ TOL = {
 }
 #: tolerance for gradients from central finite differences in float64 (step 1e-6).
 FD_TOL = {"atol": 1e-6, "rtol": 1e-5}
+#: float32 gradients of one model summed in two orders (DDP all-reduce vs one process).
+DDP_GRAD_TOL = {"atol": 1e-6, "rtol": 1e-4}
+#: gradients of one circuit by two methods (backprop, parameter shift, an SDK's own).
+GRAD_TOL = {"atol": 1e-6, "rtol": 1e-5}
+#: two exact float64 simulations of one circuit (ours against Qiskit, PennyLane, or itself).
+EXACT_TOL = {"atol": 1e-10, "rtol": 0}
+#: one gate's matrix in complex128, ours against Qiskit's / PennyLane's.
+MATRIX_TOL = {"atol": 1e-12, "rtol": 0}
+#: PennyLane's default.mixed strays from the exact density matrix by up to 3.8e-8 (worst of
+#: 60 seeded random noisy circuits), even without noise at some angles.
+DEFAULT_MIXED_TOL = {"atol": 5e-8, "rtol": 0}
+#: SDK simulators (Aer, PennyLane devices, pyqpanda3's CPUQVM) against ours.
+SDK_TOL = {"atol": 1e-7, "rtol": 0}
 
 
 def random_circuit(

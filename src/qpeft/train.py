@@ -44,7 +44,10 @@ class TrainConfig:
     model: str = doc("smollm2-135m", "model: the built-in smollm2-135m, a local directory, or a cached hub id")
     data: str = doc("arithmetic", "data: 'arithmetic[:LEVEL]', a chat/GSM8K .jsonl file, or a CPsyCounD directory")
     method: str = doc("qtha", f"adapter method or preset: {', '.join(METHOD_PRESETS)}, or any preset name")
-    adapter: dict = doc({}, "adapter config fields that override the preset, e.g. {'r': 4, 'bond_dim': 8}")
+    adapter: dict = doc({}, 'adapter config fields that override the preset, e.g. \'{"r": 4, "bond_dim": 8}\'')
+    target_modules: str | None = doc(
+        None, "Linear modules to adapt: comma-separated names (q_proj,v_proj) or all-linear; default: the preset's"
+    )
     out: str = doc("runs/qpeft", "run directory: checkpoints, metrics.jsonl, final adapter, results.json")
     steps: int = doc(100, "optimizer steps")
     batch_size: int = doc(4, "sequences per device per step")
@@ -58,6 +61,10 @@ class TrainConfig:
     eval_examples: int = doc(64, "held-out examples used for loss / accuracy after training")
     seed: int = doc(0, "seed for the split, adapter init and data order")
     save_steps: int = doc(50, "save a resumable checkpoint every N steps")
+    save_total_limit: int | None = doc(None, "keep at most K checkpoints (the oldest are deleted); None keeps all")
+    eval_steps: int | None = doc(
+        None, "every N steps, log the loss on the held-out examples (the first eval_examples) as eval_loss"
+    )
     logging_steps: int = doc(1, "log (and append to metrics.jsonl) every N steps")
     resume: bool = doc(False, "continue from the newest checkpoint in `out`")
     dtype: str = doc("float32", "base model dtype: float32 or bfloat16")
@@ -81,6 +88,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        for name in ("save_total_limit", "eval_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"`{name}` must be a positive integer or None (off), got {value!r}")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             raise ValueError(f"`lr` must be a positive number, got {self.lr!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -113,22 +124,21 @@ class TrainConfig:
 def adapter_config(config: TrainConfig):
     from qpeft.adapters.presets import preset
 
-    return preset(METHOD_PRESETS.get(config.method, config.method), **config.adapter)
+    fields = dict(config.adapter)
+    if config.target_modules is not None:
+        names = [n.strip() for n in config.target_modules.split(",") if n.strip()]
+        fields["target_modules"] = names[0] if names == ["all-linear"] else names
+    return preset(METHOD_PRESETS.get(config.method, config.method), **fields)
 
 
 def prepare(config: TrainConfig):
     """(model with adapters, tokenizer, train dataset, held-out examples)."""
     from qpeft.adapters import get_model
-    from qpeft.data import EncodedDataset, load_examples, train_test_split
+    from qpeft.data import EncodedDataset, run_split
     from qpeft.models import load_model
 
     torch.manual_seed(config.seed)
-    examples = load_examples(config.data)
-    if config.max_examples:
-        examples = examples[: config.max_examples]
-    if len(examples) < 2:
-        raise ValueError(f"data {config.data!r} has {len(examples)} example(s); need at least 2 to hold one out")
-    train_examples, held_out = train_test_split(examples, config.val_fraction, config.seed)
+    train_examples, held_out = run_split(config.data, config.seed, config.val_fraction, config.max_examples)
     base, tokenizer = load_model(config.model, getattr(torch, config.dtype))
     model = get_model(base, adapter_config(config))
     dataset = EncodedDataset(tokenizer, train_examples, config.max_length)
@@ -180,10 +190,11 @@ def _callbacks(out: Path):
     return MetricsFile(), StopOnSignal()
 
 
-def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list | None = None):
+def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list | None = None, eval_dataset=None):
+    """The Trainer of a run; ``eval_dataset`` (the held-out examples, encoded) is evaluated
+    every ``config.eval_steps`` steps."""
     from transformers import Trainer, TrainingArguments
 
-    from qpeft.adapters.io import load_adapter_weights
     from qpeft.data import Collator
 
     out = Path(config.out)
@@ -191,15 +202,14 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     class QPeftTrainer(Trainer):
-        """Checkpoints carry the adapter only (plus optimizer / scheduler / RNG state)."""
+        """Checkpoints also record the run's TrainConfig (the model saves and resumes its
+        adapter through the plain Trainer)."""
 
         def _save(self, output_dir=None, state_dict=None):
-            output_dir = Path(output_dir or self.args.output_dir)
-            self.accelerator.unwrap_model(self.model).save_adapter(output_dir)
-            (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            load_adapter_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+            super()._save(output_dir, state_dict)
+            if self.args.should_save:
+                path = Path(output_dir or self.args.output_dir) / "train_config.json"
+                path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     args = TrainingArguments(
         output_dir=str(out),
@@ -213,6 +223,12 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps,
+        per_device_eval_batch_size=config.batch_size,
+        prediction_loss_only=True,
+        label_names=["labels"],
         seed=config.seed,
         data_seed=config.seed,
         report_to=[],
@@ -234,6 +250,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         data_collator=Collator(tokenizer.pad_token_id),
         callbacks=[metrics, *(callbacks or []), stop],
     )
@@ -244,6 +261,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects.
     """
+    from qpeft.data import EncodedDataset
     from qpeft.evaluate import evaluate
 
     out = Path(config.out)
@@ -253,7 +271,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         if resume_from is None:
             raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
     model, tokenizer, dataset, held_out = prepare(config)
-    trainer = make_trainer(config, model, tokenizer, dataset, callbacks)
+    eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
+    trainer = make_trainer(config, model, tokenizer, dataset, callbacks, eval_dataset)
     if trainer.is_world_process_zero():
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     started = time.time()

@@ -64,7 +64,7 @@ def test_config_validation(make, message):
 def test_double_injection_is_refused():
     model = get_model(tiny_causal_lm("llama"), LoraConfig(r=2))
     with pytest.raises(ValueError, match="already carries adapters"):
-        get_model(model.base_model, LoraConfig(r=2))
+        get_model(model.get_base_model(), LoraConfig(r=2))
 
 
 def _saved(tmp_path, kind="llama", **kw):
@@ -152,3 +152,58 @@ def test_unknown_method_and_fields_in_saved_config(tmp_path):
     cfg.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"unknown qtha config field\(s\) \['wormholes'\]"):
         load_adapter(tiny_causal_lm("llama"), tmp_path)
+
+
+def test_a_peft_directory_or_a_newer_format_is_named(tmp_path):
+    model = get_model(tiny_causal_lm("llama"), LoraConfig(r=2))
+    model.export_peft_lora(tmp_path / "peft")
+    base = tiny_causal_lm("llama")
+    with pytest.raises(ValueError, match=r"is a PEFT adapter \(LORA\), not a qpeft one; .*PeftModel.from_pretrained"):
+        load_adapter(base, tmp_path / "peft")
+    assert not _has_adapters(base)
+    _saved(tmp_path / "new")
+    cfg = tmp_path / "new" / "adapter_config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "format_version": 99}))
+    with pytest.raises(ValueError, match="format version 99, newer than this qpeft reads.*upgrade qpeft"):
+        load_adapter(base, tmp_path / "new")
+
+
+def test_format_1_adapters_still_load(tmp_path):
+    """Format 1 named tensors after the base model's modules, without the wrapper's prefix."""
+    from safetensors.torch import load_file, save_file
+
+    model = get_model(tiny_causal_lm("llama"), LoraConfig(r=2))
+    with torch.no_grad():
+        for p in model.adapter_state().values():
+            p.add_(0.05)
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    save_file({k.removeprefix("model."): v for k, v in tensors.items()}, tmp_path / "adapter_model.safetensors")
+    cfg = tmp_path / "adapter_config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "format_version": 1}))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(
+            load_adapter(tiny_causal_lm("llama"), tmp_path)(input_ids=ids).logits, model(input_ids=ids).logits
+        )
+
+
+def test_train_target_modules_flag():
+    import argparse
+
+    from qpeft.cli import add_train_flags, config_from_args
+    from qpeft.train import TrainConfig, adapter_config
+
+    parser = argparse.ArgumentParser()
+    add_train_flags(parser)
+    config = config_from_args(parser.parse_args(["--method", "lora", "--target-modules", "all-linear"]))
+    assert adapter_config(config).target_modules == "all-linear"
+
+    assert adapter_config(TrainConfig(method="lora", target_modules="q_proj, k_proj")).target_modules == [
+        "q_proj",
+        "k_proj",
+    ]
+    assert adapter_config(TrainConfig(method="lora", target_modules="all-linear")).target_modules == "all-linear"
+    assert adapter_config(TrainConfig(method="lora")).target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match="`target_modules` must be a non-empty list"):
+        adapter_config(TrainConfig(method="lora", target_modules=" , "))

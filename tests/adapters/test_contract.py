@@ -61,7 +61,7 @@ def test_fresh_adapter_is_exact_noop_and_only_adapters_train(method, kind):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".base_layer." not in n for n in trainable)
     adapter_names = {
-        f"base_model.{name}.{p}" for name, layer in model.adapter_layers.items() for p in layer.adapter_parameters()
+        f"model.{name}.{p}" for name, layer in model.adapter_layers.items() for p in layer.adapter_parameters()
     }
     assert set(trainable) == adapter_names
 
@@ -85,7 +85,11 @@ def test_save_load_round_trip_is_exact(method, kind, tmp_path):
     with torch.no_grad():
         expected = model(input_ids=ids).logits
     model.save_adapter(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "model.safetensors.index.json",
+    }
     from safetensors.torch import load_file
 
     assert all(".base_layer." not in k for k in load_file(tmp_path / "adapter_model.safetensors"))

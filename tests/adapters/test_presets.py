@@ -9,6 +9,7 @@ from qpeft.adapters.qtha.layer import QTHALayer
 
 
 def smollm2_shapes():
+    """SmolLM2-135M's Llama config; build it under ``torch.device("meta")`` for shapes only."""
     import transformers as tf
 
     cfg = tf.LlamaConfig(
@@ -65,6 +66,36 @@ def test_print_trainable_parameters(capsys):
     assert all(isinstance(m, QTHALayer) for m in model.adapter_layers.values())
 
 
-def test_every_preset_builds():
-    for name in PRESETS:
-        assert preset(name, r=4).r == 4
+# Trainable parameters per preset on SmolLM2-135M, derived by hand. Targets: q_proj 576 -> 576
+# and v_proj 576 -> 192 in each of 30 layers (60 modules). MPO with 2 cores, D = 6, r = 8:
+# 576 = 24 x 24, 192 = 16 x 12, r = 4 x 2; a core is (D_prev, i, j, D_next), D = min(6, ...) = 6.
+_A = 24 * 4 * 6 + 6 * 24 * 2  # 576 -> 8: 864
+_B_Q = 4 * 24 * 6 + 6 * 2 * 24  # 8 -> 576: 864
+_B_V = 4 * 16 * 6 + 6 * 2 * 12  # 8 -> 192: 528
+_MPO = 30 * (2 * _A + _B_Q + _B_V)  # 93,600
+_MODULES = 60
+EXPECTED = {
+    "lora": 30 * 8 * ((576 + 576) + (576 + 192)),
+    "mpo": _MPO,
+    # hardware_efficient: 2 angles per qubit per layer, 2 layers; gamma: r = 8 per module
+    "qtha-default": _MPO + _MODULES * (2 * 3 * 2 + 8),  # 3 qubits (amplitude-encoded r = 8)
+    "qtha-angle": _MPO + _MODULES * (2 * 8 * 2 + 8),  # 8 qubits
+    "qtha-weights": _MPO + _MODULES * (2 * 6 * 2),  # 6 qubits (r^2 = 64 probabilities), no gamma
+    # MLP r -> hidden -> r with hidden = round(12 / (8 + 8)) = 1, plus gamma
+    "qtha-mlp": _MPO + _MODULES * (8 * 1 + 1 * 8 + 8),
+    "qtha-none": _MPO,
+}
+
+
+def test_the_expected_counts_cover_every_preset():
+    assert set(EXPECTED) == set(PRESETS)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_on_smollm2_shapes(name):
+    with torch.device("meta"):
+        model = get_model(smollm2_shapes(), name)
+    method = PRESETS[name][0]
+    assert len(model.adapter_layers) == _MODULES
+    assert all(layer.config.method == method for layer in model.adapter_layers.values())
+    assert model.trainable_parameter_count() == EXPECTED[name]

@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from qpeft.adapters import QTHAConfig, get_model
+from qpeft.quantum import probabilities, simulate
 from qpeft.testing import tiny_causal_lm
+
+NOISE = {"depolarizing": 0.02, "depolarizing_2q": 0.05, "readout_p01": 0.03}
 
 
 def _steps(model, n=2):
@@ -24,7 +27,7 @@ def _steps(model, n=2):
     [
         {"qnn_mode": "weights", "backend": "shots", "shots": 512, "diff_method": "parameter_shift"},
         {"qnn_mode": "weights", "backend": "shots", "shots": 512, "diff_method": "hybrid"},
-        {"encoding": "amplitude", "backend": "noisy", "diff_method": "backprop"},
+        {"encoding": "amplitude", "backend": "noisy", "noise": NOISE, "diff_method": "backprop"},
         {"qnn_mode": "weights", "backend": "qiskit", "shots": 256, "diff_method": "parameter_shift"},
     ],
     ids=["shots-shift", "shots-hybrid", "noisy-backprop", "aer-shift"],
@@ -38,3 +41,8 @@ def test_qtha_trains_on_other_backends(fields):
     loss = _steps(model, 3)
     assert torch.isfinite(loss)
     assert not torch.equal(qnn.weights, start)  # the circuit's angles were trained through that backend
+    if fields["backend"] == "noisy":  # and the circuit that trained was the noisy one
+        h = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            exact = probabilities(simulate(qnn.circuit, h, qnn.weights))
+            assert (qnn(h) - exact).abs().max() > 1e-2

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from qpeft.backends import get_backend
-from qpeft.quantum import QuantumLayer, hardware_efficient
-from qpeft.testing import random_circuit
+from qpeft.qnn import QuantumLayer
+from qpeft.quantum import hardware_efficient
+from qpeft.testing import GRAD_TOL, SDK_TOL, random_circuit
 
 SDKS = [
     ("qiskit", "qiskit_aer", {}),
@@ -32,7 +33,7 @@ def test_sdk_backend_matches_simulator(name, module, options, observable):
     exact = get_backend("torch", dtype=torch.complex128).run(c, x, w, observable)
     out = get_backend(name, **options).run(c, x, w, observable)
     assert out.shape == exact.shape
-    torch.testing.assert_close(out, exact, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(out, exact, **SDK_TOL)
 
 
 def test_qiskit_shots_within_four_standard_errors():
@@ -59,8 +60,8 @@ def test_pennylane_backend_trains_by_backprop_and_shift():
         layer = QuantumLayer(c, backend=backend, diff_method=method).double()
         layer(x).sum().backward()
         grads.append(layer.weights.grad)
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(grads[0], grads[2], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], **GRAD_TOL)
+    torch.testing.assert_close(grads[0], grads[2], **GRAD_TOL)
 
 
 def test_missing_backend_name():

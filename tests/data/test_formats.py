@@ -113,11 +113,11 @@ def test_arithmetic_task_is_seeded_and_correct():
             lhs, rhs = line.split(" = ")
             assert eval(lhs) == int(rhs)  # noqa: S307 - our own generated "a op b"
         assert e.messages[1]["content"].endswith(f"#### {e.answer}")
-    assert len(e.messages[1]["content"].splitlines()) == 4  # three steps + answer at level 3
+        assert len(e.messages[1]["content"].splitlines()) == 4  # three steps + answer at level 3
 
 
 def test_split_is_deterministic_and_disjoint():
-    examples = arithmetic_task(40)
+    examples = arithmetic_task(40, seed=0)
     train, test = train_test_split(examples, 0.25, seed=3)
     again = train_test_split(examples, 0.25, seed=3)
     assert [e.source for e in train] == [e.source for e in again[0]]

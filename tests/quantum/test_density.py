@@ -9,15 +9,16 @@ import torch
 
 from qpeft.quantum import Circuit, Input, NoiseModel, Weight, expval_z, simulate, simulate_density
 from qpeft.quantum.density import density_expval_z, density_probabilities, pure_to_density
-from qpeft.testing import TOL, random_circuit
+from qpeft.testing import DEFAULT_MIXED_TOL, FD_TOL, TOL, random_circuit
 
 C128 = torch.complex128
 
 
 def test_zero_noise_equals_statevector():
     c = random_circuit(4, 30, seed=5)
-    x = torch.rand(3, c.n_inputs, dtype=torch.float64)
-    w = torch.rand(c.n_weights, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, c.n_inputs, dtype=torch.float64, generator=g)
+    w = torch.rand(c.n_weights, dtype=torch.float64, generator=g)
     rho = simulate_density(c, x, w, NoiseModel(), dtype=C128)
     psi = simulate(c, x, w, dtype=C128)
     torch.testing.assert_close(rho, pure_to_density(psi), **TOL[C128])
@@ -55,15 +56,14 @@ def test_damping_and_readout_closed_forms():
     torch.testing.assert_close(z, torch.tensor([1 - 2 * p01, -(1 - 2 * p10)], dtype=torch.float64))
 
 
-def test_matches_pennylane_default_mixed():
+@pytest.mark.parametrize("seed", [0, 24, 37, 46])  # 24, 46: the largest strays seen
+def test_matches_pennylane_default_mixed(seed):
     qml = pytest.importorskip("pennylane")
     from qpeft.backends.pennylane import apply_pennylane_ops
 
     noise = NoiseModel(depolarizing=0.03, amplitude_damping=0.02, phase_damping=0.04)
     c = random_circuit(3, 12, seed=2, gates=["RX", "RY", "RZ", "H", "U3", "S"])
-    # Seeded: default.mixed itself strays ~1e-8 from the exact statevector at some angles
-    # (seen for generator seeds 36-39 even without noise), while ours matches it to 1e-16.
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     x = torch.rand(1, c.n_inputs, dtype=torch.float64, generator=g)
     w = torch.rand(c.n_weights, dtype=torch.float64, generator=g)
     rho = simulate_density(c, x, w, noise, dtype=C128).reshape(8, 8)
@@ -78,7 +78,7 @@ def test_matches_pennylane_default_mixed():
                 qml.PhaseDamping(noise.phase_damping, wires=wire)
         return qml.density_matrix(wires=[0, 1, 2])
 
-    np.testing.assert_allclose(rho.numpy(), np.asarray(theirs()), atol=1e-10)
+    np.testing.assert_allclose(rho.numpy(), np.asarray(theirs()), **DEFAULT_MIXED_TOL)
 
 
 def test_noisy_gradients_match_finite_differences():
@@ -95,14 +95,15 @@ def test_noisy_gradients_match_finite_differences():
         (loss(w.detach() + eps * e) - loss(w.detach() - eps * e)).item() / (2 * eps)
         for e in torch.eye(2, dtype=torch.float64)
     ]
-    np.testing.assert_allclose(w.grad.numpy(), fd, atol=1e-7)
+    np.testing.assert_allclose(w.grad.numpy(), fd, **FD_TOL)
 
 
 def test_trace_is_preserved():
     noise = NoiseModel(depolarizing=0.2, depolarizing_2q=0.3, amplitude_damping=0.1, phase_damping=0.1)
     c = random_circuit(3, 20, seed=1)
-    rho = simulate_density(c, torch.rand(2, c.n_inputs), torch.rand(c.n_weights), noise)
-    assert torch.allclose(density_probabilities(rho).sum(-1), torch.ones(2), atol=1e-5)
+    g = torch.Generator().manual_seed(1)
+    rho = simulate_density(c, torch.rand(2, c.n_inputs, generator=g), torch.rand(c.n_weights, generator=g), noise)
+    assert torch.allclose(density_probabilities(rho).sum(-1), torch.ones(2), **TOL[torch.complex64])
 
 
 def test_noise_probabilities_are_validated():

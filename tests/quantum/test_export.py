@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from qpeft.quantum import hardware_efficient, simulate, to_originir, to_qasm2, to_qasm3
-from qpeft.testing import random_circuit
+from qpeft.testing import EXACT_TOL, SDK_TOL, random_circuit
 
 SEEDS = [(n, s) for n in (1, 2, 3, 4) for s in (0, 1)]
 
@@ -22,9 +22,9 @@ def _bound(n, seed):
 def _qiskit_state(qc, n):
     from qiskit.quantum_info import Statevector
 
-    from qpeft.backends.qiskit import from_qiskit_order
+    from qpeft.quantum.bitorder import reverse_bit_order
 
-    return from_qiskit_order(Statevector(qc).data, n)
+    return reverse_bit_order(Statevector(qc).data, n)
 
 
 @pytest.mark.parametrize("n,seed", SEEDS)
@@ -33,7 +33,7 @@ def test_qasm2_round_trip(n, seed):
     c, x, w, ours = _bound(n, seed)
     text = to_qasm2(c, x, w)
     assert text.startswith("OPENQASM 2.0;")
-    np.testing.assert_allclose(_qiskit_state(qasm2.loads(text), n), ours, atol=1e-10)
+    np.testing.assert_allclose(_qiskit_state(qasm2.loads(text), n), ours, **EXACT_TOL)
 
 
 @pytest.mark.parametrize("n,seed", SEEDS)
@@ -43,14 +43,14 @@ def test_qasm3_round_trip(n, seed):
     c, x, w, ours = _bound(n, seed)
     text = to_qasm3(c, x, w)
     assert text.startswith("OPENQASM 3.0;")
-    np.testing.assert_allclose(_qiskit_state(qasm3.loads(text), n), ours, atol=1e-10)
+    np.testing.assert_allclose(_qiskit_state(qasm3.loads(text), n), ours, **EXACT_TOL)
 
 
 @pytest.mark.parametrize("n,seed", SEEDS)
 def test_originir_round_trip_through_pyqpanda3(n, seed):
     core = pytest.importorskip("pyqpanda3.core")
     from qpeft.backends.pyqpanda3 import originir_to_qprog
-    from qpeft.backends.qiskit import from_qiskit_order
+    from qpeft.quantum.bitorder import reverse_bit_order
 
     c, x, w, ours = _bound(n, seed)
     text = to_originir(c, x, w)
@@ -58,8 +58,8 @@ def test_originir_round_trip_through_pyqpanda3(n, seed):
     qvm = core.CPUQVM()
     qvm.run(originir_to_qprog(text), 1)
     # QPanda indexes basis states little-endian, like Qiskit
-    theirs = from_qiskit_order(np.asarray(qvm.result().get_state_vector()), n)
-    np.testing.assert_allclose(theirs, ours, atol=1e-7)
+    theirs = reverse_bit_order(np.asarray(qvm.result().get_state_vector()), n)
+    np.testing.assert_allclose(theirs, ours, **SDK_TOL)
 
 
 def test_export_needs_a_bound_circuit():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qpeft.quantum import GATES, Circuit, Const, gate_matrix, get_gate, simulate
-from qpeft.testing import TOL
+from qpeft.testing import FD_TOL, MATRIX_TOL, TOL
 
 ANGLES = (0.37, -1.21, 2.05)
 
@@ -54,18 +54,16 @@ def test_gate_matches_qiskit(name):
     # Qiskit is little-endian: reverse the bit order of rows and columns.
     perm = [int(f"{k:0{n}b}"[::-1], 2) for k in range(2**n)]
     theirs = theirs[np.ix_(perm, perm)]
-    np.testing.assert_allclose(our_unitary(name, _wires(name), n), theirs, atol=1e-12)
+    np.testing.assert_allclose(our_unitary(name, _wires(name), n), theirs, **MATRIX_TOL)
 
 
 @pytest.mark.parametrize("name", sorted(GATES))
 def test_gate_matches_pennylane(name):
     qml = pytest.importorskip("pennylane")
-    from qpeft.backends.pennylane import _NAMES
-
     gate = GATES[name]
-    op = getattr(qml, _NAMES[name])(*ANGLES[: gate.n_params], wires=_wires(name))
+    op = getattr(qml, gate.pennylane)(*ANGLES[: gate.n_params], wires=_wires(name))
     theirs = qml.matrix(op, wire_order=[0, 1])
-    np.testing.assert_allclose(our_unitary(name, _wires(name), 2), theirs, atol=1e-12)
+    np.testing.assert_allclose(our_unitary(name, _wires(name), 2), theirs, **MATRIX_TOL)
 
 
 @pytest.mark.parametrize("name", sorted(g for g in GATES if GATES[g].n_params))
@@ -86,7 +84,7 @@ def test_shift_rule_gives_exact_derivative(name):
 
         shifted = sum(c * (f(theta + s) - f(theta - s)) for c, s in gate.shift_rule)
         fd = (f(theta + 1e-6) - f(theta - 1e-6)) / 2e-6
-        assert math.isclose(shifted, fd, abs_tol=1e-7), (name, k, shifted, fd)
+        assert math.isclose(shifted, fd, abs_tol=FD_TOL["atol"], rel_tol=FD_TOL["rtol"]), (name, k, shifted, fd)
 
 
 def test_unknown_gate_lists_known_ones():
@@ -94,3 +92,19 @@ def test_unknown_gate_lists_known_ones():
         get_gate("FOO")
     with pytest.raises(ValueError, match="unknown gate"):
         Circuit(2).add("FOO", [0])
+
+
+@pytest.mark.parametrize("name", sorted(GATES))
+def test_gate_flags_match_its_matrix(name):
+    """`diagonal` and `permutation` (one non-zero per row and column) hold for seeded random
+    angles exactly when the entry says so; the names are the ones the exporters use."""
+    gate = GATES[name]
+    g = torch.Generator().manual_seed(0)
+    angles = [torch.rand(8, generator=g, dtype=torch.float64) * 6 - 3 for _ in range(gate.n_params)]
+    m = gate_matrix(name, angles, dtype=torch.complex128).reshape(-1, 2**gate.n_wires, 2**gate.n_wires)
+    nonzero = m.abs() > 1e-12
+    off_diagonal = nonzero & ~torch.eye(2**gate.n_wires, dtype=torch.bool)
+    assert bool(off_diagonal.any()) is not gate.diagonal
+    one_per_line = bool((nonzero.sum(-1) == 1).all() and (nonzero.sum(-2) == 1).all())
+    assert one_per_line is gate.permutation
+    assert gate.qasm and gate.qiskit and gate.pennylane and gate.originir

@@ -31,7 +31,9 @@ def test_z_estimates_within_four_standard_errors():
 
 def test_pauli_string_estimates_within_four_standard_errors():
     c = random_circuit(3, 20, seed=4)
-    state = simulate(c, torch.rand(2, c.n_inputs), torch.rand(c.n_weights), dtype=torch.complex128)
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.rand(2, c.n_inputs, generator=g), torch.rand(c.n_weights, generator=g)
+    state = simulate(c, x, w, dtype=torch.complex128)
     paulis = ["XYZ", "IIX", "YIY", "ZZI"]
     exact = expval_pauli(state, paulis)
     est = sample_expval_pauli(state, paulis, 5000, torch.Generator().manual_seed(2))

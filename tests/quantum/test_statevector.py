@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from qpeft.qnn import QuantumLayer
 from qpeft.quantum import (
     Circuit,
     Input,
-    QuantumLayer,
     Weight,
     build_ansatz,
     expval_pauli,
@@ -18,7 +18,7 @@ from qpeft.quantum import (
     simulate,
 )
 from qpeft.quantum.statevector import check_memory
-from qpeft.testing import TOL, random_circuit
+from qpeft.testing import EXACT_TOL, TOL, random_circuit
 
 CASES = [(n, seed) for n in range(1, 7) for seed in range(3)]
 
@@ -35,14 +35,15 @@ def test_random_circuit_matches_qiskit(n, seed):
     pytest.importorskip("qiskit")
     from qiskit.quantum_info import Statevector
 
-    from qpeft.backends.qiskit import from_qiskit_order, to_qiskit
+    from qpeft.backends.qiskit import to_qiskit
+    from qpeft.quantum.bitorder import reverse_bit_order
 
     c = random_circuit(n, 12 + 3 * n, seed)
     x, w = _args(c, 3, seed)
     ours = simulate(c, x, w, dtype=torch.complex128).reshape(3, -1).numpy()
     for b in range(3):
-        theirs = from_qiskit_order(Statevector(to_qiskit(c, x[b].numpy(), w.numpy())).data, n)
-        np.testing.assert_allclose(ours[b], theirs, atol=1e-10)
+        theirs = reverse_bit_order(Statevector(to_qiskit(c, x[b].numpy(), w.numpy())).data, n)
+        np.testing.assert_allclose(ours[b], theirs, **EXACT_TOL)
 
 
 @pytest.mark.parametrize("n,seed", CASES)
@@ -67,15 +68,16 @@ def test_qubit_order_conversion_is_explicit():
     pytest.importorskip("qiskit")
     from qiskit.quantum_info import Statevector
 
-    from qpeft.backends.qiskit import from_qiskit_order, to_qiskit, to_qiskit_order
+    from qpeft.backends.qiskit import to_qiskit
+    from qpeft.quantum.bitorder import reverse_bit_order
 
     c = Circuit(3).add("X", [0])  # wire 0 is the most significant bit: |100> = index 4
     ours = simulate(c, dtype=torch.complex128).reshape(-1)
     assert ours[4] == 1
     theirs = Statevector(to_qiskit(c)).data  # Qiskit: qubit 0 least significant -> index 1
     assert theirs[1] == 1
-    np.testing.assert_array_equal(from_qiskit_order(theirs, 3), ours.numpy())
-    np.testing.assert_array_equal(to_qiskit_order(ours.numpy(), 3), theirs)
+    np.testing.assert_array_equal(reverse_bit_order(theirs, 3), ours.numpy())
+    np.testing.assert_array_equal(reverse_bit_order(ours.numpy(), 3), theirs)
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
@@ -129,10 +131,10 @@ def test_readouts_match_qiskit():
     ours = expval_pauli(state, paulis)[0]
     # Qiskit labels are little-endian: the last letter acts on qubit 0.
     theirs = [sv.expectation_value(SparsePauliOp(p[::-1])).real for p in paulis]
-    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-10)
+    np.testing.assert_allclose(ours.numpy(), theirs, **EXACT_TOL)
     z = expval_z(state)[0]
     theirs_z = [sv.expectation_value(SparsePauliOp("I" * (n - 1 - k) + "Z" + "I" * k)).real for k in range(n)]
-    np.testing.assert_allclose(z.numpy(), theirs_z, atol=1e-10)
+    np.testing.assert_allclose(z.numpy(), theirs_z, **EXACT_TOL)
     probs = probabilities(state)
     assert torch.allclose(probs.sum(-1), torch.ones(1, dtype=torch.float64))
 

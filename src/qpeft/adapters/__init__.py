@@ -2,9 +2,8 @@
 
 from qpeft.adapters.base import AdapterLayer
 from qpeft.adapters.config import AdapterConfig, field_help
-from qpeft.adapters.io import load_adapter, save_adapter
 from qpeft.adapters.lora.config import LoraConfig
-from qpeft.adapters.model import QPeftModel, get_model
+from qpeft.adapters.model import QPeftModel, get_model, load_adapter, save_adapter
 from qpeft.adapters.mpo.config import MPOConfig
 from qpeft.adapters.presets import PRESETS, preset
 from qpeft.adapters.qtha.config import QTHAConfig

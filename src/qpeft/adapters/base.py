@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from qpeft.adapters.config import AdapterConfig
+from qpeft.adapters.config import ALL_LINEAR, AdapterConfig
 
 try:  # GPT-2 style models use Conv1D (weight stored as (d_in, d_out))
     from transformers.pytorch_utils import Conv1D
@@ -44,6 +44,7 @@ class AdapterLayer(nn.Module):
         self.scaling = config.scaling
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.merged = False
+        self.disabled = False  # set by QPeftModel.disable_adapter(): the base layer alone
         for p in self.base_layer.parameters():
             p.requires_grad_(False)
 
@@ -73,7 +74,7 @@ class AdapterLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         y = self.base_layer(x, *args, **kwargs)
-        if self.merged:
+        if self.merged or self.disabled:
             return y
         x = self.dropout(x)
         if self.recompute and self.training and torch.is_grad_enabled():
@@ -108,12 +109,17 @@ class AdapterLayer(nn.Module):
 
 
 def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
-    """Full names of the linear modules ``config.target_modules`` selects.
+    """Full names of the linear modules ``config.target_modules`` selects (``all-linear``:
+    every linear module but the output layer, as in PEFT).
 
     Raises ValueError listing the linear module names that exist when nothing matches.
     """
     linear = [name for name, module in model.named_modules() if is_linear(module)]
     targets = [name for name in linear if config.matches(name)]
+    if config.target_modules == ALL_LINEAR:
+        get_output = getattr(model, "get_output_embeddings", None)
+        output = get_output() if callable(get_output) else None
+        targets = [name for name in targets if model.get_submodule(name) is not output]
     if not targets:
         leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
         example = f" (e.g. {linear[0]})" if linear else ""
@@ -130,13 +136,12 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def inject(model: nn.Module, config: AdapterConfig, targets: list[str] | None = None) -> dict[str, AdapterLayer]:
-    """Wrap every target of ``model`` (in place) with the config's adapter layer and freeze
+def inject(
+    model: nn.Module, config: AdapterConfig, layer_cls: type[AdapterLayer], targets: list[str] | None = None
+) -> dict[str, AdapterLayer]:
+    """Wrap every target of ``model`` (in place) with ``layer_cls(base, config)`` and freeze
     everything else. Returns {module name: adapter layer}."""
-    from qpeft.adapters.registry import layer_class
-
     targets = find_targets(model, config) if targets is None else targets
-    cls = layer_class(config.method)
     for p in model.parameters():
         p.requires_grad_(False)
     layers = {}
@@ -144,7 +149,7 @@ def inject(model: nn.Module, config: AdapterConfig, targets: list[str] | None = 
         base = model.get_submodule(name)
         if isinstance(base, AdapterLayer):
             raise ValueError(f"module {name} already has an adapter; load or inject onto a fresh base model")
-        layer = cls(base, config)
+        layer = layer_cls(base, config).train(base.training)
         replace_module(model, name, layer)
         layers[name] = layer
     return layers

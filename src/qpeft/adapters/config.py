@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+#: ``target_modules`` value selecting every linear layer except the output layer (PEFT's name)
+ALL_LINEAR = "all-linear"
+
 
 def doc(default: Any, help: str, **kwargs) -> Any:  # noqa: A002 - "help" reads best here
     """A dataclass field whose documentation lives in its metadata."""
@@ -58,7 +61,8 @@ class AdapterConfig:
     target_modules: list[str] | str = doc(
         ["q_proj", "v_proj"],
         "Linear modules to adapt: a list of names (a module matches if its full name equals "
-        "or ends with '.name') or one regular expression matched against full names",
+        f"or ends with '.name'), '{ALL_LINEAR}' (every linear layer but the output layer, as in PEFT), "
+        "or one regular expression matched against full names",
     )
 
     def __post_init__(self) -> None:
@@ -90,26 +94,16 @@ class AdapterConfig:
         return self.alpha / self.r
 
     def matches(self, name: str) -> bool:
-        """Whether the module with full name ``name`` is a target."""
+        """Whether the module with full name ``name`` is a target (``all-linear``: every linear
+        module qualifies; :func:`qpeft.adapters.base.find_targets` leaves out the output layer)."""
+        if self.target_modules == ALL_LINEAR:
+            return True
         if isinstance(self.target_modules, str):
             return re.fullmatch(self.target_modules, name) is not None
         return any(name == t or name.endswith("." + t) for t in self.target_modules)
 
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self)}
-
-    @staticmethod
-    def from_dict(data: dict) -> AdapterConfig:
-        """Rebuild a config saved by :meth:`to_dict` (unknown keys are an error)."""
-        from qpeft.adapters.registry import config_class
-
-        data = dict(data)
-        cls = config_class(data.pop("method", None))
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.method} config field(s) {unknown}; known: {sorted(names)}")
-        return cls(**data)
 
 
 @dataclass

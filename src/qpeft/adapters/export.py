@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from qpeft.adapters.io import _atomic_write
-from qpeft.adapters.model import QPeftModel
+from qpeft.adapters.base import AdapterLayer
+from qpeft.adapters.config import AdapterConfig
+from qpeft.adapters.io import atomic_write
 
 
 def lora_factors(delta: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,17 +31,17 @@ def lora_factors(delta: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
     return a, b
 
 
-def export_peft_lora(model: QPeftModel, directory: str | Path) -> Path:
-    from safetensors.torch import save_file
-
-    config = model.adapter_config
+def export_peft_lora(
+    layers: dict[str, AdapterLayer], config: AdapterConfig, directory: str | Path, base_model_name: str | None = None
+) -> Path:
+    """Write the adapter ``layers`` (module name -> layer) as a standard PEFT LoRA directory."""
     if not config.mergeable:
-        layer = next(iter(model.adapter_layers.values()))
+        layer = next(iter(layers.values()))
         raise ValueError(f"cannot export as LoRA: {layer.not_mergeable_reason()}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, fan_in_fan_out = {}, False
-    for name, layer in model.adapter_layers.items():
+    for name, layer in layers.items():
         with torch.no_grad():
             delta = layer.delta_weight() * layer.scaling  # (d_out, d_in)
         a, b = lora_factors(delta, config.r)
@@ -53,17 +55,15 @@ def export_peft_lora(model: QPeftModel, directory: str | Path) -> Path:
         "r": config.r,
         "lora_alpha": config.r,
         "lora_dropout": 0.0,
-        "target_modules": sorted(model.adapter_layers),
+        "target_modules": sorted(layers),
         "bias": "none",
         "fan_in_fan_out": fan_in_fan_out,
         "inference_mode": True,
-        "base_model_name_or_path": getattr(getattr(model.base_model, "config", None), "_name_or_path", None),
+        "base_model_name_or_path": base_model_name,
     }
-    _atomic_write(
+    atomic_write(
         directory / "adapter_model.safetensors",
         lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
     )
-    _atomic_write(
-        directory / "adapter_config.json", lambda tmp: Path(tmp).write_text(json.dumps(peft_config, indent=2))
-    )
+    atomic_write(directory / "adapter_config.json", lambda tmp: Path(tmp).write_text(json.dumps(peft_config, indent=2)))
     return directory

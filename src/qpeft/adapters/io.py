@@ -1,8 +1,16 @@
-"""Save and load adapters: ``adapter_config.json`` + ``adapter_model.safetensors``.
+"""The adapter directory format: ``adapter_config.json`` + ``adapter_model.safetensors``
+(+ ``model.safetensors.index.json``).
 
 Writes are atomic (temporary file, then rename), so an interrupted save never leaves a
-half-written adapter behind. Loading checks everything (config, module shapes, tensor
-names and shapes) before it changes the base model, so a bad file loads nothing.
+half-written adapter behind. Reading checks everything (format, config, module shapes,
+tensor names and shapes) before anything is copied, so a bad file loads nothing.
+
+The file names are PEFT's, the schema is not: the config is marked ``"format": "qpeft"``,
+and its ``peft_type`` is a sentence that PEFT cannot resolve, so ``peft.PeftModel.from_pretrained``
+fails with a message that names ``qpeft.load_adapter`` and ``qpeft export``. The index maps
+every saved tensor to the weights file, in the format of a sharded transformers checkpoint:
+it is how ``transformers.Trainer(resume_from_checkpoint=...)`` finds the adapter weights
+in a checkpoint that holds no base model.
 """
 
 from __future__ import annotations
@@ -10,21 +18,31 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qpeft.adapters.base import in_out_features, inject, is_linear, remove
-from qpeft.adapters.config import AdapterConfig
-from qpeft.adapters.model import QPeftModel
+from qpeft.adapters.base import in_out_features, is_linear
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-FORMAT_VERSION = 1
+INDEX_NAME = "model.safetensors.index.json"
+FORMAT = "qpeft"
+#: 2: tensor names are those of the QPeftModel (``model.<module>.<parameter>``); 1: of the base model
+FORMAT_VERSION = 2
+#: what saved tensor names put before ``<module>.<parameter>``: the QPeftModel attribute holding the base model
+TENSOR_PREFIX = "model."
+NOT_PEFT = (
+    "qpeft: this is a qpeft adapter, not a PEFT one; load it with qpeft.load_adapter(base_model, directory) "
+    "or convert a mergeable adapter to a PEFT LoRA with `qpeft export`"
+)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
@@ -35,48 +53,54 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_adapter(model: QPeftModel, directory: str | Path) -> Path:
-    from safetensors.torch import save_file
-
+def write_adapter(directory: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write the weights, the index and the config (``meta`` gains the format marks)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, layer in model.adapter_layers.items():
-        if layer.merged:
-            raise ValueError(f"module {name} is merged; unmerge() before saving the adapter on its own")
-        for pname, p in layer.adapter_parameters().items():
-            tensors[f"{name}.{pname}"] = p.detach().contiguous().cpu()
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "method": model.adapter_config.method,
-        "config": model.adapter_config.to_dict(),
-        "base_model_name_or_path": getattr(getattr(model.base_model, "config", None), "_name_or_path", None),
-        "modules": {name: [layer.d_in, layer.d_out] for name, layer in model.adapter_layers.items()},
+    tensors = {k: t.detach().contiguous().cpu() for k, t in tensors.items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "peft_type": NOT_PEFT, **meta}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+        "weight_map": dict.fromkeys(sorted(tensors), WEIGHTS_NAME),
     }
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
+    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return directory
 
 
 def read_adapter_config(directory: str | Path) -> dict:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}; point to a directory written by save_adapter()")
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}; point to a directory written by save_pretrained()")
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(
             f"{path} is not valid JSON ({err}); the file is corrupt or truncated, save the adapter again"
         ) from err
+    if isinstance(meta, dict) and "peft_type" in meta and meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is a PEFT adapter ({meta['peft_type']}), not a qpeft one; load it with "
+            "peft.PeftModel.from_pretrained"
+        )
     if not isinstance(meta, dict) or "config" not in meta or "modules" not in meta:
         raise ValueError(f"{path} lacks the 'config' / 'modules' entries of a qpeft adapter config")
+    if meta.get("format_version", 1) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {meta['format_version']}, newer than this qpeft reads "
+            f"({FORMAT_VERSION}); upgrade qpeft"
+        )
     return meta
 
 
-def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def tensor_prefix(meta: dict) -> str:
+    """What the saved tensor names put before ``<module>.<parameter>``."""
+    return "" if meta.get("format_version", 1) == 1 else TENSOR_PREFIX
 
-    path = directory / WEIGHTS_NAME
+
+def read_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory}; the adapter directory is incomplete")
     try:
@@ -87,7 +111,8 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
         ) from err
 
 
-def _check_modules(base_model: nn.Module, modules: dict) -> None:
+def check_modules(base_model: nn.Module, modules: dict) -> None:
+    """Every module the adapter targets exists in ``base_model`` as a linear layer of the saved shape."""
     present = dict(base_model.named_modules())
     for name, (d_in, d_out) in modules.items():
         module = present.get(name)
@@ -101,31 +126,12 @@ def _check_modules(base_model: nn.Module, modules: dict) -> None:
             )
 
 
-def load_adapter(base_model: nn.Module, directory: str | Path) -> QPeftModel:
-    """Restore a saved adapter onto a fresh base model (exactly, or not at all)."""
-    directory = Path(directory)
-    meta = read_adapter_config(directory)
-    config = AdapterConfig.from_dict(meta["config"])
-    _check_modules(base_model, meta["modules"])
-    tensors = _read_tensors(directory)
-    layers = inject(base_model, config, targets=list(meta["modules"]))
-    try:
-        copy_weights(layers, tensors, directory)
-    except Exception:
-        remove(base_model, layers)  # nothing half-loaded
-        raise
-    return QPeftModel(base_model, config, layers)
-
-
-def copy_weights(layers: dict, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+def copy_weights(expected: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Check every name and shape first, then copy: all tensors or none."""
-    expected = {
-        f"{name}.{pname}": p for name, layer in layers.items() for pname, p in layer.adapter_parameters().items()
-    }
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(
-            f"{directory / WEIGHTS_NAME} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{source / WEIGHTS_NAME} does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     for key, p in expected.items():
         if tuple(tensors[key].shape) != tuple(p.shape):
@@ -133,11 +139,3 @@ def copy_weights(layers: dict, tensors: dict[str, torch.Tensor], directory: Path
     with torch.no_grad():
         for key, p in expected.items():
             p.copy_(tensors[key].to(dtype=p.dtype, device=p.device))
-
-
-def load_adapter_weights(model: QPeftModel, directory: str | Path) -> None:
-    """Load saved adapter weights into a model that already carries the same adapters
-    (e.g. when resuming training from a checkpoint)."""
-    directory = Path(directory)
-    read_adapter_config(directory)
-    copy_weights(model.adapter_layers, _read_tensors(directory), directory)

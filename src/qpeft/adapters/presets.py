@@ -9,9 +9,9 @@ import dataclasses
 from qpeft.adapters.config import AdapterConfig
 from qpeft.adapters.registry import config_class
 
-# qtha-default amplitude-encodes the r = 8 bottleneck on 3 qubits: on SmolLM2-135M it costs
-# 1.2x a LoRA step with no extra memory, while the 8-qubit angle-encoded QNN (qtha-angle)
-# costs about 1.6x (benchmarks/results/overhead.md).
+# qtha-default amplitude-encodes the r = 8 bottleneck on 3 qubits: on SmolLM2-135M (CPU, fp32)
+# it measured 1.09x a LoRA step and 1.03x its peak memory, while the 8-qubit angle-encoded QNN
+# (qtha-angle) measured 1.61x (benchmarks/results/overhead.md, 2026-11-29).
 _QTHA = {
     "r": 8,
     "alpha": 16.0,

@@ -10,10 +10,13 @@ significant bit). Inputs are ``(batch, n_inputs)`` or None; weights ``(n_weights
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import torch
+
+from qpeft.quantum.statevector import expval_z_from_probs
 
 if TYPE_CHECKING:
     from qpeft.quantum.circuit import Circuit
@@ -54,8 +57,6 @@ class ProbabilityBackend(Backend):
         """(batch, 2^n) probabilities, wire 0 the most significant bit."""
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
-        from qpeft.quantum.statevector import expval_z_from_probs
-
         Backend.check_observable(observable)
         ref = inputs if inputs is not None else weights
         probs = torch.as_tensor(self.probabilities(circuit, inputs, weights), dtype=ref.dtype)
@@ -76,16 +77,34 @@ _REGISTRY = {
 BACKENDS = tuple(_REGISTRY)
 
 
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` (imports its module, not its SDK)."""
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_options(name: str, options: dict) -> None:
+    """Raise ValueError naming the accepted options when backend ``name``'s constructor does
+    not take every key of ``options`` (a constructor with ``**kwargs`` takes any)."""
+    params = list(inspect.signature(backend_class(name).__init__).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"backend {name!r} takes no option(s) {unknown}; its options are {accepted or 'none'}")
+
+
 def get_backend(name: str | Backend, **options) -> Backend:
     """A backend instance from its name (``torch``, ``shots``, ``noisy``, ``qiskit``,
     ``pennylane``, ``pyqpanda3``) and its options, or the given instance unchanged."""
     if isinstance(name, Backend):
         return name
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    check_options(name, options)
+    return backend_class(name)(**options)
 
 
 def require(module: str, extra: str):

@@ -9,28 +9,7 @@ import torch
 
 from qpeft.backends.base import Backend, require
 from qpeft.quantum.circuit import Circuit, Const, Input
-
-_NAMES = {
-    "RX": "RX",
-    "RY": "RY",
-    "RZ": "RZ",
-    "U3": "U3",
-    "H": "Hadamard",
-    "X": "PauliX",
-    "Y": "PauliY",
-    "Z": "PauliZ",
-    "S": "S",
-    "T": "T",
-    "CNOT": "CNOT",
-    "CZ": "CZ",
-    "SWAP": "SWAP",
-    "CRX": "CRX",
-    "CRY": "CRY",
-    "CRZ": "CRZ",
-    "RXX": "IsingXX",
-    "RYY": "IsingYY",
-    "RZZ": "IsingZZ",
-}
+from qpeft.quantum.gates import GATES
 
 
 def apply_pennylane_ops(circuit: Circuit, inputs, weights) -> None:
@@ -50,7 +29,7 @@ def apply_pennylane_ops(circuit: Circuit, inputs, weights) -> None:
                 angles.append(inputs[..., p.index])
             else:
                 angles.append(weights[..., p.index])
-        getattr(qml, _NAMES[op.gate])(*angles, wires=list(op.wires))
+        getattr(qml, GATES[op.gate].pennylane)(*angles, wires=list(op.wires))
 
 
 class PennyLaneBackend(Backend):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from qpeft.backends.base import ProbabilityBackend, require
-from qpeft.backends.qiskit import from_qiskit_order
+from qpeft.quantum.bitorder import reverse_bit_order
 from qpeft.quantum.circuit import Circuit
 
 
@@ -52,4 +52,4 @@ class PyQPanda3Backend(ProbabilityBackend):
             amps = np.asarray(qvm.result().get_state_vector())
             rows.append(np.abs(amps) ** 2)
         # QPanda indexes basis states little-endian (qubit 0 least significant), like Qiskit.
-        return from_qiskit_order(np.stack(rows), circuit.n_qubits)
+        return reverse_bit_order(np.stack(rows), circuit.n_qubits)

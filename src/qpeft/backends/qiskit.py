@@ -1,8 +1,8 @@
 """Qiskit boundary: convert circuits (wire w -> qubit w) and run them on Qiskit Aer.
 
 Qiskit orders basis states little-endian (qubit 0 is the least significant bit); qpeft is
-big-endian (wire 0 most significant). :func:`from_qiskit_order` / :func:`to_qiskit_order`
-convert vectors of length ``2**n`` between the two.
+big-endian (wire 0 most significant). :func:`qpeft.quantum.bitorder.reverse_bit_order`
+converts vectors of length ``2**n`` between the two.
 """
 
 from __future__ import annotations
@@ -10,26 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from qpeft.backends.base import ProbabilityBackend, require
+from qpeft.quantum.bitorder import reverse_bit_order
 from qpeft.quantum.circuit import Circuit, Const, Input, Weight
-from qpeft.quantum.export import QASM_NAMES
+from qpeft.quantum.gates import GATES
 from qpeft.quantum.shots import check_shots
-
-# Qiskit's QuantumCircuit methods are the OpenQASM names, except U3, which is `u` there.
-_NAMES = {**QASM_NAMES, "U3": "u"}
-
-
-def _reverse_bits(vec: np.ndarray, n_qubits: int) -> np.ndarray:
-    lead = vec.shape[:-1]
-    axes = list(range(len(lead))) + [len(lead) + n_qubits - 1 - k for k in range(n_qubits)]
-    return vec.reshape(lead + (2,) * n_qubits).transpose(axes).reshape(lead + (-1,))
-
-
-def from_qiskit_order(vec, n_qubits: int) -> np.ndarray:
-    """A (..., 2^n) vector indexed little-endian (Qiskit) re-indexed big-endian (qpeft)."""
-    return _reverse_bits(np.asarray(vec), n_qubits)
-
-
-to_qiskit_order = from_qiskit_order  # reversing the bit order is its own inverse
 
 
 def to_qiskit(circuit: Circuit, inputs=None, weights=None, parameters=None):
@@ -42,7 +26,7 @@ def to_qiskit(circuit: Circuit, inputs=None, weights=None, parameters=None):
             raise ValueError("an amplitude-encoded circuit needs its input vector to convert")
         vec = np.asarray(inputs, dtype=np.float64)
         vec = vec / np.linalg.norm(vec)
-        prep = qiskit.circuit.library.StatePreparation(to_qiskit_order(vec, circuit.n_qubits))
+        prep = qiskit.circuit.library.StatePreparation(reverse_bit_order(vec, circuit.n_qubits))
         qc.append(prep, range(circuit.n_qubits))
     slot = 0
     for op in circuit.ops:
@@ -58,7 +42,7 @@ def to_qiskit(circuit: Circuit, inputs=None, weights=None, parameters=None):
             else:
                 assert isinstance(p, Weight)
                 angles.append(float(weights[p.index]))
-        getattr(qc, _NAMES[op.gate])(*angles, *op.wires)
+        getattr(qc, GATES[op.gate].qiskit)(*angles, *op.wires)
     return qc
 
 
@@ -118,7 +102,7 @@ class QiskitBackend(ProbabilityBackend):
                 for bits, c in counts.items():
                     row[int(bits, 2)] = c / self.shots
                 rows.append(row)
-        return from_qiskit_order(np.stack(rows), n)
+        return reverse_bit_order(np.stack(rows), n)
 
     def _finish(self, qc):
         if self.shots is None:

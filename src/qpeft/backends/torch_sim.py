@@ -11,6 +11,16 @@ from qpeft.quantum.shots import check_shots, estimate_from_counts, sample_counts
 from qpeft.quantum.simulator import METHODS, simulate, simulate_probabilities
 from qpeft.quantum.statevector import expval_z_from_probs, probabilities, z_signs
 
+COMPLEX_DTYPES = {"complex64": torch.complex64, "complex128": torch.complex128}
+
+
+def complex_dtype(value: torch.dtype | str) -> torch.dtype:
+    """torch.complex64 / complex128, also by name (as a JSON config gives it)."""
+    dtype = COMPLEX_DTYPES.get(value) if isinstance(value, str) else value
+    if dtype not in COMPLEX_DTYPES.values():
+        raise ValueError(f"`dtype` must be one of {sorted(COMPLEX_DTYPES)}, got {value!r}")
+    return dtype
+
 
 def _readout(probs: torch.Tensor, n_qubits: int, observable: str) -> torch.Tensor:
     Backend.check_observable(observable)
@@ -23,10 +33,10 @@ class TorchBackend(Backend):
     name = "torch"
     supports_backprop = True
 
-    def __init__(self, method: str = "auto", dtype: torch.dtype = torch.complex64):
+    def __init__(self, method: str = "auto", dtype: torch.dtype | str = torch.complex64):
         if method not in METHODS:
             raise ValueError(f"unknown simulation method {method!r}; choose one of {METHODS}")
-        self.method, self.dtype = method, dtype
+        self.method, self.dtype = method, complex_dtype(dtype)
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
         probs = simulate_probabilities(circuit, inputs, weights, method=self.method, dtype=self.dtype)
@@ -73,11 +83,11 @@ class NoisyBackend(Backend):
         noise: NoiseModel | dict | None = None,
         shots: int | None = None,
         seed: int | None = None,
-        dtype: torch.dtype = torch.complex64,
+        dtype: torch.dtype | str = torch.complex64,
     ):
         self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
         check_shots(shots, allow_none=True)
-        self.shots, self.dtype = shots, dtype
+        self.shots, self.dtype = shots, complex_dtype(dtype)
         self.supports_backprop = shots is None
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 

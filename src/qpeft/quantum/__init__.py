@@ -5,7 +5,6 @@ from qpeft.quantum.circuit import Circuit, Const, Input, Op, Weight
 from qpeft.quantum.density import NoiseModel, simulate_density
 from qpeft.quantum.export import to_originir, to_qasm2, to_qasm3
 from qpeft.quantum.gates import GATES, gate_matrix, get_gate
-from qpeft.quantum.layer import QuantumLayer
 from qpeft.quantum.shift import parameter_shift
 from qpeft.quantum.simulator import simulate
 from qpeft.quantum.statevector import apply_gate, expval_pauli, expval_z, probabilities
@@ -18,7 +17,6 @@ __all__ = [
     "Input",
     "NoiseModel",
     "Op",
-    "QuantumLayer",
     "Weight",
     "apply_gate",
     "build_ansatz",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qpeft.quantum.gates import get_gate
+from qpeft.quantum.gates import GATES, get_gate
 
 
 @dataclass(frozen=True)
@@ -198,15 +198,11 @@ class Circuit:
         return Circuit(self.n_qubits, ops), input_of_slot, weight_of_slot
 
     def without_final_diagonal(self) -> Circuit:
-        """A copy without the trailing diagonal gates (CZ, RZ, RZZ, CRZ, Z, S, T): they only
+        """A copy without the trailing diagonal gates (``Gate.diagonal``: CZ, RZ, ...): they only
         change phases, so every computational-basis readout (Z expectations, probabilities) is
         unchanged. Inputs and weights keep their indices (Qiskit's pass of the same idea is
         ``RemoveDiagonalGatesBeforeMeasure``)."""
         ops = list(self.ops)
-        while ops and ops[-1].gate in DIAGONAL_GATES:
+        while ops and GATES[ops[-1].gate].diagonal:
             ops.pop()
         return Circuit(self.n_qubits, ops, self.amplitude_encoding, self.n_inputs, self.n_weights)
-
-
-#: Gates whose matrix is diagonal in the computational basis.
-DIAGONAL_GATES = frozenset({"RZ", "Z", "S", "T", "CZ", "CRZ", "RZZ"})

@@ -32,7 +32,7 @@ from qpeft.quantum.statevector import (
 
 
 def _probability(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise ValueError(f"noise `{name}` must be a probability in [0, 1], got {value}")
     return float(value)
 

@@ -10,41 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qpeft.quantum.circuit import Circuit, Const
-
-# Gates that the target's standard library lacks get a definition in the header.
-QASM_NAMES = {
-    "RX": "rx",
-    "RY": "ry",
-    "RZ": "rz",
-    "U3": "u3",
-    "H": "h",
-    "X": "x",
-    "Y": "y",
-    "Z": "z",
-    "S": "s",
-    "T": "t",
-    "CNOT": "cx",
-    "CZ": "cz",
-    "SWAP": "swap",
-    "CRX": "crx",
-    "CRY": "cry",
-    "CRZ": "crz",
-    "RXX": "rxx",
-    "RYY": "ryy",
-    "RZZ": "rzz",
-}
-_DEFINITIONS = {
-    "rzz": "gate rzz(theta) a, b { cx a, b; rz(theta) b; cx a, b; }",
-    "rxx": "gate rxx(theta) a, b { h a; h b; cx a, b; rz(theta) b; cx a, b; h a; h b; }",
-    "ryy": (
-        "gate ryy(theta) a, b { rx(pi/2) a; rx(pi/2) b; cx a, b; rz(theta) b; cx a, b; rx(-pi/2) a; rx(-pi/2) b; }"
-    ),
-    # OpenQASM 2's qelib1.inc has crz but neither crx nor cry; swap is missing too.
-    "crx": "gate crx(theta) c, t { h t; crz(theta) c, t; h t; }",
-    "cry": "gate cry(theta) c, t { ry(theta/2) t; cx c, t; ry(-theta/2) t; cx c, t; }",
-    "swap": "gate swap a, b { cx a, b; cx b, a; cx a, b; }",
-}
-_MISSING = {2: {"rzz", "rxx", "ryy", "crx", "cry", "swap"}, 3: {"rzz", "rxx", "ryy"}}
+from qpeft.quantum.gates import GATES
 
 
 def _bound(circuit: Circuit, inputs, weights) -> Circuit:
@@ -70,15 +36,16 @@ def to_qasm(
     if version not in (2, 3):
         raise ValueError(f"OpenQASM `version` must be 2 or 3, got {version!r}")
     c = _bound(circuit, inputs, weights)
-    used = {QASM_NAMES[op.gate] for op in c.ops}
+    used = {op.gate for op in c.ops}
     if version == 3:
         lines = ["OPENQASM 3.0;", 'include "stdgates.inc";']
     else:
         lines = ["OPENQASM 2.0;", 'include "qelib1.inc";']
-    lines += [_DEFINITIONS[g] for g in _DEFINITIONS if g in used and g in _MISSING[version]]
+    # gates that the version's standard library lacks are defined in the header
+    lines += [g.qasm_definition for g in GATES.values() if g.name in used and version not in g.qasm_stdlib]
     lines.append(f"qubit[{c.n_qubits}] q;" if version == 3 else f"qreg q[{c.n_qubits}];")
     for op in c.ops:
-        name = QASM_NAMES[op.gate]
+        name = GATES[op.gate].qasm
         args = f"({_angles(op)})" if op.params else ""
         wires = ", ".join(f"q[{w}]" for w in op.wires)
         lines.append(f"{name}{args} {wires};")
@@ -95,26 +62,6 @@ def to_qasm2(circuit: Circuit, inputs=None, weights=None) -> str:
     return to_qasm(circuit, inputs, weights, version=2)
 
 
-_ORIGINIR_NAMES = {
-    "RX": "RX",
-    "RY": "RY",
-    "RZ": "RZ",
-    "U3": "U3",
-    "H": "H",
-    "X": "X",
-    "Y": "Y",
-    "Z": "Z",
-    "S": "S",
-    "T": "T",
-    "CNOT": "CNOT",
-    "CZ": "CZ",
-    "SWAP": "SWAP",
-    "RXX": "RXX",
-    "RYY": "RYY",
-    "RZZ": "RZZ",
-}
-
-
 def to_originir(circuit: Circuit, inputs=None, weights=None) -> str:
     """OriginIR text (QPanda / Origin QCloud) of the bound circuit.
 
@@ -125,10 +72,11 @@ def to_originir(circuit: Circuit, inputs=None, weights=None) -> str:
     lines = [f"QINIT {c.n_qubits}", f"CREG {c.n_qubits}"]
     for op in c.ops:
         angles = f",({_angles(op).replace(' ', '')})" if op.params else ""
-        if op.gate in ("CRX", "CRY", "CRZ"):
+        name = GATES[op.gate].originir
+        if name.startswith("CONTROL "):
             ctrl, target = op.wires
-            lines += [f"CONTROL q[{ctrl}]", f"{op.gate[1:]} q[{target}]{angles}", "ENDCONTROL"]
+            lines += [f"CONTROL q[{ctrl}]", f"{name.split()[1]} q[{target}]{angles}", "ENDCONTROL"]
             continue
         wires = ",".join(f"q[{w}]" for w in op.wires)
-        lines.append(f"{_ORIGINIR_NAMES[op.gate]} {wires}{angles}")
+        lines.append(f"{name} {wires}{angles}")
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ import functools
 import torch
 
 from qpeft.quantum.circuit import Circuit, Const, Input, Op
-from qpeft.quantum.gates import gate_matrix
+from qpeft.quantum.gates import GATES, gate_matrix
 from qpeft.quantum.statevector import (
     amplitude_state,
     apply_gate,
@@ -84,7 +84,10 @@ def simulate(
     """Final states, shape (batch, 2, ..., 2).
 
     inputs: (batch, n_inputs); weights: (n_weights,) shared by the batch, or
-    (batch, n_weights). ``method`` is "fast", "gates" or "auto" (fast when it is cheaper).
+    (batch, n_weights). ``method`` is "fast", "gates" or "auto" (the same as "fast"). The
+    fast path folds one set of weights, so with per-row weights every method runs gate by
+    gate. On the fast path a cost model decides, block by block, whether folding into a
+    unitary beats applying the block's gates (:func:`_fold_is_cheaper`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown simulation method {method!r}; choose one of {METHODS}")
@@ -295,8 +298,10 @@ class _Outer(torch.autograd.Function):
         return grad_left, grad_right
 
 
-# Multi-qubit gates without angles: a run of them is a fixed permutation with phases.
-_MONOMIAL = {"CZ", "CNOT", "SWAP"}
+def _is_monomial(op: Op) -> bool:
+    """An angle-free permutation with phases (CZ, CNOT, SWAP, ...): a run of them is one."""
+    gate = GATES[op.gate]
+    return gate.permutation and gate.n_params == 0
 
 
 def _block_unitary_t(n: int, steps: list, dtype, device) -> torch.Tensor:
@@ -370,13 +375,13 @@ def _steps(ops: list[Op], mats: list[torch.Tensor]):
             pending[w] = m @ pending[w] if w in pending else m
             continue
         touched = any(w in pending for w in op.wires)
-        if run and (touched or op.gate not in _MONOMIAL):
+        if run and (touched or not _is_monomial(op)):
             yield "monomial", tuple(run)
             run = []
         if touched:
             yield "layer", pending
             pending = {}
-        if op.gate in _MONOMIAL:
+        if _is_monomial(op):
             run.append(op)
         else:
             yield "gate", (op.wires, m)
@@ -390,29 +395,26 @@ def _steps(ops: list[Op], mats: list[torch.Tensor]):
 def _monomial(n: int, run: tuple[Op, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(src, phase) with (M psi)[i] = phase[i] * psi[src[i]] for the run's unitary M.
 
-    Computed on basis indices with bit operations (O(2^n) per gate): M|k> = c_k |pi(k)>
-    gives src[pi(k)] = k and phase[pi(k)] = c_k.
+    Computed on basis indices (O(2^n) per gate) from each gate's matrix G, which has one
+    non-zero per column: G|j> = G[pi(j), j] |pi(j)> on the gate's wires. Tracking where every
+    basis state goes, M|k> = c_k |image(k)>, gives src[image(k)] = k, phase[image(k)] = c_k.
     """
     dim = 2**n
-    k = torch.arange(dim)
-    sign = torch.ones(dim, dtype=torch.int64)
-
-    def bit(index: torch.Tensor, wire: int) -> torch.Tensor:
-        return (index >> (n - 1 - wire)) & 1
-
+    image = torch.arange(dim)
+    coeff = torch.ones(dim, dtype=torch.complex128)
     for op in run:
-        a, b = op.wires
-        if op.gate == "CZ":
-            sign = sign * (1 - 2 * (bit(k, a) & bit(k, b)))
-        elif op.gate == "CNOT":
-            k = k ^ (bit(k, a) << (n - 1 - b))
-        elif op.gate == "SWAP":
-            differ = bit(k, a) ^ bit(k, b)
-            k = k ^ (differ << (n - 1 - a)) ^ (differ << (n - 1 - b))
-        else:
-            raise AssertionError(f"{op.gate} is not an angle-free monomial gate")
+        g = gate_matrix(op.gate, dtype=torch.complex128)  # (d, d), d = 2^len(wires)
+        target = g.abs().argmax(dim=0)  # pi(j) for each local column j
+        value = g[target, torch.arange(g.shape[1])]
+        shifts = [n - 1 - w for w in op.wires]  # wire 0 is the most significant bit
+        top = len(shifts) - 1
+        local = sum(((image >> s) & 1) << (top - i) for i, s in enumerate(shifts))
+        new_local = target[local]
+        for i, s in enumerate(shifts):
+            image = image & ~(1 << s) | (((new_local >> (top - i)) & 1) << s)
+        coeff = coeff * value[local]
     src = torch.empty(dim, dtype=torch.int64)
-    src[k] = torch.arange(dim)
+    src[image] = torch.arange(dim)
     phase = torch.empty(dim, dtype=torch.complex128)
-    phase[k] = sign.to(torch.complex128)
+    phase[image] = coeff
     return src, phase

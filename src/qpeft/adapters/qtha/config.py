@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
-from qpeft.backends.base import BACKENDS
+from qpeft.backends.base import BACKENDS, check_options
+from qpeft.qnn import DIFF_METHODS
 from qpeft.quantum.ansatz import ANSATZE
-from qpeft.quantum.layer import DIFF_METHODS
+from qpeft.quantum.density import NoiseModel
 from qpeft.quantum.statevector import check_memory
 
 QNN_MODES = ("activation", "weights")
@@ -17,6 +20,7 @@ FUSIONS = ("linear", "weighted")
 BRANCHES = ("qnn", "mlp", "none")
 ENCODINGS = ("angle", "amplitude")
 SAMPLING_BACKENDS = ("shots", "noisy", "qiskit", "pennylane")
+NOISE_FIELDS = tuple(f.name for f in dataclasses.fields(NoiseModel))
 
 
 @dataclass
@@ -43,6 +47,16 @@ class QTHAConfig(TensorTrainFields):
     backend: str = doc("torch", "circuit backend: torch, shots, noisy, qiskit, pennylane, pyqpanda3")
     shots: int | None = doc(None, "shots per circuit for sampling backends (None: exact)")
     diff_method: str = doc("backprop", f"QNN gradients: one of {', '.join(DIFF_METHODS)}")
+    noise: dict | str | None = doc(
+        None,
+        "noise of the 'noisy' backend: a dict of NoiseModel fields "
+        f"({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01, 'readout_p01': 0.02}}",
+    )
+    backend_options: dict = doc(
+        {},
+        "extra keyword options of the backend's constructor, e.g. {'seed': 0} (shots, noisy, "
+        "qiskit), {'device': 'lightning.qubit'} (pennylane), {'dtype': 'complex128'} (torch, noisy)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,6 +77,8 @@ class QTHAConfig(TensorTrainFields):
                 )
         if self.backend == "shots" and self.shots is None:
             raise ValueError("backend 'shots' needs `shots` (a positive integer)")
+        self._check_noise()
+        self._check_backend_options()
         sampled = self.shots is not None or self.backend in ("qiskit", "pyqpanda3")
         if self.diff_method == "backprop" and sampled and self.branch == "qnn":
             raise ValueError(
@@ -93,6 +109,49 @@ class QTHAConfig(TensorTrainFields):
                     f"beyond the simulator's memory; lower r, or use encoding='amplitude' (log2 r "
                     f"qubits). ({err})"
                 ) from err
+
+    def _check_noise(self) -> None:
+        if isinstance(self.noise, str):
+            raise ValueError(
+                f"`noise` = {self.noise!r}: noise by device preset name is not available yet; give a dict "
+                f"of NoiseModel fields ({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01}}"
+            )
+        if self.noise is not None and not isinstance(self.noise, dict):
+            raise ValueError(f"`noise` must be a dict of NoiseModel fields or None, got {self.noise!r}")
+        if self.noise is not None and self.backend != "noisy":
+            raise ValueError(
+                f"`noise` is simulated only by backend 'noisy', not {self.backend!r}: set backend='noisy' "
+                f"or drop `noise`"
+            )
+        if self.backend != "noisy":
+            return
+        unknown = sorted(set(self.noise or {}) - set(NOISE_FIELDS))
+        if unknown:
+            raise ValueError(f"`noise` has unknown field(s) {unknown}; NoiseModel fields are {list(NOISE_FIELDS)}")
+        if not self.noise or NoiseModel(**self.noise).is_noiseless:
+            raise ValueError(
+                f"backend 'noisy' needs a non-zero `noise`, got {self.noise!r}: set e.g. "
+                f"noise={{'depolarizing': 0.01, 'readout_p01': 0.02}} (fields: {', '.join(NOISE_FIELDS)}), "
+                f"or use backend='torch' for an exact simulation"
+            )
+
+    def _check_backend_options(self) -> None:
+        if not isinstance(self.backend_options, dict):
+            raise ValueError(f"`backend_options` must be a dict, got {self.backend_options!r}")
+        own = sorted({"shots", "noise"} & set(self.backend_options))
+        if own:
+            raise ValueError(f"set {own} through the config field(s) of the same name, not `backend_options`")
+        try:
+            json.dumps(self.backend_options)
+        except TypeError as err:
+            raise ValueError(
+                f"`backend_options` must be JSON values (they are saved with the adapter), got "
+                f"{self.backend_options!r}; give a dtype by name, e.g. 'complex128'"
+            ) from err
+        try:
+            check_options(self.backend, self.backend_options)
+        except ValueError as err:
+            raise ValueError(f"`backend_options`: {err}") from err
 
     def _layout(self) -> str:
         return "qnn_mode='weights'" if self.qnn_mode == "weights" else f"encoding={self.encoding!r}"

@@ -17,8 +17,8 @@ from torch.utils.checkpoint import checkpoint
 from qpeft.adapters.base import AdapterLayer
 from qpeft.adapters.mpo.layer import make_factors
 from qpeft.adapters.qtha.config import QTHAConfig
+from qpeft.qnn import QuantumLayer
 from qpeft.quantum.ansatz import build_ansatz
-from qpeft.quantum.layer import QuantumLayer
 
 QNN_INIT_STD = 0.1  # small angles: the circuit starts close to its encoding, no barren plateau
 
@@ -28,7 +28,11 @@ def build_qnn(config: QTHAConfig) -> QuantumLayer:
     encoding = None if weights_mode else config.encoding
     circuit = build_ansatz(config.ansatz, config.n_qubits, config.qnn_layers, encoding=encoding)
     observable = "z" if encoding == "angle" else "probs"
-    options = {"shots": config.shots} if config.shots is not None else {}
+    options = dict(config.backend_options)
+    if config.shots is not None:
+        options["shots"] = config.shots
+    if config.noise is not None:
+        options["noise"] = config.noise
     return QuantumLayer(
         circuit,
         config.backend,

@@ -1,4 +1,7 @@
-"""``QuantumLayer``: a parameterized circuit as a ``torch.nn.Module``."""
+"""``QuantumLayer``: a parameterized circuit as a ``torch.nn.Module``.
+
+It sits above the backends (it runs its circuit on one) and below the adapters.
+"""
 
 from __future__ import annotations
 
