@@ -15,6 +15,11 @@ its baseline under the same load.
     python benchmarks/overhead.py                       # writes benchmarks/results/overhead.{json,md}
     python benchmarks/overhead.py --steps 3 --rounds 3  # a quicker look
     python benchmarks/overhead.py --device cuda --name overhead-cuda
+    python benchmarks/overhead.py --paired --cycles 8 --name overhead-paired
+
+``--paired``: all methods in one process, one step of each in turn (the order rotating every
+cycle), so every ratio compares steps taken seconds apart: the measurement to trust on a
+machine whose load changes from minute to minute. Memory is not measured in this mode.
 """
 
 from __future__ import annotations
@@ -101,6 +106,77 @@ def child(args) -> dict:
         "saved_for_backward_bytes": saved[0],
         "final_loss": losses[-1],
     }
+
+
+def paired(args) -> dict:
+    """Step-level interleaving in one process: per cycle, one step of every method."""
+    import torch
+
+    models = {}
+    for method in args.methods:
+        torch.manual_seed(0)
+        model = _build(method).to(args.device)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        models[method] = (model, torch.optim.AdamW(params, lr=1e-4))
+    ids = torch.randint(0, 49152, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+
+    def step(method: str) -> float:
+        model, opt = models[method]
+        sync()
+        start = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        for method in args.methods:
+            step(method)
+    times: dict[str, list[float]] = {m: [] for m in args.methods}
+    for cycle in range(args.cycles):
+        order = args.methods[cycle % len(args.methods) :] + args.methods[: cycle % len(args.methods)]
+        for method in order:
+            times[method].append(step(method))
+        print(f"cycle {cycle + 1}: " + "  ".join(f"{m} {times[m][-1]:.2f} s" for m in args.methods), flush=True)
+    ref = times[REFERENCE]
+    return {
+        m: {
+            "step_seconds": spread(t),
+            "step_ratio": spread([a / b for a, b in zip(t, ref)]),
+            "step_seconds_all": t,
+        }
+        for m, t in times.items()
+    }
+
+
+def write_paired_markdown(path: Path, meta: dict, rows: dict) -> None:
+    lines = [
+        "# Adapter overhead on SmolLM2-135M-Instruct, paired steps",
+        "",
+        f"One training step (forward + backward + AdamW) on {meta['batch']} x {meta['seq']} tokens, fp32, "
+        f"{meta['device']}. All methods live in one process; each of {meta['cycles']} cycles takes one step of "
+        f"every method in turn (order rotating), after {meta['warmup']} warm-up step(s) each, so each ratio to "
+        "LoRA compares steps taken seconds apart. Cells: median over the cycles (min-max).",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['cpu']}, {meta['threads']} torch threads; torch {meta['torch']}; {meta['date']}.  ",
+        f"Shared machine: load average {meta['loadavg_start'][0]:.1f} at the start and "
+        f"{meta['loadavg_end'][0]:.1f} at the end (on {os.cpu_count()} CPUs).",
+        "",
+        "| method | step (s) | x LoRA | target |",
+        "|---|---|---|---|",
+    ]
+    for method, r in rows.items():
+        target = TARGETS.get(method)
+        verdict = ""
+        if target:
+            met = r["step_ratio"]["median"] <= target["step"]
+            verdict = f"<= {target['step']}x: {'met' if met else 'NOT met'}"
+        lines.append(f"| {method} | {_fmt(r['step_seconds'], '{:.3f}')} | {_fmt(r['step_ratio'])} | {verdict} |")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def run(method: str, src: Path, args) -> dict:
@@ -225,11 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="overhead", help="results file stem")
+    parser.add_argument("--paired", action="store_true", help="step-level interleaving in one process")
+    parser.add_argument("--cycles", type=int, default=8, help="--paired: steps per method")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)))
         return 0
+    if args.paired:
+        return main_paired(args, argv)
     if args.steps < 1 or args.rounds < 3:
         parser.error("--steps must be at least 1 and --rounds at least 3")
     if REFERENCE not in args.methods:
@@ -269,6 +349,29 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "targets": goal, "results": rows}, indent=2))
     write_markdown(args.out / f"{args.name}.md", meta, rows, goal)
+    print((args.out / f"{args.name}.md").read_text())
+    return 0
+
+
+def main_paired(args, argv) -> int:
+    import torch
+
+    from qpeft.sysinfo import cpu_model
+
+    meta = {
+        "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu": cpu_model() + (f" + {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_start": os.getloadavg(),
+        "shared_machine": True,
+    } | {k: getattr(args, k) for k in ("warmup", "batch", "seq", "cycles", "device")}
+    rows = paired(args)
+    meta["loadavg_end"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    write_paired_markdown(args.out / f"{args.name}.md", meta, rows)
     print((args.out / f"{args.name}.md").read_text())
     return 0
 

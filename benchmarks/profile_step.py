@@ -315,7 +315,11 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
         lines.append(f"| {part} (ms) | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "(+x): ms per step more than LoRA. dtype conversions by the part they came from (ms): "
+        "(+x): ms per step more than LoRA. The base model is the same code in every column, so its "
+        "differences between columns measure the machine's load during that method's run, not the method; "
+        "read the adapter rows (MPO factors, circuit, fusion, conversions) and their op counts. "
+        "Autograd bookkeeping is the engine's time between nodes, which the profiler inflates per node. "
+        "dtype conversions by the part they came from (ms): "
         + "; ".join(
             f"{r['method']}: "
             + (", ".join(f"{k} {v:.1f}" for k, v in r["parts"]["dtype conversions by origin (ms)"].items()) or "none")
