@@ -79,6 +79,11 @@ class TrainConfig:
     quantum_options: dict = doc(
         {}, "provider / job-engine options for --quantum-backend, e.g. {'max_parallel': 4, 'job_timeout': 3600}"
     )
+    gradient_checkpointing: bool = doc(
+        False,
+        "recompute the base model's activations during backward (non-reentrant gradient "
+        "checkpointing): far less activation memory for about one more forward per step",
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -250,7 +255,12 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
         dataloader_num_workers=0,
         bf16=config.dtype == "bfloat16" and torch.cuda.is_available(),
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
     )
+    if config.gradient_checkpointing:
+        # the frozen embeddings give no grad-requiring input to the first checkpointed layer
+        model.enable_input_require_grads()
     metrics, stop = _callbacks(out)
     return QPeftTrainer(
         model=model,

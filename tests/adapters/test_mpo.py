@@ -80,3 +80,55 @@ def test_explicit_factorisations():
     bad = MPOConfig(r=6, n_cores=2, in_factors=[7, 7], target_modules=["x"])
     with pytest.raises(ValueError, match=r"`in_factors` \[7, 7\] multiply to 49, but the dimension is 48"):
         MPOLayer(torch.nn.Linear(48, 20), bad)
+
+
+def _reference_dense(tt: TensorTrain) -> torch.Tensor:
+    """The (d_out, d_in) matrix from one einsum over all cores (independent of TensorTrain)."""
+    k = len(tt.cores)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    bonds, ins, outs = letters[: k + 1], letters[k + 1 : 2 * k + 1], letters[2 * k + 1 : 3 * k + 1]
+    spec = ",".join(f"{bonds[m]}{ins[m]}{outs[m]}{bonds[m + 1]}" for m in range(k))
+    full = torch.einsum(f"{spec}->{bonds[0]}{outs}{ins}{bonds[k]}", *tt.cores)
+    return full.reshape(tt.d_out, tt.d_in)
+
+
+@pytest.mark.parametrize(
+    "in_f,out_f,bond",
+    [([4, 6, 3], [2, 2, 2], 3), ([8, 8], [4, 2], 5), ([2, 2, 2], [4, 6, 3], 3), ([24, 24], [4, 2], 6)],
+)
+def test_both_contraction_orders_equal_the_einsum_matrix(in_f, out_f, bond):
+    torch.manual_seed(0)
+    tt = TensorTrain(in_f, out_f, bond).double()
+    x = torch.randn(3, 5, math.prod(in_f), dtype=torch.float64)
+    expected = x @ _reference_dense(tt).T
+    torch.testing.assert_close(tt.forward_sequential(x), expected)
+    torch.testing.assert_close(tt.forward_dense(x), expected)
+    torch.testing.assert_close(tt.dense(), _reference_dense(tt))
+
+
+def test_contraction_order_follows_the_shapes():
+    """SmolLM2's q_proj factors (576 -> 8 -> 576, D = 6) on 4 x 128 tokens: cores first is
+    cheaper; a square 4096 x 4096 operator on a few tokens: one core at a time."""
+    down = TensorTrain([24, 24], [4, 2], 6)
+    up = TensorTrain([4, 2], [24, 24], 6)
+    assert down.dense_is_cheaper(512) and up.dense_is_cheaper(512)
+    square = TensorTrain([64, 64], [64, 64], 4)
+    assert not square.dense_is_cheaper(8)
+    sequential, dense = square._contraction_costs(8)
+    # right to left: 8 * 4096 * 64 * 4 (last core), then 8 * 64 * 64 * 4 * 64 (first core)
+    assert sequential == 8 * 4096 * 64 * 4 + 8 * 64 * 64 * 4 * 64
+    assert dense == 64 * 64 * 4 * 64 * 64 + 8 * 4096 * 4096
+
+
+def test_recompute_applies_to_the_sequential_order_only():
+    square = TensorTrain([16, 16], [16, 16], 2, recompute=True)
+    x = torch.randn(2, 256, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        square(x).sum().backward()
+    assert not square.dense_is_cheaper(2)
+    assert sum(saved) <= x.numel()  # the checkpoint keeps its input only
+    grad = x.grad.clone()
+    x.grad = None
+    (x @ _reference_dense(square).T).sum().backward()
+    torch.testing.assert_close(grad, x.grad)

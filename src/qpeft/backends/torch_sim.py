@@ -10,7 +10,7 @@ from qpeft.devices.executor import DeviceExecutor
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.density import NoiseModel, density_probabilities, simulate_density
 from qpeft.quantum.shots import check_shots, estimate_from_counts, sample_counts
-from qpeft.quantum.simulator import METHODS, simulate
+from qpeft.quantum.simulator import METHODS, simulate, simulate_probabilities
 from qpeft.quantum.statevector import expval_z_from_probs, probabilities, z_signs
 
 COMPLEX_DTYPES = {"complex64": torch.complex64, "complex128": torch.complex128}
@@ -41,8 +41,8 @@ class TorchBackend(Backend):
         self.method, self.dtype = method, complex_dtype(dtype)
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
-        state = simulate(circuit, inputs, weights, method=self.method, dtype=self.dtype)
-        return _readout(probabilities(state), circuit.n_qubits, observable)
+        probs = simulate_probabilities(circuit, inputs, weights, method=self.method, dtype=self.dtype)
+        return _readout(probs, circuit.n_qubits, observable)
 
 
 def _sampled(probs: torch.Tensor, n_qubits: int, shots: int, generator, observable: str):

@@ -7,6 +7,11 @@
   to the whole batch as a single matrix product. Thousands of circuits per call become
   one GEMM; building the unitary costs ``4^n`` per op, independent of the batch.
 
+``simulate_probabilities`` reads out basis probabilities; for an amplitude-encoded circuit
+(real input states, input-free gates) it never leaves real arithmetic: with the block's
+unitary folded, ``psi @ U^T = psi @ Re(U^T) + i psi @ Im(U^T)``, so one real GEMM against
+``[Re(U^T) | Im(U^T)]`` (or ``Re(U^T)`` alone when every gate is real) gives the amplitudes.
+
 Gate matrices are built group-wise (one ``gate_matrix`` call per gate type) rather than
 op by op, which keeps the Python overhead of a forward + backward small.
 """
@@ -24,6 +29,7 @@ from qpeft.quantum.statevector import (
     apply_gate,
     check_memory,
     initial_state,
+    probabilities,
     real_dtype_of,
     resolve_batch,
 )
@@ -96,6 +102,52 @@ def simulate(
     for op, m in zip(circuit.ops, op_matrices(circuit, circuit.ops, inputs, weights, dtype, device)):
         state = apply_gate(state, m, op.wires)
     return state
+
+
+#: Gates whose matrices are real for real angles: a circuit of only these keeps real states real.
+REAL_GATES = frozenset({"RY", "H", "X", "Z", "CZ", "CNOT", "SWAP", "CRY"})
+
+
+def simulate_probabilities(
+    circuit: Circuit,
+    inputs: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    *,
+    method: str = "auto",
+    dtype: torch.dtype = torch.complex64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Basis probabilities of the final states, (batch, 2^n) real, wire 0 most significant.
+
+    The same numbers as ``probabilities(simulate(...))``; an amplitude-encoded circuit on real
+    inputs with shared weights takes the real path (see the module docstring) when folding
+    its gates into one unitary is the cheaper fast path.
+    """
+    real_path = (
+        method != "gates"
+        and circuit.amplitude_encoding
+        and inputs is not None
+        and not inputs.is_complex()
+        and (weights is None or weights.dim() == 1)
+    )
+    if real_path:
+        batch, device = resolve_batch(circuit, inputs, weights, device)
+        steps = list(_steps(circuit.ops, op_matrices(circuit, circuit.ops, inputs, weights, dtype, device)))
+        if _fold_is_cheaper(circuit.n_qubits, batch, steps):
+            return _real_amplitude_probabilities(circuit, inputs, steps, dtype, device)
+    return probabilities(simulate(circuit, inputs, weights, method=method, dtype=dtype, device=device))
+
+
+def _real_amplitude_probabilities(circuit: Circuit, inputs, steps, dtype, device) -> torch.Tensor:
+    n, dim = circuit.n_qubits, 2**circuit.n_qubits
+    check_memory(n, inputs.shape[0], dtype, device, 2)
+    real = real_dtype_of(dtype)
+    psi = amplitude_state(inputs.to(real), n, real).reshape(-1, dim)  # (batch, 2^n), real
+    unitary_t = _block_unitary_t(n, steps, dtype, device)  # (2^n, 2^n)
+    if all(op.gate in REAL_GATES for op in circuit.ops):
+        return (psi @ unitary_t.real).square()
+    amps = psi @ torch.cat([unitary_t.real, unitary_t.imag], dim=1)  # (batch, 2 * 2^n): Re | Im
+    return amps.square().reshape(-1, 2, dim).sum(1)
 
 
 def _simulate_fast(circuit: Circuit, inputs, weights, batch, dtype, device) -> torch.Tensor:

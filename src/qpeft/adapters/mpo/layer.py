@@ -22,9 +22,12 @@ def factor_plan(config: TensorTrainFields, d_in: int, d_out: int) -> tuple[list[
 
 
 def make_factors(layer: AdapterLayer, config: TensorTrainFields) -> tuple[TensorTrain, TensorTrain]:
-    """A (d_in -> r, variance 1/d_in like Kaiming) and B (r -> d_out, last core zero)."""
+    """A (d_in -> r, variance 1/d_in like Kaiming) and B (r -> d_out, last core zero).
+
+    ``config.checkpoint``: each factor recomputes what its contraction order keeps for backward
+    (the sequential order's intermediates; the dense order keeps nothing worth dropping)."""
     in_f, rank_f, out_f = factor_plan(config, layer.d_in, layer.d_out)
-    kw = {"dtype": layer.weight_dtype, "device": layer.weight_device}
+    kw = {"dtype": layer.weight_dtype, "device": layer.weight_device, "recompute": config.checkpoint}
     down = TensorTrain(in_f, rank_f, config.bond_dim, init_var=1.0 / layer.d_in, **kw)
     up = TensorTrain(rank_f, out_f, config.bond_dim, init_var=1.0 / config.r, zero_last=True, **kw)
     return down, up
@@ -34,10 +37,6 @@ class MPOLayer(AdapterLayer):
     def __init__(self, base_layer: nn.Module, config: TensorTrainFields):
         super().__init__(base_layer, config)
         self.mpo_A, self.mpo_B = make_factors(self, config)
-
-    @property
-    def recompute(self) -> bool:
-        return self.config.checkpoint
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return self.mpo_B(self.mpo_A(x.to(self.weight_dtype)))

@@ -1,9 +1,16 @@
 """Matrix product operators (tensor trains) as ``nn.Module`` maps ``R^d_in -> R^d_out``.
 
 Core m has shape ``(D_{m-1}, i_m, j_m, D_m)`` with ``D_0 = D_k = 1``; ``d_in = prod(i)``,
-``d_out = prod(j)``, both indexed with the first factor most significant. The forward pass
-contracts the reshaped input with one core at a time; the dense matrix is never built
-there (``dense()`` builds it for merging and export only).
+``d_out = prod(j)``, both indexed with the first factor most significant.
+
+The forward pass contracts the network {x, core_1, ..., core_k} in the cheaper of two orders
+for the shapes at hand (counted in multiply-adds): the input with one core at a time
+(``forward_sequential``: never builds the (d_out, d_in) matrix, the order for large square
+maps and few tokens), or the cores first and then one GEMM (``forward_dense``: the order
+for an adapter factor d -> r on many tokens, where the contracted matrix is no larger than a
+LoRA factor and the tokens meet a single product instead of k products and permutes). With
+``recompute=True`` the sequential order recomputes its intermediates in backward; the dense
+order keeps only x and the (d_out, d_in) matrix, so it has none to drop.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def balanced_factors(d: int, k: int) -> list[int]:
@@ -61,10 +69,12 @@ class TensorTrain(nn.Module):
         *,
         init_var: float = 1.0,
         zero_last: bool = False,
+        recompute: bool = False,
         dtype=None,
         device=None,
     ):
         super().__init__()
+        self.recompute = recompute
         if len(in_factors) != len(out_factors):
             raise ValueError(f"in and out factorisations differ in length: {in_factors} vs {out_factors}")
         self.in_factors, self.out_factors = list(in_factors), list(out_factors)
@@ -90,6 +100,47 @@ class TensorTrain(nn.Module):
         return math.prod(self.out_factors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.numel() // self.d_in if self.d_in else 0
+        if self.dense_is_cheaper(tokens):
+            return self.forward_dense(x)
+        if self.recompute and self.training and torch.is_grad_enabled():
+            return checkpoint(self.forward_sequential, x, use_reentrant=False)
+        return self.forward_sequential(x)
+
+    def _contraction_costs(self, tokens: int) -> tuple[int, int]:
+        """(sequential, dense) multiply-adds of one forward on ``tokens`` rows."""
+        dims = [c.shape[0] for c in self.cores] + [1]
+        k = len(self.cores)
+        sequential = 0
+        if self.d_in >= self.d_out:  # right to left: core m maps (i_m, D_m) -> (j_m, D_{m-1})
+            done = 1
+            for m in reversed(range(k)):
+                left = math.prod(self.in_factors[: m + 1])
+                sequential += tokens * done * left * dims[m + 1] * self.out_factors[m] * dims[m]
+                done *= self.out_factors[m]
+        else:  # left to right: core m maps (D_{m-1}, i_m) -> (j_m, D_m)
+            done = 1
+            for m in range(k):
+                rest = math.prod(self.in_factors[m:])
+                sequential += tokens * done * dims[m] * rest * self.out_factors[m] * dims[m + 1]
+                done *= self.out_factors[m]
+        build, i_acc, j_acc = 0, self.in_factors[0], self.out_factors[0]
+        for m in range(1, k):
+            build += i_acc * j_acc * dims[m] * self.in_factors[m] * self.out_factors[m] * dims[m + 1]
+            i_acc, j_acc = i_acc * self.in_factors[m], j_acc * self.out_factors[m]
+        return sequential, build + tokens * self.d_in * self.d_out
+
+    def dense_is_cheaper(self, tokens: int) -> bool:
+        """Whether contracting the cores first, then one GEMM, costs fewer multiply-adds."""
+        sequential, dense = self._contraction_costs(tokens)
+        return dense <= sequential
+
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Cores first (a (d_out, d_in) matrix), then one GEMM over all tokens."""
+        return x @ self.dense().T
+
+    def forward_sequential(self, x: torch.Tensor) -> torch.Tensor:
+        """The input contracted with one core at a time (no (d_out, d_in) matrix)."""
         lead = x.shape[:-1]
         x = x.reshape(-1, self.d_in)
         # A down-projection reads its large input with plain GEMMs from the last core on;
@@ -125,12 +176,15 @@ class TensorTrain(nn.Module):
     def dense(self) -> torch.Tensor:
         """The (d_out, d_in) matrix of the operator (for merging and export), contracted
         core by core over the bonds, independently of ``forward``."""
-        full = self.cores[0]  # (1, I, J, D): I, J grow as the cores are absorbed
+        full = self.cores[0][0]  # (I, J, D): I, J grow as the cores are absorbed
         for core in self.cores[1:]:
-            _, i_acc, j_acc, _ = full.shape
+            i_acc, j_acc, d = full.shape
             _, i, j, d_next = core.shape
-            full = torch.einsum("aIJd,dijc->aIiJjc", full, core).reshape(1, i_acc * i, j_acc * j, d_next)
-        return full[0, :, :, 0].T  # (d_out, d_in)
+            # one GEMM over the bond: (I J, D) x (D, i j D'), then interleave (I, i) and (J, j)
+            prod = full.reshape(i_acc * j_acc, d) @ core.reshape(d, i * j * d_next)
+            prod = prod.reshape(i_acc, j_acc, i, j, d_next)
+            full = prod.permute(0, 2, 1, 3, 4).reshape(i_acc * i, j_acc * j, d_next)
+        return full[:, :, 0].T  # (d_out, d_in)
 
     @classmethod
     def from_dense(

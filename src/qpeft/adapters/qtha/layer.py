@@ -82,10 +82,6 @@ class QTHALayer(AdapterLayer):
         if config.branch != "none" and not self.weights_mode:
             self.gamma = nn.Parameter(torch.ones(config.r, **kw))
 
-    @property
-    def recompute(self) -> bool:
-        return False  # decided per part in `delta`: the MPO factors, and the QNN when it is large
-
     def _checkpointed(self, fn, h: torch.Tensor, worth_it: bool = True) -> torch.Tensor:
         if worth_it and self.config.checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(fn, h, use_reentrant=False)
@@ -120,15 +116,19 @@ class QTHALayer(AdapterLayer):
         return ((r * r * probs - 1) / r).reshape(r, r).to(self.weight_dtype)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._checkpointed(self.mpo_A, x.to(self.weight_dtype))  # (..., r)
+        # The MPO factors checkpoint themselves, only where their contraction order saves
+        # large intermediates (TensorTrain.recompute).
+        h = self.mpo_A(x.to(self.weight_dtype))  # (..., r)
         if self.config.branch == "none":
-            z = h
-        elif self.weights_mode:
-            z = h + h @ self.mixing().T
-        else:
-            q = self._checkpointed(self._branch, h, worth_it=self._recompute_qnn)
-            z = h + self.gamma * q if self.config.fusion == "linear" else h * (1 + self.gamma * q)
-        return self._checkpointed(self.mpo_B, z)
+            return self.mpo_B(h)
+        if self.weights_mode:
+            mix = torch.eye(self.config.r, dtype=h.dtype, device=h.device) + self.mixing()  # (r, r)
+            if self.mpo_B.dense_is_cheaper(h.numel() // self.config.r):
+                return h @ (self.mpo_B.dense() @ mix).T  # B (I + M) folded: one GEMM on the tokens
+            return self.mpo_B(h @ mix.T)
+        q = self._checkpointed(self._branch, h, worth_it=self._recompute_qnn)
+        z = h + self.gamma * q if self.config.fusion == "linear" else h * (1 + self.gamma * q)
+        return self.mpo_B(z)
 
     def not_mergeable_reason(self) -> str:
         return (
