@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from array import array
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -40,13 +39,11 @@ from qpeft.jobs.base import (
     Provider,
     State,
     SubmissionUnknownError,
-    circuit_text,
-    digest,
-    fast_digest,
     split,
-    two_qubit_gates,
 )
 from qpeft.jobs.cache import ResultCache
+from qpeft.jobs.keys import Keyed, Templates, key_circuits
+from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -95,35 +92,18 @@ class JobEngine:
         self.options = EngineOptions(**options)
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
         self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
-        self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None, reuse=self.options.reuse_results)
+        self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
         self._scope = ""
-        self._templates: dict[int, tuple] = {}  # id(circuit) -> (circuit, template key)
+        self._templates = Templates()
+        self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
-
-    # ---- keys -----------------------------------------------------------------------------
-
-    def circuit_keys(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[str]:
-        """One content key per circuit: provider, backend, options, circuit text, angles, shots
-        (and the scope unless results are reused across calls)."""
-        tail = f"|{shots}|{'' if self.options.reuse_results else scope}".encode()
-        keys = []
-        for c in circuits:
-            known = self._templates.get(id(c.circuit))
-            if known is None or known[0] is not c.circuit:
-                # the circuit is kept referenced, so its id stays its own; templates are few (one per module)
-                known = self._templates[id(c.circuit)] = (c.circuit, self._template_key(c.circuit).encode())
-            # the exact float64 bytes of the angles (float repr would cost ~1 us per angle)
-            angles = array("d", c.weights).tobytes() + b"|" + array("d", c.inputs).tobytes()
-            keys.append(fast_digest(known[1] + b"|" + angles + tail))
-        return keys
-
-    def _template_key(self, circuit) -> str:
-        return digest(self.provider.fingerprint(), circuit_text(circuit))
 
     def plan_jobs(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[range]:
         """Index ranges (into ``circuits``) of the jobs this engine would submit for them."""
-        templates = {id(c.circuit): c.circuit for c in circuits}
-        two_qubit = max((two_qubit_gates(t) for t in templates.values()), default=0)
+        self._templates.reset(self.provider.fingerprint())
+        two_qubit = max(
+            (self._templates.get(c).two_qubit for c in {id(c.circuit): c.circuit for c in circuits}.values()), default=0
+        )
         return split(len(circuits), self.provider.limits.chunk_size(shots, two_qubit))
 
     # ---- run ------------------------------------------------------------------------------
@@ -138,35 +118,54 @@ class JobEngine:
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")
         deadline_at = time.time() + self.options.deadline if self.options.deadline else float("inf")
-        keys = self.circuit_keys(circuits, shots, scope)
-        results: dict[str, np.ndarray] = {k: self.cache.memory[k] for k in keys if k in self.cache.memory}
-        unique: dict[str, BoundCircuit] = {}
-        for k, c in zip(keys, circuits):
-            if k not in results and k not in unique:
-                unique[k] = c
-        todo_keys, todo = list(unique), list(unique.values())
+        fingerprint = self.provider.fingerprint()
+        self._templates.reset(fingerprint)
+        keyed = key_circuits(circuits, self._templates)
+        results: list[np.ndarray | None] = [None] * len(keyed.circuits)
+        reuse = self.options.reuse_results
+        if reuse:
+            for i in range(len(results)):
+                results[i] = self._memory.get((shots, *keyed.content(i)))
+        todo = [i for i, r in enumerate(results) if r is None]
+        two_qubit = max(
+            (t.two_qubit for t in {id(keyed.templates[i]): keyed.templates[i] for i in todo}.values()), default=0
+        )
+        header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
         pending = []
-        for chunk in self.plan_jobs(todo, shots):
-            chunk_keys = [todo_keys[i] for i in chunk]
-            job_key = digest(self.provider.fingerprint(), shots, chunk_keys)
-            done = self.cache.get_job(job_key, chunk_keys)
-            if done is not None:
-                results.update(done)
+        for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
+            members = todo[chunk.start : chunk.stop]
+            job_key = job_key_of(header, keyed, members)
+            done = self.cache.get_job(job_key, len(members))
+            if done is None:
+                pending.append((job_key, members, [keyed.circuits[i] for i in members]))
             else:
-                pending.append((job_key, chunk_keys, [todo[i] for i in chunk]))
+                self._store(results, keyed, members, done, shots)
         if pending:
-            results.update(self._run_jobs(pending, shots, deadline_at, scope))
-        return [results[k] for k in keys]
+            self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
+        return [results[i] for i in keyed.index]
 
-    def _run_jobs(self, pending, shots, deadline_at, scope) -> dict[str, np.ndarray]:
+    def _store(self, results: list, keyed: Keyed, members: list[int], probs: list[np.ndarray], shots) -> None:
+        for i, p in zip(members, probs):
+            results[i] = p
+        if self.options.reuse_results:
+            self._memory.update(((shots, *keyed.content(i)), p) for i, p in zip(members, probs))
+
+    def _run_jobs(self, pending, shots, deadline_at, scope, results: list, keyed: Keyed) -> None:
         self._scope = scope  # recorded with every ledger event of this call
-        out: dict[str, np.ndarray] = {}
-        errors: list[BaseException] = []
         bar = tqdm(total=len(pending), unit="job", desc=f"{self.provider.name} jobs", disable=self._no_bar())
+        if self.options.max_parallel == 1 or len(pending) == 1:  # one job at a time: no thread handoff
+            try:
+                for job_key, members, circuits in pending:
+                    self._store(results, keyed, members, self._run_job(job_key, circuits, shots, deadline_at), shots)
+                    bar.update(1)
+            finally:
+                bar.close()
+            return
+        errors: list[BaseException] = []
         with ThreadPoolExecutor(self.options.max_parallel, thread_name_prefix="qpeft-job") as pool:
             futures = {
-                pool.submit(self._run_job, job_key, keys, circuits, shots, deadline_at): keys
-                for job_key, keys, circuits in pending
+                pool.submit(self._run_job, job_key, circuits, shots, deadline_at): members
+                for job_key, members, circuits in pending
             }
             remaining = set(futures)
             while remaining:
@@ -177,7 +176,7 @@ class JobEngine:
                     if f.exception() is not None:
                         errors.append(f.exception())
                     else:
-                        out.update(zip(futures[f], f.result()))
+                        self._store(results, keyed, futures[f], f.result(), shots)
                         bar.update(1)
                 if errors:  # let running jobs finish (their results get cached), start no new ones
                     for f in remaining:
@@ -185,7 +184,6 @@ class JobEngine:
         bar.close()
         if errors:
             raise errors[0]
-        return out
 
     def _no_bar(self) -> bool | None:
         return None if self.options.progress is None else not self.options.progress
@@ -206,7 +204,7 @@ class JobEngine:
             **extra,
         )
 
-    def _run_job(self, job_key: str, keys: list[str], circuits: list[BoundCircuit], shots, deadline_at):
+    def _run_job(self, job_key: str, circuits: list[BoundCircuit], shots, deadline_at) -> list[np.ndarray]:
         live = self.ledger.live().get(job_key)
         attempt = self.ledger.attempts(job_key)
         job_id = last_id = None
@@ -235,7 +233,7 @@ class JobEngine:
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
                 probs = self._fetch(job_id, circuits, shots)
-                self.cache.put_job(job_key, keys, probs)
+                self.cache.put_job(job_key, probs)
                 self._record("done", *common, **timing)
                 return probs
             if state == "lost":
@@ -334,16 +332,27 @@ class JobEngine:
                 started.append(time.time())
             return status
 
-        budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
-        retrying = Retrying(
-            retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
-            wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
-            stop=stop_after_delay(max(budget, 0.0)),
-            sleep=lambda seconds: self.provider.wait(job_id, seconds),
-            reraise=True,
-        )
+        def loop():
+            budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
+            return Retrying(
+                retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
+                wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
+                stop=stop_after_delay(max(budget, 0.0)),
+                sleep=lambda seconds: self.provider.wait(job_id, seconds),
+                reraise=True,
+            )(check)
+
         try:
-            status = retrying(check)
+            try:  # one look first: a job that has already ended (an in-process one) needs no retry loop
+                status = check()
+            except Exception as err:
+                if not self.provider.is_transient(err):
+                    raise
+                status = None
+            if status is None or not status.state.terminal:
+                left = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
+                self.provider.wait(job_id, min(opts.poll_interval, max(left, 0.0)))
+                status = loop()
         except RetryError:
             if time.time() >= deadline_at:
                 raise TimeoutError(
@@ -372,7 +381,7 @@ class JobEngine:
             probs = retrying(self.provider.result, job_id, circuits, shots)
         except Exception as err:
             raise self._clean(err) from None
-        if len(probs) != len(circuits) or any(len(p) != 2**c.circuit.n_qubits for p, c in zip(probs, circuits)):
+        if len(probs) != len(circuits) or list(map(len, probs)) != [2**c.circuit.n_qubits for c in circuits]:
             raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
         return [np.asarray(p, dtype=np.float64) for p in probs]
 
