@@ -55,10 +55,10 @@ def test_a_job_key_changes_with_every_part_of_the_content():
 
 def test_angles_that_do_not_fit_the_template_are_an_error():
     ry = _ry()
-    with pytest.raises(ValueError, match="bind 1 weights and 0 inputs"):
+    with pytest.raises(ValueError, match="binds 2 weights to a template that reads 1 weights and 0 inputs"):
         _keys([BoundCircuit(ry, (0.3,)), BoundCircuit(ry, (0.3, 0.1))])
-    with pytest.raises(ValueError, match="reads 1 weights and 0 inputs"):
-        _keys([BoundCircuit(ry, (0.3, 0.1))])
+    with pytest.raises(ValueError, match="binds 1 inputs to a template that reads 1 weights and 0 inputs"):
+        _keys([BoundCircuit(ry, (0.3,), (0.2,))])
 
 
 def test_the_engine_answers_in_input_order_with_duplicates():

@@ -13,6 +13,7 @@ the results of the jobs that did finish stay in the cache.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -97,14 +98,6 @@ class JobEngine:
         self._templates = Templates()
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
-
-    def plan_jobs(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[range]:
-        """Index ranges (into ``circuits``) of the jobs this engine would submit for them."""
-        self._templates.reset(self.provider.fingerprint())
-        two_qubit = max(
-            (self._templates.get(c).two_qubit for c in {id(c.circuit): c.circuit for c in circuits}.values()), default=0
-        )
-        return split(len(circuits), self.provider.limits.chunk_size(shots, two_qubit))
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -269,14 +262,8 @@ class JobEngine:
             except FutureTimeout:
                 raise _NoAnswer(future) from None
 
-        retrying = Retrying(
-            retry=retry_if_exception(self.provider.is_transient),
-            wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
-            stop=stop_after_attempt(opts.max_attempts) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
-            reraise=True,
-        )
         try:
-            job_id = retrying(call)
+            job_id = self._retried(call, deadline_at)
         except _NoAnswer as no_answer:
             return self._resolve(no_answer.future, job_key, tag, attempt, circuits, shots, deadline_at)
         except Exception as err:
@@ -370,15 +357,28 @@ class JobEngine:
     def _queued(started: list[float], submitted_at: float) -> float:
         return max(0.0, (started[0] if started else time.time()) - submitted_at)
 
-    def _fetch(self, job_id: str, circuits: list[BoundCircuit], shots) -> list[np.ndarray]:
-        retrying = Retrying(
-            retry=retry_if_exception(self.provider.is_transient),
-            wait=wait_exponential(multiplier=self.options.poll_interval, max=self.options.max_poll_interval),
-            stop=stop_after_attempt(self.options.max_attempts),
-            reraise=True,
-        )
+    def _retried(self, call, deadline_at: float = math.inf):
+        """``call()``, its transient errors retried with exponential backoff, ``max_attempts``
+        calls at most (and none past the deadline). The first call runs without tenacity (most
+        succeed; a retry loop costs more than an in-process job's bookkeeping); the loop then
+        waits as tenacity's would have from the first call: poll_interval * 2**(n-1) after call n."""
+        opts = self.options
         try:
-            probs = retrying(self.provider.result, job_id, circuits, shots)
+            return call()
+        except Exception as err:
+            if not self.provider.is_transient(err) or opts.max_attempts == 1 or time.time() >= deadline_at:
+                raise
+        time.sleep(min(opts.poll_interval, opts.max_poll_interval))
+        return Retrying(
+            retry=retry_if_exception(self.provider.is_transient),
+            wait=wait_exponential(multiplier=2 * opts.poll_interval, max=opts.max_poll_interval),
+            stop=stop_after_attempt(opts.max_attempts - 1) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
+            reraise=True,
+        )(call)
+
+    def _fetch(self, job_id: str, circuits: list[BoundCircuit], shots) -> list[np.ndarray]:
+        try:
+            probs = self._retried(lambda: self.provider.result(job_id, circuits, shots))
         except Exception as err:
             raise self._clean(err) from None
         if len(probs) != len(circuits) or list(map(len, probs)) != [2**c.circuit.n_qubits for c in circuits]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -21,6 +22,12 @@ from qpeft.jobs.base import BoundCircuit, circuit_text, two_qubit_gates
 from qpeft.quantum.circuit import Circuit
 
 KEY_BYTES = 16
+
+
+def template_content(circuit: Circuit) -> str:
+    """Everything about a template that changes its results: two templates with equal
+    contents are one template."""
+    return f"{circuit_text(circuit)}|{circuit.n_weights}|{circuit.n_inputs}|{int(circuit.amplitude_encoding)}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,10 +52,7 @@ class Templates:
     def get(self, circuit: Circuit) -> Template:
         known = self._known.get(id(circuit))
         if known is None or known.circuit is not circuit:
-            content = (
-                f"{self._fingerprint}|{circuit_text(circuit)}|{circuit.n_weights}|{circuit.n_inputs}|"
-                f"{int(circuit.amplitude_encoding)}"
-            )
+            content = f"{self._fingerprint}|{template_content(circuit)}"
             key = hashlib.blake2b(content.encode(), digest_size=KEY_BYTES).digest()
             known = self._known[id(circuit)] = Template(circuit, key, two_qubit_gates(circuit))
         return known
@@ -67,23 +71,22 @@ class Keyed:
         return self.templates[i].key, self.rows[i]
 
 
+def _stack(rows: list[tuple[float, ...]], width: int, what: str, circuit: Circuit) -> np.ndarray:
+    lengths = set(map(len, rows))
+    if lengths - {width}:
+        raise ValueError(
+            f"a circuit binds {sorted(lengths - {width})[0]} {what} to a template that reads {circuit.n_weights} "
+            f"weights and {circuit.n_inputs} inputs; bind exactly those"
+        )
+    return np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width).reshape(len(rows), width)
+
+
 def _angles(circuits: Sequence[BoundCircuit], members: list[int], template: Template) -> np.ndarray:
     """(len(members), n_weights + n_inputs) float64: the stacked angles of one template's circuits."""
     c = template.circuit
-    try:
-        weights = np.array([circuits[i].weights for i in members], dtype=np.float64).reshape(len(members), -1)
-        inputs = np.array([circuits[i].inputs for i in members], dtype=np.float64).reshape(len(members), -1)
-    except ValueError as err:
-        raise ValueError(
-            f"the circuits of one template bind different numbers of weights or inputs ({err}); bind "
-            f"{c.n_weights} weights and {c.n_inputs} inputs to each"
-        ) from None
-    if weights.shape[1] != c.n_weights or inputs.shape[1] != c.n_inputs:
-        raise ValueError(
-            f"a circuit binds {weights.shape[1]} weights and {inputs.shape[1]} inputs to a template that "
-            f"reads {c.n_weights} weights and {c.n_inputs} inputs; bind exactly those"
-        )
-    return np.ascontiguousarray(np.concatenate([weights, inputs], axis=1) if inputs.shape[1] else weights)
+    weights = _stack([circuits[i].weights for i in members], c.n_weights, "weights", c)
+    inputs = _stack([circuits[i].inputs for i in members], c.n_inputs, "inputs", c)
+    return np.concatenate([weights, inputs], axis=1) if c.n_inputs else weights
 
 
 def key_circuits(circuits: Sequence[BoundCircuit], templates: Templates) -> Keyed:
