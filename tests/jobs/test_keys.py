@@ -120,3 +120,12 @@ def test_the_result_cache_survives_a_torn_index_line(tmp_path):
     third = ResultCache(tmp_path)
     assert third.get_job("c", 1)[0].tolist() == [0.5, 0.5] and third.get_job("a", 2)[1].tolist() == first[1].tolist()
     assert ResultCache(None).get_job("a", 2) is None
+
+
+def test_distinct_circuits_are_grouped_by_template_in_input_order():
+    ry, rx = _ry(), Circuit(1).add("RX", [0], Weight(0))
+    for first, second in ((ry, rx), (rx, ry)):  # whichever has the lower address: input order decides
+        circuits = [BoundCircuit(first, (0.1,)), BoundCircuit(second, (0.2,)), BoundCircuit(first, (0.3,))]
+        keyed, _ = _keys(circuits)
+        assert [(c.circuit, c.weights) for c in keyed.circuits] == [(first, (0.1,)), (first, (0.3,)), (second, (0.2,))]
+        assert keyed.index == [0, 2, 1]

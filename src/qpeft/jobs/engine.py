@@ -43,7 +43,7 @@ from qpeft.jobs.base import (
     split,
 )
 from qpeft.jobs.cache import ResultCache
-from qpeft.jobs.keys import Keyed, Templates, key_circuits
+from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
 
@@ -116,13 +116,13 @@ class JobEngine:
         keyed = key_circuits(circuits, self._templates)
         results: list[np.ndarray | None] = [None] * len(keyed.circuits)
         reuse = self.options.reuse_results
+        todo: Sequence[int] = range(len(results))
         if reuse:
-            for i in range(len(results)):
+            for i in todo:
                 results[i] = self._memory.get((shots, *keyed.content(i)))
-        todo = [i for i, r in enumerate(results) if r is None]
-        two_qubit = max(
-            (t.two_qubit for t in {id(keyed.templates[i]): keyed.templates[i] for i in todo}.values()), default=0
-        )
+            todo = [i for i, r in enumerate(results) if r is None]
+        # the job size fits the largest template of the call (what `qpeft plan` counts with)
+        two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
         pending = []
         for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
@@ -130,16 +130,19 @@ class JobEngine:
             job_key = job_key_of(header, keyed, members)
             done = self.cache.get_job(job_key, len(members))
             if done is None:
-                pending.append((job_key, members, [keyed.circuits[i] for i in members]))
+                pending.append((job_key, members, pick(keyed.circuits, members), pick(keyed.widths, members)))
             else:
                 self._store(results, keyed, members, done, shots)
         if pending:
             self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
         return [results[i] for i in keyed.index]
 
-    def _store(self, results: list, keyed: Keyed, members: list[int], probs: list[np.ndarray], shots) -> None:
-        for i, p in zip(members, probs):
-            results[i] = p
+    def _store(self, results: list, keyed: Keyed, members: Sequence[int], probs: list[np.ndarray], shots) -> None:
+        if isinstance(members, range):
+            results[members.start : members.stop] = probs
+        else:
+            for i, p in zip(members, probs):
+                results[i] = p
         if self.options.reuse_results:
             self._memory.update(((shots, *keyed.content(i)), p) for i, p in zip(members, probs))
 
@@ -148,8 +151,9 @@ class JobEngine:
         bar = tqdm(total=len(pending), unit="job", desc=f"{self.provider.name} jobs", disable=self._no_bar())
         if self.options.max_parallel == 1 or len(pending) == 1:  # one job at a time: no thread handoff
             try:
-                for job_key, members, circuits in pending:
-                    self._store(results, keyed, members, self._run_job(job_key, circuits, shots, deadline_at), shots)
+                for job_key, members, circuits, widths in pending:
+                    probs = self._run_job(job_key, circuits, widths, shots, deadline_at)
+                    self._store(results, keyed, members, probs, shots)
                     bar.update(1)
             finally:
                 bar.close()
@@ -157,8 +161,8 @@ class JobEngine:
         errors: list[BaseException] = []
         with ThreadPoolExecutor(self.options.max_parallel, thread_name_prefix="qpeft-job") as pool:
             futures = {
-                pool.submit(self._run_job, job_key, circuits, shots, deadline_at): members
-                for job_key, members, circuits in pending
+                pool.submit(self._run_job, job_key, circuits, widths, shots, deadline_at): members
+                for job_key, members, circuits, widths in pending
             }
             remaining = set(futures)
             while remaining:
@@ -197,7 +201,7 @@ class JobEngine:
             **extra,
         )
 
-    def _run_job(self, job_key: str, circuits: list[BoundCircuit], shots, deadline_at) -> list[np.ndarray]:
+    def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline_at) -> list:
         live = self.ledger.live().get(job_key)
         attempt = self.ledger.attempts(job_key)
         job_id = last_id = None
@@ -225,7 +229,7 @@ class JobEngine:
             last_id = job_id
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
-                probs = self._fetch(job_id, circuits, shots)
+                probs = self._fetch(job_id, circuits, widths, shots)
                 self.cache.put_job(job_key, probs)
                 self._record("done", *common, **timing)
                 return probs
@@ -376,12 +380,12 @@ class JobEngine:
             reraise=True,
         )(call)
 
-    def _fetch(self, job_id: str, circuits: list[BoundCircuit], shots) -> list[np.ndarray]:
+    def _fetch(self, job_id: str, circuits: list[BoundCircuit], widths: list[int], shots) -> list[np.ndarray]:
         try:
             probs = self._retried(lambda: self.provider.result(job_id, circuits, shots))
         except Exception as err:
             raise self._clean(err) from None
-        if len(probs) != len(circuits) or list(map(len, probs)) != [2**c.circuit.n_qubits for c in circuits]:
+        if list(map(len, probs)) != widths:  # one result of 2**n_qubits per circuit
             raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
         return [np.asarray(p, dtype=np.float64) for p in probs]
 

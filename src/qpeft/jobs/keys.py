@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import attrgetter
 
 import numpy as np
 
@@ -60,15 +61,25 @@ class Templates:
 
 @dataclass
 class Keyed:
-    """The distinct circuits of a call (first-occurrence order) and where each input went."""
+    """The distinct circuits of a call, grouped by template (input order within a group), and
+    where each input circuit went."""
 
     circuits: list[BoundCircuit]
-    templates: list[Template]  # per distinct circuit
+    keys: list[bytes]  # per distinct circuit: its template's key
     rows: list[bytes]  # per distinct circuit: its angles' float64 bytes
+    widths: list[int]  # per distinct circuit: the length of its result, 2**n_qubits
     index: list[int]  # per input circuit: its distinct circuit
+    templates: list[Template]  # one per template content in the call
 
     def content(self, i: int) -> tuple[bytes, bytes]:
-        return self.templates[i].key, self.rows[i]
+        return self.keys[i], self.rows[i]
+
+
+def pick(seq: list, members: Sequence[int]) -> list:
+    """``[seq[i] for i in members]``; a slice when ``members`` is a range."""
+    if isinstance(members, range) and members.step == 1:
+        return seq[members.start : members.stop]
+    return [seq[i] for i in members]
 
 
 def _stack(rows: list[tuple[float, ...]], width: int, what: str, circuit: Circuit) -> np.ndarray:
@@ -81,61 +92,71 @@ def _stack(rows: list[tuple[float, ...]], width: int, what: str, circuit: Circui
     return np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width).reshape(len(rows), width)
 
 
-def _angles(circuits: Sequence[BoundCircuit], members: list[int], template: Template) -> np.ndarray:
-    """(len(members), n_weights + n_inputs) float64: the stacked angles of one template's circuits."""
+def _rows(group: list[BoundCircuit], template: Template) -> list[bytes]:
+    """One bytes object per circuit (made in C): its weights, then its inputs, as float64."""
     c = template.circuit
-    weights = _stack([circuits[i].weights for i in members], c.n_weights, "weights", c)
-    inputs = _stack([circuits[i].inputs for i in members], c.n_inputs, "inputs", c)
-    return np.concatenate([weights, inputs], axis=1) if c.n_inputs else weights
+    angles = _stack(list(map(_WEIGHTS, group)), c.n_weights, "weights", c)
+    if c.n_inputs or any(map(_INPUTS, group)):
+        angles = np.concatenate([angles, _stack(list(map(_INPUTS, group)), c.n_inputs, "inputs", c)], axis=1)
+    if not angles.shape[1]:
+        return [b""] * len(group)
+    return np.ascontiguousarray(angles).view(np.dtype((np.void, 8 * angles.shape[1]))).ravel().tolist()
+
+
+_CIRCUIT, _WEIGHTS, _INPUTS = attrgetter("circuit"), attrgetter("weights"), attrgetter("inputs")
 
 
 def key_circuits(circuits: Sequence[BoundCircuit], templates: Templates) -> Keyed:
     """Group ``circuits`` by template content, stack their angles, and de-duplicate."""
     n = len(circuits)
-    ids = np.fromiter((id(c.circuit) for c in circuits), dtype=np.uint64, count=n)
-    _, first, obj_of = np.unique(ids, return_index=True, return_inverse=True)
-    # template objects with equal content (e.g. one per module) form one group
+    objs = list(map(_CIRCUIT, circuits))
+    _, first, obj_of = np.unique(
+        np.fromiter(map(id, objs), dtype=np.uint64, count=n), return_index=True, return_inverse=True
+    )
+    # template objects with equal content (e.g. one per module) form one group; groups are
+    # numbered in input order (never by id: job keys must not depend on memory addresses)
     groups: dict[bytes, int] = {}
     reps: list[Template] = []
-    group_of_obj = []
-    for i in first.tolist():
-        t = templates.get(circuits[i].circuit)
-        g = groups.setdefault(t.key, len(groups))
+    group_of_obj = np.empty(len(first), dtype=np.int64)
+    for pos in np.argsort(first).tolist():
+        t = templates.get(objs[first[pos]])
+        g = group_of_obj[pos] = groups.setdefault(t.key, len(groups))
         if g == len(reps):
             reps.append(t)
-        group_of_obj.append(g)
-    group_of = np.asarray(group_of_obj, dtype=np.int64)[obj_of.ravel()]
-    order = np.argsort(group_of, kind="stable").tolist()
-    bounds = np.cumsum(np.bincount(group_of)).tolist()
-    rows: list[bytes] = [b""] * n
-    group_rows: list[int] = [0] * n
+    group_of = group_of_obj[obj_of.ravel()]
+    order = np.argsort(group_of, kind="stable")
+    bounds = np.cumsum(np.bincount(group_of, minlength=len(reps))).tolist()
+    index = np.empty(n, dtype=np.int64)
+    out = Keyed([], [], [], [], [], reps)
     start = 0
-    for g, end in enumerate(bounds):
+    for template, end in zip(reps, bounds):
         members = order[start:end]
         start = end
-        angles = _angles(circuits, members, reps[g])
-        if angles.shape[1]:  # one bytes object per row, made in C
-            values = angles.view(np.dtype((np.void, angles.itemsize * angles.shape[1]))).ravel().tolist()
-            for i, row in zip(members, values):
-                rows[i] = row
-        for i in members:
-            group_rows[i] = g
-    seen: dict[tuple[int, bytes], int] = {}
-    keep: list[int] = []
-    index: list[int] = []
-    for i, k in enumerate(zip(group_rows, rows)):
-        j = seen.get(k)
-        if j is None:
-            j = seen[k] = len(keep)
-            keep.append(i)
-        index.append(j)
-    return Keyed([circuits[i] for i in keep], [reps[group_rows[i]] for i in keep], [rows[i] for i in keep], index)
+        group = [circuits[i] for i in members.tolist()]
+        rows = _rows(group, template)
+        if len(dict.fromkeys(rows)) == len(rows):  # no duplicates (the usual case)
+            keep, local = range(len(rows)), np.arange(len(rows))
+        else:
+            seen: dict[bytes, int] = {}
+            keep = []
+            for k, row in enumerate(rows):
+                if row not in seen:
+                    seen[row] = len(keep)
+                    keep.append(k)
+            local = np.fromiter(map(seen.__getitem__, rows), dtype=np.int64, count=len(rows))
+        index[members] = len(out.circuits) + local
+        out.circuits += pick(group, keep)
+        out.rows += pick(rows, keep)
+        out.keys += [template.key] * len(keep)
+        out.widths += [2**template.circuit.n_qubits] * len(keep)
+    out.index = index.tolist()
+    return out
 
 
 def job_key(header: str, keyed: Keyed, members: Sequence[int]) -> str:
     """One hash over a job's circuits (``members`` of ``keyed``) and ``header`` (provider,
     shots, scope): the template keys, then the angle rows (each template fixes its row width)."""
     h = hashlib.blake2b(f"{header}|{len(members)}|".encode(), digest_size=KEY_BYTES)
-    h.update(b"".join([keyed.templates[i].key for i in members]))
-    h.update(b"".join([keyed.rows[i] for i in members]))
+    h.update(b"".join(pick(keyed.keys, members)))
+    h.update(b"".join(pick(keyed.rows, members)))
     return h.hexdigest()
