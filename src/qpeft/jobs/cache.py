@@ -70,8 +70,9 @@ class ResultCache:
     def put_job(self, job_key: str, probs: list[np.ndarray]) -> None:
         if self.directory is None:
             return
-        offsets = np.cumsum([0, *map(len, probs)], dtype=np.float64)
-        data = np.concatenate([offsets, *probs]).astype(np.float64, copy=False).tobytes()
+        offsets = np.zeros(len(probs) + 1)
+        np.cumsum(np.fromiter(map(len, probs), dtype=np.float64, count=len(probs)), out=offsets[1:])
+        data = memoryview(np.concatenate([offsets, *probs], dtype=np.float64)).cast("B")
         with self._lock:
             if self._data is None:
                 # raw append handles: each write lands at the end, also with other writers
