@@ -14,6 +14,7 @@ provider, backend, options, shots, its circuits' templates and angles (see
 from __future__ import annotations
 
 import json
+import os
 import threading
 import weakref
 from pathlib import Path
@@ -35,7 +36,10 @@ class ResultCache:
     def _read_index(self) -> None:
         """Index lines appended since the last read (by this or another engine); a torn last
         line is left for later."""
-        if not self._index_path.is_file():
+        try:
+            if os.stat(self._index_path).st_size == self._index_read:
+                return  # nothing new
+        except FileNotFoundError:
             return
         with open(self._index_path, "rb") as f:
             f.seek(self._index_read)
