@@ -131,7 +131,11 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
     lines += [
         "",
         "`module`: one engine call per module (forward, then its gradient circuits), what a per-module "
-        "QNN call does; `step`: all modules' circuits of the step in one call (`qpeft.jobs.step.StepRunner`).",
+        "QNN call does; `step`: all modules' circuits of the step in one call (`qpeft.jobs.step.StepRunner`). "
+        "Modules with equal circuits share one template, so the local provider simulates all circuits of a "
+        "template in one batched call (its run time per circuit fell about 5x when that came in; the ratio's "
+        "denominator with it). Each round builds a new engine: the per-engine work (keying templates, "
+        "opening the ledger and result files) counts in every round, as in a run's first step.",
         "",
         "Jobs per step from the provider limits (the split `qpeft plan` uses):",
         "",

@@ -173,3 +173,18 @@ def test_an_unknown_submission_waits_for_a_person(tmp_path):
     assert main(["jobs", str(tmp_path), "--resolve", tag]) == 0  # checked: nothing was created
     healthy = ScriptedProvider(seed=12, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
     assert len(JobEngine(healthy, tmp_path, **fast).run(circuits, None)) == 5 and len(healthy.fate) == 1
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_rejected_submit_is_tried_max_attempts_times_with_backoff(tmp_path, max_attempts):
+    _, circuits = _circuits(5, seed=13)
+    provider = ScriptedProvider(seed=14, transient=1.0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+    engine = JobEngine(
+        provider, tmp_path, max_attempts=max_attempts, **{**FAST, "poll_interval": 0.02, "max_poll_interval": 1.0}
+    )
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="503 Service Unavailable"):
+        engine.run(circuits, None)
+    assert provider.calls["submit"] == max_attempts and not provider.created
+    waits = sum(0.02 * 2**n for n in range(max_attempts - 1))  # 0.02 * 2**(n-1) after rejection n
+    assert time.perf_counter() - started >= waits

@@ -48,18 +48,19 @@ def _exact_grad(qnn, g):
 
 @pytest.mark.parametrize("method", ["parameter_shift", "hybrid"])
 def test_gradients_match_autograd_through_the_simulator(method):
-    qnns = [_qnn(0), _qnn(1, controlled=True)]
+    qnns = [_qnn(0), _qnn(1, controlled=True), _qnn(2)]  # the first and last: one circuit, other weights
     model = nn.ModuleList(Holder(q) for q in qnns)
     runner = StepRunner(JobEngine(LocalProvider("torch"), None, **FAST), None, method)
-    assert runner.attach(model) == 2
-    gs = [torch.randn(2**3, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    assert runner.attach(model) == 3
+    assert len({id(t) for t in runner._templates.values()}) == 2  # equal circuits share their template
+    gs = [torch.randn(2**3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     loss = sum((m.step_runner(m.qnn) * g).sum() for m, g in zip(model, gs))
     loss.backward()
     for qnn, g in zip(qnns, gs):
         probs, grad = _exact_grad(qnn, g.double())
         torch.testing.assert_close(runner._entries[id(qnn)].probs.double(), probs, **TOL[torch.complex64])
         torch.testing.assert_close(qnn.weights.grad.double(), grad, **TOL[torch.complex64])
-    assert totals(runner.engine.ledger.records)["jobs"] == 1  # both modules, forward and gradient: one job
+    assert totals(runner.engine.ledger.records)["jobs"] == 1  # all modules, forward and gradient: one job
 
 
 def test_spsa_averages_to_the_gradient():

@@ -48,13 +48,17 @@ class BoundCircuit:
 
 
 def circuit_text(circuit: Circuit) -> str:
-    """A canonical text of the template (gates, wires, where each angle comes from)."""
-
-    def param(p) -> str:
-        return f"c{p.value!r}" if isinstance(p, Const) else f"{type(p).__name__[0]}{p.index}"
-
-    ops = ";".join(f"{op.gate}{list(op.wires)}{[param(p) for p in op.params]}" for op in circuit.ops)
-    return f"{circuit.n_qubits}|{ops}"
+    """A canonical text of the template (gates, wires, where each angle comes from), e.g.
+    ``2|RY|(0,)|w0|;|CZ|(0, 1)|;``; built once per template object, so kept to plain appends."""
+    out = [str(circuit.n_qubits)]
+    for op in circuit.ops:
+        out.append(op.gate)
+        out.append(str(op.wires))
+        for p in op.params:
+            kind = type(p)
+            out.append(f"c{p.value!r}" if kind is Const else f"w{p.index}" if kind is Weight else f"i{p.index}")
+        out.append(";")
+    return "|".join(out)
 
 
 def digest(*parts) -> str:

@@ -1,52 +1,95 @@
 """Content cache of terminal job results.
 
-Each finished job's results are written atomically to ``<dir>/<job key>.npy`` (offsets, then
-the probabilities of its circuits in job order), so a restarted engine that rebuilds the same job finds its
-results without submitting anything. A circuit's key hashes the provider, backend, options,
-circuit text, angles and shots (and, unless results are reused across steps, the scope of
-the call, e.g. the training step). With ``reuse=True`` results are also kept in memory and
-served to any later call that asks for the same circuit.
+Each finished job's results are appended to ``<dir>/results.f64`` (its circuits' offsets, then
+their probabilities, float64), and then a line naming the job key, byte offset and length is
+appended to ``<dir>/index.jsonl``: an index line exists only for complete data, so a crash
+mid-write leaves unused bytes, never a wrong result (a torn last index line is skipped). A
+restarted engine that rebuilds the same job finds its results without submitting anything.
+Both files stay open (one append per job, no file created per job). A job's key hashes the
+provider, backend, options, shots, its circuits' templates and angles (see
+:mod:`qpeft.jobs.keys`) and, unless results are reused across steps, the scope of the call
+(e.g. the training step).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 
 
 class ResultCache:
-    def __init__(self, directory: str | Path | None, reuse: bool = False):
-        self.directory = Path(directory) if directory is not None else None
+    def __init__(self, directory: str | Path | None):
+        self.directory = Path(directory) if directory is not None else None  # None: nothing kept
+        self._lock = threading.Lock()
+        self._where: dict[str, tuple[int, int]] = {}  # job key -> (byte offset, bytes)
+        self._index_read = 0  # bytes of the index read so far
+        self._data = self._index = None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self.reuse = reuse
-        self.memory: dict[str, np.ndarray] = {}
+            self._data_path, self._index_path = self.directory / "results.f64", self.directory / "index.jsonl"
 
-    def get_job(self, job_key: str, keys: list[str]) -> dict[str, np.ndarray] | None:
-        """The results of a finished job (its circuits' ``keys``, in job order), or None."""
+    def _read_index(self) -> None:
+        """Index lines appended since the last read (by this or another engine); a torn last
+        line is left for later."""
+        try:
+            if os.stat(self._index_path).st_size == self._index_read:
+                return  # nothing new
+        except FileNotFoundError:
+            return
+        with open(self._index_path, "rb") as f:
+            f.seek(self._index_read)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._index_read += len(complete)
+        for line in complete.splitlines():
+            try:
+                record = json.loads(line)
+                self._where[record["key"]] = (int(record["offset"]), int(record["bytes"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash, followed by later appends: its data is not used
+
+    def get_job(self, job_key: str, count: int) -> list[np.ndarray] | None:
+        """The results of a finished job of ``count`` circuits (in job order), or None."""
         if self.directory is None:
             return None
-        path = self.directory / f"{job_key}.npy"
-        if not path.is_file():
+        with self._lock:
+            if job_key not in self._where:
+                self._read_index()
+            where = self._where.get(job_key)
+        if where is None:
             return None
-        flat = np.load(path)
-        # (offsets, probabilities): the first len(keys) + 1 entries are the offsets
-        offsets = flat[: len(keys) + 1].astype(np.int64) + len(keys) + 1
-        found = {k: flat[offsets[i] : offsets[i + 1]] for i, k in enumerate(keys)}
-        if self.reuse:
-            self.memory.update(found)
-        return found
+        offset, nbytes = where
+        flat = np.fromfile(self._data_path, dtype=np.float64, count=nbytes // 8, offset=offset)
+        if flat.nbytes != nbytes:
+            raise ValueError(f"{self._data_path} is shorter than its index says; delete {self.directory} to rerun")
+        # (offsets, probabilities): the first count + 1 entries are the offsets
+        offsets = (flat[: count + 1].astype(np.int64) + count + 1).tolist()
+        return [flat[offsets[i] : offsets[i + 1]] for i in range(count)]
 
-    def put_job(self, job_key: str, keys: list[str], probs: list[np.ndarray]) -> None:
-        if self.reuse:
-            self.memory.update(zip(keys, probs))
+    def put_job(self, job_key: str, probs: list[np.ndarray]) -> None:
         if self.directory is None:
             return
-        offsets = np.cumsum([0] + [len(p) for p in probs], dtype=np.float64)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.concatenate([offsets, *probs]))
-        os.replace(tmp, self.directory / f"{job_key}.npy")
+        offsets = np.zeros(len(probs) + 1)
+        np.cumsum(np.fromiter(map(len, probs), dtype=np.float64, count=len(probs)), out=offsets[1:])
+        data = memoryview(np.concatenate([offsets, *probs], dtype=np.float64)).cast("B")
+        with self._lock:
+            if self._data is None:
+                # raw append handles: each write lands at the end, also with other writers
+                self._data = open(self._data_path, "ab", buffering=0)  # noqa: SIM115 (kept open)
+                self._index = open(self._index_path, "ab", buffering=0)  # noqa: SIM115 (kept open)
+                weakref.finalize(self, self._data.close)
+                weakref.finalize(self, self._index.close)
+                if self._index.tell() and not self._index_path.read_bytes().endswith(b"\n"):
+                    self._index.write(b"\n")  # end a line torn by a crash, so the next one parses
+            written = self._data.write(data)
+            if written != len(data):
+                raise OSError(f"short write to {self._data_path} ({written} of {len(data)} bytes); disk full?")
+            offset = self._data.tell() - len(data)
+            line = json.dumps({"key": job_key, "offset": offset, "bytes": len(data)}) + "\n"
+            self._index.write(line.encode())
+            self._where[job_key] = (offset, len(data))

@@ -13,8 +13,8 @@ the results of the jobs that did finish stay in the cache.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from array import array
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -40,13 +40,11 @@ from qpeft.jobs.base import (
     Provider,
     State,
     SubmissionUnknownError,
-    circuit_text,
-    digest,
-    fast_digest,
     split,
-    two_qubit_gates,
 )
 from qpeft.jobs.cache import ResultCache
+from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
+from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -95,36 +93,11 @@ class JobEngine:
         self.options = EngineOptions(**options)
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
         self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
-        self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None, reuse=self.options.reuse_results)
+        self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
         self._scope = ""
-        self._templates: dict[int, tuple] = {}  # id(circuit) -> (circuit, template key)
+        self._templates = Templates()
+        self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
-
-    # ---- keys -----------------------------------------------------------------------------
-
-    def circuit_keys(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[str]:
-        """One content key per circuit: provider, backend, options, circuit text, angles, shots
-        (and the scope unless results are reused across calls)."""
-        tail = f"|{shots}|{'' if self.options.reuse_results else scope}".encode()
-        keys = []
-        for c in circuits:
-            known = self._templates.get(id(c.circuit))
-            if known is None or known[0] is not c.circuit:
-                # the circuit is kept referenced, so its id stays its own; templates are few (one per module)
-                known = self._templates[id(c.circuit)] = (c.circuit, self._template_key(c.circuit).encode())
-            # the exact float64 bytes of the angles (float repr would cost ~1 us per angle)
-            angles = array("d", c.weights).tobytes() + b"|" + array("d", c.inputs).tobytes()
-            keys.append(fast_digest(known[1] + b"|" + angles + tail))
-        return keys
-
-    def _template_key(self, circuit) -> str:
-        return digest(self.provider.fingerprint(), circuit_text(circuit))
-
-    def plan_jobs(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[range]:
-        """Index ranges (into ``circuits``) of the jobs this engine would submit for them."""
-        templates = {id(c.circuit): c.circuit for c in circuits}
-        two_qubit = max((two_qubit_gates(t) for t in templates.values()), default=0)
-        return split(len(circuits), self.provider.limits.chunk_size(shots, two_qubit))
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -138,35 +111,58 @@ class JobEngine:
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")
         deadline_at = time.time() + self.options.deadline if self.options.deadline else float("inf")
-        keys = self.circuit_keys(circuits, shots, scope)
-        results: dict[str, np.ndarray] = {k: self.cache.memory[k] for k in keys if k in self.cache.memory}
-        unique: dict[str, BoundCircuit] = {}
-        for k, c in zip(keys, circuits):
-            if k not in results and k not in unique:
-                unique[k] = c
-        todo_keys, todo = list(unique), list(unique.values())
+        fingerprint = self.provider.fingerprint()
+        self._templates.reset(fingerprint)
+        keyed = key_circuits(circuits, self._templates)
+        results: list[np.ndarray | None] = [None] * len(keyed.circuits)
+        reuse = self.options.reuse_results
+        todo: Sequence[int] = range(len(results))
+        if reuse:
+            for i in todo:
+                results[i] = self._memory.get((shots, *keyed.content(i)))
+            todo = [i for i, r in enumerate(results) if r is None]
+        # the job size fits the largest template of the call (what `qpeft plan` counts with)
+        two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
+        header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
         pending = []
-        for chunk in self.plan_jobs(todo, shots):
-            chunk_keys = [todo_keys[i] for i in chunk]
-            job_key = digest(self.provider.fingerprint(), shots, chunk_keys)
-            done = self.cache.get_job(job_key, chunk_keys)
-            if done is not None:
-                results.update(done)
+        for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
+            members = todo[chunk.start : chunk.stop]
+            job_key = job_key_of(header, keyed, members)
+            done = self.cache.get_job(job_key, len(members))
+            if done is None:
+                pending.append((job_key, members, pick(keyed.circuits, members), pick(keyed.widths, members)))
             else:
-                pending.append((job_key, chunk_keys, [todo[i] for i in chunk]))
+                self._store(results, keyed, members, done, shots)
         if pending:
-            results.update(self._run_jobs(pending, shots, deadline_at, scope))
-        return [results[k] for k in keys]
+            self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
+        return [results[i] for i in keyed.index]
 
-    def _run_jobs(self, pending, shots, deadline_at, scope) -> dict[str, np.ndarray]:
+    def _store(self, results: list, keyed: Keyed, members: Sequence[int], probs: list[np.ndarray], shots) -> None:
+        if isinstance(members, range):
+            results[members.start : members.stop] = probs
+        else:
+            for i, p in zip(members, probs):
+                results[i] = p
+        if self.options.reuse_results:
+            self._memory.update(((shots, *keyed.content(i)), p) for i, p in zip(members, probs))
+
+    def _run_jobs(self, pending, shots, deadline_at, scope, results: list, keyed: Keyed) -> None:
         self._scope = scope  # recorded with every ledger event of this call
-        out: dict[str, np.ndarray] = {}
-        errors: list[BaseException] = []
         bar = tqdm(total=len(pending), unit="job", desc=f"{self.provider.name} jobs", disable=self._no_bar())
+        if self.options.max_parallel == 1 or len(pending) == 1:  # one job at a time: no thread handoff
+            try:
+                for job_key, members, circuits, widths in pending:
+                    probs = self._run_job(job_key, circuits, widths, shots, deadline_at)
+                    self._store(results, keyed, members, probs, shots)
+                    bar.update(1)
+            finally:
+                bar.close()
+            return
+        errors: list[BaseException] = []
         with ThreadPoolExecutor(self.options.max_parallel, thread_name_prefix="qpeft-job") as pool:
             futures = {
-                pool.submit(self._run_job, job_key, keys, circuits, shots, deadline_at): keys
-                for job_key, keys, circuits in pending
+                pool.submit(self._run_job, job_key, circuits, widths, shots, deadline_at): members
+                for job_key, members, circuits, widths in pending
             }
             remaining = set(futures)
             while remaining:
@@ -177,7 +173,7 @@ class JobEngine:
                     if f.exception() is not None:
                         errors.append(f.exception())
                     else:
-                        out.update(zip(futures[f], f.result()))
+                        self._store(results, keyed, futures[f], f.result(), shots)
                         bar.update(1)
                 if errors:  # let running jobs finish (their results get cached), start no new ones
                     for f in remaining:
@@ -185,7 +181,6 @@ class JobEngine:
         bar.close()
         if errors:
             raise errors[0]
-        return out
 
     def _no_bar(self) -> bool | None:
         return None if self.options.progress is None else not self.options.progress
@@ -206,7 +201,7 @@ class JobEngine:
             **extra,
         )
 
-    def _run_job(self, job_key: str, keys: list[str], circuits: list[BoundCircuit], shots, deadline_at):
+    def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline_at) -> list:
         live = self.ledger.live().get(job_key)
         attempt = self.ledger.attempts(job_key)
         job_id = last_id = None
@@ -234,8 +229,8 @@ class JobEngine:
             last_id = job_id
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
-                probs = self._fetch(job_id, circuits, shots)
-                self.cache.put_job(job_key, keys, probs)
+                probs = self._fetch(job_id, circuits, widths, shots)
+                self.cache.put_job(job_key, probs)
                 self._record("done", *common, **timing)
                 return probs
             if state == "lost":
@@ -271,14 +266,8 @@ class JobEngine:
             except FutureTimeout:
                 raise _NoAnswer(future) from None
 
-        retrying = Retrying(
-            retry=retry_if_exception(self.provider.is_transient),
-            wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
-            stop=stop_after_attempt(opts.max_attempts) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
-            reraise=True,
-        )
         try:
-            job_id = retrying(call)
+            job_id = self._retried(call, deadline_at)
         except _NoAnswer as no_answer:
             return self._resolve(no_answer.future, job_key, tag, attempt, circuits, shots, deadline_at)
         except Exception as err:
@@ -334,16 +323,27 @@ class JobEngine:
                 started.append(time.time())
             return status
 
-        budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
-        retrying = Retrying(
-            retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
-            wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
-            stop=stop_after_delay(max(budget, 0.0)),
-            sleep=lambda seconds: self.provider.wait(job_id, seconds),
-            reraise=True,
-        )
+        def loop():
+            budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
+            return Retrying(
+                retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
+                wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
+                stop=stop_after_delay(max(budget, 0.0)),
+                sleep=lambda seconds: self.provider.wait(job_id, seconds),
+                reraise=True,
+            )(check)
+
         try:
-            status = retrying(check)
+            try:  # one look first: a job that has already ended (an in-process one) needs no retry loop
+                status = check()
+            except Exception as err:
+                if not self.provider.is_transient(err):
+                    raise
+                status = None
+            if status is None or not status.state.terminal:
+                left = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
+                self.provider.wait(job_id, min(opts.poll_interval, max(left, 0.0)))
+                status = loop()
         except RetryError:
             if time.time() >= deadline_at:
                 raise TimeoutError(
@@ -361,18 +361,31 @@ class JobEngine:
     def _queued(started: list[float], submitted_at: float) -> float:
         return max(0.0, (started[0] if started else time.time()) - submitted_at)
 
-    def _fetch(self, job_id: str, circuits: list[BoundCircuit], shots) -> list[np.ndarray]:
-        retrying = Retrying(
-            retry=retry_if_exception(self.provider.is_transient),
-            wait=wait_exponential(multiplier=self.options.poll_interval, max=self.options.max_poll_interval),
-            stop=stop_after_attempt(self.options.max_attempts),
-            reraise=True,
-        )
+    def _retried(self, call, deadline_at: float = math.inf):
+        """``call()``, its transient errors retried with exponential backoff, ``max_attempts``
+        calls at most (and none past the deadline). The first call runs without tenacity (most
+        succeed; a retry loop costs more than an in-process job's bookkeeping); the loop then
+        waits as tenacity's would have from the first call: poll_interval * 2**(n-1) after call n."""
+        opts = self.options
         try:
-            probs = retrying(self.provider.result, job_id, circuits, shots)
+            return call()
+        except Exception as err:
+            if not self.provider.is_transient(err) or opts.max_attempts == 1 or time.time() >= deadline_at:
+                raise
+        time.sleep(min(opts.poll_interval, opts.max_poll_interval))
+        return Retrying(
+            retry=retry_if_exception(self.provider.is_transient),
+            wait=wait_exponential(multiplier=2 * opts.poll_interval, max=opts.max_poll_interval),
+            stop=stop_after_attempt(opts.max_attempts - 1) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
+            reraise=True,
+        )(call)
+
+    def _fetch(self, job_id: str, circuits: list[BoundCircuit], widths: list[int], shots) -> list[np.ndarray]:
+        try:
+            probs = self._retried(lambda: self.provider.result(job_id, circuits, shots))
         except Exception as err:
             raise self._clean(err) from None
-        if len(probs) != len(circuits) or any(len(p) != 2**c.circuit.n_qubits for p, c in zip(probs, circuits)):
+        if list(map(len, probs)) != widths:  # one result of 2**n_qubits per circuit
             raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
         return [np.asarray(p, dtype=np.float64) for p in probs]
 

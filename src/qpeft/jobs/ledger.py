@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,14 +24,16 @@ FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt"
 
 
 class Ledger:
-    """Append-only JSONL file; thread-safe; each line is flushed on write, and fsynced when it
-    records a submission and ``fsync`` is on (jobs that outlive the process)."""
+    """Append-only JSONL file; thread-safe; each line is flushed on write (to the one handle the
+    ledger keeps open), and fsynced when it records a submission and ``fsync`` is on (jobs that
+    outlive the process)."""
 
     def __init__(self, path: str | Path | None, fsync: bool = True):
         self.path = Path(path) if path is not None else None  # None: kept in memory only
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._file = None  # opened on the first append, kept open (closed when the ledger is collected)
         self.fsync = fsync
         self.records: list[dict] = []
         self._open: dict[str, dict] = {}  # key -> newest submitted / unknown record without a terminal one
@@ -54,11 +57,13 @@ class Ledger:
         line = json.dumps(record, sort_keys=True) + "\n"
         with self._lock:
             if self.path is not None:
-                with open(self.path, "a") as f:
-                    f.write(line)
-                    f.flush()
-                    if self.fsync and event in DURABLE:  # a lost terminal record only costs a re-attach
-                        os.fsync(f.fileno())
+                if self._file is None:
+                    self._file = open(self.path, "a")  # noqa: SIM115 (kept open: one open per ledger, not per line)
+                    weakref.finalize(self, self._file.close)
+                self._file.write(line)
+                self._file.flush()
+                if self.fsync and event in DURABLE:  # a lost terminal record only costs a re-attach
+                    os.fsync(self._file.fileno())
             self._index(record)
         return record
 

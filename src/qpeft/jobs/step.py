@@ -28,6 +28,7 @@ import torch
 from qpeft.backends.torch_sim import TorchBackend
 from qpeft.jobs.base import BoundCircuit, digest
 from qpeft.jobs.engine import EngineOptions, JobEngine
+from qpeft.jobs.keys import template_content
 from qpeft.jobs.providers import get_provider, parse_spec
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.gates import get_gate
@@ -153,6 +154,7 @@ class StepRunner:
 
     def attach(self, model: torch.nn.Module) -> int:
         """Route every weights-mode quantum module of ``model`` through this runner."""
+        shared: dict[str, _Template] = {}  # modules with equal circuits share one template (keyed once)
         for module in model.modules():
             if not hasattr(module, "step_runner") or getattr(module, "qnn", None) is None:
                 continue
@@ -161,7 +163,11 @@ class StepRunner:
                     "a quantum backend needs qnn_mode='weights' (preset qtha-weights): activation mode runs "
                     "one circuit per token and module, far too many jobs for a QPU (see `qpeft plan`)"
                 )
-            self._templates[id(module.qnn)] = _template(module.qnn.executed_circuit)
+            circuit = module.qnn.executed_circuit
+            content = template_content(circuit)
+            if content not in shared:
+                shared[content] = _template(circuit)
+            self._templates[id(module.qnn)] = shared[content]
             module.step_runner = self
             self.qnns.append(module.qnn)
         if not self.qnns:
