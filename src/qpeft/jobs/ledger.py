@@ -125,7 +125,9 @@ def totals(records: list[dict]) -> dict:
         "shots": sum(r["circuits"] * (r["shots"] or 0) for r in submitted),
         "wall_seconds": sum(r.get("wall_s", 0.0) for r in records if r["event"] in TERMINAL),
         "queue_seconds": sum(r.get("queue_s", 0.0) for r in records if r["event"] in TERMINAL),
-        "retries": sum(r["attempt"] > 1 for r in submitted),
+        # jobs created again for a job key (and scope) after an earlier job of it failed, was
+        # lost or timed out; a submit the provider rejected created nothing and is no retry
+        "retries": len(submitted) - len({(r.get("scope"), r["key"]) for r in submitted}),
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
