@@ -174,11 +174,17 @@ def cmd_eval(args) -> int:
     _check_adapter(args.adapter)
     examples, max_length = _eval_examples(args)
     model, tokenizer = _load_adapted(args.adapter, args.model)
-    emulated = None
-    if args.emulate is not None:  # before any job-engine runner: the model's own backends
+    emulated, device = None, args.emulate
+    if device is None and args.quantum_backend is not None:  # local noisy:DEVICE: the side-by-side report too
+        from qpeft.jobs.providers import parse_spec
+
+        provider, backend = parse_spec(args.quantum_backend)
+        kind, _, name = (backend or "").partition(":")
+        device = name if provider == "local" and kind == "noisy" and name else None
+    if device is not None:  # before any job-engine runner: the model's own backends
         from qpeft.devices.evaluate import evaluate_on_device
 
-        emulated = evaluate_on_device(model, tokenizer, examples, max_length, args.emulate, shots=args.shots)
+        emulated = evaluate_on_device(model, tokenizer, examples, max_length, device, shots=args.shots)
     if args.quantum_backend is not None:  # forward-only circuits through the job engine
         from qpeft.jobs.step import build_runner
 

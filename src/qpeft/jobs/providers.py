@@ -3,6 +3,7 @@
 | spec | what runs | credentials |
 |---|---|---|
 | ``local[:torch|shots|noisy[:DEVICE]|qiskit|pyqpanda3]`` | qpeft's in-process backends | none |
+| ``torch``, ``noisy:DEVICE``, ... (a local backend's name) | the same, shorthand for ``local:...`` | none |
 | ``origin[:CHIP]`` | Origin QCloud QPU (chip from the service's list) | ``QPEFT_ORIGIN_API_KEY`` |
 | ``ibm[:BACKEND]`` | IBM Quantum Sampler; ``fake_*``: local testing mode | ``QPEFT_IBM_TOKEN`` / saved account |
 """
@@ -18,15 +19,20 @@ PROVIDERS = {
     "origin": "qpeft.jobs.origin:OriginProvider",
     "ibm": "qpeft.jobs.ibm:IBMProvider",
 }
+#: in-process backends a spec may name without ``local:`` (``noisy:wukong72`` = ``local:noisy:wukong72``)
+LOCAL_BACKENDS = ("torch", "shots", "noisy", "qiskit", "pyqpanda3")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``"origin:WK_C180"`` -> ("origin", "WK_C180"); ``"ibm"`` -> ("ibm", None)."""
+    """``"origin:WK_C180"`` -> ("origin", "WK_C180"); ``"ibm"`` -> ("ibm", None);
+    ``"noisy:wukong72"`` -> ("local", "noisy:wukong72")."""
     name, _, backend = spec.partition(":")
+    if name in LOCAL_BACKENDS:
+        return "local", spec
     if name not in PROVIDERS:
         raise ValueError(
             f"unknown quantum provider {name!r} in {spec!r}; use PROVIDER[:BACKEND] with PROVIDER one of "
-            f"{', '.join(PROVIDERS)}"
+            f"{', '.join(PROVIDERS)}, or a local backend ({', '.join(LOCAL_BACKENDS)})"
         )
     return name, backend or None
 
