@@ -4,6 +4,7 @@ noise + readout mitigation, side by side."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,13 +15,19 @@ from qpeft.testing import tiny_model_dir
 pytest.importorskip("qiskit")
 
 
-def test_eval_emulate_reports_the_three_losses(tmp_path, capsys):
+def _trained_run(tmp_path, capsys) -> Path:
+    """A tiny qtha-weights run (2 steps); returns its run directory."""
     model = str(tiny_model_dir(tmp_path / "tiny"))
     out = tmp_path / "run"
     flags = ["--model", model, "--data", "arithmetic:1", "--steps", "2", "--batch-size", "2", "--max-examples", "20"]
     flags += ["--max-length", "64", "--eval-examples", "3", "--no-progress", "--adapter", '{"r": 4, "bond_dim": 2}']
     assert main(["train", "--method", "qtha-weights", *flags, "--out", str(out)]) == 0
     capsys.readouterr()
+    return out
+
+
+def test_eval_emulate_reports_the_three_losses(tmp_path, capsys):
+    out = _trained_run(tmp_path, capsys)
     args = ["eval", "--adapter", str(out / "adapter"), "--examples", "3", "--emulate", "wukong72"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -36,12 +43,7 @@ def test_eval_emulate_reports_the_three_losses(tmp_path, capsys):
 def test_eval_on_a_noisy_device_backend_reports_the_three_losses(tmp_path, capsys):
     """`--quantum-backend noisy:wukong72` (shorthand for local:noisy:wukong72) runs the held-out
     loss through the job engine on the emulated chip and reports the side-by-side losses too."""
-    model = str(tiny_model_dir(tmp_path / "tiny"))
-    out = tmp_path / "run"
-    flags = ["--model", model, "--data", "arithmetic:1", "--steps", "1", "--batch-size", "2", "--max-examples", "20"]
-    flags += ["--max-length", "64", "--eval-examples", "2", "--no-progress", "--adapter", '{"r": 4, "bond_dim": 2}']
-    assert main(["train", "--method", "qtha-weights", *flags, "--out", str(out)]) == 0
-    capsys.readouterr()
+    out = _trained_run(tmp_path, capsys)
     args = ["eval", "--adapter", str(out / "adapter"), "--examples", "2", "--quantum-backend", "noisy:wukong72"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
