@@ -1,4 +1,4 @@
-"""The ``qpeft`` command line: train, eval, generate, compare, export.
+"""The ``qpeft`` command line: train, eval, generate, compare, export, plan, jobs.
 
 Every training flag is a field of :class:`qpeft.train.TrainConfig` with the same help text;
 ``--config FILE`` (YAML or JSON) sets fields first, flags on the command line win.
@@ -174,6 +174,13 @@ def cmd_eval(args) -> int:
     _check_adapter(args.adapter)
     examples, max_length = _eval_examples(args)
     model, tokenizer = _load_adapted(args.adapter, args.model)
+    if args.quantum_backend is not None:  # forward-only circuits through the job engine
+        from qpeft.jobs.step import build_runner
+
+        runner = build_runner(
+            model, args.quantum_backend, args.shots, "parameter_shift", args.adapter.parent, args.quantum_options
+        )
+        runner.scope = f"eval-{args.adapter.name}"
     result = evaluate(model, tokenizer, examples, max_length, samples_path=args.samples)
     print(json.dumps({"examples": len(examples), **result}, indent=2))
     return 0
@@ -224,6 +231,33 @@ def cmd_export(args) -> int:
     model, _ = _load_adapted(args.adapter, args.model)
     out = model.export_peft_lora(args.out)
     print(f"PEFT LoRA written to {out} (load it with peft.PeftModel.from_pretrained)")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from qpeft.train import plan
+
+    result = plan(config_from_args(args))
+    print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2) if args.json else result["text"])
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from qpeft.jobs.ledger import Ledger, read_ledger, totals
+
+    path = args.run_dir / "jobs" / "ledger.jsonl"
+    if args.resolve is not None:
+        read_ledger(path)  # FileNotFoundError when the run has no ledger
+        Ledger(path).resolve(args.resolve, args.job_id)
+        print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
+    result = totals(read_ledger(path))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            if isinstance(value, float):
+                value = f"{value:,.1f}"
+            print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
     return 0
 
 
@@ -279,6 +313,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(p, skip=("method", "seed"))
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser(
+        "plan",
+        help="circuits, jobs, shots, QPU time and cost of a run on a quantum backend",
+        description="Count what a training run would submit to --quantum-backend (per step and per run) and "
+        "estimate its QPU time and cost from the providers' published figures.",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("jobs", help="totals of a run's job ledger", description="Totals of RUN_DIR/jobs/ledger.jsonl.")
+    p.add_argument("run_dir", type=Path, help="a run directory trained with --quantum-backend")
+    p.add_argument("--json", action="store_true", help="print the totals as JSON")
+    p.add_argument(
+        "--resolve",
+        metavar="TAG",
+        help="settle a submission whose outcome is unknown: with --job-id the job exists (re-attach), "
+        "without it nothing was created (submit again)",
+    )
+    p.add_argument("--job-id", default=None, help="with --resolve: the provider's id of the job with that tag")
+    p.set_defaults(func=cmd_jobs)
+
     for name, func, text in (
         ("eval", cmd_eval, "evaluate a saved adapter on held-out data"),
         ("generate", cmd_generate, "generate from a prompt with a saved adapter"),
@@ -325,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="tokens per sequence (default: the run's max_length)",
             )
             p.add_argument("--samples", type=Path, default=None, help="write generation samples to this JSONL file")
+            fields = TrainConfig.__dataclass_fields__
+            for flag in ("quantum_backend", "shots", "quantum_options"):
+                kind = json.loads if flag == "quantum_options" else int if flag == "shots" else str
+                flag_help = fields[flag].metadata["help"]
+                p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, help=flag_help)
         elif name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")
             p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")

@@ -69,6 +69,16 @@ class TrainConfig:
     resume: bool = doc(False, "continue from the newest checkpoint in `out`")
     dtype: str = doc("float32", "base model dtype: float32 or bfloat16")
     progress: bool = doc(True, "show progress bars")
+    quantum_backend: str | None = doc(
+        None,
+        "run the QNN circuits through the job engine on PROVIDER[:BACKEND]: local[:torch|shots|noisy[:DEVICE]|"
+        "qiskit|pyqpanda3], origin[:CHIP], ibm[:BACKEND] (fake_* = IBM local testing mode); needs qtha-weights",
+    )
+    shots: int | None = doc(None, "shots per circuit on --quantum-backend (a QPU needs it; None: exact simulator)")
+    diff_method: str = doc("parameter_shift", "QNN gradients on --quantum-backend: parameter_shift, spsa, hybrid")
+    quantum_options: dict = doc(
+        {}, "provider / job-engine options for --quantum-backend, e.g. {'max_parallel': 4, 'job_timeout': 3600}"
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -91,6 +101,12 @@ class TrainConfig:
             raise ValueError(f"`lr` must be a positive number, got {self.lr!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"`dtype` must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.diff_method not in ("parameter_shift", "spsa", "hybrid"):
+            raise ValueError(f"`diff_method` must be parameter_shift, spsa or hybrid, got {self.diff_method!r}")
+        if self.shots is not None and (
+            not isinstance(self.shots, int) or isinstance(self.shots, bool) or self.shots < 1
+        ):
+            raise ValueError(f"`shots` must be a positive integer or None (exact), got {self.shots!r}")
         if not isinstance(self.adapter, dict):
             raise ValueError(f"`adapter` must be a mapping of config fields, got {self.adapter!r}")
 
@@ -246,6 +262,53 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
     )
 
 
+def quantum_runner(config: TrainConfig, model, out: Path):
+    """With ``--quantum-backend``: the step runner that sends every step's circuits through the job
+    engine (ledger and results under ``out/jobs``), and the callback naming each step for it."""
+    if config.quantum_backend is None:
+        return None, []
+    from transformers import TrainerCallback
+
+    from qpeft.jobs.step import build_runner
+
+    runner = build_runner(
+        model, config.quantum_backend, config.shots, config.diff_method, out, config.quantum_options, config.progress
+    )
+
+    class StepScope(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            runner.scope = f"train-{state.global_step}"
+
+    return runner, [StepScope()]
+
+
+def plan(config: TrainConfig) -> dict:
+    """What ``config`` would submit to its quantum backend (see :mod:`qpeft.jobs.plan`)."""
+    from qpeft.adapters import get_model
+    from qpeft.jobs.plan import format_plan, plan_run
+    from qpeft.jobs.step import split_options
+    from qpeft.models import load_model
+
+    if config.quantum_backend is None:
+        raise ValueError("`qpeft plan` needs --quantum-backend PROVIDER[:BACKEND] (e.g. origin, ibm:fake_torino)")
+    provider_options, _, _ = split_options(config.quantum_options)
+    base, _ = load_model(config.model)
+    model = get_model(base, adapter_config(config))
+    quantum = [m for m in model.modules() if hasattr(m, "step_runner") and getattr(m, "qnn", None) is not None]
+    weights_mode = [m.qnn.executed_circuit for m in quantum if m.weights_mode]
+    result = plan_run(
+        weights_mode,
+        config.quantum_backend,
+        config.shots,
+        config.steps,
+        config.diff_method,
+        provider_options=provider_options,
+        tokens_per_step=config.batch_size * config.grad_accum * config.max_length,
+        activation_modules=len(quantum) - len(weights_mode),
+    )
+    return {**result.as_dict(), "text": format_plan(result)}
+
+
 def train(config: TrainConfig, callbacks: list | None = None) -> dict:
     """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``.
 
@@ -262,7 +325,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
             raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
     model, tokenizer, dataset, held_out = prepare(config)
     eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
-    trainer = make_trainer(config, model, tokenizer, dataset, callbacks, eval_dataset)
+    runner, scope = quantum_runner(config, model, out)
+    trainer = make_trainer(config, model, tokenizer, dataset, [*(callbacks or []), *scope], eval_dataset)
     if trainer.is_world_process_zero():
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     started = time.time()
@@ -286,6 +350,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         return summary
     model.save_adapter(out / "adapter")
+    if runner is not None:
+        runner.scope = "eval"
     summary["eval"] = evaluate(model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl")
     losses = [loss for _, loss in summary["losses"]]
     tail = max(1, math.ceil(0.1 * len(losses)))

@@ -72,6 +72,7 @@ class QTHALayer(AdapterLayer):
         kw = {"dtype": self.weight_dtype, "device": self.weight_device}
         self.weights_mode = config.qnn_mode == "weights"
         self.qnn = self.mlp = None
+        self.step_runner = None  # weights mode: a qpeft.jobs.step.StepRunner batches all modules' circuits
         if config.branch != "none":
             qnn = build_qnn(config)
             if config.branch == "qnn":
@@ -106,7 +107,7 @@ class QTHALayer(AdapterLayer):
         if self.mlp is not None:
             return self.mlp(h)
         if self.weights_mode:
-            return self.qnn()
+            return self.qnn() if self.step_runner is None else self.step_runner(self.qnn)
         q = self.qnn(h.float())  # the simulator works in complex64 / float32
         if self.config.encoding == "amplitude":
             q = self.config.r * q - 1

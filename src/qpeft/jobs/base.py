@@ -1,0 +1,226 @@
+"""What the job engine and every provider share: bound circuits, job states, provider
+limits, the provider interface (submit / status / result / cancel) and its errors.
+
+A result is the circuit's basis-probability vector (length ``2**n_qubits``, wire 0 the most
+significant bit, qpeft's order): exact for an exact simulator, ``counts / shots`` otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qpeft.quantum.circuit import Circuit, Const, Input, Weight
+
+
+@dataclass(frozen=True, eq=False)
+class BoundCircuit:
+    """A circuit template plus the values of its weights (and inputs): one executable circuit."""
+
+    circuit: Circuit
+    weights: tuple[float, ...] = ()
+    inputs: tuple[float, ...] = ()
+
+    def angles(self) -> list[float]:
+        """The value of every angle slot, in op order (what a parameterised template reads)."""
+        out = []
+        for op in self.circuit.ops:
+            for p in op.params:
+                if isinstance(p, Const):
+                    out.append(p.value)
+                elif isinstance(p, Input):
+                    out.append(self.inputs[p.index])
+                else:
+                    assert isinstance(p, Weight)
+                    out.append(self.weights[p.index])
+        return out
+
+    def bound(self) -> Circuit:
+        return self.circuit.bind(self.inputs or None, self.weights or None)
+
+
+def circuit_text(circuit: Circuit) -> str:
+    """A canonical text of the template (gates, wires, where each angle comes from)."""
+
+    def param(p) -> str:
+        return f"c{p.value!r}" if isinstance(p, Const) else f"{type(p).__name__[0]}{p.index}"
+
+    ops = ";".join(f"{op.gate}{list(op.wires)}{[param(p) for p in op.params]}" for op in circuit.ops)
+    return f"{circuit.n_qubits}|{ops}"
+
+
+def digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def fast_digest(data: str | bytes) -> str:
+    return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
+
+
+def two_qubit_gates(circuit: Circuit) -> int:
+    return sum(len(op.wires) == 2 for op in circuit.ops)
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.DONE, State.FAILED, State.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Status:
+    state: State
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A provider's per-job limits (None: no limit of that kind)."""
+
+    max_circuits: int | None = None
+    max_executions: int | None = None  # circuits x shots
+    max_two_qubit_gates: int | None = None
+
+    def chunk_size(self, shots: int | None, two_qubit_per_circuit: int = 0) -> int:
+        """Circuits per job for this shot count and circuit size."""
+        caps = [self.max_circuits or math.inf]
+        if self.max_executions and shots:
+            caps.append(self.max_executions // shots)
+        if self.max_two_qubit_gates and two_qubit_per_circuit:
+            caps.append(self.max_two_qubit_gates // two_qubit_per_circuit)
+        size = min(caps)
+        if size < 1:
+            raise ValueError(
+                f"one circuit with {shots} shots and {two_qubit_per_circuit} two-qubit gates exceeds the "
+                f"provider's per-job limits {self}; lower `shots`"
+            )
+        return int(size) if size != math.inf else 1_000_000
+
+
+def split(n_circuits: int, chunk: int) -> list[range]:
+    """Consecutive index ranges of at most ``chunk`` circuits (input order kept)."""
+    return [range(start, min(start + chunk, n_circuits)) for start in range(0, n_circuits, chunk)]
+
+
+def jobs_for(n_circuits: int, limits: Limits, shots: int | None, two_qubit_per_circuit: int = 0) -> int:
+    """How many jobs the engine submits for ``n_circuits`` circuits of one shot count."""
+    return len(split(n_circuits, limits.chunk_size(shots, two_qubit_per_circuit)))
+
+
+class TransientError(RuntimeError):
+    """A provider error that is safe to retry: the provider guarantees nothing was created
+    (submit) or changed (status / result)."""
+
+
+class JobLostError(RuntimeError):
+    """The provider does not know this job id (any more): it will never finish."""
+
+
+class JobFailedError(RuntimeError):
+    """A job failed for good (or kept failing); carries its id, message and attempts."""
+
+    def __init__(self, key: str, job_id: str | None, message: str, attempts: int):
+        self.key, self.job_id, self.message, self.attempts = key, job_id, message, attempts
+        super().__init__(f"job {job_id} (key {key}) failed after {attempts} attempt(s): {message}")
+
+
+class SubmissionUnknownError(TimeoutError):
+    """A submit call gave no answer and the provider cannot say whether it created the job;
+    the engine does not resubmit it (that could run it twice)."""
+
+
+class Provider(ABC):
+    """Submits jobs of bound circuits to one backend and follows them.
+
+    ``submit`` returns a job id; ``status`` never blocks on the job; ``result`` is called only
+    after ``status`` said DONE. ``find(tag)`` looks a job up by the tag given to ``submit``
+    (None when the provider cannot look jobs up). Errors a provider classifies as transient
+    (:meth:`is_transient`) are retried by the engine; everything else is final.
+    """
+
+    name: str = "provider"
+    backend: str = ""
+    limits: Limits = Limits()
+    #: option values that change results (part of every cache key)
+    options: dict = {}
+    #: whether :meth:`find` can look a job up by its tag
+    can_find: bool = False
+    #: whether jobs outlive this process (then their ledger records are fsynced)
+    durable: bool = True
+    #: whether a submit may block on a network (then it runs under ``submit_timeout``)
+    remote: bool = True
+
+    @abstractmethod
+    def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str: ...
+
+    @abstractmethod
+    def status(self, job_id: str) -> Status: ...
+
+    @abstractmethod
+    def result(self, job_id: str, circuits: Sequence[BoundCircuit], shots: int | None) -> list[np.ndarray]: ...
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> None: ...
+
+    def find(self, tag: str) -> str | None:
+        return None
+
+    def wait(self, job_id: str, seconds: float) -> None:
+        """Sleep between two status polls; a provider that can tell when a job ends may return early."""
+        time.sleep(seconds)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError)
+
+    def is_transient_failure(self, message: str) -> bool:
+        """Whether a FAILED job's message names a cause that a new submission may not hit."""
+        return False
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a ledger, log or error message."""
+        return []
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets():
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def fingerprint(self) -> str:
+        return json.dumps([self.name, self.backend, self.options], sort_keys=True, default=str)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.backend!r})"
+
+
+def counts_to_probs(counts: dict, n_qubits: int, little_endian: bool = True) -> np.ndarray:
+    """Counts keyed by bit strings (or ``0x..`` hex) to qpeft-ordered probabilities.
+
+    SDKs write qubit 0 as the least significant bit (``little_endian``); qpeft's wire 0 is
+    the most significant one, so indices are bit-reversed.
+    """
+    probs = np.zeros(2**n_qubits)
+    for key, count in counts.items():
+        key = str(key)
+        index = int(key, 16) if key.startswith("0x") else int(key, 2)
+        if little_endian:
+            index = int(format(index, f"0{n_qubits}b")[::-1], 2)
+        probs[index] += count
+    total = probs.sum()
+    if total <= 0:
+        raise ValueError(f"a result holds no counts ({counts!r})")
+    return probs / total

@@ -1,0 +1,386 @@
+"""The job engine: bound circuits in, results in input order out, whatever the provider does.
+
+``JobEngine(provider, run_dir).run(circuits, shots)`` de-duplicates the circuits, splits
+them into jobs within the provider's limits, serves jobs already finished from the cache,
+re-attaches to jobs the ledger shows as still open (after a crash or restart), submits the
+rest with at most ``max_parallel`` jobs in flight, polls with exponential backoff, and
+retries only what the provider classifies as transient. A submit that gives no answer is
+never resubmitted: the engine waits for the late answer or looks the job up by its tag. A
+job that keeps failing raises :class:`JobFailedError` with its id, message and attempts;
+the results of the jobs that did finish stay in the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from array import array
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+from tqdm.auto import tqdm
+
+from qpeft.jobs.base import (
+    BoundCircuit,
+    JobFailedError,
+    JobLostError,
+    Provider,
+    State,
+    SubmissionUnknownError,
+    circuit_text,
+    digest,
+    fast_digest,
+    split,
+    two_qubit_gates,
+)
+from qpeft.jobs.cache import ResultCache
+from qpeft.jobs.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+
+
+class ProviderError(RuntimeError):
+    """A non-transient provider error, with secrets removed from its message."""
+
+
+class _NoAnswer(Exception):
+    def __init__(self, future: Future):
+        self.future = future
+
+
+@dataclass
+class EngineOptions:
+    max_parallel: int = 10  # jobs in flight at once (Braket's default)
+    poll_interval: float = 1.0  # first wait between status polls, doubling ...
+    max_poll_interval: float = 30.0  # ... up to this
+    job_timeout: float = 3 * 3600.0  # a job not finished this long after submission is cancelled and resubmitted
+    submit_timeout: float = 120.0  # a submit call with no answer by then has an unknown outcome
+    deadline: float | None = None  # seconds for a whole run() call; open jobs stay in the ledger
+    max_attempts: int = 4  # submissions per job, all causes together
+    reuse_results: bool = False  # serve identical circuits from earlier calls (e.g. earlier steps)
+    progress: bool | None = None  # job progress bar (None: only on a terminal)
+
+    def __post_init__(self) -> None:
+        for name in ("max_parallel", "max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        for name in ("poll_interval", "max_poll_interval", "job_timeout", "submit_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be a positive number of seconds, got {getattr(self, name)!r}")
+
+
+class JobEngine:
+    """Runs bound circuits through a provider (see module docstring).
+
+    run_dir: the ledger goes to ``run_dir/jobs/ledger.jsonl`` and finished results to
+    ``run_dir/jobs/results/``; None keeps both in memory (no crash recovery).
+    """
+
+    def __init__(self, provider: Provider, run_dir: str | Path | None = None, **options):
+        self.provider = provider
+        self.options = EngineOptions(**options)
+        jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
+        self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
+        self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None, reuse=self.options.reuse_results)
+        self._scope = ""
+        self._templates: dict[int, tuple] = {}  # id(circuit) -> (circuit, template key)
+        self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
+
+    # ---- keys -----------------------------------------------------------------------------
+
+    def circuit_keys(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[str]:
+        """One content key per circuit: provider, backend, options, circuit text, angles, shots
+        (and the scope unless results are reused across calls)."""
+        tail = f"|{shots}|{'' if self.options.reuse_results else scope}".encode()
+        keys = []
+        for c in circuits:
+            known = self._templates.get(id(c.circuit))
+            if known is None or known[0] is not c.circuit:
+                # the circuit is kept referenced, so its id stays its own; templates are few (one per module)
+                known = self._templates[id(c.circuit)] = (c.circuit, self._template_key(c.circuit).encode())
+            # the exact float64 bytes of the angles (float repr would cost ~1 us per angle)
+            angles = array("d", c.weights).tobytes() + b"|" + array("d", c.inputs).tobytes()
+            keys.append(fast_digest(known[1] + b"|" + angles + tail))
+        return keys
+
+    def _template_key(self, circuit) -> str:
+        return digest(self.provider.fingerprint(), circuit_text(circuit))
+
+    def plan_jobs(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[range]:
+        """Index ranges (into ``circuits``) of the jobs this engine would submit for them."""
+        templates = {id(c.circuit): c.circuit for c in circuits}
+        two_qubit = max((two_qubit_gates(t) for t in templates.values()), default=0)
+        return split(len(circuits), self.provider.limits.chunk_size(shots, two_qubit))
+
+    # ---- run ------------------------------------------------------------------------------
+
+    def run(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[np.ndarray]:
+        """Results (probability vectors) of ``circuits``, in input order.
+
+        scope: names the call (e.g. ``"step-12"``); results are reused only within a scope
+        unless ``reuse_results`` is on. A rerun of the same scope after a crash finds its jobs.
+        Circuit templates are keyed once per object: do not change a circuit after running it.
+        """
+        if shots is not None and (not isinstance(shots, int) or shots < 1):
+            raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")
+        deadline_at = time.time() + self.options.deadline if self.options.deadline else float("inf")
+        keys = self.circuit_keys(circuits, shots, scope)
+        results: dict[str, np.ndarray] = {k: self.cache.memory[k] for k in keys if k in self.cache.memory}
+        unique: dict[str, BoundCircuit] = {}
+        for k, c in zip(keys, circuits):
+            if k not in results and k not in unique:
+                unique[k] = c
+        todo_keys, todo = list(unique), list(unique.values())
+        pending = []
+        for chunk in self.plan_jobs(todo, shots):
+            chunk_keys = [todo_keys[i] for i in chunk]
+            job_key = digest(self.provider.fingerprint(), shots, chunk_keys)
+            done = self.cache.get_job(job_key, chunk_keys)
+            if done is not None:
+                results.update(done)
+            else:
+                pending.append((job_key, chunk_keys, [todo[i] for i in chunk]))
+        if pending:
+            results.update(self._run_jobs(pending, shots, deadline_at, scope))
+        return [results[k] for k in keys]
+
+    def _run_jobs(self, pending, shots, deadline_at, scope) -> dict[str, np.ndarray]:
+        self._scope = scope  # recorded with every ledger event of this call
+        out: dict[str, np.ndarray] = {}
+        errors: list[BaseException] = []
+        bar = tqdm(total=len(pending), unit="job", desc=f"{self.provider.name} jobs", disable=self._no_bar())
+        with ThreadPoolExecutor(self.options.max_parallel, thread_name_prefix="qpeft-job") as pool:
+            futures = {
+                pool.submit(self._run_job, job_key, keys, circuits, shots, deadline_at): keys
+                for job_key, keys, circuits in pending
+            }
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                for f in finished:
+                    if f.cancelled():
+                        continue
+                    if f.exception() is not None:
+                        errors.append(f.exception())
+                    else:
+                        out.update(zip(futures[f], f.result()))
+                        bar.update(1)
+                if errors:  # let running jobs finish (their results get cached), start no new ones
+                    for f in remaining:
+                        f.cancel()
+        bar.close()
+        if errors:
+            raise errors[0]
+        return out
+
+    def _no_bar(self) -> bool | None:
+        return None if self.options.progress is None else not self.options.progress
+
+    def _record(self, event: str, job_key: str, job_id: str | None, attempt: int, circuits, shots, tag, **extra):
+        p = self.provider
+        return self.ledger.append(
+            event,
+            key=job_key,
+            provider=p.name,
+            backend=p.backend,
+            job_id=job_id,
+            circuits=len(circuits),
+            shots=shots,
+            attempt=attempt,
+            tag=tag,
+            scope=self._scope,
+            **extra,
+        )
+
+    def _run_job(self, job_key: str, keys: list[str], circuits: list[BoundCircuit], shots, deadline_at):
+        live = self.ledger.live().get(job_key)
+        attempt = self.ledger.attempts(job_key)
+        job_id = last_id = None
+        submitted_at, message = time.time(), ""
+        if live is not None:
+            attempt = live["attempt"]
+            if live["event"] == "submitted":
+                job_id, submitted_at = live["job_id"], live["time"]
+                logger.info("re-attaching to job %s (key %s) from the ledger", job_id, job_key)
+            else:
+                job_id = self._resolve(None, job_key, live["tag"], attempt, circuits, shots, deadline_at)
+        while True:
+            if job_id is None:
+                if attempt >= self.options.max_attempts:
+                    raise JobFailedError(job_key, last_id, message, attempt)
+                attempt += 1
+                job_id = self._submit(job_key, circuits, shots, attempt, deadline_at)
+                submitted_at = time.time()
+                if job_id is None:  # the unanswered submit turned out rejected: nothing to follow
+                    continue
+            state, message, queue_s = self._poll(job_id, submitted_at, deadline_at)
+            if state == "timeout":
+                state = self._cancel(job_id) or state
+            timing = {"wall_s": time.time() - submitted_at, "queue_s": queue_s}
+            last_id = job_id
+            common = (job_key, job_id, attempt, circuits, shots, None)
+            if state is State.DONE:
+                probs = self._fetch(job_id, circuits, shots)
+                self.cache.put_job(job_key, keys, probs)
+                self._record("done", *common, **timing)
+                return probs
+            if state == "lost":
+                self._record("lost", *common, message=message, **timing)
+            elif state == "timeout":
+                self._record("timeout", *common, message=message, **timing)
+            elif state is State.FAILED and self.provider.is_transient_failure(message):
+                self._record("failed", *common, message=message, **timing)
+            else:
+                event = "failed" if state is State.FAILED else "cancelled"
+                self._record(event, *common, message=message, **timing)
+                raise JobFailedError(job_key, job_id, message, attempt)
+            logger.warning("job %s (key %s): %s (%s); resubmitting", job_id, job_key, state, message)
+            job_id = None
+
+    # ---- provider calls ---------------------------------------------------------------------
+
+    def _clean(self, err: BaseException) -> ProviderError:
+        return ProviderError(f"{self.provider.name}: {type(err).__name__}: {self.provider.redact(str(err))}")
+
+    def _submit(self, job_key, circuits, shots, attempt, deadline_at) -> str:
+        """Submit one job; transient rejections are retried with backoff (the provider
+        guarantees they created nothing); no answer at all goes to :meth:`_resolve`."""
+        tag = f"{job_key}.{attempt}"
+        opts = self.options
+
+        def call():
+            if not self.provider.remote:  # in-process: nothing to time out
+                return self.provider.submit(circuits, shots, tag)
+            future = self._calls.submit(self.provider.submit, circuits, shots, tag)
+            try:
+                return future.result(timeout=min(opts.submit_timeout, max(deadline_at - time.time(), 0.0)))
+            except FutureTimeout:
+                raise _NoAnswer(future) from None
+
+        retrying = Retrying(
+            retry=retry_if_exception(self.provider.is_transient),
+            wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
+            stop=stop_after_attempt(opts.max_attempts) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
+            reraise=True,
+        )
+        try:
+            job_id = retrying(call)
+        except _NoAnswer as no_answer:
+            return self._resolve(no_answer.future, job_key, tag, attempt, circuits, shots, deadline_at)
+        except Exception as err:
+            raise self._clean(err) from None
+        self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
+        return job_id
+
+    def _resolve(self, future, job_key, tag, attempt, circuits, shots, deadline_at) -> str | None:
+        """A submit whose outcome is unknown: wait for its late answer or find the job by its
+        tag; never submit it again blindly. None means the provider confirmed nothing was created."""
+        if future is not None:
+            self._record("unknown", job_key, None, attempt, circuits, shots, tag)
+        opts = self.options
+        give_up = min(time.time() + opts.job_timeout, deadline_at)
+        if future is None and not self.provider.can_find:
+            give_up = 0.0  # nothing left to wait for
+        wait_s = opts.poll_interval
+        while time.time() < give_up:
+            if future is not None and future.done():
+                err = future.exception()
+                if err is None:
+                    job_id = future.result()
+                    break
+                if self.provider.is_transient(err):
+                    message = self.provider.redact(str(err))
+                    self._record("rejected", job_key, None, attempt, circuits, shots, tag, message=message)
+                    return None
+                raise self._clean(err)
+            job_id = self.provider.find(tag) if self.provider.can_find else None
+            if job_id is not None:
+                break
+            time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
+            wait_s = min(2 * wait_s, opts.max_poll_interval)
+        else:
+            raise SubmissionUnknownError(
+                f"the submission of job key {job_key} (tag {tag}) gave no answer and the provider "
+                f"{self.provider.name} cannot say whether it created the job; it was not resubmitted. "
+                f"Look the tag up in the provider's console, then `qpeft jobs RUN_DIR --resolve {tag} "
+                f"[--job-id ID]` and rerun"
+            )
+        self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
+        return job_id
+
+    def _poll(self, job_id: str, submitted_at: float, deadline_at: float):
+        """(state or 'lost' / 'timeout', message, queue seconds); raises TimeoutError at the
+        deadline (the job stays open in the ledger, a rerun re-attaches)."""
+        opts = self.options
+        started: list[float] = []
+
+        def check():
+            status = self.provider.status(job_id)
+            if status.state is not State.QUEUED and not started:
+                started.append(time.time())
+            return status
+
+        budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
+        retrying = Retrying(
+            retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
+            wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
+            stop=stop_after_delay(max(budget, 0.0)),
+            sleep=lambda seconds: self.provider.wait(job_id, seconds),
+            reraise=True,
+        )
+        try:
+            status = retrying(check)
+        except RetryError:
+            if time.time() >= deadline_at:
+                raise TimeoutError(
+                    f"deadline of {opts.deadline} s reached; job {job_id} is still open in the ledger: "
+                    f"rerun to re-attach to it"
+                ) from None
+            return "timeout", f"not finished {opts.job_timeout} s after submission", self._queued(started, submitted_at)
+        except JobLostError as err:
+            return "lost", self.provider.redact(str(err)), 0.0
+        except Exception as err:
+            raise self._clean(err) from None
+        return status.state, self.provider.redact(status.message), self._queued(started, submitted_at)
+
+    @staticmethod
+    def _queued(started: list[float], submitted_at: float) -> float:
+        return max(0.0, (started[0] if started else time.time()) - submitted_at)
+
+    def _fetch(self, job_id: str, circuits: list[BoundCircuit], shots) -> list[np.ndarray]:
+        retrying = Retrying(
+            retry=retry_if_exception(self.provider.is_transient),
+            wait=wait_exponential(multiplier=self.options.poll_interval, max=self.options.max_poll_interval),
+            stop=stop_after_attempt(self.options.max_attempts),
+            reraise=True,
+        )
+        try:
+            probs = retrying(self.provider.result, job_id, circuits, shots)
+        except Exception as err:
+            raise self._clean(err) from None
+        if len(probs) != len(circuits) or any(len(p) != 2**c.circuit.n_qubits for p, c in zip(probs, circuits)):
+            raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
+        return [np.asarray(p, dtype=np.float64) for p in probs]
+
+    def _cancel(self, job_id: str) -> State | None:
+        """Cancel a job past its timeout; DONE if it finished meanwhile (its results count)."""
+        try:
+            self.provider.cancel(job_id)
+            return State.DONE if self.provider.status(job_id).state is State.DONE else None
+        except Exception as err:  # the job is abandoned either way; its outcome is logged
+            logger.warning("cancelling job %s failed: %s", job_id, self.provider.redact(str(err)))
+            return None

@@ -1,0 +1,188 @@
+"""The ``ibm`` provider: IBM Quantum through qiskit-ibm-runtime's Sampler (reference/hardware.md §3).
+
+* A backend name starting with ``fake_`` (``fake_torino``, ``fake_nairobi``, ...) runs in the
+  runtime's local testing mode: the same Sampler code path, on Aer with the fake backend's
+  noise snapshot, offline. Any other name (or none: the least busy QPU) needs an account:
+  the token from ``QPEFT_IBM_TOKEN``, else the saved account.
+* Circuits are transpiled once per template to the backend's target with Qiskit's preset
+  pass manager; a job sends one PUB per template with the array of its parameter bindings.
+* Limits per job: 10 M executions (circuits x shots) and < 10,000 two-qubit gates; one shot
+  count per job. Jobs are tagged, so a submission with no answer is found by its tag.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from qpeft.backends.base import require
+from qpeft.backends.qiskit import to_qiskit
+from qpeft.jobs.base import (
+    BoundCircuit,
+    JobLostError,
+    Limits,
+    Provider,
+    State,
+    Status,
+    TransientError,
+    circuit_text,
+    counts_to_probs,
+)
+
+TOKEN_ENV = "QPEFT_IBM_TOKEN"
+_STATES = {
+    "INITIALIZING": State.QUEUED,
+    "QUEUED": State.QUEUED,
+    "VALIDATING": State.QUEUED,
+    "RUNNING": State.RUNNING,
+    "DONE": State.DONE,
+    "ERROR": State.FAILED,
+    "CANCELLED": State.CANCELLED,
+}
+# HTTP codes the IBM API guarantees safe to retry (its own RetrySession's STATUS_FORCELIST)
+_TRANSIENT_CODES = re.compile(r"\b(500|502|503|504|520|521|522|524)\b")
+
+
+def _templates(circuits: Sequence[BoundCircuit]) -> dict[str, list[int]]:
+    """Circuit template text -> the indices of the circuits that share it (one PUB each)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    texts: dict[int, str] = {}
+    for i, c in enumerate(circuits):
+        groups[texts.setdefault(id(c.circuit), circuit_text(c.circuit))].append(i)
+    return groups
+
+
+def _fake_backend(fake_provider, name: str):
+    """A fake backend by its name (``fake_torino`` -> FakeTorino, ``fake_nairobi`` -> FakeNairobiV2)."""
+    stem = "Fake" + name.removeprefix("fake_").replace("_", " ").title().replace(" ", "")
+    for cls in (stem, stem + "V2"):
+        if hasattr(fake_provider, cls):
+            return getattr(fake_provider, cls)()
+    known = sorted(n for n in dir(fake_provider) if n.startswith("Fake") and "Provider" not in n)
+    raise ValueError(f"no IBM fake backend {name!r}; qiskit-ibm-runtime has {', '.join(known)}")
+
+
+class IBMProvider(Provider):
+    """IBM Quantum, or its local testing mode for ``fake_*`` backends (see module docstring)."""
+
+    name = "ibm"
+    limits = Limits(max_executions=10_000_000, max_two_qubit_gates=10_000)
+    can_find = True
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        token: str | None = None,
+        service=None,
+        optimization_level: int = 1,
+        seed: int | None = 0,
+    ):
+        runtime = require("qiskit_ibm_runtime", "ibm")
+        self._token = token or os.environ.get(TOKEN_ENV, "")
+        self.local = backend is not None and backend.startswith("fake_")
+        self.durable = not self.local  # local testing mode: jobs end with the process
+        if self.local:
+            self._service = None
+            self._backend = _fake_backend(runtime.fake_provider, backend)
+        else:
+            if service is None:
+                service = runtime.QiskitRuntimeService(token=self._token or None)
+            self._service = service
+            if backend:
+                self._backend = service.backend(backend)
+            else:
+                self._backend = service.least_busy(operational=True, simulator=False)
+        self.backend = self._backend.name
+        self.options = {"optimization_level": optimization_level, "seed": seed}
+        self._seed = seed
+        transpiler = require("qiskit.transpiler", "qiskit")
+        self._pass_manager = transpiler.generate_preset_pass_manager(
+            optimization_level=optimization_level, backend=self._backend, seed_transpiler=seed
+        )
+        self._isa: dict[str, tuple] = {}
+        self._jobs: dict = {}
+        self._tags: dict[str, str] = {}
+
+    def secrets(self) -> list[str]:
+        return [self._token]
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError) or bool(_TRANSIENT_CODES.search(str(error)))
+
+    def _sampler(self, tag: str):
+        sampler_module = require("qiskit_ibm_runtime.executor_sampler", "ibm")
+        options = {"environment": {"job_tags": [tag]}}
+        if self.local and self._seed is not None:
+            options["simulator"] = {"seed_simulator": self._seed}
+        return sampler_module.Sampler(mode=self._backend, options=options)
+
+    def _isa_template(self, template):
+        """(ISA circuit, column of each of its parameters in the slot values), cached."""
+        key = circuit_text(template)
+        if key not in self._isa:
+            qiskit = require("qiskit", "qiskit")
+            n_slots = sum(len(op.params) for op in template.ops)
+            params = qiskit.circuit.ParameterVector("a", n_slots)
+            qc = to_qiskit(template, parameters=params)
+            qc.measure_all()
+            isa = self._pass_manager.run(qc)
+            # the transpiler may drop parameters; bind the ones left, in the circuit's order
+            self._isa[key] = (isa, [p.index for p in isa.parameters])
+        return self._isa[key]
+
+    def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        if shots is None:
+            raise ValueError("a QPU samples: the ibm provider needs `shots`")
+        pubs = []
+        for members in _templates(circuits).values():
+            isa, columns = self._isa_template(circuits[members[0]].circuit)
+            values = np.array([circuits[i].angles() for i in members], dtype=np.float64)[:, columns]
+            pubs.append((isa, values) if columns else (isa,))  # no parameters: one circuit (deduplicated)
+        job = self._sampler(tag).run(pubs, shots=shots)
+        self._jobs[job.job_id()] = job
+        self._tags[tag] = job.job_id()
+        return job.job_id()
+
+    def _job(self, job_id: str):
+        job = self._jobs.get(job_id)
+        if job is None:
+            if self._service is None:
+                raise JobLostError(f"ibm local-testing job {job_id} ended with its process")
+            job = self._jobs[job_id] = self._service.job(job_id)
+        return job
+
+    def status(self, job_id: str) -> Status:
+        job = self._job(job_id)
+        raw = job.status()
+        state = _STATES.get(getattr(raw, "name", str(raw)).upper(), State.QUEUED)
+        message = ""
+        if state is State.FAILED:
+            message = str(getattr(job, "error_message", lambda: "")() or "job ERROR")
+        return Status(state, self.redact(message))
+
+    def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        pub_results = self._job(job_id).result()
+        out: list[np.ndarray | None] = [None] * len(circuits)
+        for pub, members in zip(pub_results, _templates(circuits).values()):
+            bits = pub.data.meas
+            n = circuits[members[0]].circuit.n_qubits
+            for row, i in enumerate(members):
+                loc = row if bits.shape else ()
+                out[i] = counts_to_probs(bits.get_counts(loc), n)
+        return out
+
+    def cancel(self, job_id: str) -> None:
+        self._job(job_id).cancel()
+
+    def find(self, tag: str) -> str | None:
+        if tag in self._tags:
+            return self._tags[tag]
+        if self._service is not None:
+            found = self._service.jobs(job_tags=[tag], limit=1)
+            return found[0].job_id() if found else None
+        return None

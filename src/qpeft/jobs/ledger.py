@@ -1,0 +1,127 @@
+"""The job ledger: append-only JSON lines in the run directory, one per event.
+
+``submitted`` is written right after a submit returns (before any polling), ``unknown`` when
+a submit gave no answer, and one terminal event per job (``done``, ``failed``, ``lost``,
+``timeout``, ``cancelled``, or ``rejected`` for an unanswered submit that turned out to have
+created nothing). A restarted engine reads it to re-attach to jobs that were
+submitted but never reached a terminal event. It holds no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+#: records fsynced to disk: the ones that prevent a resubmission after a crash
+DURABLE = ("submitted", "unknown")
+TERMINAL = ("done", "failed", "lost", "timeout", "cancelled", "rejected")
+FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt", "tag")
+
+
+class Ledger:
+    """Append-only JSONL file; thread-safe; each line is flushed on write, and fsynced when it
+    records a submission and ``fsync`` is on (jobs that outlive the process)."""
+
+    def __init__(self, path: str | Path | None, fsync: bool = True):
+        self.path = Path(path) if path is not None else None  # None: kept in memory only
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.fsync = fsync
+        self.records: list[dict] = []
+        self._open: dict[str, dict] = {}  # key -> newest submitted / unknown record without a terminal one
+        self._attempts: dict[str, int] = {}
+        for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
+            self._index(record)
+
+    def _index(self, r: dict) -> None:
+        self.records.append(r)
+        key = r.get("key")
+        if key is None:
+            return
+        self._attempts[key] = max(self._attempts.get(key, 0), r.get("attempt", 0))
+        if r["event"] in ("submitted", "unknown"):
+            self._open[key] = r
+        elif r["event"] in TERMINAL and key in self._open and self._open[key].get("job_id") == r.get("job_id"):
+            del self._open[key]
+
+    def append(self, event: str, **fields) -> dict:
+        record = {"event": event, "time": time.time(), **fields}
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with self._lock:
+            if self.path is not None:
+                with open(self.path, "a") as f:
+                    f.write(line)
+                    f.flush()
+                    if self.fsync and event in DURABLE:  # a lost terminal record only costs a re-attach
+                        os.fsync(f.fileno())
+            self._index(record)
+        return record
+
+    def live(self) -> dict[str, dict]:
+        """key -> the newest ``submitted`` (or unresolved ``unknown``) record of jobs with no
+        terminal event."""
+        with self._lock:
+            return dict(self._open)
+
+    def resolve(self, tag: str, job_id: str | None) -> dict:
+        """Settle a submission left ``unknown`` (its tag looked up in the provider's console):
+        ``job_id`` if the job exists (the next run re-attaches to it), None if nothing was created
+        (the next run submits it)."""
+        unknown = self.live()
+        record = next((r for r in unknown.values() if r["event"] == "unknown" and r["tag"] == tag), None)
+        if record is None:
+            tags = [r["tag"] for r in unknown.values() if r["event"] == "unknown"]
+            raise ValueError(f"no unresolved submission with tag {tag!r} in {self.path}; unresolved: {tags}")
+        fields = {k: record[k] for k in FIELDS if k != "job_id"}
+        if job_id is None:
+            return self.append("rejected", job_id=None, message="resolved by hand: not created", **fields)
+        return self.append("submitted", job_id=job_id, **fields)
+
+    def attempts(self, key: str) -> int:
+        """Submissions made so far for a job key (including unanswered ones)."""
+        with self._lock:
+            return self._attempts.get(key, 0)
+
+
+def read_ledger(path: str | Path) -> list[dict]:
+    """All records; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    lines = path.read_text().splitlines()
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if n == len(lines):
+                break
+            raise ValueError(f"{path}:{n} is not a JSON ledger record ({err}); the ledger is corrupt") from err
+    return records
+
+
+def totals(records: list[dict]) -> dict:
+    """Jobs, circuits, shots, wall and queue seconds, retries and failures of a ledger."""
+    submitted = [r for r in records if r["event"] == "submitted"]
+    by_job = defaultdict(dict)
+    for r in records:
+        if r.get("job_id") is not None:
+            by_job[r["job_id"]][r["event"]] = r
+    done = [r for r in records if r["event"] == "done"]
+    return {
+        "jobs": len(submitted),
+        "jobs_done": len(done),
+        "circuits": sum(r["circuits"] for r in submitted),
+        "shots": sum(r["circuits"] * (r["shots"] or 0) for r in submitted),
+        "wall_seconds": sum(r.get("wall_s", 0.0) for r in records if r["event"] in TERMINAL),
+        "queue_seconds": sum(r.get("queue_s", 0.0) for r in records if r["event"] in TERMINAL),
+        "retries": sum(r["attempt"] > 1 for r in submitted),
+        "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
+        "unknown_submissions": sum(r["event"] == "unknown" for r in records),
+        "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
+    }

@@ -1,0 +1,165 @@
+"""The ``origin`` provider: Origin Quantum's QCloud through pyqpanda3 (reference/hardware.md §1).
+
+* The API key comes from ``QPEFT_ORIGIN_API_KEY`` (never logged, never in the ledger).
+* The chip is chosen from ``service.backends()`` (names move: ``72``, ``WK_C102_400``,
+  ``WK_C180``, ...): the given name must be listed and available; without one, the first
+  available QPU in the service's list is used. Nothing is hard-coded.
+* One job = ``QCloudBackend.run(list of QProg, shots, QCloudOptions)``: at most 200 programs,
+  one shot count.
+* ``QCloudJob.result()`` blocks with no timeout, so the engine polls ``status()`` and calls
+  ``result()`` only after FINISHED or FAILED; a FAILED job is a status, not an exception.
+* Re-attach: ``QCloudJob(job_id)`` once the service exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from qpeft.backends.base import require
+from qpeft.backends.pyqpanda3 import to_qprog
+from qpeft.jobs.base import BoundCircuit, Limits, Provider, State, Status, TransientError, counts_to_probs
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "QPEFT_ORIGIN_API_KEY"
+#: Origin's documented cap on the tasks of one batch (tutorial_qcloud_service, note 1)
+MAX_PROGRAMS = 200
+#: QCloud's simulators; they reject batched QCloudOptions runs ("Run with QCloudOptions is only for QPU")
+SIMULATORS = ("full_amplitude", "single_amplitude", "partial_amplitude")
+# Messages (pybind RuntimeError text) that name a passing condition of the network or service.
+_TRANSIENT = (
+    "curl_easy_perform",
+    "timed out",
+    "timeout",
+    "status 429",
+    "status 500",
+    "status 502",
+    "status 503",
+    "status 504",
+    "server connection failed",
+    "under maintenance",
+)
+
+
+def measured_qprog(circuit: BoundCircuit):
+    """A ``QProg`` of the bound circuit with every qubit measured into its own bit."""
+    core = require("pyqpanda3.core", "pyqpanda3")
+    prog = to_qprog(circuit.circuit, circuit.inputs or None, circuit.weights or None)
+    n = circuit.circuit.n_qubits
+    prog << core.measure(list(range(n)), list(range(n)))
+    return prog
+
+
+class OriginProvider(Provider):
+    """Origin QCloud chips (see module docstring).
+
+    service / job_factory: the QCloud service and the ``QCloudJob`` constructor; tests pass a
+    stand-in for the unreachable service here, and nowhere else.
+    """
+
+    name = "origin"
+    limits = Limits(max_circuits=MAX_PROGRAMS)
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        api_key: str | None = None,
+        service=None,
+        job_factory: Callable | None = None,
+        amend: bool = True,
+        mapping: bool = True,
+        optimization: bool = True,
+    ):
+        qcloud = require("pyqpanda3.qcloud", "pyqpanda3")
+        self._qcloud = qcloud
+        self._key = api_key or os.environ.get(API_KEY_ENV, "")
+        if service is None:
+            if not self._key:
+                raise ValueError(f"the origin provider needs an API key: set {API_KEY_ENV} (account.originqc.com.cn)")
+            service = qcloud.QCloudService(self._key)
+        self._service = service
+        self._job_factory = job_factory or qcloud.QCloudJob
+        self.backend = self._choose(backend)
+        self._chip = self._call(service.backend, self.backend)
+        self._run_options = qcloud.QCloudOptions()
+        self._run_options.set_amend(amend)
+        self._run_options.set_mapping(mapping)
+        self._run_options.set_optimization(optimization)
+        self.options = {"amend": amend, "mapping": mapping, "optimization": optimization}
+        self._jobs: dict = {}
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except RuntimeError as err:
+            text = self.redact(str(err))
+            if self.is_transient(err):
+                raise TransientError(text) from None
+            raise RuntimeError(text) from None
+
+    def _choose(self, backend: str | None) -> str:
+        available = dict(self._call(self._service.backends))
+        qpus = [name for name, up in available.items() if up and name not in SIMULATORS]
+        if backend is None:
+            if not qpus:
+                raise ValueError(f"Origin QCloud lists no available QPU; backends: {available}")
+            logger.info("origin: using chip %s (available QPUs: %s)", qpus[0], qpus)
+            return qpus[0]
+        if backend not in available:
+            raise ValueError(f"Origin QCloud has no backend {backend!r}; it lists {sorted(available)}")
+        if backend in SIMULATORS:
+            raise ValueError(f"{backend!r} is a QCloud simulator, which takes no program batches; choose a QPU: {qpus}")
+        if not available[backend]:
+            raise ValueError(f"Origin backend {backend!r} is not available now; available QPUs: {qpus}")
+        return backend
+
+    def secrets(self) -> list[str]:
+        return [self._key]
+
+    def is_transient(self, error: BaseException) -> bool:
+        if isinstance(error, TransientError):
+            return True
+        return isinstance(error, RuntimeError) and any(t in str(error).lower() for t in _TRANSIENT)
+
+    def is_transient_failure(self, message: str) -> bool:
+        return any(t in message.lower() for t in _TRANSIENT)
+
+    def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        if shots is None:
+            raise ValueError("a QPU samples: the origin provider needs `shots`")
+        progs = [measured_qprog(c) for c in circuits]
+        job = self._call(self._chip.run, progs, shots, self._run_options)
+        job_id = job.job_id()
+        self._jobs[job_id] = job
+        return job_id
+
+    def _job(self, job_id: str):
+        job = self._jobs.get(job_id)
+        if job is None:  # re-attach (e.g. after a restart)
+            job = self._jobs[job_id] = self._call(self._job_factory, job_id)
+        return job
+
+    def status(self, job_id: str) -> Status:
+        s = self._qcloud.JobStatus
+        state = self._call(self._job(job_id).status)
+        if state == s.FINISHED:
+            return Status(State.DONE)
+        if state == s.FAILED:  # a failure is a status; its message comes with the (now prompt) result
+            return Status(State.FAILED, self.redact(str(self._call(self._job(job_id).result).error_message())))
+        if state == s.COMPUTING:
+            return Status(State.RUNNING)
+        return Status(State.QUEUED)  # WAITING, QUEUING
+
+    def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        counts = self._call(self._job(job_id).result).get_counts_list()
+        if len(counts) != len(circuits):
+            raise RuntimeError(f"origin job {job_id} returned {len(counts)} results for {len(circuits)} programs")
+        return [counts_to_probs(c, b.circuit.n_qubits) for c, b in zip(counts, circuits)]
+
+    def cancel(self, job_id: str) -> None:
+        self._call(self._job(job_id).cancel)

@@ -1,0 +1,238 @@
+"""Stand-ins for what tests cannot reach, and a scripted provider for fault injection.
+
+* ``StandInQCloudService``: Origin's QCloud service is a remote network service; this object
+  replaces it (and only it) at the SDK's service boundary. Its chips run the QProg objects
+  the origin provider builds on pyqpanda3's own CPUQVM, so everything on our side of the
+  network is real. Jobs live in the service (a re-created ``QCloudJob(id)`` re-attaches).
+* ``ScriptedProvider``: a provider whose submissions fail transiently, get throttled, hang,
+  end FAILED, get lost and finish out of order, on a seeded script; it computes results
+  with the real local provider and keeps its own log to check the engine against.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+
+from pyqpanda3 import core, qcloud
+
+from qpeft.jobs.base import JobLostError, Limits, Provider, State, Status, TransientError
+from qpeft.jobs.local import LocalProvider
+
+
+class _Result:
+    def __init__(self, counts, failed_message=""):
+        self._counts, self._message = counts, failed_message
+
+    def get_counts_list(self):
+        return self._counts
+
+    def job_status(self):
+        return qcloud.JobStatus.FAILED if self._message else qcloud.JobStatus.FINISHED
+
+    def error_message(self):
+        return self._message
+
+
+class _ServerJob:
+    """A job as the remote service holds it: it queues for ``polls`` status queries."""
+
+    def __init__(self, job_id, progs, shots, fail_message, polls):
+        self.id, self.progs, self.shots, self.fail_message, self.polls = job_id, progs, shots, fail_message, polls
+        self.counts = None
+
+    def run(self):
+        counts = []
+        for prog in self.progs:
+            qvm = core.CPUQVM()
+            qvm.run(prog, self.shots)
+            counts.append(qvm.result().get_counts())
+        self.counts = counts
+
+
+class StandInQCloudService:
+    """QCloudService's surface the provider uses: ``backends()``, ``backend(name)``, and a
+    job constructor (``job(id)``, what ``QCloudJob(id)`` is with a real service)."""
+
+    def __init__(self, backends=None, fail_first=0, key_in_errors=""):
+        self._backends = backends or {"full_amplitude": True, "WK_C180": True, "WK_C102_400": False}
+        self.jobs: dict[str, _ServerJob] = {}
+        self.submissions: list[tuple[int, int]] = []  # (programs, shots) per run call
+        self.fail_first = fail_first
+        self.key_in_errors = key_in_errors
+        self._ids = itertools.count(1)
+
+    def backends(self):
+        return dict(self._backends)
+
+    def backend(self, name):
+        if name not in self._backends:
+            raise RuntimeError(f"resource is null: {name}")
+        return _Chip(self)
+
+    def job(self, job_id):
+        if job_id not in self.jobs:
+            raise RuntimeError(f"QCloud HTTP request failed with status 404 for {job_id}")
+        return _Job(self, job_id)
+
+
+class _Chip:
+    def __init__(self, service):
+        self.service = service
+
+    def run(self, progs, shots, options):
+        assert isinstance(options, qcloud.QCloudOptions) and isinstance(shots, int)
+        assert all(isinstance(p, core.QProg) for p in progs) and len(progs) <= 200
+        s = self.service
+        s.submissions.append((len(progs), shots))
+        job_id = f"origin-{next(s._ids)}"
+        message = ""
+        if s.fail_first > 0:
+            s.fail_first -= 1
+            message = f"chip calibration failed (key {s.key_in_errors})"
+        s.jobs[job_id] = _ServerJob(job_id, progs, shots, message, polls=2)
+        return _Job(s, job_id)
+
+
+class _Job:
+    def __init__(self, service, job_id):
+        self.service, self.id = service, job_id
+
+    def job_id(self):
+        return self.id
+
+    def status(self):
+        job = self.service.jobs[self.id]
+        if job.polls > 0:
+            job.polls -= 1
+            return qcloud.JobStatus.QUEUING if job.polls else qcloud.JobStatus.COMPUTING
+        if job.fail_message:
+            return qcloud.JobStatus.FAILED
+        if job.counts is None:
+            job.run()
+        return qcloud.JobStatus.FINISHED
+
+    def result(self):
+        job = self.service.jobs[self.id]
+        assert job.polls == 0, "result() called before the job finished: it would block"
+        if job.fail_message:
+            return _Result([], job.fail_message)
+        return _Result(job.counts)
+
+    def cancel(self):
+        return True
+
+
+class ScriptedProvider(Provider):
+    """Faults on a seeded script (rates per submission), results from the real local provider.
+
+    Log: ``created`` (tag -> job ids created for it), ``states`` (job id -> final fate).
+    """
+
+    name = "scripted"
+    backend = "torch"
+    can_find = True
+
+    def __init__(
+        self,
+        seed=0,
+        max_circuits=50,
+        transient=0.3,
+        throttle=0.05,
+        hang=0.03,
+        slow=0.03,
+        failed=0.05,
+        lost=0.03,
+        fatal_weights=None,
+        hang_s=0.05,
+    ):
+        self.limits = Limits(max_circuits=max_circuits)
+        self.local = LocalProvider("torch", max_circuits=max_circuits, workers=4)
+        self.rng = random.Random(seed)
+        self.rates = dict(transient=transient, throttle=throttle, hang=hang, slow=slow, failed=failed, lost=lost)
+        self.fatal_weights, self.hang_s = fatal_weights, hang_s
+        self.hung: set[str] = set()
+        self.lock = threading.Lock()
+        self.created: dict[str, list[str]] = {}
+        self.fate: dict[str, str] = {}
+        self.jobs: dict[str, dict] = {}
+        self.rejected = 0
+        self.calls = {"submit": 0, "status": 0, "result": 0}
+
+    def _roll(self, name):
+        with self.lock:
+            return self.rng.random() < self.rates[name]
+
+    def submit(self, circuits, shots, tag):
+        with self.lock:
+            self.calls["submit"] += 1
+        if self._roll("transient"):
+            self.rejected += 1
+            raise TransientError("503 Service Unavailable (nothing created)")
+        if self._roll("throttle"):
+            self.rejected += 1
+            raise TransientError("429 Too Many Requests (nothing created)")
+        key = tag.split(".")[0]
+        with self.lock:
+            live = [j for j in self.created.get(key, []) if self.fate[j] in ("live", "done", "slow")]
+            assert not live, f"key {key} submitted again while job(s) {live} live or done"
+            inner = self.local.submit(circuits, shots, tag)
+            self.created.setdefault(key, []).append(inner)
+            fatal = any(c.weights == self.fatal_weights for c in circuits)
+            fate = "failed" if fatal else "live"
+            for kind in ("failed", "lost", "slow"):
+                if fate == "live" and self.rng.random() < self.rates[kind]:
+                    fate = kind
+            self.fate[inner] = fate
+            self.jobs[inner] = {"tag": tag, "polls": self.rng.randint(0, 4), "circuits": len(circuits), "fatal": fatal}
+        if self._roll("hang"):
+            with self.lock:
+                self.hung.add(inner)
+            time.sleep(self.hang_s)  # the job exists, the answer comes late (past submit_timeout)
+        return inner
+
+    def status(self, job_id):
+        with self.lock:
+            self.calls["status"] += 1
+            fate = self.fate.get(job_id)
+            if fate is None or fate == "lost":
+                raise JobLostError(f"job {job_id} not found")
+            if fate == "failed":
+                fatal = self.jobs[job_id]["fatal"]
+                return Status(State.FAILED, "invalid circuit" if fatal else "device calibration error (transient)")
+            if fate == "slow":
+                return Status(State.RUNNING)
+            if fate == "cancelled":
+                return Status(State.CANCELLED)
+            job = self.jobs[job_id]
+            if job["polls"] > 0:  # out of order: each job takes its own number of polls
+                job["polls"] -= 1
+                return Status(State.QUEUED)
+        status = self.local.status(job_id)
+        if status.state is State.DONE:
+            with self.lock:
+                self.fate[job_id] = "done"
+        return status
+
+    def result(self, job_id, circuits, shots):
+        with self.lock:
+            self.calls["result"] += 1
+            assert self.fate[job_id] == "done", "result() before DONE"
+        return self.local.result(job_id, circuits, shots)
+
+    def cancel(self, job_id):
+        with self.lock:
+            if self.fate.get(job_id) in ("slow", "live"):
+                self.fate[job_id] = "cancelled"
+
+    def find(self, tag):
+        with self.lock:
+            for job_id, job in self.jobs.items():
+                if job["tag"] == tag:
+                    return job_id
+        return None
+
+    def is_transient_failure(self, message):
+        return "transient" in message

@@ -1,0 +1,175 @@
+"""The job engine under faults: transient rejections, throttling, hung submissions, FAILED
+jobs, lost jobs, jobs past their timeout, out-of-order completion; restart and re-attach;
+a job that keeps failing; secrets."""
+
+import math
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from standins import ScriptedProvider
+
+from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, TransientError
+from qpeft.jobs.base import SubmissionUnknownError
+from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.quantum.circuit import Circuit, Weight
+
+FAST = dict(poll_interval=0.001, max_poll_interval=0.004, submit_timeout=0.01, progress=False)
+RY = Circuit(1).add("RY", [0], Weight(0))
+
+
+def _circuits(n, seed=0):
+    thetas = np.random.default_rng(seed).uniform(0, 2 * math.pi, n)
+    return thetas, [BoundCircuit(RY, (float(t),)) for t in thetas]
+
+
+def _expected(thetas):
+    return np.stack([np.cos(thetas / 2) ** 2, np.sin(thetas / 2) ** 2], axis=1)  # RY|0>, closed form
+
+
+def test_ten_thousand_circuits_under_faults(tmp_path):
+    thetas, circuits = _circuits(10_000)
+    circuits += circuits[:100]  # duplicates are run once and answered in place
+    thetas = np.concatenate([thetas, thetas[:100]])
+    provider = ScriptedProvider(seed=1)
+    engine = JobEngine(provider, tmp_path, max_parallel=8, job_timeout=0.5, max_attempts=12, **FAST)
+    out = engine.run(circuits, None, scope="step-0")
+
+    assert len(out) == len(circuits)  # nothing lost, input order kept:
+    np.testing.assert_allclose(np.stack(out), _expected(thetas), atol=1e-6)
+
+    # every fault kind happened
+    fates = Counter(provider.fate.values())
+    assert provider.rejected > 0.2 * provider.calls["submit"] and provider.hung
+    assert fates["failed"] and fates["lost"] and fates["cancelled"] and fates["done"] == 200
+
+    # nothing ran twice: one finished job per job key (ScriptedProvider also refuses any
+    # submission of a key while an earlier job of it is live), covering every unique circuit once
+    done_keys = Counter(provider.jobs[j]["tag"].split(".")[0] for j, f in provider.fate.items() if f == "done")
+    assert set(done_keys.values()) == {1}
+    assert sum(provider.jobs[j]["circuits"] for j, f in provider.fate.items() if f == "done") == 10_000
+
+    # the ledger is exact: one `submitted` and one terminal record per job the provider created
+    records = read_ledger(tmp_path / "jobs" / "ledger.jsonl")
+    submitted = Counter(r["job_id"] for r in records if r["event"] == "submitted")
+    assert submitted == Counter({j: 1 for j in provider.fate})
+    terminal = {r["job_id"]: r["event"] for r in records if r["event"] in ("done", "failed", "lost", "timeout")}
+    fate_to_event = {"done": "done", "failed": "failed", "lost": "lost", "cancelled": "timeout"}
+    assert terminal == {j: fate_to_event[f] for j, f in provider.fate.items()}
+    circuits_of = {r["job_id"]: r["circuits"] for r in records if r["event"] == "submitted"}
+    assert circuits_of == {j: job["circuits"] for j, job in provider.jobs.items()}
+    # a submission with no answer is recorded `unknown`, then found by its tag, never resubmitted
+    unknown_tags = {r["tag"] for r in records if r["event"] == "unknown"}
+    assert {provider.jobs[j]["tag"] for j in provider.hung} <= unknown_tags
+    tags = Counter(r["tag"] for r in records if r["event"] in ("submitted", "rejected"))
+    assert all(tags[t] == 1 for t in unknown_tags)  # found (or turned out rejected): once
+    t = totals(records)
+    assert t["jobs"] == len(provider.fate) and t["jobs_done"] == 200 and t["retries"] == len(provider.fate) - 200
+
+
+def test_restart_reattaches_to_open_jobs(tmp_path):
+    thetas, circuits = _circuits(300, seed=2)
+    provider = ScriptedProvider(seed=3, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+    provider.local.delay = 0.3  # the QPU is slow: the deadline passes with all jobs open
+    first = JobEngine(provider, tmp_path, deadline=0.05, **FAST)
+    with pytest.raises(TimeoutError, match="still open in the ledger"):
+        first.run(circuits, None, scope="s")
+    created = dict(provider.created)
+    assert len(created) == 6
+    second = JobEngine(provider, tmp_path, **FAST)  # a new process would read the same ledger
+    out = second.run(circuits, None, scope="s")
+    np.testing.assert_allclose(np.stack(out), _expected(thetas), atol=1e-6)
+    assert provider.created == created  # re-attached by id, nothing submitted again
+    third = JobEngine(provider, tmp_path, **FAST)
+    assert third.run(circuits, None, scope="s")[5].tolist() == out[5].tolist()  # from the result cache
+    assert provider.created == created
+
+
+def test_a_job_that_keeps_failing_raises_and_the_rest_stays_cached(tmp_path):
+    thetas, circuits = _circuits(500, seed=4)
+    bad = circuits[230].weights
+    provider = ScriptedProvider(seed=5, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0, fatal_weights=bad)
+    engine = JobEngine(provider, tmp_path, **FAST)
+    with pytest.raises(JobFailedError, match="invalid circuit") as info:
+        engine.run(circuits, 100, scope="s")
+    failed_job = next(j for j, f in provider.fate.items() if f == "failed")
+    assert info.value.job_id == failed_job and info.value.attempts == 1 and failed_job in str(info.value)
+
+    healthy = ScriptedProvider(seed=6, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+    rerun = JobEngine(healthy, tmp_path, **FAST).run(circuits, 100, scope="s")
+    assert len(healthy.fate) == 1  # only the failed job runs again; the other 9 come from the cache
+    assert np.abs(np.stack(rerun) - _expected(thetas)).max() < 0.25  # 100 shots
+
+
+def test_transient_failures_are_retried_up_to_max_attempts(tmp_path):
+    _, circuits = _circuits(10, seed=7)
+    provider = ScriptedProvider(seed=8, transient=0, throttle=0, hang=0, failed=1.0, lost=0, slow=0)
+    with pytest.raises(JobFailedError, match="after 3 attempt") as info:
+        JobEngine(provider, tmp_path, max_attempts=3, **FAST).run(circuits, None)
+    assert len(provider.fate) == 3 and info.value.message == "device calibration error (transient)"
+
+
+def test_bad_shots_is_an_error():
+    engine = JobEngine(ScriptedProvider(), None, **FAST)
+    with pytest.raises(ValueError, match="`shots` must be a positive integer or None"):
+        engine.run(_circuits(2)[1], 0)
+
+
+class SlowRejection(ScriptedProvider):
+    """Its first submit answers late, and the late answer is a rejection (nothing created)."""
+
+    def __init__(self):
+        super().__init__(seed=9, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+        self.first = True
+
+    def submit(self, circuits, shots, tag):
+        if self.first:
+            self.first = False
+            time.sleep(0.05)
+            raise TransientError("503 Service Unavailable (nothing created)")
+        return super().submit(circuits, shots, tag)
+
+
+def test_an_unanswered_submit_is_resolved_not_resubmitted(tmp_path):
+    thetas, circuits = _circuits(20, seed=10)
+    provider = SlowRejection()
+    out = JobEngine(provider, tmp_path, **FAST).run(circuits, None)
+    np.testing.assert_allclose(np.stack(out), _expected(thetas), atol=1e-6)
+    events = [(r["event"], r["attempt"]) for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+    assert events == [("unknown", 1), ("rejected", 1), ("submitted", 2), ("done", 2)]
+
+
+def test_a_corrupt_ledger_is_an_error(tmp_path):
+    path = tmp_path / "jobs" / "ledger.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"event": "submitted"}\nnot json\n{"event": "done"}\n')
+    with pytest.raises(ValueError, match="ledger.jsonl:2 is not a JSON ledger record"):
+        JobEngine(ScriptedProvider(), tmp_path)
+    path.write_text('{"event": "done", "key": "k", "job_id": "j"}\n{"event": "subm')  # torn by a crash
+    assert len(read_ledger(path)) == 1
+
+
+class NoAnswer(ScriptedProvider):
+    """Submits that never answer, on a provider that cannot look jobs up (like Origin's)."""
+
+    can_find = False
+
+    def submit(self, circuits, shots, tag):
+        time.sleep(0.2)
+        raise TransientError("503")
+
+
+def test_an_unknown_submission_waits_for_a_person(tmp_path):
+    from qpeft.cli import main
+
+    _, circuits = _circuits(5, seed=11)
+    fast = {**FAST, "job_timeout": 0.05}
+    with pytest.raises(SubmissionUnknownError, match="--resolve"):
+        JobEngine(NoAnswer(), tmp_path, **fast).run(circuits, None)
+    with pytest.raises(SubmissionUnknownError):  # a rerun does not submit it either
+        JobEngine(NoAnswer(), tmp_path, **fast).run(circuits, None)
+    tag = next(r["tag"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+    assert main(["jobs", str(tmp_path), "--resolve", tag]) == 0  # checked: nothing was created
+    healthy = ScriptedProvider(seed=12, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
+    assert len(JobEngine(healthy, tmp_path, **fast).run(circuits, None)) == 5 and len(healthy.fate) == 1

@@ -1,0 +1,141 @@
+"""One contract over the provider table: local backends, IBM (local testing mode on a fake
+backend: the provider's real Sampler code path, offline) and Origin (a stand-in for the
+unreachable QCloud service, at the service boundary only; see standins.py)."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+from standins import StandInQCloudService
+
+from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, State
+from qpeft.jobs.base import JobLostError, counts_to_probs
+from qpeft.jobs.providers import get_provider, parse_spec
+from qpeft.quantum.circuit import Circuit, Weight
+
+SHOTS = 4000
+# RY(a) on wire 0, RY(b) on wire 1, CZ: P(wire0 = 1) = sin^2(a/2), P(wire1 = 1) = sin^2(b/2)
+BELL_FREE = Circuit(2).add("RY", [0], Weight(0)).add("RY", [1], Weight(1)).add("CZ", [0, 1])
+ANGLES = [(0.3, 2.0), (1.2, 0.1), (math.pi, 0.0)]
+
+
+def _expected(a, b):
+    p0, p1 = math.sin(a / 2) ** 2, math.sin(b / 2) ** 2
+    return np.array([(1 - p0) * (1 - p1), (1 - p0) * p1, p0 * (1 - p1), p0 * p1])  # wire 0 most significant
+
+
+def _origin(**kw):
+    pytest.importorskip("pyqpanda3")
+    from qpeft.jobs.origin import OriginProvider
+
+    service = StandInQCloudService(**kw)
+    return OriginProvider(api_key="sk-test-SECRET", service=service, job_factory=service.job)
+
+
+def _ibm():
+    pytest.importorskip("qiskit_ibm_runtime")
+    pytest.importorskip("qiskit_aer")
+    return get_provider("ibm:fake_nairobi")
+
+
+PROVIDERS = {
+    "local:torch": (lambda: get_provider("local:torch"), None, 1e-6),
+    "local:shots": (lambda: get_provider("local:shots"), SHOTS, 0.03),
+    "local:noisy": (lambda: get_provider("local:noisy"), None, 1e-6),
+    "local:qiskit": (lambda: get_provider("local:qiskit"), SHOTS, 0.03),
+    "local:pyqpanda3": (lambda: get_provider("local:pyqpanda3"), None, 1e-9),
+    "ibm:fake_nairobi": (_ibm, SHOTS, 0.12),  # the snapshot noise (readout error up to ~8 %)
+    "origin:stand-in": (_origin, SHOTS, 0.03),
+}
+
+
+def _wait(provider, job_id):
+    for _ in range(2000):
+        status = provider.status(job_id)
+        if status.state.terminal:
+            return status
+        time.sleep(0.005)
+    raise AssertionError("job never finished")
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_provider_contract(name):
+    make, shots, atol = PROVIDERS[name]
+    provider = make()
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    job_id = provider.submit(circuits, shots, tag="contract.1")
+    assert isinstance(job_id, str) and job_id
+    assert _wait(provider, job_id).state is State.DONE
+    probs = provider.result(job_id, circuits, shots)
+    assert len(probs) == len(circuits)
+    for p, a in zip(probs, ANGLES):
+        np.testing.assert_allclose(p, _expected(*a), atol=atol)
+    if provider.can_find:
+        assert provider.find("contract.1") == job_id and provider.find("contract.9") is None
+    provider.cancel(job_id)  # cancelling a finished job is harmless
+    with pytest.raises((JobLostError, RuntimeError)):
+        provider.status("no-such-job")
+    chunk = provider.limits.chunk_size(shots, 1)
+    assert chunk >= 1 and provider.name in provider.fingerprint()
+
+
+def test_spec_parsing():
+    assert parse_spec("origin:WK_C180") == ("origin", "WK_C180") and parse_spec("ibm") == ("ibm", None)
+    with pytest.raises(ValueError, match="unknown quantum provider 'braket'"):
+        parse_spec("braket:sv1")
+    with pytest.raises(ValueError, match="unknown local backend 'gpu'"):
+        get_provider("local:gpu")
+
+
+def test_counts_bit_order():
+    # SDK bit strings put qubit 0 last; qpeft's wire 0 is the most significant bit
+    assert counts_to_probs({"01": 3, "0x2": 1}, 2).tolist() == [0, 0.25, 0.75, 0]
+
+
+def test_origin_chooses_a_listed_available_qpu():
+    assert _origin().backend == "WK_C180"  # the only available QPU; simulators and busy chips are skipped
+    with pytest.raises(ValueError, match="not available now"):
+        _origin().__class__(backend="WK_C102_400", api_key="k", service=StandInQCloudService())
+    with pytest.raises(ValueError, match="has no backend 'origin_wukong'.*WK_C180"):
+        _origin().__class__(backend="origin_wukong", api_key="k", service=StandInQCloudService())
+
+
+def test_origin_without_a_key_says_which_variable(monkeypatch):
+    pytest.importorskip("pyqpanda3")
+    from qpeft.jobs.origin import OriginProvider
+
+    monkeypatch.delenv("QPEFT_ORIGIN_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="QPEFT_ORIGIN_API_KEY"):
+        OriginProvider()
+
+
+def test_origin_failed_job_is_a_status_and_no_secret_leaks(tmp_path):
+    provider = _origin(fail_first=5, key_in_errors="sk-test-SECRET")
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    engine = JobEngine(provider, tmp_path, poll_interval=0.001, max_poll_interval=0.002, progress=False)
+    with pytest.raises(JobFailedError, match="chip calibration failed") as info:
+        engine.run(circuits, 100)
+    assert "SECRET" not in str(info.value) and "***" in str(info.value)
+    assert "SECRET" not in (tmp_path / "jobs" / "ledger.jsonl").read_text()
+
+
+def test_origin_reattaches_by_id_after_a_restart():
+    first = _origin()
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    job_id = first.submit(circuits, SHOTS, tag="t.1")
+    from qpeft.jobs.origin import OriginProvider
+
+    service = first._service  # the same remote service, seen from a new process
+    second = OriginProvider(api_key="k", service=service, job_factory=service.job)
+    assert _wait(second, job_id).state is State.DONE
+    probs = second.result(job_id, circuits, SHOTS)
+    np.testing.assert_allclose(probs[0], _expected(*ANGLES[0]), atol=0.03)
+    assert len(service.submissions) == 1
+
+
+def test_ibm_local_testing_jobs_end_with_their_process():
+    provider = _ibm()
+    job_id = provider.submit([BoundCircuit(BELL_FREE, ANGLES[0])], 100, tag="t.1")
+    with pytest.raises(JobLostError, match="local-testing job"):
+        get_provider("ibm:fake_nairobi").status(job_id)
