@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 REFERENCE, MATCHED = "lora-r8", "lora-matched"
+ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp"]  # table order
 # two-sided 95 % quantiles of Student's t for n - 1 degrees of freedom (paired tests over seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -25,6 +26,13 @@ def load_cells(results: Path) -> dict:
             bucket["grid"].setdefault(c["method"], {})[c["lr"]] = record
         else:
             bucket["main"].setdefault(c["method"], {})[c["seed"]] = record
+
+    def rank(method: str) -> tuple[int, str]:
+        return (ORDER.index(method) if method in ORDER else len(ORDER), method)
+
+    for bucket in cells.values():
+        for kind in ("main", "grid"):
+            bucket[kind] = {m: bucket[kind][m] for m in sorted(bucket[kind], key=rank)}
     return cells
 
 
