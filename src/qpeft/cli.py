@@ -174,6 +174,11 @@ def cmd_eval(args) -> int:
     _check_adapter(args.adapter)
     examples, max_length = _eval_examples(args)
     model, tokenizer = _load_adapted(args.adapter, args.model)
+    emulated = None
+    if args.emulate is not None:  # before any job-engine runner: the model's own backends
+        from qpeft.devices.evaluate import evaluate_on_device
+
+        emulated = evaluate_on_device(model, tokenizer, examples, max_length, args.emulate, shots=args.shots)
     if args.quantum_backend is not None:  # forward-only circuits through the job engine
         from qpeft.jobs.step import build_runner
 
@@ -182,6 +187,8 @@ def cmd_eval(args) -> int:
         )
         runner.scope = f"eval-{args.adapter.name}"
     result = evaluate(model, tokenizer, examples, max_length, samples_path=args.samples)
+    if emulated is not None:
+        result["emulated"] = emulated
     print(json.dumps({"examples": len(examples), **result}, indent=2))
     return 0
 
@@ -386,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
                 kind = json.loads if flag == "quantum_options" else int if flag == "shots" else str
                 flag_help = fields[flag].metadata["help"]
                 p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, help=flag_help)
+            p.add_argument(
+                "--emulate",
+                metavar="DEVICE",
+                default=None,
+                help="also report the held-out loss with the QTHA circuits on an emulated chip (e.g. wukong72, "
+                "ibm_torino): exact, with its noise, and with noise + readout mitigation, side by side",
+            )
         elif name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")
             p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")

@@ -68,7 +68,7 @@ def test_readout_noise_changes_the_angle_mode_z_by_its_closed_form():
         ({"backend": "noisy", "noise": {"depolarising": 0.1}}, r"unknown field\(s\) \['depolarising'\]"),
         ({"backend": "noisy", "noise": {"depolarizing": 1.5}}, r"must be a probability in \[0, 1\]"),
         ({"backend": "noisy", "noise": {"depolarizing": "high"}}, r"must be a probability in \[0, 1\], got high"),
-        ({"backend": "noisy", "noise": "wukong72"}, "device preset name is not available yet.*readout_p01"),
+        ({"backend": "noisy", "noise": "wukong73"}, "not a known device; choose one of wukong72.*readout_p01"),
         ({"backend": "torch", "noise": {"depolarizing": 0.1}}, "only by backend 'noisy', not 'torch'"),
         ({"backend": "torch", "backend_options": {"seed": 0}}, r"takes no option\(s\) \['seed'\].*'method', 'dtype'"),
         ({"backend": "pyqpanda3", "diff_method": "hybrid", "backend_options": {"seed": 0}}, "options are none"),

@@ -56,3 +56,40 @@ def test_collator_pads_right():
     n0 = len(data[0]["input_ids"])
     assert (batch["input_ids"][0, n0:] == tok.pad_token_id).all() and (batch["labels"][0, n0:] == IGNORE).all()
     assert batch["attention_mask"][0].sum() == n0 and batch["attention_mask"].dtype == torch.long
+
+
+def _reference_truncation(tok, example, max_length):
+    """Drop whole leading exchanges one at a time until the conversation fits (the plain rule)."""
+    from qpeft.data.collate import _exchanges
+
+    system, exchanges = _exchanges(example.messages)
+    while True:
+        ids, labels = encode_conversation(tok, system + [m for ex in exchanges for m in ex])
+        if len(ids) <= max_length or len(exchanges) == 1:
+            break
+        exchanges = exchanges[1:]
+    if len(ids) > max_length:
+        ids, labels = ids[-max_length:], labels[-max_length:]
+    return {"input_ids": ids, "labels": labels}
+
+
+def test_bisected_truncation_equals_dropping_one_exchange_at_a_time():
+    import random
+
+    tok = tiny_tokenizer()
+    rng = random.Random(0)
+    for _ in range(40):
+        messages = []
+        if rng.random() < 0.3:
+            messages.append({"role": "system", "content": "sys " * rng.randint(1, 5)})
+        for k in range(rng.randint(1, 9)):
+            messages += [
+                {"role": "user", "content": f"q{k} " * rng.randint(1, 12)},
+                {"role": "assistant", "content": f"a{k} " * rng.randint(1, 12)},
+            ]
+        example = Example(messages)
+        full = len(encode_conversation(tok, messages)[0])
+        for max_length in (8, 20, full // 3 + 1, full // 2 + 1, full - 1, full, full + 5):
+            assert encode_example(tok, example, max(8, max_length)) == _reference_truncation(
+                tok, example, max(8, max_length)
+            )

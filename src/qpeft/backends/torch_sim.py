@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from qpeft.backends.base import Backend
+from qpeft.devices import Device, get_device
+from qpeft.devices.executor import DeviceExecutor
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.density import NoiseModel, density_probabilities, simulate_density
 from qpeft.quantum.shots import check_shots, estimate_from_counts, sample_counts
@@ -73,26 +75,41 @@ class ShotsBackend(Backend):
 
 
 class NoisyBackend(Backend):
-    """Density-matrix simulation with a :class:`NoiseModel`; differentiable when exact
-    (``shots=None``)."""
+    """Density-matrix simulation with a :class:`NoiseModel`, or with a device's calibrated noise
+    (``noise="wukong72"``, a name from ``qpeft.devices.DEVICES`` or a ``Device``: the circuit is
+    transpiled onto the chip first; ``mitigate_readout=True`` inverts its readout error,
+    ``zne_scales=(1, 3, 5)`` extrapolates to zero gate noise by gate folding);
+    differentiable when exact (``shots=None``)."""
 
     name = "noisy"
 
     def __init__(
         self,
-        noise: NoiseModel | dict | None = None,
+        noise: NoiseModel | dict | str | Device | None = None,
         shots: int | None = None,
         seed: int | None = None,
         dtype: torch.dtype | str = torch.complex64,
+        mitigate_readout: bool = False,
+        zne_scales: tuple[int, ...] | None = None,
     ):
-        self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
         check_shots(shots, allow_none=True)
         self.shots, self.dtype = shots, complex_dtype(dtype)
         self.supports_backprop = shots is None
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.device_executor = None
+        if isinstance(noise, str | Device):
+            self.device_executor = DeviceExecutor(
+                get_device(noise), shots, self.generator, mitigate_readout, self.dtype, zne_scales=zne_scales
+            )
+            noise = None  # the device's calibrated noise replaces the uniform model
+        elif mitigate_readout or zne_scales:
+            raise ValueError("`mitigate_readout` and `zne_scales` need a device's noise, e.g. noise='wukong72'")
+        self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
         Backend.check_observable(observable)
+        if self.device_executor is not None:
+            return self.device_executor.run(circuit, inputs, weights, observable)
         rho = simulate_density(circuit, inputs, weights, self.noise, dtype=self.dtype)
         probs = density_probabilities(rho, self.noise)
         if self.shots is None:

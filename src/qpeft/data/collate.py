@@ -49,17 +49,29 @@ def _exchanges(messages):
 
 def encode_example(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
     """Input ids and labels of at most ``max_length`` tokens: whole leading exchanges are
-    dropped first; if the last one alone is too long, its start is cut (the end, which holds
-    the answer, is kept)."""
+    dropped first (the longest suffix of exchanges that fits is kept); if the last exchange
+    with an answer is too long on its own, its start is cut (the end, which holds the answer,
+    is kept).
+
+    The suffix is found by bisection on the rendered length (which grows with every exchange
+    added in front), so a long dialogue costs O(log exchanges) renders, not one per exchange.
+    """
     system, exchanges = _exchanges(example.messages)
-    while True:
-        messages = system + [m for ex in exchanges for m in ex]
-        ids, labels = encode_conversation(tokenizer, messages)
-        if len(ids) <= max_length or len(exchanges) == 1:
-            break
-        exchanges = exchanges[1:]
-        if not any(m["role"] == "assistant" for ex in exchanges for m in ex):
-            break
+    answered = [k for k, ex in enumerate(exchanges) if any(m["role"] == "assistant" for m in ex)]
+    # candidate starts: 0 .. the last exchange holding an answer (a suffix without one teaches nothing)
+    lo, hi = 0, answered[-1] if answered else len(exchanges) - 1
+
+    def length(start: int) -> int:
+        return len(_ids(tokenizer, system + [m for ex in exchanges[start:] for m in ex]))
+
+    if length(lo) > max_length:
+        while lo < hi:  # smallest start whose suffix fits; hi itself is kept even if it does not
+            mid = (lo + hi) // 2
+            if length(mid) <= max_length:
+                hi = mid
+            else:
+                lo = mid + 1
+    ids, labels = encode_conversation(tokenizer, system + [m for ex in exchanges[lo:] for m in ex])
     if len(ids) > max_length:
         ids, labels = ids[-max_length:], labels[-max_length:]
     return {"input_ids": ids, "labels": labels}

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
 from qpeft.backends.base import BACKENDS, check_options
+from qpeft.devices import DEVICES
 from qpeft.qnn import DIFF_METHODS
 from qpeft.quantum.ansatz import ANSATZE
 from qpeft.quantum.density import NoiseModel
@@ -49,8 +50,10 @@ class QTHAConfig(TensorTrainFields):
     diff_method: str = doc("backprop", f"QNN gradients: one of {', '.join(DIFF_METHODS)}")
     noise: dict | str | None = doc(
         None,
-        "noise of the 'noisy' backend: a dict of NoiseModel fields "
-        f"({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01, 'readout_p01': 0.02}}",
+        "noise of the 'noisy' backend: a device name (circuits are transpiled onto the chip and get its "
+        f"calibrated noise: {', '.join(DEVICES)}; backend_options={{'mitigate_readout': True}} inverts its "
+        f"readout error) or a dict of NoiseModel fields ({', '.join(NOISE_FIELDS)}), e.g. "
+        "{'depolarizing': 0.01, 'readout_p01': 0.02}",
     )
     backend_options: dict = doc(
         {},
@@ -111,19 +114,19 @@ class QTHAConfig(TensorTrainFields):
                 ) from err
 
     def _check_noise(self) -> None:
-        if isinstance(self.noise, str):
+        if isinstance(self.noise, str) and self.noise not in DEVICES:
             raise ValueError(
-                f"`noise` = {self.noise!r}: noise by device preset name is not available yet; give a dict "
-                f"of NoiseModel fields ({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01}}"
+                f"`noise` = {self.noise!r} is not a known device; choose one of {', '.join(DEVICES)}, or give a "
+                f"dict of NoiseModel fields ({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01}}"
             )
-        if self.noise is not None and not isinstance(self.noise, dict):
-            raise ValueError(f"`noise` must be a dict of NoiseModel fields or None, got {self.noise!r}")
+        if self.noise is not None and not isinstance(self.noise, dict | str):
+            raise ValueError(f"`noise` must be a device name, a dict of NoiseModel fields or None, got {self.noise!r}")
         if self.noise is not None and self.backend != "noisy":
             raise ValueError(
                 f"`noise` is simulated only by backend 'noisy', not {self.backend!r}: set backend='noisy' "
                 f"or drop `noise`"
             )
-        if self.backend != "noisy":
+        if self.backend != "noisy" or isinstance(self.noise, str):
             return
         unknown = sorted(set(self.noise or {}) - set(NOISE_FIELDS))
         if unknown:
