@@ -1,6 +1,7 @@
 """The reproduction study: does QTHA beat LoRA, and does its quantum branch matter?
 
-Six methods on the bundled SmolLM2-135M-Instruct, at equal steps, equal data order and the
+Seven methods (six, and `qtha-weights` with its circuits on the emulated Wukong chip) on the
+bundled SmolLM2-135M-Instruct, at equal steps, equal data order and the
 same held-out examples (per seed), on three data sets:
 
 * ``cpsycound``  (the paper's setting): final training loss (mean of the last 10 % of steps)
@@ -16,8 +17,9 @@ for every data set and seed.
 
 The study is resumable and sized for a 2-core CPU: every finished cell (one method x seed x
 data set, or one grid point) is written under ``benchmarks/results/quality/`` at once and is
-never run again; a cell whose recorded settings differ from the current ones is an error
-(start a new ``--results`` directory instead of mixing settings).
+never run again; a cell whose recorded settings (model, method, data set, shared training settings,
+steps, learning rate) differ from the current ones is an error (start a new ``--results``
+directory instead of mixing settings); adding a method or a data set keeps every finished cell.
 
     python benchmarks/quality.py                        # everything that is not finished yet
     python benchmarks/quality.py --datasets cpsycound   # one data set
@@ -50,6 +52,7 @@ TUNE_DATASET = "cpsycound"  # the paper's own setting; the chosen rates are then
 LR_GRID = (5e-4, 2e-3, 8e-3)
 REFERENCE = "lora-r8"
 MATCHED = "lora-matched"
+WUKONG = "qtha-weights-wukong72"
 
 #: study method -> (qpeft preset, adapter overrides); the matched LoRA's r is filled in at start.
 METHODS: dict[str, tuple[str, dict]] = {
@@ -59,7 +62,13 @@ METHODS: dict[str, tuple[str, dict]] = {
     "qtha-weights": ("qtha-weights", {}),
     "qtha-none": ("qtha-none", {}),
     "qtha-mlp": ("qtha-mlp", {}),
+    # the hardware mode with its circuits on the emulated Origin Wukong chip (qpeft.devices):
+    # transpiled to the 12 x 6 grid, calibrated noise, 1024 shots; gradient from the exact
+    # simulator at the same angles (diff_method="hybrid", the cheap QPU mode)
+    WUKONG: ("qtha-weights", {"backend": "noisy", "noise": "wukong72", "shots": 1024, "diff_method": "hybrid"}),
 }
+#: methods that take another method's tuned learning rate instead of a grid of their own
+LR_FROM = {WUKONG: "qtha-weights"}
 
 #: per data set: the training settings every method shares.
 DATASETS = {
@@ -157,9 +166,21 @@ def gsm8k_test(adapter_dir: Path, seed: int) -> dict:
     return result
 
 
-def run_cell(cell: Cell, settings: dict) -> dict:
+def cell_settings(cell: Cell) -> dict:
+    """What a cell's result depends on (besides the cell itself): a cell stays valid when
+    methods or data sets are added to the study."""
+    return {
+        "model": MODEL,
+        "method": list(METHODS[cell.method]),
+        "dataset": DATASETS[cell.dataset],
+        "common": COMMON,
+    }
+
+
+def run_cell(cell: Cell) -> dict:
     from qpeft.train import train
 
+    settings = cell_settings(cell)
     target = RESULTS / cell.name / "cell.json"
     if target.is_file():
         done = json.loads(target.read_text())
@@ -260,19 +281,26 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "study.json").write_text(json.dumps({"settings": settings, "machine": machine}, indent=1))
     if not args.report_only:
         lrs = {}
-        for method in methods:  # the learning rate of each method, tuned once on TUNE_DATASET
+        for method in [m for m in methods if m not in LR_FROM]:  # lr tuned once on the tuning data set
             grid = {}
             for lr in LR_GRID:
                 cell = Cell(args.tune_dataset, method, TUNE_SEED, lr, args.tune_steps, "grid")
-                grid[lr] = run_cell(cell, settings)
+                grid[lr] = run_cell(cell)
                 if args.commit:
                     commit(f"Quality study: grid cell {cell.name}")
             lrs[method] = chosen_lr(grid)
-        for dataset in datasets:
+        for method, source in LR_FROM.items():
+            if method in methods:
+                if source not in lrs:
+                    raise SystemExit(f"{method} takes the learning rate tuned for {source}: include {source}")
+                lrs[method] = lrs[source]
+        # the emulated-chip row is slow (noisy density matrices): it comes after everything else
+        phases = [[m for m in methods if m != WUKONG], [m for m in methods if m == WUKONG]]
+        for phase, dataset in [(p, d) for p in phases for d in datasets]:
             for seed in SEEDS:  # seeds outermost: a partial study still has every method paired
-                for method in methods:
+                for method in phase:
                     cell = Cell(dataset, method, seed, lrs[method], args.steps, "main")
-                    run_cell(cell, settings)
+                    run_cell(cell)
                     write_report(RESULTS, settings, machine)
                     if args.commit:
                         commit(f"Quality study: cell {cell.name}")

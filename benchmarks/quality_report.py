@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 REFERENCE, MATCHED = "lora-r8", "lora-matched"
-ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp"]  # table order
+ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp", "qtha-weights-wukong72"]
 # two-sided 95 % quantiles of Student's t for n - 1 degrees of freedom (paired tests over seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
