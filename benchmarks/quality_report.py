@@ -1,0 +1,228 @@
+"""Tables, paired comparisons and loss plots of the quality study (``benchmarks/quality.py``),
+from the finished cells under ``benchmarks/results/quality/`` (a partial study reports what
+is finished and says what is missing)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+REFERENCE, MATCHED = "lora-r8", "lora-matched"
+ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp", "qtha-weights-wukong72"]
+# two-sided 95 % quantiles of Student's t for n - 1 degrees of freedom (paired tests over seeds)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def load_cells(results: Path) -> dict:
+    """{dataset: {"main": {method: {seed: record}}, "grid": {method: {lr: record}}}}"""
+    cells: dict = {}
+    for path in sorted(results.glob("*/**/cell.json")):
+        record = json.loads(path.read_text())
+        c = record["cell"]
+        bucket = cells.setdefault(c["dataset"], {"main": {}, "grid": {}})
+        if c["kind"] == "grid":
+            bucket["grid"].setdefault(c["method"], {})[c["lr"]] = record
+        else:
+            bucket["main"].setdefault(c["method"], {})[c["seed"]] = record
+
+    def rank(method: str) -> tuple[int, str]:
+        return (ORDER.index(method) if method in ORDER else len(ORDER), method)
+
+    for bucket in cells.values():
+        for kind in ("main", "grid"):
+            bucket[kind] = {m: bucket[kind][m] for m in sorted(bucket[kind], key=rank)}
+    return cells
+
+
+def metrics(record: dict) -> dict:
+    """The study's metrics of one finished main cell."""
+    out = {
+        "final_train_loss": record["final_train_loss"],
+        "heldout_loss": record["eval"]["eval_loss"],
+        "accuracy": record["eval"].get("accuracy"),
+        "seconds_per_step": record["seconds_per_step"],
+    }
+    test = record.get("gsm8k_test")
+    if test:
+        out["heldout_loss"] = test["test_loss"]  # GSM8K: its own test file
+        out["accuracy"] = test.get("test_accuracy")
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _fmt(pair, digits: int = 4) -> str:
+    if pair is None:
+        return "n/a"
+    mean, std = pair
+    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
+def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> dict | None:
+    """a - b per common seed: mean, std, the relative change of the means, the paired t
+    statistic, whether it is significant at 95 %, and whether |mean| exceeds the larger of
+    the two methods' seed-to-seed standard deviations."""
+    seeds = sorted(set(a) & set(b))
+    pairs = [(metrics(a[s])[key], metrics(b[s])[key]) for s in seeds]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    if not pairs:
+        return None
+    diffs = [x - y for x, y in pairs]
+    mean_a, mean_b = statistics.mean(x for x, _ in pairs), statistics.mean(y for _, y in pairs)
+    result = {
+        "seeds": len(pairs),
+        "mean_diff": statistics.mean(diffs),
+        "relative": (mean_a - mean_b) / abs(mean_b) if mean_b else None,
+        "diffs": diffs,
+    }
+    if len(pairs) > 1:
+        sd = statistics.stdev(diffs)
+        spread = max(statistics.stdev([x for x, _ in pairs]), statistics.stdev([y for _, y in pairs]))
+        t = result["mean_diff"] / (sd / math.sqrt(len(pairs))) if sd > 0 else math.inf
+        result.update(
+            std_diff=sd,
+            t=t,
+            significant_95=abs(t) > T95.get(len(pairs) - 1, 1.96),
+            exceeds_seed_spread=abs(result["mean_diff"]) > spread,
+        )
+    return result
+
+
+def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], dict]:
+    main, grid = data["main"], data["grid"]
+    lines = [f"## {name}", ""]
+    summary: dict = {"methods": {}, "paired": {}, "grid": {}}
+    if grid:
+        lrs = sorted({lr for g in grid.values() for lr in g})
+        lines += ["Learning-rate grid (validation loss on the tuning run's own held-out split; chosen in bold):", ""]
+        lines += ["| method | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+        for method, points in grid.items():
+            best = min(points, key=lambda lr: points[lr]["validation_loss"])
+            row = []
+            for lr in lrs:
+                value = points.get(lr, {}).get("validation_loss")
+                text = "–" if value is None else f"{value:.4f}"
+                row.append(f"**{text}**" if lr == best and len(points) == len(lrs) else text)
+            lines.append(f"| {method} | " + " | ".join(row) + " |")
+            summary["grid"][method] = {str(lr): p["validation_loss"] for lr, p in points.items()}
+        lines.append("")
+    if not main:
+        lines += ["No main cell finished yet.", ""]
+        return lines, summary
+    ref_params = next(iter(main.get(REFERENCE, {}).values()), {}).get("parameters", {}).get("trainable")
+    lines += [
+        "| method | lr | seeds | trainable params | ratio to LoRA r=8 | final train loss | held-out loss | "
+        "accuracy | s/step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, runs in main.items():
+        first = next(iter(runs.values()))
+        params = first["parameters"]["trainable"]
+        stats = {k: _mean_std([metrics(r)[k] for r in runs.values()]) for k in metrics(first)}
+        summary["methods"][method] = {
+            "lr": first["cell"]["lr"],
+            "seeds": sorted(runs),
+            "trainable": params,
+            **{k: v for k, v in stats.items()},
+        }
+        ratio = f"{params / ref_params:.3f}" if ref_params else "n/a"
+        lines.append(
+            f"| {method} | {first['cell']['lr']:g} | {len(runs)} | {params:,} | {ratio} | "
+            f"{_fmt(stats['final_train_loss'])} | {_fmt(stats['heldout_loss'])} | "
+            f"{_fmt(stats['accuracy'], 3)} | {_fmt(stats['seconds_per_step'], 2)} |"
+        )
+    lines.append("")
+    for reference in (REFERENCE, MATCHED):
+        if reference not in main:
+            continue
+        lines += [
+            f"Paired per seed against `{reference}` (method minus reference; relative change of the means; "
+            f"t over seeds, 95 % two-sided; 'beyond spread' = |mean difference| > the larger seed-to-seed std):",
+            "",
+            "| method | metric | seeds | mean diff | relative | per-seed diffs | t | significant | beyond spread |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for method, runs in main.items():
+            if method == reference:
+                continue
+            for key in ("final_train_loss", "heldout_loss", "accuracy"):
+                p = paired(runs, main[reference], key)
+                if p is None:
+                    continue
+                summary["paired"].setdefault(reference, {}).setdefault(method, {})[key] = p
+                rel = "n/a" if p["relative"] is None else f"{100 * p['relative']:+.1f} %"
+                lines.append(
+                    f"| {method} | {key} | {p['seeds']} | {p['mean_diff']:+.4f} | {rel} | "
+                    f"{', '.join(f'{d:+.4f}' for d in p['diffs'])} | "
+                    f"{p.get('t', float('nan')):.2f} | {p.get('significant_95', 'n/a')} | "
+                    f"{p.get('exceeds_seed_spread', 'n/a')} |"
+                )
+        lines.append("")
+    plot = results / f"{name}-loss.png"
+    plot_curves(main, plot, name)
+    lines += [f"![{name} training loss]({plot.name})", ""]
+    return lines, summary
+
+
+def plot_curves(main: dict, path: Path, title: str, window: int = 5) -> None:
+    """Mean training loss over seeds (moving average of ``window`` steps) with a +- std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, (method, runs) in enumerate(main.items()):
+        curves = [dict(r["losses"]) for r in runs.values()]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        if not steps:
+            continue
+        smooth = []
+        for c in curves:
+            values = [c[s] for s in steps]
+            smooth.append([statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))])
+        mean = [statistics.mean(col) for col in zip(*smooth)]
+        std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*smooth)]
+        ax.plot(steps, mean, color=f"C{k}", label=f"{method} ({len(curves)} seeds)")
+        ax.fill_between(
+            steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=f"C{k}", alpha=0.15
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss ({window}-step moving average)")
+    ax.set_title(f"{title}: mean over seeds, band = +- 1 std")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: Path, settings: dict, machine: dict) -> Path:
+    cells = load_cells(results)
+    lines = [
+        "# Quality study: results so far",
+        "",
+        "Written by `python benchmarks/quality.py` from the finished cells in this directory; "
+        "see RESULTS.md at the top of the repository for the discussion.",
+        "",
+        f"Machine: {machine['cpu']} ({machine['platform']}, Python {machine['python']}).  ",
+        f"Settings: model `{settings['model']}`, {settings['steps']} steps per cell (grid: "
+        f"{settings['tune_steps']}), batch {settings['common']['batch_size']}, lr grid {settings['lr_grid']}, "
+        f"seeds {settings['seeds']}, matched LoRA r = {settings['matched_lora']['r']}.",
+        "",
+    ]
+    summary = {"settings": settings, "machine": machine, "datasets": {}}
+    for name, data in cells.items():
+        section, summary["datasets"][name] = dataset_section(name, data, results)
+        lines += section
+    path = results / "summary.md"
+    path.write_text("\n".join(lines))
+    (results / "summary.json").write_text(json.dumps(summary, indent=1))
+    return path
