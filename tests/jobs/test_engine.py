@@ -12,11 +12,12 @@ from standins import ScriptedProvider
 
 from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, TransientError
 from qpeft.jobs.base import SubmissionUnknownError
-from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.jobs.ledger import Ledger, read_ledger, totals
 from qpeft.quantum.circuit import Circuit, Weight
 
 FAST = dict(poll_interval=0.001, max_poll_interval=0.004, submit_timeout=0.01, progress=False)
 RY = Circuit(1).add("RY", [0], Weight(0))
+NO_FAULTS = dict(transient=0, throttle=0, hang=0, slow=0, failed=0, lost=0)
 
 
 def _circuits(n, seed=0):
@@ -150,6 +151,18 @@ def test_a_corrupt_ledger_is_an_error(tmp_path):
     assert len(read_ledger(path)) == 1
 
 
+def test_a_torn_last_ledger_line_is_cut_before_the_next_append(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('{"event": "done", "key": "k", "job_id": "j"}\n{"event": "subm')  # torn by a crash
+    ledger = Ledger(path)
+    ledger.append("submitted", key="k2", job_id="j2", attempt=1)
+    assert [r["event"] for r in read_ledger(path)] == ["done", "submitted"]  # nothing joined the torn line
+    assert [r["key"] for r in Ledger(path).records] == ["k", "k2"]
+    path.write_text('{"event": "subm')  # a torn first line: nothing readable is left
+    Ledger(path).append("done", key="k3", job_id="j3")
+    assert [r["key"] for r in read_ledger(path)] == ["k3"]
+
+
 class NoAnswer(ScriptedProvider):
     """Submits that never answer, on a provider that cannot look jobs up (like Origin's)."""
 
@@ -188,3 +201,36 @@ def test_a_rejected_submit_is_tried_max_attempts_times_with_backoff(tmp_path, ma
     assert provider.calls["submit"] == max_attempts and not provider.created
     waits = sum(0.02 * 2**n for n in range(max_attempts - 1))  # 0.02 * 2**(n-1) after rejection n
     assert time.perf_counter() - started >= waits
+
+
+class MisShaped(ScriptedProvider):
+    """Returns results of the wrong width, as a list or as one 2-D array."""
+
+    def __init__(self, as_array: bool):
+        super().__init__(**NO_FAULTS)
+        self.as_array = as_array
+
+    def result(self, job_id, circuits, shots):
+        probs = np.asarray(super().result(job_id, circuits, shots))
+        wrong = np.concatenate([probs, np.zeros((len(probs), 1))], axis=1)  # one entry too many per circuit
+        return wrong if self.as_array else list(wrong)
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_results_that_do_not_fit_their_circuits_are_refused(tmp_path, as_array):
+    from qpeft.jobs.engine import ProviderError
+
+    _, circuits = _circuits(5)
+    with pytest.raises(ProviderError, match="do not fit its circuits"):
+        JobEngine(MisShaped(as_array), tmp_path, **FAST).run(circuits, None)
+    assert not (tmp_path / "jobs" / "results" / "index.jsonl").exists()  # nothing wrong was cached
+
+
+def test_results_as_one_array_are_cached_and_served_like_a_list(tmp_path):
+    thetas, circuits = _circuits(7)
+    provider = ScriptedProvider(**NO_FAULTS)
+    first = JobEngine(provider, tmp_path, **FAST).run(circuits, 100, scope="s")
+    again = JobEngine(provider, tmp_path, **FAST).run(circuits, 100, scope="s")  # from the cache
+    assert provider.calls["submit"] == 1
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))
+    assert all(p.dtype == np.float64 and p.shape == (2,) for p in again)

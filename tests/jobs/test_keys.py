@@ -50,7 +50,7 @@ def test_a_job_key_changes_with_every_part_of_the_content():
     # inputs count as much as weights
     both = Circuit(1).add("RY", [0], Weight(0)).add("RY", [0], Input(0))
     keyed, _ = _keys([BoundCircuit(both, (0.1,), (0.2,)), BoundCircuit(both, (0.1,), (0.3,))])
-    assert keyed.index == [0, 1]
+    assert list(keyed.index) == [0, 1]
 
 
 def test_angles_that_do_not_fit_the_template_are_an_error():
@@ -129,3 +129,4 @@ def test_distinct_circuits_are_grouped_by_template_in_input_order():
         keyed, _ = _keys(circuits)
         assert [(c.circuit, c.weights) for c in keyed.circuits] == [(first, (0.1,)), (first, (0.3,)), (second, (0.2,))]
         assert keyed.index == [0, 2, 1]
+

@@ -14,7 +14,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,21 @@ class BoundCircuit:
     circuit: Circuit
     weights: tuple[float, ...] = ()
     inputs: tuple[float, ...] = ()
+    #: the weights' float64 bytes, set by :meth:`batch` (the engine keys circuits by them)
+    _row: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def batch(cls, circuit: Circuit, weights: np.ndarray) -> list[BoundCircuit]:
+        """One bound circuit per row of ``weights`` (n, circuit.n_weights), for an input-free
+        template: made at once, and keyed by the engine without reading every angle again."""
+        w = np.ascontiguousarray(weights, dtype=np.float64)
+        if circuit.n_inputs or w.ndim != 2 or w.shape[1] != circuit.n_weights:
+            raise ValueError(
+                f"BoundCircuit.batch takes an input-free template and an (n, {circuit.n_weights}) array of "
+                f"weights; got a template reading {circuit.n_inputs} inputs and weights of shape {w.shape}"
+            )
+        rows = w.view(np.dtype((np.void, 8 * w.shape[1]))).ravel().tolist() if w.shape[1] else [b""] * len(w)
+        return [cls(circuit, tuple(values), (), row) for values, row in zip(w.tolist(), rows)]
 
     def angles(self) -> list[float]:
         """The value of every angle slot, in op order (what a parameterised template reads)."""
@@ -153,7 +168,9 @@ class Provider(ABC):
     ``submit`` returns a job id; ``status`` never blocks on the job; ``result`` is called only
     after ``status`` said DONE. ``find(tag)`` looks a job up by the tag given to ``submit``
     (None when the provider cannot look jobs up). Errors a provider classifies as transient
-    (:meth:`is_transient`) are retried by the engine; everything else is final.
+    (:meth:`is_transient`) are retried by the engine; everything else is final. ``result`` gives
+    one probability vector per circuit, in job order: a list, or a 2-D float64 array (one row per
+    circuit) when all have one width, which spares the engine a copy per circuit.
     """
 
     name: str = "provider"
@@ -175,7 +192,9 @@ class Provider(ABC):
     def status(self, job_id: str) -> Status: ...
 
     @abstractmethod
-    def result(self, job_id: str, circuits: Sequence[BoundCircuit], shots: int | None) -> list[np.ndarray]: ...
+    def result(
+        self, job_id: str, circuits: Sequence[BoundCircuit], shots: int | None
+    ) -> list[np.ndarray] | np.ndarray: ...
 
     @abstractmethod
     def cancel(self, job_id: str) -> None: ...

@@ -32,6 +32,7 @@ class ResultCache:
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._data_path, self._index_path = self.directory / "results.f64", self.directory / "index.jsonl"
+            self._read_index()  # what earlier engines finished
 
     def _read_index(self) -> None:
         """Index lines appended since the last read (by this or another engine); a torn last
@@ -53,13 +54,19 @@ class ResultCache:
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a crash, followed by later appends: its data is not used
 
+    def refresh(self) -> None:
+        """Learn the jobs other engines (e.g. an earlier process) finished since the last look;
+        called once per engine call, so each lookup is a dict lookup."""
+        if self.directory is not None:
+            with self._lock:
+                self._read_index()
+
     def get_job(self, job_key: str, count: int) -> list[np.ndarray] | None:
-        """The results of a finished job of ``count`` circuits (in job order), or None."""
+        """The results of a finished job of ``count`` circuits (in job order), or None; the
+        index is as of the last :meth:`refresh` (and this cache's own writes)."""
         if self.directory is None:
             return None
         with self._lock:
-            if job_key not in self._where:
-                self._read_index()
             where = self._where.get(job_key)
         if where is None:
             return None
@@ -71,12 +78,18 @@ class ResultCache:
         offsets = (flat[: count + 1].astype(np.int64) + count + 1).tolist()
         return [flat[offsets[i] : offsets[i + 1]] for i in range(count)]
 
-    def put_job(self, job_key: str, probs: list[np.ndarray]) -> None:
+    def put_job(self, job_key: str, probs: list[np.ndarray] | np.ndarray) -> None:
+        """Keep a finished job's results (float64 vectors, or a 2-D array of one row each)."""
         if self.directory is None:
             return
-        offsets = np.zeros(len(probs) + 1)
-        np.cumsum(np.fromiter(map(len, probs), dtype=np.float64, count=len(probs)), out=offsets[1:])
-        data = memoryview(np.concatenate([offsets, *probs], dtype=np.float64)).cast("B")
+        if isinstance(probs, np.ndarray) and probs.ndim == 2:  # written as it is, no copy
+            parts = [np.arange(len(probs) + 1, dtype=np.float64) * probs.shape[1]]
+            parts.append(np.ascontiguousarray(probs, dtype=np.float64))
+        else:
+            offsets = np.zeros(len(probs) + 1)
+            np.cumsum(np.fromiter(map(len, probs), dtype=np.float64, count=len(probs)), out=offsets[1:])
+            parts = [np.concatenate([offsets, *probs], dtype=np.float64)]
+        nbytes = sum(part.nbytes for part in parts)
         with self._lock:
             if self._data is None:
                 # raw append handles: each write lands at the end, also with other writers
@@ -86,10 +99,10 @@ class ResultCache:
                 weakref.finalize(self, self._index.close)
                 if self._index.tell() and not self._index_path.read_bytes().endswith(b"\n"):
                     self._index.write(b"\n")  # end a line torn by a crash, so the next one parses
-            written = self._data.write(data)
-            if written != len(data):
-                raise OSError(f"short write to {self._data_path} ({written} of {len(data)} bytes); disk full?")
-            offset = self._data.tell() - len(data)
-            line = json.dumps({"key": job_key, "offset": offset, "bytes": len(data)}) + "\n"
+            written = os.writev(self._data.fileno(), parts)  # one append
+            if written != nbytes:
+                raise OSError(f"short write to {self._data_path} ({written} of {nbytes} bytes); disk full?")
+            offset = self._data.tell() - nbytes
+            line = json.dumps({"key": job_key, "offset": offset, "bytes": nbytes}) + "\n"
             self._index.write(line.encode())
-            self._where[job_key] = (offset, len(data))
+            self._where[job_key] = (offset, nbytes)

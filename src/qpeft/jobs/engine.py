@@ -124,6 +124,7 @@ class JobEngine:
         # the job size fits the largest template of the call (what `qpeft plan` counts with)
         two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
+        self.cache.refresh()
         pending = []
         for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
             members = todo[chunk.start : chunk.stop]
@@ -135,7 +136,7 @@ class JobEngine:
                 self._store(results, keyed, members, done, shots)
         if pending:
             self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
-        return [results[i] for i in keyed.index]
+        return results if isinstance(keyed.index, range) else [results[i] for i in keyed.index]
 
     def _store(self, results: list, keyed: Keyed, members: Sequence[int], probs: list[np.ndarray], shots) -> None:
         if isinstance(members, range):
@@ -380,14 +381,20 @@ class JobEngine:
             reraise=True,
         )(call)
 
-    def _fetch(self, job_id: str, circuits: list[BoundCircuit], widths: list[int], shots) -> list[np.ndarray]:
+    def _fetch(self, job_id: str, circuits: list[BoundCircuit], widths: list[int], shots) -> list | np.ndarray:
+        """The job's results: a list of float64 vectors, or a 2-D float64 array (one row each)."""
         try:
             probs = self._retried(lambda: self.provider.result(job_id, circuits, shots))
         except Exception as err:
             raise self._clean(err) from None
-        if list(map(len, probs)) != widths:  # one result of 2**n_qubits per circuit
+        if isinstance(probs, np.ndarray) and probs.ndim == 2:  # one row per circuit, all of one width
+            fits = probs.shape == (len(widths), widths[0]) and widths.count(widths[0]) == len(widths)
+            probs = probs.astype(np.float64, copy=False) if fits else None
+        else:
+            fits = list(map(len, probs)) == widths
+        if not fits:  # one result of 2**n_qubits per circuit
             raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
-        return [np.asarray(p, dtype=np.float64) for p in probs]
+        return probs if isinstance(probs, np.ndarray) else [np.asarray(p, dtype=np.float64) for p in probs]
 
     def _cancel(self, job_id: str) -> State | None:
         """Cancel a job past its timeout; DONE if it finished meanwhile (its results count)."""

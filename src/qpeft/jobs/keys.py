@@ -68,7 +68,7 @@ class Keyed:
     keys: list[bytes]  # per distinct circuit: its template's key
     rows: list[bytes]  # per distinct circuit: its angles' float64 bytes
     widths: list[int]  # per distinct circuit: the length of its result, 2**n_qubits
-    index: list[int]  # per input circuit: its distinct circuit
+    index: list[int] | range  # per input circuit: its distinct circuit (a range: each its own, in order)
     templates: list[Template]  # one per template content in the call
 
     def content(self, i: int) -> tuple[bytes, bytes]:
@@ -95,6 +95,9 @@ def _stack(rows: list[tuple[float, ...]], width: int, what: str, circuit: Circui
 def _rows(group: list[BoundCircuit], template: Template) -> list[bytes]:
     """One bytes object per circuit (made in C): its weights, then its inputs, as float64."""
     c = template.circuit
+    made = list(map(_ROW, group))  # rows made by BoundCircuit.batch (input-free, width checked there)
+    if None not in made and set(map(len, made)) == {8 * c.n_weights} and not c.n_inputs:
+        return made
     angles = _stack(list(map(_WEIGHTS, group)), c.n_weights, "weights", c)
     if c.n_inputs or any(map(_INPUTS, group)):
         angles = np.concatenate([angles, _stack(list(map(_INPUTS, group)), c.n_inputs, "inputs", c)], axis=1)
@@ -103,40 +106,40 @@ def _rows(group: list[BoundCircuit], template: Template) -> list[bytes]:
     return np.ascontiguousarray(angles).view(np.dtype((np.void, 8 * angles.shape[1]))).ravel().tolist()
 
 
-_CIRCUIT, _WEIGHTS, _INPUTS = attrgetter("circuit"), attrgetter("weights"), attrgetter("inputs")
+_CIRCUIT, _WEIGHTS, _INPUTS, _ROW = map(attrgetter, ("circuit", "weights", "inputs", "_row"))
 
 
 def key_circuits(circuits: Sequence[BoundCircuit], templates: Templates) -> Keyed:
     """Group ``circuits`` by template content, stack their angles, and de-duplicate."""
-    n = len(circuits)
     objs = list(map(_CIRCUIT, circuits))
-    _, first, obj_of = np.unique(
-        np.fromiter(map(id, objs), dtype=np.uint64, count=n), return_index=True, return_inverse=True
-    )
+    ids = list(map(id, objs))
     # template objects with equal content (e.g. one per module) form one group; groups are
     # numbered in input order (never by id: job keys must not depend on memory addresses)
     groups: dict[bytes, int] = {}
     reps: list[Template] = []
-    group_of_obj = np.empty(len(first), dtype=np.int64)
-    for pos in np.argsort(first).tolist():
-        t = templates.get(objs[first[pos]])
-        g = group_of_obj[pos] = groups.setdefault(t.key, len(groups))
+    group_of_id: dict[int, int] = {}
+    for obj in dict(zip(ids, objs)).values():  # distinct objects, first-seen order
+        t = templates.get(obj)
+        g = group_of_id[id(obj)] = groups.setdefault(t.key, len(groups))
         if g == len(reps):
             reps.append(t)
-    group_of = group_of_obj[obj_of.ravel()]
-    order = np.argsort(group_of, kind="stable")
+    group_of = np.fromiter(map(group_of_id.__getitem__, ids), dtype=np.int64, count=len(ids))
+    # circuits already grouped (e.g. the step runner's order): groups are slices, no reordering
+    grouped = bool((group_of[1:] >= group_of[:-1]).all())
+    order = None if grouped else np.argsort(group_of, kind="stable")
     bounds = np.cumsum(np.bincount(group_of, minlength=len(reps))).tolist()
-    index = np.empty(n, dtype=np.int64)
+    index = np.empty(len(ids), dtype=np.int64)
     out = Keyed([], [], [], [], [], reps)
-    start = 0
+    start, identity = 0, grouped
     for template, end in zip(reps, bounds):
-        members = order[start:end]
+        members = range(start, end) if grouped else order[start:end]
         start = end
-        group = [circuits[i] for i in members.tolist()]
+        group = list(circuits[members.start : members.stop]) if grouped else [circuits[i] for i in members.tolist()]
         rows = _rows(group, template)
         if len(dict.fromkeys(rows)) == len(rows):  # no duplicates (the usual case)
             keep, local = range(len(rows)), np.arange(len(rows))
         else:
+            identity = False
             seen: dict[bytes, int] = {}
             keep = []
             for k, row in enumerate(rows):
@@ -144,12 +147,15 @@ def key_circuits(circuits: Sequence[BoundCircuit], templates: Templates) -> Keye
                     seen[row] = len(keep)
                     keep.append(k)
             local = np.fromiter(map(seen.__getitem__, rows), dtype=np.int64, count=len(rows))
-        index[members] = len(out.circuits) + local
+        if grouped:
+            index[members.start : members.stop] = len(out.circuits) + local
+        else:
+            index[members] = len(out.circuits) + local
         out.circuits += pick(group, keep)
         out.rows += pick(rows, keep)
         out.keys += [template.key] * len(keep)
         out.widths += [2**template.circuit.n_qubits] * len(keep)
-    out.index = index.tolist()
+    out.index = range(len(ids)) if identity else index.tolist()  # a range: circuits are distinct, in order
     return out
 
 

@@ -10,12 +10,15 @@ submitted but never reached a terminal event. It holds no secret.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 import weakref
 from collections import defaultdict
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 #: records fsynced to disk: the ones that prevent a resubmission after a crash
 DURABLE = ("submitted", "unknown")
@@ -24,9 +27,11 @@ FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt"
 
 
 class Ledger:
-    """Append-only JSONL file; thread-safe; each line is flushed on write (to the one handle the
-    ledger keeps open), and fsynced when it records a submission and ``fsync`` is on (jobs that
-    outlive the process)."""
+    """Append-only JSONL file; thread-safe; each line goes to the OS in one write (to the one
+    unbuffered handle the ledger keeps open), and fsynced when it records a submission and
+    ``fsync`` is on (jobs that outlive the process). A last line torn by a crash mid-write (never
+    readable, skipped by :func:`read_ledger`) is cut off before the first append, so new records
+    never join it."""
 
     def __init__(self, path: str | Path | None, fsync: bool = True):
         self.path = Path(path) if path is not None else None  # None: kept in memory only
@@ -40,6 +45,8 @@ class Ledger:
         self._attempts: dict[str, int] = {}
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
             self._index(record)
+        if self.path is not None and self.path.exists():
+            _cut_torn_line(self.path)
 
     def _index(self, r: dict) -> None:
         self.records.append(r)
@@ -54,14 +61,15 @@ class Ledger:
 
     def append(self, event: str, **fields) -> dict:
         record = {"event": event, "time": time.time(), **fields}
-        line = json.dumps(record, sort_keys=True) + "\n"
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self.path is not None:
                 if self._file is None:
-                    self._file = open(self.path, "a")  # noqa: SIM115 (kept open: one open per ledger, not per line)
+                    # unbuffered: each line is one write to the OS (no flush needed), at the end
+                    self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (kept open: one open per ledger)
                     weakref.finalize(self, self._file.close)
-                self._file.write(line)
-                self._file.flush()
+                if self._file.write(line) != len(line):
+                    raise OSError(f"short write to {self.path}; disk full?")
                 if self.fsync and event in DURABLE:  # a lost terminal record only costs a re-attach
                     os.fsync(self._file.fileno())
             self._index(record)
@@ -91,6 +99,21 @@ class Ledger:
         """Submissions made so far for a job key (including unanswered ones)."""
         with self._lock:
             return self._attempts.get(key, 0)
+
+
+def _cut_torn_line(path: Path) -> None:
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if not size:
+            return
+        f.seek(max(size - 1, 0))
+        if f.read(1) == b"\n":
+            return
+        f.seek(max(size - 65536, 0))  # a record is far shorter than this
+        tail = f.read()
+        end = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        logger.warning("%s: cutting off a last line torn by a crash (%d bytes, never readable)", path, size - end)
+        f.truncate(end)
 
 
 def read_ledger(path: str | Path) -> list[dict]:

@@ -99,7 +99,7 @@ class LocalProvider(Provider):
         self._lock = threading.Lock()
         self.run_seconds = 0.0  # time spent simulating, all jobs together (for the benchmark)
 
-    def _execute(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[np.ndarray]:
+    def _execute(self, circuits: Sequence[BoundCircuit], shots: int | None) -> list[np.ndarray] | np.ndarray:
         if self.delay:
             time.sleep(self.delay)
         started = time.perf_counter()
@@ -112,6 +112,8 @@ class LocalProvider(Provider):
                     text = texts[id(c.circuit)] = f"{self.seed}|{circuit_text(c.circuit)}|".encode()
                 angles = array("d", c.weights).tobytes() + b"|" + array("d", c.inputs).tobytes()
                 probs[i] = sample(probs[i], shots, text + angles)
+        if probs and len(set(map(len, probs))) == 1:
+            probs = np.stack(probs)  # one row per circuit: the engine's fast path
         with self._lock:
             self.run_seconds += time.perf_counter() - started
         return probs
@@ -146,7 +148,7 @@ class LocalProvider(Provider):
         err = future.exception()
         return Status(State.FAILED, f"{type(err).__name__}: {err}") if err else Status(State.DONE)
 
-    def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+    def result(self, job_id: str, circuits, shots) -> list[np.ndarray] | np.ndarray:
         return self._future(job_id).result()
 
     def cancel(self, job_id: str) -> None:

@@ -71,26 +71,27 @@ def step_circuits(
     if diff_method not in (*GRAD_METHODS, None):
         raise ValueError(f"unknown diff_method {diff_method!r}; choose one of {', '.join(GRAD_METHODS)}")
     t = template or _template(circuit)
-    w = tuple(float(v) for v in weights)
-    out = [BoundCircuit(t.forward, w)]
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    out = BoundCircuit.batch(t.forward, w[None, :])
     combine: list[tuple] = []
     if diff_method == "parameter_shift":
-        base = [w[i] for i in t.weight_of_slot]
+        slots, shifts = [], []
         for slot, rule in enumerate(t.rules):
             for coeff, shift in rule:
                 for sign in (1.0, -1.0):
-                    shifted = list(base)
-                    shifted[slot] += sign * shift
-                    out.append(BoundCircuit(t.expanded, tuple(shifted)))
+                    slots.append(slot)
+                    shifts.append(sign * shift)
                     combine.append((slot, sign * coeff))
+        shifted = np.tile(w[t.weight_of_slot], (len(slots), 1))  # every angle its own slot
+        shifted[np.arange(len(slots)), slots] += shifts
+        out += BoundCircuit.batch(t.expanded, shifted)
     elif diff_method == "spsa":
         used = sorted(set(t.weight_of_slot))
         rng = np.random.default_rng(int(digest(seed)[:16], 16))
         delta = np.zeros(len(w))
         delta[used] = rng.choice([-1.0, 1.0], size=len(used))
-        for sign in (1.0, -1.0):
-            out.append(BoundCircuit(t.forward, tuple((np.asarray(w) + sign * spsa_step * delta).tolist())))
-            combine.append(("spsa", sign / (2 * spsa_step), delta))
+        out += BoundCircuit.batch(t.forward, np.stack([w + spsa_step * delta, w - spsa_step * delta]))
+        combine += [("spsa", sign / (2 * spsa_step), delta) for sign in (1.0, -1.0)]
     return out, combine
 
 
@@ -210,9 +211,11 @@ class StepRunner:
                 )
                 stale.append((qnn, w.clone(), circuits, combine))
         if self.batching == "step":
-            flat = [c for _, _, circuits, _ in stale for c in circuits]
-            results = iter(self.engine.run(flat, self.shots, scope=self.scope))
-            per_module = [[next(results) for _ in circuits] for _, _, circuits, _ in stale]
+            # forward circuits first, then the gradient circuits: each template's circuits in one run
+            flat = [circuits[0] for _, _, circuits, _ in stale] + [c for *_, cs, _ in stale for c in cs[1:]]
+            results = self.engine.run(flat, self.shots, scope=self.scope)
+            rest = iter(results[len(stale) :])
+            per_module = [[fwd, *(next(rest) for _ in cs[1:])] for fwd, (*_, cs, _) in zip(results, stale)]
         else:
             per_module = []
             for i, (_, _, circuits, _) in enumerate(stale):
