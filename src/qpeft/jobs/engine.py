@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -48,6 +49,14 @@ from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
 
 logger = logging.getLogger(__name__)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class ProviderError(RuntimeError):
@@ -149,7 +158,7 @@ class JobEngine:
 
     def _run_jobs(self, pending, shots, deadline_at, scope, results: list, keyed: Keyed) -> None:
         self._scope = scope  # recorded with every ledger event of this call
-        bar = tqdm(total=len(pending), unit="job", desc=f"{self.provider.name} jobs", disable=self._no_bar())
+        bar = self._bar(len(pending))
         if self.options.max_parallel == 1 or len(pending) == 1:  # one job at a time: no thread handoff
             try:
                 for job_key, members, circuits, widths in pending:
@@ -183,8 +192,15 @@ class JobEngine:
         if errors:
             raise errors[0]
 
-    def _no_bar(self) -> bool | None:
-        return None if self.options.progress is None else not self.options.progress
+    def _bar(self, total: int):
+        """tqdm's bar over the call's jobs; when it would be hidden (``progress`` off, or None and
+        stderr not a terminal: tqdm's rule) none is made, which keeps small calls cheap."""
+        show = self.options.progress
+        if show is None:
+            show = sys.stderr is not None and sys.stderr.isatty()
+        if not show:
+            return _NoBar()
+        return tqdm(total=total, unit="job", desc=f"{self.provider.name} jobs")
 
     def _record(self, event: str, job_key: str, job_id: str | None, attempt: int, circuits, shots, tag, **extra):
         p = self.provider

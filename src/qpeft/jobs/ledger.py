@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # made once (json.dumps with options makes one per call)
 
 #: records fsynced to disk: the ones that prevent a resubmission after a crash
 DURABLE = ("submitted", "unknown")
@@ -61,7 +62,7 @@ class Ledger:
 
     def append(self, event: str, **fields) -> dict:
         record = {"event": event, "time": time.time(), **fields}
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        line = (_ENCODE(record) + "\n").encode()
         with self._lock:
             if self.path is not None:
                 if self._file is None:
