@@ -422,6 +422,25 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"qpeft {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not _is_job_error(err):
+            raise
+        print(
+            f"qpeft {args.command}: error: {err}\nThe results of the jobs that finished are kept in the run "
+            "directory's jobs/ folder, and its ledger lists every job (`qpeft jobs RUN_DIR`): rerun the same "
+            "command to continue from there; nothing that finished is run again.",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _is_job_error(err: Exception) -> bool:
+    """A QPU job that failed for good, gave no answer, or ran past its deadline (only possible
+    once the job engine is loaded)."""
+    base, engine = sys.modules.get("qpeft.jobs.base"), sys.modules.get("qpeft.jobs.engine")
+    if base is None or engine is None:
+        return False
+    return isinstance(err, (base.JobFailedError, base.SubmissionUnknownError, engine.ProviderError, TimeoutError))
 
 
 if __name__ == "__main__":

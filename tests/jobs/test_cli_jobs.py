@@ -78,3 +78,14 @@ def test_credentials_are_not_options(capsys):
     assert main([*args, "--quantum-options", '{"api_key": "sk-x"}']) == 2
     err = capsys.readouterr().err
     assert "QPEFT_ORIGIN_API_KEY" in err and "sk-x" not in err
+
+
+def test_a_job_past_its_deadline_is_a_clear_error_and_a_rerun_continues(trained, capsys):
+    adapter = f"{trained.out}/adapter"
+    args = ["eval", "--adapter", adapter, "--data", "arithmetic:1", "--examples", "2", "--max-length", "64"]
+    args += ["--quantum-backend", "local:shots", "--shots", "77"]  # shots no other test uses: nothing cached
+    slow = {"workers": 1, "delay": 1.0, "poll_interval": 0.001, "deadline": 0.05}  # a queue slower than the deadline
+    assert main([*args, "--quantum-options", json.dumps(slow)]) == 3
+    err = capsys.readouterr().err
+    assert "deadline of 0.05 s reached" in err and "rerun the same command" in err and "Traceback" not in err
+    assert main([*args, "--quantum-options", json.dumps({"poll_interval": 0.001})]) == 0
