@@ -129,4 +129,3 @@ def test_distinct_circuits_are_grouped_by_template_in_input_order():
         keyed, _ = _keys(circuits)
         assert [(c.circuit, c.weights) for c in keyed.circuits] == [(first, (0.1,)), (first, (0.3,)), (second, (0.2,))]
         assert keyed.index == [0, 2, 1]
-
