@@ -72,8 +72,8 @@ def test_ten_thousand_circuits_under_faults(tmp_path):
 def test_restart_reattaches_to_open_jobs(tmp_path):
     thetas, circuits = _circuits(300, seed=2)
     provider = ScriptedProvider(seed=3, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
-    provider.local.delay = 0.3  # the QPU is slow: the deadline passes with all jobs open
-    first = JobEngine(provider, tmp_path, deadline=0.05, **FAST)
+    provider.local.delay = 1.5  # the QPU is slow: the deadline passes with all jobs open
+    first = JobEngine(provider, tmp_path, deadline=0.5, **FAST)
     with pytest.raises(TimeoutError, match="still open in the ledger"):
         first.run(circuits, None, scope="s")
     created = dict(provider.created)
@@ -161,6 +161,14 @@ def test_a_torn_last_ledger_line_is_cut_before_the_next_append(tmp_path):
     path.write_text('{"event": "subm')  # a torn first line: nothing readable is left
     Ledger(path).append("done", key="k3", job_id="j3")
     assert [r["key"] for r in read_ledger(path)] == ["k3"]
+    whole = '{"event": "submitted", "key": "k4", "job_id": "j4", "attempt": 1}'  # complete, its newline lost
+    path.write_text(whole)
+    Ledger(path).append("done", key="k4", job_id="j4")
+    assert [r["event"] for r in read_ledger(path)] == ["submitted", "done"]  # kept, not cut
+    long_torn = '{"event": "failed", "message": "' + "x" * 70_000  # torn inside a long message
+    path.write_text(whole + "\n" + long_torn)
+    Ledger(path).append("done", key="k4", job_id="j4")
+    assert [r["event"] for r in read_ledger(path)] == ["submitted", "done"]
 
 
 class NoAnswer(ScriptedProvider):
@@ -234,3 +242,28 @@ def test_results_as_one_array_are_cached_and_served_like_a_list(tmp_path):
     assert provider.calls["submit"] == 1
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
     assert all(p.dtype == np.float64 and p.shape == (2,) for p in again)
+
+
+def test_mixed_widths_returned_as_one_array_are_refused(tmp_path):
+    from qpeft.jobs.engine import ProviderError
+
+    two = Circuit(2).add("RY", [0], Weight(0))
+
+    class Squashed(ScriptedProvider):  # a 1-qubit and a 2-qubit circuit answered as one (2, 2) array
+        def result(self, job_id, circuits, shots):
+            return np.stack([np.asarray(p)[:2] for p in super().result(job_id, circuits, shots)])
+
+    with pytest.raises(ProviderError, match="do not fit"):
+        JobEngine(Squashed(**NO_FAULTS), tmp_path, **FAST).run(
+            [BoundCircuit(RY, (0.1,)), BoundCircuit(two, (0.2,))], None
+        )
+
+
+def test_an_engine_sees_results_another_engine_cached_after_it_was_made(tmp_path):
+    provider = ScriptedProvider(**NO_FAULTS)
+    a, b = JobEngine(provider, tmp_path, **FAST), JobEngine(provider, tmp_path, **FAST)  # b made before a ran
+    circuits = [BoundCircuit(RY, (t,)) for t in (0.1, 0.2, 0.3)]
+    first = a.run(circuits, 100, scope="s")
+    again = b.run(circuits, 100, scope="s")
+    assert provider.calls["submit"] == 1
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))

@@ -129,3 +129,21 @@ def test_distinct_circuits_are_grouped_by_template_in_input_order():
         keyed, _ = _keys(circuits)
         assert [(c.circuit, c.weights) for c in keyed.circuits] == [(first, (0.1,)), (first, (0.3,)), (second, (0.2,))]
         assert keyed.index == [0, 2, 1]
+
+
+def test_batch_built_and_hand_built_circuits_have_the_same_keys():
+    import dataclasses
+
+    c = Circuit(2).add("RY", [0], Weight(0)).add("RX", [1], Weight(1))
+    w = np.array([[0.1, -0.0], [1.0, 2.5], [0.1, -0.0]])  # a negative zero and a duplicate row
+
+    def keys(circuits):
+        keyed, header = _keys(circuits)
+        return header, list(keyed.index)
+
+    assert keys(BoundCircuit.batch(c, w)) == keys([BoundCircuit(c, tuple(r)) for r in w.tolist()])
+    # replace() makes a circuit of other weights: it must not keep the batch's angle bytes
+    moved = dataclasses.replace(BoundCircuit.batch(c, w[:1])[0], weights=(0.2, 0.0))
+    assert keys([moved]) == keys([BoundCircuit(c, (0.2, 0.0))])
+    with pytest.raises(ValueError, match="input-free template"):
+        BoundCircuit.batch(c, w[:, :1])

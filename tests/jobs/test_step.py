@@ -17,7 +17,7 @@ from qpeft.jobs.ledger import totals
 from qpeft.jobs.step import StepRunner, circuits_per_module
 from qpeft.qnn import QuantumLayer
 from qpeft.quantum.ansatz import build_ansatz
-from qpeft.quantum.circuit import Weight
+from qpeft.quantum.circuit import Circuit, Weight
 from qpeft.testing import TOL
 
 FAST = dict(poll_interval=0.001, max_poll_interval=0.004, progress=False)
@@ -93,6 +93,8 @@ def test_circuits_per_module():
     assert circuits_per_module(controlled, "parameter_shift") == 1 + 2 * 4 + 4  # CRZ: four-term rule
     with pytest.raises(ValueError, match="input-free circuits"):
         circuits_per_module(build_ansatz("hardware_efficient", 2, 1, encoding="angle"), "spsa")
+    fixed = Circuit(1).add("H", [0])  # no weights at all: a forward circuit, nothing to differentiate
+    assert [circuits_per_module(fixed, m) for m in (None, "parameter_shift", "spsa")] == [1, 1, 3]
 
 
 @pytest.mark.parametrize("method", ["parameter_shift", "spsa"])

@@ -28,8 +28,9 @@ class BoundCircuit:
     circuit: Circuit
     weights: tuple[float, ...] = ()
     inputs: tuple[float, ...] = ()
-    #: the weights' float64 bytes, set by :meth:`batch` (the engine keys circuits by them)
-    _row: bytes | None = field(default=None, repr=False)
+    #: the weights' float64 bytes, set only by :meth:`batch` (the engine keys circuits by them);
+    #: not an init field, so ``dataclasses.replace`` never carries it to other weights
+    _row: bytes | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def batch(cls, circuit: Circuit, weights: np.ndarray) -> list[BoundCircuit]:
@@ -42,7 +43,10 @@ class BoundCircuit:
                 f"weights; got a template reading {circuit.n_inputs} inputs and weights of shape {w.shape}"
             )
         rows = w.view(np.dtype((np.void, 8 * w.shape[1]))).ravel().tolist() if w.shape[1] else [b""] * len(w)
-        return [cls(circuit, tuple(values), (), row) for values, row in zip(w.tolist(), rows)]
+        out = [cls(circuit, tuple(values)) for values in w.tolist()]
+        for bound, row in zip(out, rows):
+            object.__setattr__(bound, "_row", row)  # frozen: set once, here
+        return out
 
     def angles(self) -> list[float]:
         """The value of every angle slot, in op order (what a parameterised template reads)."""

@@ -31,8 +31,8 @@ class Ledger:
     """Append-only JSONL file; thread-safe; each line goes to the OS in one write (to the one
     unbuffered handle the ledger keeps open), and fsynced when it records a submission and
     ``fsync`` is on (jobs that outlive the process). A last line torn by a crash mid-write (never
-    readable, skipped by :func:`read_ledger`) is cut off before the first append, so new records
-    never join it."""
+    readable, skipped by :func:`read_ledger`) is cut off when the ledger is opened (a whole record
+    without its newline gets one), so new records never join it."""
 
     def __init__(self, path: str | Path | None, fsync: bool = True):
         self.path = Path(path) if path is not None else None  # None: kept in memory only
@@ -103,18 +103,23 @@ class Ledger:
 
 
 def _cut_torn_line(path: Path) -> None:
-    with open(path, "rb+") as f:
-        size = f.seek(0, os.SEEK_END)
-        if not size:
-            return
-        f.seek(max(size - 1, 0))
-        if f.read(1) == b"\n":
-            return
-        f.seek(max(size - 65536, 0))  # a record is far shorter than this
-        tail = f.read()
-        end = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
-        logger.warning("%s: cutting off a last line torn by a crash (%d bytes, never readable)", path, size - end)
-        f.truncate(end)
+    """End an unterminated last line: kept (a newline added) when it is a whole record, cut off
+    when it is torn (unreadable, as :func:`read_ledger` already treats it)."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:
+        logger.warning(
+            "%s: cutting off a last line torn by a crash (%d bytes, never readable)", path, len(data) - start
+        )
+        with open(path, "rb+") as f:
+            f.truncate(start)
+        return
+    with open(path, "ab") as f:
+        f.write(b"\n")
 
 
 def read_ledger(path: str | Path) -> list[dict]:

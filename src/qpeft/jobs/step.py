@@ -247,8 +247,7 @@ class StepRunner:
 
 def circuits_per_module(circuit: Circuit, diff_method: str | None) -> int:
     """Circuits one module sends per training step (forward + gradient)."""
-    n_weights = max(circuit.n_weights, 1)
-    circuits, _ = step_circuits(circuit, np.zeros(n_weights) + math.pi / 4, diff_method)
+    circuits, _ = step_circuits(circuit, np.zeros(circuit.n_weights) + math.pi / 4, diff_method)
     return len(circuits)
 
 
