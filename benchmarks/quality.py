@@ -168,13 +168,27 @@ def gsm8k_test(adapter_dir: Path, seed: int) -> dict:
 
 def cell_settings(cell: Cell) -> dict:
     """What a cell's result depends on (besides the cell itself): a cell stays valid when
-    methods or data sets are added to the study."""
-    return {
-        "model": MODEL,
-        "method": list(METHODS[cell.method]),
-        "dataset": DATASETS[cell.dataset],
-        "common": COMMON,
-    }
+    methods or data sets are added to the study, and in any checkout (see :func:`portable`)."""
+    return portable(
+        {
+            "model": MODEL,
+            "method": list(METHODS[cell.method]),
+            "dataset": DATASETS[cell.dataset],
+            "common": COMMON,
+        }
+    )
+
+
+def portable(value):
+    """``value`` with the shared data folder written as ``../shared/data/...`` wherever the
+    checkout that ran it lives (cells made in another clone or worktree stay valid)."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and "/shared/data/" in value:
+        return "../shared/data/" + value.split("/shared/data/", 1)[1]
+    return value
 
 
 def run_cell(cell: Cell) -> dict:
@@ -184,7 +198,7 @@ def run_cell(cell: Cell) -> dict:
     target = RESULTS / cell.name / "cell.json"
     if target.is_file():
         done = json.loads(target.read_text())
-        if done["settings"] != settings or done["cell"] != dataclasses.asdict(cell):
+        if portable(done["settings"]) != settings or done["cell"] != dataclasses.asdict(cell):
             raise ValueError(
                 f"{target} was made with other settings ({done['settings']} / {done['cell']}); "
                 f"use another --results directory instead of mixing settings"
@@ -242,7 +256,7 @@ def study_settings(steps: int, tune_steps: int) -> dict:
         "tune_seed": TUNE_SEED,
         "seeds": list(SEEDS),
         "common": COMMON,
-        "datasets": DATASETS,
+        "datasets": portable(DATASETS),
         "methods": {k: list(v) for k, v in METHODS.items()},
     }
 
