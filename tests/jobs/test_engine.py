@@ -267,3 +267,23 @@ def test_an_engine_sees_results_another_engine_cached_after_it_was_made(tmp_path
     again = b.run(circuits, 100, scope="s")
     assert provider.calls["submit"] == 1
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
+
+
+def test_a_result_that_cannot_be_written_is_an_error_and_its_job_is_not_marked_done(tmp_path):
+    _, circuits = _circuits(150, seed=21)  # 3 jobs of 50
+    engine = JobEngine(ScriptedProvider(**NO_FAULTS), tmp_path, max_parallel=1, **FAST)
+    put, calls = engine.cache.put_job, []
+
+    def full_disk(key, probs):
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        put(key, probs)
+
+    engine.cache.put_job = full_disk
+    with pytest.raises(OSError, match="No space left"):
+        engine.run(circuits, None, scope="s")
+    records = read_ledger(tmp_path / "jobs" / "ledger.jsonl")
+    done = [r["key"] for r in records if r["event"] == "done"]
+    assert done == [calls[0], calls[2]]  # results written first, then `done`; the unwritten job stays open
+    assert calls[1] in Ledger(tmp_path / "jobs" / "ledger.jsonl").live()  # a rerun re-attaches to it

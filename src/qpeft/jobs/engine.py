@@ -107,6 +107,10 @@ class JobEngine:
         self._templates = Templates()
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
+        # one thread writes finished jobs (results to the cache, then their `done` record), in
+        # order, while the next job runs; every write ends before run() returns
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
+        self._writes: list[Future] = []
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -144,7 +148,12 @@ class JobEngine:
             else:
                 self._store(results, keyed, members, done, shots)
         if pending:
-            self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
+            try:
+                self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
+            except BaseException:
+                self._drain_writes(raise_errors=False)  # the finished jobs are kept; the job's error is raised
+                raise
+            self._drain_writes()
         return results if isinstance(keyed.index, range) else [results[i] for i in keyed.index]
 
     def _store(self, results: list, keyed: Keyed, members: Sequence[int], probs: list[np.ndarray], shots) -> None:
@@ -247,8 +256,7 @@ class JobEngine:
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
                 probs = self._fetch(job_id, circuits, widths, shots)
-                self.cache.put_job(job_key, probs)
-                self._record("done", *common, **timing)
+                self._writes.append(self._writer.submit(self._persist, job_key, probs, common, timing))
                 return probs
             if state == "lost":
                 self._record("lost", *common, message=message, **timing)
@@ -262,6 +270,22 @@ class JobEngine:
                 raise JobFailedError(job_key, job_id, message, attempt)
             logger.warning("job %s (key %s): %s (%s); resubmitting", job_id, job_key, state, message)
             job_id = None
+
+    def _persist(self, job_key: str, probs, common: tuple, timing: dict) -> None:
+        """A finished job's results into the cache, then its ``done`` record (never the other
+        way round: a ``done`` job is looked up in the cache, not re-attached)."""
+        self.cache.put_job(job_key, probs)
+        self._record("done", *common, **timing)
+
+    def _drain_writes(self, raise_errors: bool = True) -> None:
+        """Wait for every pending write; the first one that failed (e.g. a full disk) is raised
+        (or logged, when another error is on its way already)."""
+        writes, self._writes = self._writes, []
+        errors = [err for err in (w.exception() for w in writes) if err is not None]
+        for err in errors if not raise_errors else errors[:0]:
+            logger.error("a finished job could not be written to %s: %s", self.cache.directory, err)
+        if errors and raise_errors:
+            raise errors[0]
 
     # ---- provider calls ---------------------------------------------------------------------
 
