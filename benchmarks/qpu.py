@@ -157,9 +157,11 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
         "`module`: one engine call per module (forward, then its gradient circuits), what a per-module "
         "QNN call does; `step`: all modules' circuits of the step in one call (`qpeft.jobs.step.StepRunner`). "
         "Modules with equal circuits share one template, so the local provider simulates all circuits of a "
-        "template in one batched call. What the engine does per job whatever its size (two ledger records, "
-        "one append to the result cache, a status look) dominates when a step has few circuits: SPSA and "
-        "hybrid send one job of 180 or 60 circuits per step.",
+        "template in one batched call. The engine writes each finished job (its results to the cache, then its "
+        "`done` record) on one writer thread while the next job runs, and waits for the writes before it "
+        "returns. What the engine does per job whatever its size (two ledger records, one append to the "
+        "result cache, a status look) dominates when a step has few circuits: SPSA and hybrid send one job "
+        "of 180 or 60 circuits per step, and their last job's write cannot overlap anything.",
         "",
         "Jobs per step from the provider limits (the split `qpeft plan` uses):",
         "",
