@@ -3,6 +3,9 @@ jobs, lost jobs, jobs past their timeout, out-of-order completion; restart and r
 a job that keeps failing; secrets."""
 
 import math
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 
@@ -127,7 +130,7 @@ class SlowRejection(ScriptedProvider):
     def submit(self, circuits, shots, tag):
         if self.first:
             self.first = False
-            time.sleep(0.05)
+            time.sleep(1.0)  # far past the test's submit_timeout, whatever the machine's load
             raise TransientError("503 Service Unavailable (nothing created)")
         return super().submit(circuits, shots, tag)
 
@@ -135,7 +138,7 @@ class SlowRejection(ScriptedProvider):
 def test_an_unanswered_submit_is_resolved_not_resubmitted(tmp_path):
     thetas, circuits = _circuits(20, seed=10)
     provider = SlowRejection()
-    out = JobEngine(provider, tmp_path, **FAST).run(circuits, None)
+    out = JobEngine(provider, tmp_path, **{**FAST, "submit_timeout": 0.3}).run(circuits, None)  # margin for load
     np.testing.assert_allclose(np.stack(out), _expected(thetas), atol=1e-6)
     events = [(r["event"], r["attempt"]) for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
     assert events == [("unknown", 1), ("rejected", 1), ("submitted", 2), ("done", 2)]
@@ -287,3 +290,95 @@ def test_a_result_that_cannot_be_written_is_an_error_and_its_job_is_not_marked_d
     done = [r["key"] for r in records if r["event"] == "done"]
     assert done == [calls[0], calls[2]]  # results written first, then `done`; the unwritten job stays open
     assert calls[1] in Ledger(tmp_path / "jobs" / "ledger.jsonl").live()  # a rerun re-attaches to it
+
+
+def _slow_puts(engine, seconds):
+    put = engine.cache.put_job
+
+    def slow(key, probs):
+        time.sleep(seconds)
+        put(key, probs)
+
+    engine.cache.put_job = slow
+
+
+@pytest.mark.parametrize("max_parallel", [1, 4])
+def test_finished_jobs_are_written_before_a_failing_run_raises(tmp_path, max_parallel):
+    _, circuits = _circuits(250, seed=40)  # 5 jobs of 50, the last one fails
+    provider = ScriptedProvider(**NO_FAULTS, fatal_weights=circuits[240].weights)
+    engine = JobEngine(provider, tmp_path, max_parallel=max_parallel, **FAST)
+    _slow_puts(engine, 0.2)
+    with pytest.raises(JobFailedError):
+        engine.run(circuits, None, scope="s")
+    done = [r["key"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "done"]
+    assert len(done) == 4 and all(k in engine.cache._where for k in done)  # no sleep: already written
+
+
+def test_finished_jobs_are_written_before_run_returns(tmp_path):
+    _, circuits = _circuits(200, seed=41)
+    engine = JobEngine(ScriptedProvider(**NO_FAULTS), tmp_path, max_parallel=1, **FAST)
+    _slow_puts(engine, 0.2)
+    engine.run(circuits, None, scope="s")
+    done = [r["key"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "done"]
+    assert len(done) == 4
+
+
+def test_a_failed_write_is_raised_once_not_by_the_next_call(tmp_path):
+    _, circuits = _circuits(100, seed=42)
+    engine = JobEngine(ScriptedProvider(**NO_FAULTS), tmp_path, max_parallel=1, **FAST)
+    put = engine.cache.put_job
+    engine.cache.put_job = lambda key, probs: (_ for _ in ()).throw(OSError("No space left on device"))
+    with pytest.raises(OSError):
+        engine.run(circuits, None, scope="s")
+    engine.cache.put_job = put
+    assert len(engine.run(circuits, None, scope="s")) == 100  # re-attached and written now
+
+
+def test_a_rerun_after_ctrl_c_during_the_drain_does_not_submit_again(tmp_path):
+    # the real race: run() empties self._writes *before* waiting; a Ctrl-C in the wait leaves a write
+    # pending that nobody waits for; the next call misses the cache, then the write records `done`
+    # (the job leaves ledger.live()) before _run_job looks at the ledger -> it submits the job again
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs the main thread for SIGINT")
+    _, circuits = _circuits(50, seed=43)  # one job
+    provider = ScriptedProvider(**NO_FAULTS)
+    engine = JobEngine(provider, tmp_path, max_parallel=1, **FAST)
+    gate, main = threading.Event(), threading.main_thread().ident
+    put = engine.cache.put_job
+
+    def in_drain():
+        f = sys._current_frames().get(main)
+        while f is not None:
+            if f.f_code.co_name == "_drain_writes":
+                return True
+            f = f.f_back
+        return False
+
+    def put_after_ctrl_c(key, probs):
+        if not gate.is_set():
+            for _ in range(500):
+                if in_drain():
+                    break
+                time.sleep(0.01)
+            time.sleep(0.05)
+            signal.pthread_kill(main, signal.SIGINT)  # the user presses Ctrl-C while run() waits
+            gate.wait(3)  # with the fix, the next call waits for this write before any lookup
+        put(key, probs)
+
+    engine.cache.put_job = put_after_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(circuits, None, scope="s")
+
+    live = engine.ledger.live
+
+    def live_after_the_write():  # the pending write lands between the cache lookup and this look
+        gate.set()
+        for _ in range(500):
+            if any(r["event"] == "done" for r in engine.ledger.records):
+                break
+            time.sleep(0.01)
+        return live()
+
+    engine.ledger.live = live_after_the_write
+    out = engine.run(circuits, None, scope="s")  # ScriptedProvider refuses a second submit of a done key
+    assert len(out) == 50 and provider.calls["submit"] == 1

@@ -137,6 +137,7 @@ class JobEngine:
         # the job size fits the largest template of the call (what `qpeft plan` counts with)
         two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
+        self._drain_writes(raise_errors=False)  # writes left by an interrupted call land first
         self.cache.refresh()
         pending = []
         for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
@@ -256,7 +257,10 @@ class JobEngine:
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
                 probs = self._fetch(job_id, circuits, widths, shots)
-                self._writes.append(self._writer.submit(self._persist, job_key, probs, common, timing))
+                try:
+                    self._writes.append(self._writer.submit(self._persist, job_key, probs, common, timing))
+                except RuntimeError:  # the interpreter is shutting down: no new threads, write it here
+                    self._persist(job_key, probs, common, timing)
                 return probs
             if state == "lost":
                 self._record("lost", *common, message=message, **timing)
@@ -278,11 +282,15 @@ class JobEngine:
         self._record("done", *common, **timing)
 
     def _drain_writes(self, raise_errors: bool = True) -> None:
-        """Wait for every pending write; the first one that failed (e.g. a full disk) is raised
-        (or logged, when another error is on its way already)."""
-        writes, self._writes = self._writes, []
+        """Wait for every pending write; the first one that failed (e.g. a full disk) is raised,
+        the others logged (all logged when another error is on its way already). A write leaves
+        the list only once it has ended: an interrupted wait (Ctrl-C) leaves the rest for the
+        next call, which waits for them before it looks anything up."""
+        writes = list(self._writes)
         errors = [err for err in (w.exception() for w in writes) if err is not None]
-        for err in errors if not raise_errors else errors[:0]:
+        for w in writes:
+            self._writes.remove(w)
+        for err in errors[1:] if raise_errors else errors:
             logger.error("a finished job could not be written to %s: %s", self.cache.directory, err)
         if errors and raise_errors:
             raise errors[0]
