@@ -263,6 +263,8 @@ def cmd_jobs(args) -> int:
         read_ledger(path)  # FileNotFoundError when the run has no ledger
         Ledger(path).resolve(args.resolve, args.job_id)
         print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
+    if args.compact_results is not None:
+        return compact_results(args.run_dir, read_ledger(path), args.compact_results)
     result = totals(read_ledger(path))
     if args.json:
         print(json.dumps(result, indent=2))
@@ -271,6 +273,25 @@ def cmd_jobs(args) -> int:
             if isinstance(value, float):
                 value = f"{value:,.1f}"
             print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def compact_results(run_dir: Path, records: list[dict], last: int) -> int:
+    from qpeft.jobs.cache import CacheInUse, compact
+    from qpeft.jobs.ledger import recent_steps
+
+    steps, keep = recent_steps(records, last)
+    try:
+        summary = compact(run_dir / "jobs" / "results", keep)
+    except CacheInUse as err:
+        print(f"qpeft jobs: error: {err}", file=sys.stderr)
+        return 2
+    shown = ", ".join(steps) if len(steps) <= 4 else f"{steps[0]} ... {steps[-1]}"
+    print(
+        f"kept the results of {summary['jobs_kept']} jobs ({summary['bytes_kept'] / 1e6:,.1f} MB) from the last "
+        f"{len(steps)} step(s) [{shown}]; removed {summary['jobs_dropped']} ({summary['bytes_dropped'] / 1e6:,.1f} "
+        "MB). The ledger is unchanged."
+    )
     return 0
 
 
@@ -346,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         "without it nothing was created (submit again)",
     )
     p.add_argument("--job-id", default=None, help="with --resolve: the provider's id of the job with that tag")
+    p.add_argument(
+        "--compact-results",
+        metavar="N",
+        type=int,
+        help="delete the cached results of every job outside the run's last N steps (a resumed run needs only the "
+        "last; with reuse_results, later steps resubmit what they would have reused); refused while the run is live",
+    )
     p.set_defaults(func=cmd_jobs)
 
     for name, func, text in (

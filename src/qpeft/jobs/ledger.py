@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -161,3 +162,21 @@ def totals(records: list[dict]) -> dict:
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
     }
+
+
+def recent_steps(records: list[dict], last: int) -> tuple[list[str], Callable[[str], bool]]:
+    """The ``last`` steps of a ledger (a step is a scope without its ``/module`` suffix, e.g.
+    ``train-12``; ordered by their newest record) and a predicate that accepts the job keys
+    submitted in them, and every key the ledger does not know (kept to be safe)."""
+    if not isinstance(last, int) or last < 0:
+        raise ValueError(f"the number of steps to keep must be a whole number >= 0, got {last!r}")
+    newest: dict[str, int] = {}
+    step_of: dict[str, set[str]] = defaultdict(set)
+    for n, r in enumerate(records):
+        if r.get("key") is not None:
+            step = (r.get("scope") or "").split("/", 1)[0]
+            newest[step] = n
+            step_of[r["key"]].add(step)
+    steps = sorted(newest, key=newest.get)[len(newest) - last :] if last else []
+    keep = set(steps)
+    return steps, lambda key: key not in step_of or bool(step_of[key] & keep)
