@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(first {r['first_step_seconds']:.1f} s), peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB",
                 flush=True,
             )
-    # "cpu" names the CPU only, also with --device cuda (as it always has)
-    meta = run_meta("billion.py", argv, ram=True, loadavg_start=loadavg_start, finished=True)
+    meta = run_meta("billion.py", argv, args.device, ram=True, loadavg_start=loadavg_start, finished=True)
     meta |= {"base_params": llama_params(2048, args.layers, 32, 4, 5632, 32000), "config": TINYLLAMA}
     meta |= {k: getattr(args, k) for k in ("batch", "steps", "warmup", "budget_gib", "device", "layers")}
     projection = project(rows, args.budget_gib * GIB)
