@@ -10,17 +10,23 @@ provider, backend, options, shots, its circuits' templates and angles (see
 :mod:`qpeft.jobs.keys`) and, unless results are reused across steps, the scope of the call
 (e.g. the training step).
 
-The cache grows with every step (about 1 MB per parameter-shift step on SmolLM2-135M) and only
-the current step is needed to resume a run: :func:`compact` (``qpeft jobs RUN_DIR
---compact-results N``) rewrites it with the jobs of the last steps only. It writes a new copy
+The cache grows with every step (about 1 MB per parameter-shift step on SmolLM2-135M), and a
+finished run needs none of its earlier steps: :func:`compact` (``qpeft jobs RUN_DIR
+--compact-results N``) rewrites it with the jobs of the last steps only (an unfinished run's
+rerun replays its steps from the cache, from step 0 or from its newest checkpoint: the command
+line keeps every training step of an unfinished run). It writes a new copy
 and swaps it in, so a crash at any point leaves either the old or the new cache, and it refuses
 to run while an engine has the cache open (every cache holds a shared lock on
-``<dir>.lock`` for its lifetime; compaction needs it exclusively).
+``<dir>.lock`` for its lifetime; compaction needs it exclusively). Where there are no advisory
+locks (Windows, a file system without ``flock``) caches open without one and compaction is
+refused, as it cannot tell whether a run is live.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import threading
@@ -35,9 +41,12 @@ try:
 except ImportError:  # Windows: no advisory locks, compaction cannot tell whether a run is live
     fcntl = None
 
+logger = logging.getLogger(__name__)
+
 
 class CacheInUse(RuntimeError):
-    """The cache is open in a running engine (a training run or evaluation)."""
+    """The cache is open in a running engine (a training run or evaluation), or there is no way
+    to tell (no advisory locks)."""
 
 
 class ResultCache:
@@ -133,36 +142,53 @@ class ResultCache:
 
 def _lock(directory: Path, exclusive: bool):
     """An open lock file holding a shared (blocking) or exclusive (failing at once) lock; None
-    where the platform has no advisory locks."""
-    if fcntl is None:
-        return None
-    f = open(directory.with_name(directory.name + ".lock"), "a")  # noqa: SIM115 (held while locked)
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-    except BlockingIOError:
-        f.close()
-        raise CacheInUse(
-            f"{directory} is open in a running training or evaluation; compact it after that process ends"
-        ) from None
-    return f
+    (shared only) where the platform or file system has no advisory locks: an exclusive lock
+    then raises :class:`CacheInUse`, as nothing tells whether a run has the cache open."""
+    why = "this platform has no advisory file locks (fcntl)" if fcntl is None else None
+    if why is None:
+        f = open(directory.with_name(directory.name + ".lock"), "a")  # noqa: SIM115 (held while locked)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            return f
+        except OSError as err:
+            f.close()
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise CacheInUse(
+                    f"{directory} is open in a running training or evaluation; compact it after that process ends"
+                ) from None
+            why = f"its file system does not support file locks ({err.strerror})"
+    if exclusive:
+        raise CacheInUse(f"{directory}: {why}, so compaction cannot tell whether a run has it open; not compacted")
+    logger.warning("%s: %s; `qpeft jobs --compact-results` will refuse to compact it", directory, why)
+    return None
 
 
 def _recover(directory: Path) -> None:
-    """Finish or undo a compaction a crash interrupted (see :func:`compact` for the order)."""
+    """Finish or undo a compaction a crash interrupted (see :func:`compact` for the order).
+
+    Another process opening the cache may be doing the same at the same time (both hold the
+    shared lock): a rename that fails because the other one already put a copy in place, or a
+    path the other one already removed, is done; any other error is raised, with both copies
+    left as they are."""
     new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
-    try:  # (another process opening the cache may be doing the same: a missing path is done)
-        if not directory.exists():
+    if not directory.exists():
+        try:
             if (new / "complete").exists():
                 new.rename(directory)  # the crash came between the two renames
-                (directory / "complete").unlink()
             elif old.exists():
-                old.rename(directory)
-        if new.exists():
-            shutil.rmtree(new)  # a copy that was never swapped in
-        if old.exists():
-            shutil.rmtree(old)  # swapped out and not yet removed
+                old.rename(directory)  # (a copy never marked complete is never swapped in)
+        except OSError:
+            if not directory.exists():
+                raise
+    try:
+        (directory / "complete").unlink()  # (a crash after the second rename leaves it)
     except FileNotFoundError:
         pass
+    for leftover in (new, old):  # a copy never swapped in; one swapped out and not yet removed
+        try:
+            shutil.rmtree(leftover)
+        except FileNotFoundError:
+            pass
 
 
 def _fsync_dir(path: Path) -> None:
@@ -183,11 +209,14 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
     :class:`CacheInUse` while an engine has the cache open. Returns the jobs and bytes kept and
     dropped."""
     directory = Path(directory)
-    if not (directory / "index.jsonl").exists():
+    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+    if not any(path.exists() for path in (directory / "index.jsonl", new / "complete", old)):
         raise FileNotFoundError(f"no result cache at {directory}")
     lock = _lock(directory, exclusive=True)
     try:
-        _recover(directory)
+        _recover(directory)  # (before looking for the index: a crash between the renames leaves none)
+        if not (directory / "index.jsonl").exists():
+            raise FileNotFoundError(f"no result cache at {directory}")
         index: dict[str, tuple[int, int]] = {}
         for line in (directory / "index.jsonl").read_bytes().splitlines():
             try:
@@ -204,29 +233,12 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
         }
         if len(kept) == len(index):
             return summary
-        new = directory.with_name(directory.name + ".new")
-        if new.exists():
-            shutil.rmtree(new)
         new.mkdir()
-        lines, offset = [], 0
-        with open(directory / "results.f64", "rb") as src, open(new / "results.f64", "wb") as dst:
-            for key, (start, nbytes) in sorted(kept.items(), key=lambda item: item[1][0]):
-                src.seek(start)
-                data = src.read(nbytes)
-                if len(data) != nbytes:
-                    raise ValueError(f"{directory / 'results.f64'} is shorter than its index says")
-                dst.write(data)
-                lines.append(json.dumps({"key": key, "offset": offset, "bytes": nbytes}) + "\n")
-                offset += nbytes
-            dst.flush()
-            os.fsync(dst.fileno())
-        with open(new / "index.jsonl", "w") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        (new / "complete").touch()
-        _fsync_dir(new)
-        old = directory.with_name(directory.name + ".old")
+        try:
+            _copy(directory, new, kept)
+        except Exception:
+            shutil.rmtree(new, ignore_errors=True)  # (the cache itself is untouched)
+            raise
         directory.rename(old)
         new.rename(directory)
         (directory / "complete").unlink()
@@ -236,3 +248,25 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
     finally:
         if lock is not None:
             lock.close()
+
+
+def _copy(directory: Path, new: Path, kept: dict[str, tuple[int, int]]) -> None:
+    """The kept jobs' results and index into ``new``, fsynced, then marked complete."""
+    lines, offset = [], 0
+    with open(directory / "results.f64", "rb") as src, open(new / "results.f64", "wb") as dst:
+        for key, (start, nbytes) in sorted(kept.items(), key=lambda item: item[1][0]):
+            src.seek(start)
+            data = src.read(nbytes)
+            if len(data) != nbytes:
+                raise ValueError(f"{directory / 'results.f64'} is shorter than its index says")
+            dst.write(data)
+            lines.append(json.dumps({"key": key, "offset": offset, "bytes": nbytes}) + "\n")
+            offset += nbytes
+        dst.flush()
+        os.fsync(dst.fileno())
+    with open(new / "index.jsonl", "w") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+    (new / "complete").touch()
+    _fsync_dir(new)
