@@ -26,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import run_meta, write_results  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parent.parent / "src"
 METHODS = ["lora", "qtha-default", "qtha-weights"]
@@ -224,10 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         method, checkpointing, seq = args.child.split(",")
         print(json.dumps(child(method, bool(int(checkpointing)), int(seq), args)))
         return 0
-    import torch
-
-    from qpeft.sysinfo import cpu_model
-
     loadavg_start = os.getloadavg()
     plan = [(m, gc, args.seq[0]) for gc in (False, True) for m in args.methods]
     plan += [(m, gc, s) for s in args.seq[1:] for gc in (False, True) for m in args.methods]
@@ -244,28 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"(first {r['first_step_seconds']:.1f} s), peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB",
                 flush=True,
             )
-    with open("/proc/meminfo") as f:
-        ram = int(next(line for line in f if line.startswith("MemTotal")).split()[1]) * 1024
-    meta = {
-        "command": "python benchmarks/billion.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "ram_gib": ram / GIB,
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_start": loadavg_start,
-        "loadavg_end": os.getloadavg(),
-        "shared_machine": True,
-        "base_params": llama_params(2048, args.layers, 32, 4, 5632, 32000),
-        "config": TINYLLAMA,
-    } | {k: getattr(args, k) for k in ("batch", "steps", "warmup", "budget_gib", "device", "layers")}
+    meta = run_meta("billion.py", argv, args.device, ram=True, loadavg_start=loadavg_start, finished=True)
+    meta |= {"base_params": llama_params(2048, args.layers, 32, 4, 5632, 32000), "config": TINYLLAMA}
+    meta |= {k: getattr(args, k) for k in ("batch", "steps", "warmup", "budget_gib", "device", "layers")}
     projection = project(rows, args.budget_gib * GIB)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps({"meta": meta, "projection": projection, "results": rows}, indent=2)
-    )
-    write_markdown(args.out / f"{args.name}.md", meta, rows, projection)
-    print((args.out / f"{args.name}.md").read_text())
+    payload = {"meta": meta, "projection": projection, "results": rows}
+    write_results(args.out, args.name, payload, write_markdown, meta, rows, projection)
     return 0
 
 

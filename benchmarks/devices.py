@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,9 @@ import numpy as np
 import torch
 
 from qpeft.sysinfo import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import command, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     devices = losses_on_devices(model, tokenizer, held_out, args.max_length, args.ibm)
     result = {
-        "command": "python benchmarks/devices.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command("devices.py", argv),
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -195,10 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         "devices": devices,
         "simulator": simulator_timing(model, "wukong72", args.repeats),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "devices.json").write_text(json.dumps(result, indent=2))
-    (args.out / "devices.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "devices", result, lambda path: path.write_text(markdown(result)))
 
 
 if __name__ == "__main__":

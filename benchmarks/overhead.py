@@ -33,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import finish, run_meta, write_results  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parent.parent / "src"
 METHODS = ["peft-lora", "lora", "mpo", "qtha-default", "qtha-weights", "qtha-angle", "qtha-mlp"]
@@ -329,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be at least 1 and --rounds at least 3")
     if REFERENCE not in args.methods:
         parser.error(f"--methods must include the reference {REFERENCE!r}")
-    import torch
-
     from qpeft.models import load_model
-    from qpeft.sysinfo import cpu_model
 
     load_model("smollm2-135m")  # build the cache once, outside the timed processes
     plan = [(m, m, SRC) for m in args.methods]
@@ -350,44 +350,22 @@ def main(argv: list[str] | None = None) -> int:
             )
     rows = summarize(runs, REFERENCE)
     goal = goals(rows)
-    meta = {
-        "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_model() + (f" + {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_start": loadavg_start,
-        "loadavg_end": os.getloadavg(),
-        "shared_machine": True,
-        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
-    } | {k: getattr(args, k) for k in ("steps", "warmup", "batch", "seq", "rounds", "device")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "targets": goal, "results": rows}, indent=2))
-    write_markdown(args.out / f"{args.name}.md", meta, rows, goal)
-    print((args.out / f"{args.name}.md").read_text())
+    meta = run_meta("overhead.py", argv, args.device, loadavg_start=loadavg_start, finished=True)
+    meta |= {"baseline_src": str(args.baseline_src) if args.baseline_src else None}
+    meta |= {k: getattr(args, k) for k in ("steps", "warmup", "batch", "seq", "rounds", "device")}
+    write_results(
+        args.out, args.name, {"meta": meta, "targets": goal, "results": rows}, write_markdown, meta, rows, goal
+    )
     return 0
 
 
 def main_paired(args, argv) -> int:
-    import torch
-
-    from qpeft.sysinfo import cpu_model
-
-    meta = {
-        "command": "python benchmarks/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_model() + (f" + {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_start": os.getloadavg(),
-        "shared_machine": True,
-    } | {k: getattr(args, k) for k in ("warmup", "batch", "seq", "cycles", "device")}
+    meta = run_meta("overhead.py", argv, args.device) | {
+        k: getattr(args, k) for k in ("warmup", "batch", "seq", "cycles", "device")
+    }
     rows = paired(args)
-    meta["loadavg_end"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    write_paired_markdown(args.out / f"{args.name}.md", meta, rows)
-    print((args.out / f"{args.name}.md").read_text())
+    finish(meta)
+    write_results(args.out, args.name, {"meta": meta, "results": rows}, write_paired_markdown, meta, rows)
     return 0
 
 

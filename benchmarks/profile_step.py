@@ -23,8 +23,6 @@ minus the time inside its ops); ``ops`` the number of forward ops + backward nod
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -34,6 +32,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.checkpoint import set_checkpoint_early_stop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import finish, run_meta, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["lora", "qtha-default", "qtha-weights"]
@@ -341,26 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="profile", help="results file stem")
     args = parser.parse_args(argv)
-    from qpeft.sysinfo import cpu_model
-
-    meta = {
-        "command": "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_model() + (f" + {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_start": os.getloadavg(),
-        "shared_machine": True,
-    } | {k: getattr(args, k) for k in ("batch", "seq", "warmup", "steps", "profiled", "device")}
+    meta = run_meta("profile_step.py", argv, args.device) | {
+        k: getattr(args, k) for k in ("batch", "seq", "warmup", "steps", "profiled", "device")
+    }
     rows = []
     for method in args.methods:
         rows.append(measure(method, args))
         print(f"{method:14s} {rows[-1]['step_seconds_median']:.3f} s/step", flush=True)
-    meta["loadavg_end"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    write_markdown(args.out / f"{args.name}.md", meta, rows)
-    print((args.out / f"{args.name}.md").read_text())
+    finish(meta)
+    write_results(args.out, args.name, {"meta": meta, "results": rows}, write_markdown, meta, rows)
     return 0
 
 

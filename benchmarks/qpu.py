@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import run_meta, write_results  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["parameter_shift", "spsa", "hybrid"]
 TARGET = {"max_engine_overhead_ratio": 0.05, "provider": "local:shots", "gradients": "parameter_shift"}
@@ -192,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from qpeft.jobs.plan import plan_run
-    from qpeft.report import cpu_model
 
     layers = _qtha_layers()
     rows = []
@@ -208,22 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             limits.append(
                 {"provider": spec, "method": method, "circuits": p.circuits_per_step, "jobs": p.jobs_per_step}
             )
-    meta = {
-        "command": "python benchmarks/qpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "rounds": args.rounds,
-        "modules": len(layers),
-        "shots": SHOTS,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "qpu.json").write_text(
-        json.dumps({"meta": meta, "target": TARGET, "results": rows, "limits": limits}, indent=2)
-    )
-    write_markdown(args.out / "qpu.md", meta, rows, limits)
-    print((args.out / "qpu.md").read_text())
+    meta = run_meta("qpu.py", argv, shared=False) | {"rounds": args.rounds, "modules": len(layers), "shots": SHOTS}
+    payload = {"meta": meta, "target": TARGET, "results": rows, "limits": limits}
+    write_results(args.out, "qpu", payload, write_markdown, meta, rows, limits)
     return 0
 
 

@@ -16,14 +16,14 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 
 
 def load_cells(results: Path) -> dict:
-    """{dataset: {"main": {method: {seed: record}}, "grid": {method: {lr: record}}}}"""
+    """{dataset: {"main": {method: {seed: record}}, "grid" / "lrcheck": {method: {lr: record}}}}"""
     cells: dict = {}
     for path in sorted(results.glob("*/**/cell.json")):
         record = json.loads(path.read_text())
         c = record["cell"]
-        bucket = cells.setdefault(c["dataset"], {"main": {}, "grid": {}})
-        if c["kind"] == "grid":
-            bucket["grid"].setdefault(c["method"], {})[c["lr"]] = record
+        bucket = cells.setdefault(c["dataset"], {"main": {}, "grid": {}, "lrcheck": {}})
+        if c["kind"] in ("grid", "lrcheck"):
+            bucket[c["kind"]].setdefault(c["method"], {})[c["lr"]] = record
         else:
             bucket["main"].setdefault(c["method"], {})[c["seed"]] = record
 
@@ -31,7 +31,7 @@ def load_cells(results: Path) -> dict:
         return (ORDER.index(method) if method in ORDER else len(ORDER), method)
 
     for bucket in cells.values():
-        for kind in ("main", "grid"):
+        for kind in ("main", "grid", "lrcheck"):
             bucket[kind] = {m: bucket[kind][m] for m in sorted(bucket[kind], key=rank)}
     return cells
 
@@ -165,10 +165,41 @@ def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], di
                     f"{p.get('exceeds_seed_spread', 'n/a')} |"
                 )
         lines.append("")
+    lines += lr_check_lines(main, data.get("lrcheck", {}), summary)
     plot = results / f"{name}-loss.png"
     plot_curves(main, plot, name)
     lines += [f"![{name} training loss]({plot.name})", ""]
     return lines, summary
+
+
+def lr_check_lines(main: dict, check: dict, summary: dict) -> list[str]:
+    """Seed 0 of each method at its chosen rate (the main cell) beside the same run at the other
+    chosen rates: does the ranking depend on a rate tuned on another data set?"""
+    if not check:
+        return []
+    lines = [
+        "Learning-rate check, seed 0: each method at its chosen rate (the main cell) and at the other "
+        "rates the methods chose (scored on the seed's held-out examples, so it informs, it chooses nothing):",
+        "",
+        "| method | lr | held-out loss | accuracy | final train loss |",
+        "|---|---|---|---|---|",
+    ]
+    summary["lr_check"] = {}
+    for method, points in check.items():
+        runs = dict(points)
+        seed0 = main.get(method, {}).get(0)
+        if seed0 is not None:
+            runs[seed0["cell"]["lr"]] = seed0
+        for lr in sorted(runs):
+            m = metrics(runs[lr])
+            chosen = seed0 is not None and lr == seed0["cell"]["lr"]
+            acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
+            lines.append(
+                f"| {method} | {lr:g}{' (chosen)' if chosen else ''} | {m['heldout_loss']:.4f} | {acc} | "
+                f"{m['final_train_loss']:.4f} |"
+            )
+            summary["lr_check"].setdefault(method, {})[str(lr)] = {**m, "chosen": chosen}
+    return [*lines, ""]
 
 
 def plot_curves(main: dict, path: Path, title: str, window: int = 5) -> None:

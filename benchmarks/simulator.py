@@ -15,7 +15,6 @@ single run takes longer than ``--slow-limit`` seconds is timed once and marked.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -29,6 +28,9 @@ import torch
 from qpeft.backends import get_backend
 from qpeft.quantum import expval_z, hardware_efficient, simulate
 from qpeft.sysinfo import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = {"n": 8, "batch": 4096, "min_speedup_vs_default_qubit": 15.0, "max_ratio_to_floor": 5.0}
@@ -309,10 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_grid(args.qubits, args.batches, names, args.repeats, args.slow_limit, skip_over=120.0)
     add_ratios(rows)
     goal = targets(rows)
-    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "targets": goal, "results": rows}, indent=2))
-    write_markdown(args.out / f"{stem}.md", meta, rows, names, goal)
+    write_results(
+        args.out, stem, {"meta": meta, "targets": goal, "results": rows}, write_markdown, meta, rows, names, goal
+    )
     plot(args.out / f"{stem}.png", rows, names, max(args.batches))
-    print((args.out / f"{stem}.md").read_text())
     print(f"wrote {args.out / stem}.json, .md, .png")
     return 0
 

@@ -15,7 +15,6 @@ shows where qpeft's time goes beyond the GEMMs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -27,7 +26,9 @@ from pathlib import Path
 import torch
 
 from qpeft.quantum import expval_z, hardware_efficient, simulate
-from qpeft.sysinfo import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
+from _bench import finish, run_meta, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_RATIO_TO_FLOOR = 3.5
@@ -220,24 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="simulator-floor")
     args = parser.parse_args(argv)
     n, batch = (int(v) for v in args.cell.split(","))
-    meta = {
-        "command": "python benchmarks/simulator_floor.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "cpu": cpu_model() + (f" + {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_start": os.getloadavg(),
-        "shared_machine": True,
-    } | {k: getattr(args, k) for k in ("rounds", "repeats", "device")}
+    meta = run_meta("simulator_floor.py", argv, args.device, threads=False) | {  # threads: per row
+        k: getattr(args, k) for k in ("rounds", "repeats", "device")
+    }
     rows = []
     for threads in args.threads:
         rows.append(measure(n, batch, threads, args))
         r = rows[-1]
         print(f"threads {threads}: qpeft / floor {r['ratio_to_floor']}", flush=True)
-    meta["loadavg_end"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    write_markdown(args.out / f"{args.name}.md", meta, rows)
-    print((args.out / f"{args.name}.md").read_text())
+    finish(meta)
+    write_results(args.out, args.name, {"meta": meta, "results": rows}, write_markdown, meta, rows)
     return 0
 
 

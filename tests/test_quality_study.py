@@ -46,3 +46,66 @@ def test_a_cell_made_with_other_settings_is_refused(quality):
     _finished(quality, cell, settings)
     with pytest.raises(ValueError, match="made with other settings"):
         quality.run_cell(cell)
+
+
+def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quality, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    import quality_report
+
+    best = {"lora-r8": 8e-3, "qtha-none": 3.2e-2, "qtha-weights": 8e-3}
+    ran = []
+
+    def run_cell(cell):  # stands in for training: records the schedule, grid losses favour `best`
+        ran.append(cell)
+        return {"validation_loss": abs(cell.lr - best.get(cell.method, 0.0))}
+
+    monkeypatch.setattr(quality, "run_cell", run_cell)
+    monkeypatch.setattr(quality, "matched_lora_rank", lambda: (2, {}))
+    monkeypatch.setattr(quality_report, "write_report", lambda *args: None)
+    methods = "lora-r8,qtha-none,qtha-weights,qtha-weights-wukong72"
+    assert quality.main(["--datasets", "arithmetic,cpsycound", "--methods", methods]) == 0
+    grid = [c for c in ran if c.kind == "grid"]
+    assert len(grid) == 3 * len(quality.LR_GRID) and {c.dataset for c in grid} == {"cpsycound"}
+    rest = [(c.dataset, c.kind, c.method, c.seed, c.lr) for c in ran if c.kind != "grid"]
+    plain = ["lora-r8", "qtha-none", "qtha-weights"]
+    expected = [("arithmetic", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
+    # seed 0 at the other chosen rate; the chip row takes qtha-weights' rate and is not checked
+    expected += [("arithmetic", "lrcheck", m, 0, 3.2e-2 if best[m] == 8e-3 else 8e-3) for m in plain]
+    expected += [("cpsycound", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
+    expected += [(d, "main", "qtha-weights-wukong72", s, 8e-3) for d in ("arithmetic", "cpsycound") for s in (0, 1, 2)]
+    assert rest == expected
+    check = quality.Cell("arithmetic", "qtha-none", 0, 8e-3, 40, "lrcheck")
+    assert check.name == "arithmetic/lrcheck/qtha-none-lr0.008"
+
+
+def _record(method, kind, lr, heldout, accuracy, seed=0):
+    cell = {"dataset": "arithmetic", "method": method, "seed": seed, "lr": lr, "steps": 40, "kind": kind}
+    return {
+        "cell": cell,
+        "parameters": {"trainable": 100},
+        "final_train_loss": heldout - 0.01,
+        "losses": [[1, 1.0], [2, 0.5]],
+        "seconds_per_step": 1.0,
+        "eval": {"eval_loss": heldout, "accuracy": accuracy},
+    }
+
+
+def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    import quality_report
+
+    records = {  # made-up numbers: this checks the table, not a result
+        "arithmetic/qtha-none/seed0": _record("qtha-none", "main", 0.032, 0.21, 0.09),
+        "arithmetic/lrcheck/qtha-none-lr0.008": _record("qtha-none", "lrcheck", 0.008, 0.12, 0.24),
+    }
+    for name, record in records.items():
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "cell.json").write_text(json.dumps(record))
+    settings = {"model": "m", "steps": 40, "tune_steps": 25, "common": {"batch_size": 4}, "lr_grid": [0.008, 0.032]}
+    settings |= {"seeds": [0], "matched_lora": {"r": 2}}
+    text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "| qtha-none | 0.008 | 0.1200 | 0.240 | 0.1100 |" in text
+    assert "| qtha-none | 0.032 (chosen) | 0.2100 | 0.090 | 0.2000 |" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())["datasets"]["arithmetic"]
+    assert summary["lr_check"]["qtha-none"]["0.008"]["accuracy"] == 0.24
+    assert list(summary["methods"]) == ["qtha-none"]  # the check is not a main cell

@@ -9,17 +9,44 @@ Both files stay open (one append per job, no file created per job). A job's key 
 provider, backend, options, shots, its circuits' templates and angles (see
 :mod:`qpeft.jobs.keys`) and, unless results are reused across steps, the scope of the call
 (e.g. the training step).
+
+The cache grows with every step (about 1 MB per parameter-shift step on SmolLM2-135M), and a
+finished run needs none of its earlier steps: :func:`compact` (``qpeft jobs RUN_DIR
+--compact-results N``) rewrites it with the jobs of the last steps only (an unfinished run's
+rerun replays its steps from the cache, from step 0 or from its newest checkpoint: the command
+line keeps every training step of an unfinished run). It writes a new copy
+and swaps it in, so a crash at any point leaves either the old or the new cache, and it refuses
+to run while an engine has the cache open (every cache holds a shared lock on
+``<dir>.lock`` for its lifetime; compaction needs it exclusively). Where there are no advisory
+locks (Windows, a file system without ``flock``) caches open without one and compaction is
+refused, as it cannot tell whether a run is live.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import shutil
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, compaction cannot tell whether a run is live
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+
+class CacheInUse(RuntimeError):
+    """The cache is open in a running engine (a training run or evaluation), or there is no way
+    to tell (no advisory locks)."""
 
 
 class ResultCache:
@@ -30,7 +57,12 @@ class ResultCache:
         self._index_read = 0  # bytes of the index read so far
         self._data = self._index = None
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _lock(self.directory, exclusive=False)  # held while the cache lives
+            if self._lock_file is not None:
+                weakref.finalize(self, self._lock_file.close)
+            _recover(self.directory)
+            self.directory.mkdir(exist_ok=True)
             self._data_path, self._index_path = self.directory / "results.f64", self.directory / "index.jsonl"
             self._read_index()  # what earlier engines finished
 
@@ -106,3 +138,135 @@ class ResultCache:
             line = json.dumps({"key": job_key, "offset": offset, "bytes": nbytes}) + "\n"
             self._index.write(line.encode())
             self._where[job_key] = (offset, nbytes)
+
+
+def _lock(directory: Path, exclusive: bool):
+    """An open lock file holding a shared (blocking) or exclusive (failing at once) lock; None
+    (shared only) where the platform or file system has no advisory locks: an exclusive lock
+    then raises :class:`CacheInUse`, as nothing tells whether a run has the cache open."""
+    why = "this platform has no advisory file locks (fcntl)" if fcntl is None else None
+    if why is None:
+        f = open(directory.with_name(directory.name + ".lock"), "a")  # noqa: SIM115 (held while locked)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            return f
+        except OSError as err:
+            f.close()
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise CacheInUse(
+                    f"{directory} is open in a running training or evaluation; compact it after that process ends"
+                ) from None
+            why = f"its file system does not support file locks ({err.strerror})"
+    if exclusive:
+        raise CacheInUse(f"{directory}: {why}, so compaction cannot tell whether a run has it open; not compacted")
+    logger.warning("%s: %s; `qpeft jobs --compact-results` will refuse to compact it", directory, why)
+    return None
+
+
+def _recover(directory: Path) -> None:
+    """Finish or undo a compaction a crash interrupted (see :func:`compact` for the order).
+
+    Another process opening the cache may be doing the same at the same time (both hold the
+    shared lock): a rename that fails because the other one already put a copy in place, or a
+    path the other one already removed, is done; any other error is raised, with both copies
+    left as they are."""
+    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+    if not directory.exists():
+        try:
+            if (new / "complete").exists():
+                new.rename(directory)  # the crash came between the two renames
+            elif old.exists():
+                old.rename(directory)  # (a copy never marked complete is never swapped in)
+        except OSError:
+            if not directory.exists():
+                raise
+    try:
+        (directory / "complete").unlink()  # (a crash after the second rename leaves it)
+    except FileNotFoundError:
+        pass
+    for leftover in (new, old):  # a copy never swapped in; one swapped out and not yet removed
+        try:
+            shutil.rmtree(leftover)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: Path) -> None:
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
+    """Rewrite the cache at ``directory`` with only the jobs whose key ``keep`` accepts.
+
+    The kept jobs are copied to ``<dir>.new`` (fsynced, then marked complete), ``<dir>`` is
+    renamed to ``<dir>.old``, ``<dir>.new`` to ``<dir>``, and ``<dir>.old`` removed; any cache
+    opened later finishes or undoes a compaction that a crash interrupted. Raises
+    :class:`CacheInUse` while an engine has the cache open. Returns the jobs and bytes kept and
+    dropped."""
+    directory = Path(directory)
+    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+    if not any(path.exists() for path in (directory / "index.jsonl", new / "complete", old)):
+        raise FileNotFoundError(f"no result cache at {directory}")
+    lock = _lock(directory, exclusive=True)
+    try:
+        _recover(directory)  # (before looking for the index: a crash between the renames leaves none)
+        if not (directory / "index.jsonl").exists():
+            raise FileNotFoundError(f"no result cache at {directory}")
+        index: dict[str, tuple[int, int]] = {}
+        for line in (directory / "index.jsonl").read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+                index[record["key"]] = (int(record["offset"]), int(record["bytes"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # torn by a crash (see ResultCache._read_index)
+        kept = {key: where for key, where in index.items() if keep(key)}
+        summary = {
+            "jobs_kept": len(kept),
+            "bytes_kept": sum(n for _, n in kept.values()),
+            "jobs_dropped": len(index) - len(kept),
+            "bytes_dropped": sum(n for key, (_, n) in index.items() if key not in kept),
+        }
+        if len(kept) == len(index):
+            return summary
+        new.mkdir()
+        try:
+            _copy(directory, new, kept)
+        except Exception:
+            shutil.rmtree(new, ignore_errors=True)  # (the cache itself is untouched)
+            raise
+        directory.rename(old)
+        new.rename(directory)
+        (directory / "complete").unlink()
+        _fsync_dir(directory.parent)
+        shutil.rmtree(old)
+        return summary
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _copy(directory: Path, new: Path, kept: dict[str, tuple[int, int]]) -> None:
+    """The kept jobs' results and index into ``new``, fsynced, then marked complete."""
+    lines, offset = [], 0
+    with open(directory / "results.f64", "rb") as src, open(new / "results.f64", "wb") as dst:
+        for key, (start, nbytes) in sorted(kept.items(), key=lambda item: item[1][0]):
+            src.seek(start)
+            data = src.read(nbytes)
+            if len(data) != nbytes:
+                raise ValueError(f"{directory / 'results.f64'} is shorter than its index says")
+            dst.write(data)
+            lines.append(json.dumps({"key": key, "offset": offset, "bytes": nbytes}) + "\n")
+            offset += nbytes
+        dst.flush()
+        os.fsync(dst.fileno())
+    with open(new / "index.jsonl", "w") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+    (new / "complete").touch()
+    _fsync_dir(new)

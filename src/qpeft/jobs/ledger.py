@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class Ledger:
             tags = [r["tag"] for r in unknown.values() if r["event"] == "unknown"]
             raise ValueError(f"no unresolved submission with tag {tag!r} in {self.path}; unresolved: {tags}")
         fields = {k: record[k] for k in FIELDS if k != "job_id"}
+        if "scope" in record:  # the record stays in its step (see recent_steps)
+            fields["scope"] = record["scope"]
         if job_id is None:
             return self.append("rejected", job_id=None, message="resolved by hand: not created", **fields)
         return self.append("submitted", job_id=job_id, **fields)
@@ -161,3 +164,27 @@ def totals(records: list[dict]) -> dict:
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
     }
+
+
+def recent_steps(
+    records: list[dict], last: int, also: Callable[[str], bool] | None = None
+) -> tuple[list[str], Callable[[str], bool]]:
+    """The ``last`` steps of a ledger (a step is a scope without its ``/module`` suffix, e.g.
+    ``train-12``; ordered by their newest record), then the older steps ``also`` accepts, and a
+    predicate that accepts the job keys submitted in them, and every key the ledger does not
+    know (kept to be safe). Records without a scope (written by hand, e.g. by ``--resolve``
+    before it kept the scope) belong to no step: they neither move a step nor drop a key."""
+    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+        raise ValueError(f"the number of steps to keep must be a whole number >= 0, got {last!r}")
+    newest: dict[str, int] = {}
+    step_of: dict[str, set[str]] = defaultdict(set)
+    for n, r in enumerate(records):
+        if r.get("key") is not None and "scope" in r:
+            step = (r["scope"] or "").split("/", 1)[0]
+            newest[step] = n
+            step_of[r["key"]].add(step)
+    order = sorted(newest, key=newest.get)
+    steps = order[len(order) - last :] if last else []
+    steps += [step for step in order if also is not None and step not in steps and also(step)]
+    keep = set(steps)
+    return steps, lambda key: key not in step_of or bool(step_of[key] & keep)
