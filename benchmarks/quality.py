@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     RESULTS, RUNS = args.results.resolve(), RUNS / args.results.name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("qiskit").setLevel(logging.WARNING)  # the chip row's transpiler logs every pass
 
     from quality_report import write_report  # the sibling file: tables, paired comparisons, plots
 
