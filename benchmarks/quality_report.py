@@ -16,14 +16,17 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 
 
 def load_cells(results: Path) -> dict:
-    """{dataset: {"main": {method: {seed: record}}, "grid" / "lrcheck": {method: {lr: record}}}}"""
+    """{dataset: {"main": {method: {seed: record}}, "grid": {method: {lr: record}},
+    "lrcheck": {method: {lr: {seed: record}}}}}"""
     cells: dict = {}
     for path in sorted(results.glob("*/**/cell.json")):
         record = json.loads(path.read_text())
         c = record["cell"]
         bucket = cells.setdefault(c["dataset"], {"main": {}, "grid": {}, "lrcheck": {}})
-        if c["kind"] in ("grid", "lrcheck"):
-            bucket[c["kind"]].setdefault(c["method"], {})[c["lr"]] = record
+        if c["kind"] == "grid":
+            bucket["grid"].setdefault(c["method"], {})[c["lr"]] = record
+        elif c["kind"] == "lrcheck":
+            bucket["lrcheck"].setdefault(c["method"], {}).setdefault(c["lr"], {})[c["seed"]] = record
         else:
             bucket["main"].setdefault(c["method"], {})[c["seed"]] = record
 
@@ -116,6 +119,18 @@ def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], di
     if not main:
         lines += ["No main cell finished yet.", ""]
         return lines, summary
+    lines += comparison_lines(main, summary)
+    lines += lr_check_lines(main, data.get("lrcheck", {}), summary)
+    plot = results / f"{name}-loss.png"
+    plot_curves(main, plot, name)
+    lines += [f"![{name} training loss]({plot.name})", ""]
+    return lines, summary
+
+
+def comparison_lines(main: dict, summary: dict) -> list[str]:
+    """The per-method table (mean +- std over seeds) and the paired comparisons against
+    ``lora-r8`` and ``lora-matched``; fills ``summary["methods"]`` and ``summary["paired"]``."""
+    lines: list[str] = []
     ref_params = next(iter(main.get(REFERENCE, {}).values()), {}).get("parameters", {}).get("trainable")
     lines += [
         "| method | lr | seeds | trainable params | ratio to LoRA r=8 | final train loss | held-out loss | "
@@ -165,11 +180,7 @@ def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], di
                     f"{p.get('exceeds_seed_spread', 'n/a')} |"
                 )
         lines.append("")
-    lines += lr_check_lines(main, data.get("lrcheck", {}), summary)
-    plot = results / f"{name}-loss.png"
-    plot_curves(main, plot, name)
-    lines += [f"![{name} training loss]({plot.name})", ""]
-    return lines, summary
+    return lines
 
 
 def lr_check_lines(main: dict, check: dict, summary: dict) -> list[str]:
@@ -186,7 +197,7 @@ def lr_check_lines(main: dict, check: dict, summary: dict) -> list[str]:
     ]
     summary["lr_check"] = {}
     for method, points in check.items():
-        runs = dict(points)
+        runs = {lr: seeds[0] for lr, seeds in points.items() if 0 in seeds}
         seed0 = main.get(method, {}).get(0)
         if seed0 is not None:
             runs[seed0["cell"]["lr"]] = seed0
@@ -199,7 +210,34 @@ def lr_check_lines(main: dict, check: dict, summary: dict) -> list[str]:
                 f"{m['final_train_loss']:.4f} |"
             )
             summary["lr_check"].setdefault(method, {})[str(lr)] = {**m, "chosen": chosen}
-    return [*lines, ""]
+    lines.append("")
+    for lr, at_lr in sorted(equal_rate_runs(main, check).items()):
+        lines += [
+            f"Every method at one shared rate, lr {lr:g} (main cells where it is the chosen rate, rate-check cells "
+            "otherwise; the check ran all seeds at this rate because seed 0 did better there):",
+            "",
+        ]
+        shared = {"methods": {}, "paired": {}}
+        lines += comparison_lines(at_lr, shared)
+        summary.setdefault("equal_rate", {})[str(lr)] = shared
+    return lines
+
+
+def equal_rate_runs(main: dict, check: dict) -> dict[float, dict]:
+    """lr -> {method: {seed: record}} for every rate at which some method's check ran more than
+    seed 0: each method with as many seeds at that rate as its main cells have (main cells at
+    their chosen rate, check cells at another)."""
+    out = {}
+    for lr in sorted({lr for points in check.values() for lr, seeds in points.items() if len(seeds) > 1}):
+        at_lr = {}
+        for method, runs in main.items():
+            first = next(iter(runs.values()))
+            seeds = runs if first["cell"]["lr"] == lr else check.get(method, {}).get(lr, {})
+            if seeds and set(seeds) >= set(runs):
+                at_lr[method] = {seed: seeds[seed] for seed in sorted(runs)}
+        if len(at_lr) > 1:
+            out[lr] = at_lr
+    return out
 
 
 def plot_curves(main: dict, path: Path, title: str, window: int = 5) -> None:

@@ -55,9 +55,13 @@ def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quali
     best = {"lora-r8": 8e-3, "qtha-none": 3.2e-2, "qtha-weights": 8e-3}
     ran = []
 
-    def run_cell(cell):  # stands in for training: records the schedule, grid losses favour `best`
-        ran.append(cell)
-        return {"validation_loss": abs(cell.lr - best.get(cell.method, 0.0))}
+    def run_cell(cell):  # stands in for training: grid losses favour `best`, held-out losses 8e-3
+        if cell not in ran:
+            ran.append(cell)
+        return {
+            "validation_loss": abs(cell.lr - best.get(cell.method, 0.0)),
+            "eval": {"eval_loss": abs(cell.lr - 8e-3)},
+        }
 
     monkeypatch.setattr(quality, "run_cell", run_cell)
     monkeypatch.setattr(quality, "matched_lora_rank", lambda: (2, {}))
@@ -69,13 +73,17 @@ def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quali
     rest = [(c.dataset, c.kind, c.method, c.seed, c.lr) for c in ran if c.kind != "grid"]
     plain = ["lora-r8", "qtha-none", "qtha-weights"]
     expected = [("arithmetic", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
-    # seed 0 at the other chosen rate; the chip row takes qtha-weights' rate and is not checked
-    expected += [("arithmetic", "lrcheck", m, 0, 3.2e-2 if best[m] == 8e-3 else 8e-3) for m in plain]
+    # seed 0 at the other chosen rate; where it does better (qtha-none at 8e-3), seeds 1 and 2
+    # too; the chip row takes qtha-weights' rate and is not checked
+    expected += [("arithmetic", "lrcheck", "lora-r8", 0, 3.2e-2)]
+    expected += [("arithmetic", "lrcheck", "qtha-none", s, 8e-3) for s in quality.SEEDS]
+    expected += [("arithmetic", "lrcheck", "qtha-weights", 0, 3.2e-2)]
     expected += [("cpsycound", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
     expected += [(d, "main", "qtha-weights-wukong72", s, 8e-3) for d in ("arithmetic", "cpsycound") for s in (0, 1, 2)]
     assert rest == expected
     check = quality.Cell("arithmetic", "qtha-none", 0, 8e-3, 40, "lrcheck")
-    assert check.name == "arithmetic/lrcheck/qtha-none-lr0.008"
+    assert check.name == "arithmetic/lrcheck/qtha-none-lr0.008"  # (seed 0's name predates the follow-ups)
+    assert dataclasses.replace(check, seed=2).name == "arithmetic/lrcheck/qtha-none-lr0.008/seed2"
 
 
 def _record(method, kind, lr, heldout, accuracy, seed=0):
@@ -94,9 +102,13 @@ def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeyp
     monkeypatch.syspath_prepend(str(BENCHMARK.parent))
     import quality_report
 
-    records = {  # made-up numbers: this checks the table, not a result
+    records = {  # made-up numbers: this checks the tables, not a result
         "arithmetic/qtha-none/seed0": _record("qtha-none", "main", 0.032, 0.21, 0.09),
+        "arithmetic/qtha-none/seed1": _record("qtha-none", "main", 0.032, 0.23, 0.07, seed=1),
         "arithmetic/lrcheck/qtha-none-lr0.008": _record("qtha-none", "lrcheck", 0.008, 0.12, 0.24),
+        "arithmetic/lrcheck/qtha-none-lr0.008/seed1": _record("qtha-none", "lrcheck", 0.008, 0.14, 0.20, seed=1),
+        "arithmetic/lora-r8/seed0": _record("lora-r8", "main", 0.008, 0.11, 0.27),
+        "arithmetic/lora-r8/seed1": _record("lora-r8", "main", 0.008, 0.10, 0.30, seed=1),
     }
     for name, record in records.items():
         (tmp_path / name).mkdir(parents=True)
@@ -108,4 +120,10 @@ def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeyp
     assert "| qtha-none | 0.032 (chosen) | 0.2100 | 0.090 | 0.2000 |" in text
     summary = json.loads((tmp_path / "summary.json").read_text())["datasets"]["arithmetic"]
     assert summary["lr_check"]["qtha-none"]["0.008"]["accuracy"] == 0.24
-    assert list(summary["methods"]) == ["qtha-none"]  # the check is not a main cell
+    assert list(summary["methods"]) == ["lora-r8", "qtha-none"]  # the check is not a main cell
+    assert summary["methods"]["qtha-none"]["lr"] == 0.032
+    # every method at 8e-3: lora-r8's main cells, qtha-none's two check seeds, paired per seed
+    shared = summary["equal_rate"]["0.008"]
+    assert shared["methods"]["qtha-none"]["lr"] == 0.008 and shared["methods"]["qtha-none"]["seeds"] == [0, 1]
+    assert shared["paired"]["lora-r8"]["qtha-none"]["heldout_loss"]["diffs"] == pytest.approx([0.01, 0.04])
+    assert "Every method at one shared rate, lr 0.008" in text

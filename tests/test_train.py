@@ -84,6 +84,28 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_dir, tmp_path):
     assert (tmp_path / "straight" / "samples.jsonl").is_file()
 
 
+class FailAt(TrainerCallback):
+    """A training step that raises (e.g. a QPU job that failed for good)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        raise RuntimeError("step failed")
+
+
+def test_a_failed_run_gives_back_ctrl_c(tiny_dir, tmp_path):
+    # training catches SIGINT / SIGTERM to stop after a checkpoint; a run that raises must hand
+    # them back, or Ctrl-C does nothing for the rest of the process (a notebook, a sweep)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (ignored in a background job)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        with pytest.raises(RuntimeError, match="step failed"):
+            train(_config(tiny_dir, tmp_path / "run", steps=2), callbacks=[FailAt()])
+        assert {s: signal.getsignal(s) for s in before} == before
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_eval_steps_log_held_out_loss_and_checkpoints_are_capped(tiny_dir, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_dir, out, steps=4, batch_size=1, save_steps=1, save_total_limit=2, eval_steps=2)

@@ -10,10 +10,10 @@ import argparse
 import dataclasses
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
+from qpeft.cli_jobs import add_jobs_parser
 from qpeft.train import METHOD_PRESETS, TrainConfig
 
 
@@ -256,65 +256,6 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def cmd_jobs(args) -> int:
-    from qpeft.jobs.ledger import Ledger, read_ledger, totals
-
-    path = args.run_dir / "jobs" / "ledger.jsonl"
-    if args.resolve is not None:
-        read_ledger(path)  # FileNotFoundError when the run has no ledger
-        Ledger(path).resolve(args.resolve, args.job_id)
-        print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
-    if args.compact_results is not None:
-        return compact_results(args.run_dir, read_ledger(path), args.compact_results)
-    result = totals(read_ledger(path))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            if isinstance(value, float):
-                value = f"{value:,.1f}"
-            print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
-    return 0
-
-
-def _unfinished(run_dir: Path) -> bool:
-    """Whether the run in ``run_dir`` has not finished: a rerun replays its training steps from
-    the cache (the same command restarts at step 0, --resume at the newest checkpoint)."""
-    results = run_dir / "results.json"
-    return not (results.is_file() and json.loads(results.read_text()).get("finished"))
-
-
-def compact_results(run_dir: Path, records: list[dict], last: int) -> int:
-    from qpeft.jobs.cache import CacheInUse, compact
-    from qpeft.jobs.ledger import recent_steps
-
-    steps = recent_steps(records, last)[0]
-    training = re.compile(r"train-\d+").fullmatch if _unfinished(run_dir) else None
-    kept_steps, keep = recent_steps(records, last, also=training)
-    try:
-        summary = compact(run_dir / "jobs" / "results", keep)
-    except CacheInUse as err:
-        print(f"qpeft jobs: error: {err}", file=sys.stderr)
-        return 2
-
-    def show(names):
-        return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
-
-    extra = kept_steps[len(steps) :]
-    also = (
-        f" and {len(extra)} older step(s) [{show(extra)}] of the unfinished run (a rerun replays them: the same "
-        "command from step 0, --resume from its newest checkpoint; compact after the run finishes)"
-        if extra
-        else ""
-    )
-    print(
-        f"kept the results of {summary['jobs_kept']} jobs ({summary['bytes_kept'] / 1e6:,.1f} MB) from the last "
-        f"{len(steps)} step(s) [{show(steps)}]{also}; removed {summary['jobs_dropped']} "
-        f"({summary['bytes_dropped'] / 1e6:,.1f} MB). The ledger is unchanged."
-    )
-    return 0
-
-
 def adapter_fields_help() -> str:
     """The adapter config fields that --adapter '{...}' can set, with their documentation and
     the presets --method accepts (the same text as the config classes' field docs)."""
@@ -377,25 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(p)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("jobs", help="totals of a run's job ledger", description="Totals of RUN_DIR/jobs/ledger.jsonl.")
-    p.add_argument("run_dir", type=Path, help="a run directory trained with --quantum-backend")
-    p.add_argument("--json", action="store_true", help="print the totals as JSON")
-    p.add_argument(
-        "--resolve",
-        metavar="TAG",
-        help="settle a submission whose outcome is unknown: with --job-id the job exists (re-attach), "
-        "without it nothing was created (submit again)",
-    )
-    p.add_argument("--job-id", default=None, help="with --resolve: the provider's id of the job with that tag")
-    p.add_argument(
-        "--compact-results",
-        metavar="N",
-        type=int,
-        help="delete the cached results of every job outside the run's last N steps (kept too while the run is "
-        "unfinished: a rerun replays its training steps from the cache; with reuse_results, later steps resubmit "
-        "what they would have reused); refused while the run is live",
-    )
-    p.set_defaults(func=cmd_jobs)
+    add_jobs_parser(sub)
 
     for name, func, text in (
         ("eval", cmd_eval, "evaluate a saved adapter on held-out data"),

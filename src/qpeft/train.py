@@ -182,6 +182,7 @@ def _callbacks(out: Path):
 
         def __init__(self):
             self.received = None
+            self.previous: dict = {}
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -200,7 +201,13 @@ def _callbacks(out: Path):
                 control.should_training_stop = True
 
         def on_train_end(self, args, state, control, **kwargs):
-            for s, handler in self.previous.items():
+            self.restore_signals()
+
+        def restore_signals(self) -> None:
+            """The handlers from before training; also after a training step raised (the Trainer
+            then never calls on_train_end, and Ctrl-C would stay caught in this process)."""
+            previous, self.previous = self.previous, {}
+            for s, handler in previous.items():
                 signal.signal(s, handler)
 
     return MetricsFile(), StopOnSignal()
@@ -340,7 +347,12 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
     if trainer.is_world_process_zero():
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        for callback in trainer.callback_handler.callbacks:
+            if hasattr(callback, "restore_signals"):
+                callback.restore_signals()
     seconds = time.time() - started
     state = trainer.state
     finished = state.global_step >= config.steps

@@ -366,6 +366,9 @@ def test_a_rerun_after_ctrl_c_during_the_drain_does_not_submit_again(tmp_path):
         put(key, probs)
 
     engine.cache.put_job = put_after_ctrl_c
+    # Ctrl-C raises KeyboardInterrupt here also when this process started with SIGINT ignored
+    # (as a background job of a non-interactive shell is)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     gc.collect()  # a finalizer running when the signal lands would swallow its KeyboardInterrupt
     gc.disable()
     try:
@@ -373,6 +376,7 @@ def test_a_rerun_after_ctrl_c_during_the_drain_does_not_submit_again(tmp_path):
             engine.run(circuits, None, scope="s")
     finally:
         gc.enable()
+        signal.signal(signal.SIGINT, previous)
 
     live = engine.ledger.live
 

@@ -13,37 +13,26 @@ the results of the jobs that did finish stay in the cache.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    retry_if_result,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 from tqdm.auto import tqdm
 
 from qpeft.jobs.base import (
     BoundCircuit,
     JobFailedError,
-    JobLostError,
     Provider,
     State,
     SubmissionUnknownError,
     split,
 )
 from qpeft.jobs.cache import ResultCache
+from qpeft.jobs.calls import NoAnswer, ProviderCalls, ProviderError  # noqa: F401 (ProviderError: public here too)
 from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
@@ -57,15 +46,6 @@ class _NoBar:
 
     def close(self) -> None:
         pass
-
-
-class ProviderError(RuntimeError):
-    """A non-transient provider error, with secrets removed from its message."""
-
-
-class _NoAnswer(Exception):
-    def __init__(self, future: Future):
-        self.future = future
 
 
 @dataclass
@@ -106,7 +86,7 @@ class JobEngine:
         self._scope = ""
         self._templates = Templates()
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
-        self._calls = ThreadPoolExecutor(max_workers=2 * self.options.max_parallel, thread_name_prefix="qpeft-sdk")
+        self.calls = ProviderCalls(provider, self.options)
         # one thread writes finished jobs (results to the cache, then their `done` record), in
         # order, while the next job runs; every write ends before run() returns
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
@@ -249,14 +229,14 @@ class JobEngine:
                 submitted_at = time.time()
                 if job_id is None:  # the unanswered submit turned out rejected: nothing to follow
                     continue
-            state, message, queue_s = self._poll(job_id, submitted_at, deadline_at)
+            state, message, queue_s = self.calls.poll(job_id, submitted_at, deadline_at)
             if state == "timeout":
-                state = self._cancel(job_id) or state
+                state = self.calls.cancel(job_id) or state
             timing = {"wall_s": time.time() - submitted_at, "queue_s": queue_s}
             last_id = job_id
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
-                probs = self._fetch(job_id, circuits, widths, shots)
+                probs = self.calls.fetch(job_id, circuits, widths, shots)
                 try:
                     self._writes.append(self._writer.submit(self._persist, job_key, probs, common, timing))
                 except RuntimeError:  # the interpreter is shutting down: no new threads, write it here
@@ -295,32 +275,16 @@ class JobEngine:
         if errors and raise_errors:
             raise errors[0]
 
-    # ---- provider calls ---------------------------------------------------------------------
-
-    def _clean(self, err: BaseException) -> ProviderError:
-        return ProviderError(f"{self.provider.name}: {type(err).__name__}: {self.provider.redact(str(err))}")
+    # ---- submissions: never twice -----------------------------------------------------------
 
     def _submit(self, job_key, circuits, shots, attempt, deadline_at) -> str:
         """Submit one job; transient rejections are retried with backoff (the provider
         guarantees they created nothing); no answer at all goes to :meth:`_resolve`."""
         tag = f"{job_key}.{attempt}"
-        opts = self.options
-
-        def call():
-            if not self.provider.remote:  # in-process: nothing to time out
-                return self.provider.submit(circuits, shots, tag)
-            future = self._calls.submit(self.provider.submit, circuits, shots, tag)
-            try:
-                return future.result(timeout=min(opts.submit_timeout, max(deadline_at - time.time(), 0.0)))
-            except FutureTimeout:
-                raise _NoAnswer(future) from None
-
         try:
-            job_id = self._retried(call, deadline_at)
-        except _NoAnswer as no_answer:
+            job_id = self.calls.submit(circuits, shots, tag, deadline_at)
+        except NoAnswer as no_answer:
             return self._resolve(no_answer.future, job_key, tag, attempt, circuits, shots, deadline_at)
-        except Exception as err:
-            raise self._clean(err) from None
         self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
         return job_id
 
@@ -344,7 +308,7 @@ class JobEngine:
                     message = self.provider.redact(str(err))
                     self._record("rejected", job_key, None, attempt, circuits, shots, tag, message=message)
                     return None
-                raise self._clean(err)
+                raise self.calls.clean(err)
             job_id = self.provider.find(tag) if self.provider.can_find else None
             if job_id is not None:
                 break
@@ -359,96 +323,3 @@ class JobEngine:
             )
         self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
         return job_id
-
-    def _poll(self, job_id: str, submitted_at: float, deadline_at: float):
-        """(state or 'lost' / 'timeout', message, queue seconds); raises TimeoutError at the
-        deadline (the job stays open in the ledger, a rerun re-attaches)."""
-        opts = self.options
-        started: list[float] = []
-
-        def check():
-            status = self.provider.status(job_id)
-            if status.state is not State.QUEUED and not started:
-                started.append(time.time())
-            return status
-
-        def loop():
-            budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
-            return Retrying(
-                retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
-                wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
-                stop=stop_after_delay(max(budget, 0.0)),
-                sleep=lambda seconds: self.provider.wait(job_id, seconds),
-                reraise=True,
-            )(check)
-
-        try:
-            try:  # one look first: a job that has already ended (an in-process one) needs no retry loop
-                status = check()
-            except Exception as err:
-                if not self.provider.is_transient(err):
-                    raise
-                status = None
-            if status is None or not status.state.terminal:
-                left = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
-                self.provider.wait(job_id, min(opts.poll_interval, max(left, 0.0)))
-                status = loop()
-        except RetryError:
-            if time.time() >= deadline_at:
-                raise TimeoutError(
-                    f"deadline of {opts.deadline} s reached; job {job_id} is still open in the ledger: "
-                    f"rerun to re-attach to it"
-                ) from None
-            return "timeout", f"not finished {opts.job_timeout} s after submission", self._queued(started, submitted_at)
-        except JobLostError as err:
-            return "lost", self.provider.redact(str(err)), 0.0
-        except Exception as err:
-            raise self._clean(err) from None
-        return status.state, self.provider.redact(status.message), self._queued(started, submitted_at)
-
-    @staticmethod
-    def _queued(started: list[float], submitted_at: float) -> float:
-        return max(0.0, (started[0] if started else time.time()) - submitted_at)
-
-    def _retried(self, call, deadline_at: float = math.inf):
-        """``call()``, its transient errors retried with exponential backoff, ``max_attempts``
-        calls at most (and none past the deadline). The first call runs without tenacity (most
-        succeed; a retry loop costs more than an in-process job's bookkeeping); the loop then
-        waits as tenacity's would have from the first call: poll_interval * 2**(n-1) after call n."""
-        opts = self.options
-        try:
-            return call()
-        except Exception as err:
-            if not self.provider.is_transient(err) or opts.max_attempts == 1 or time.time() >= deadline_at:
-                raise
-        time.sleep(min(opts.poll_interval, opts.max_poll_interval))
-        return Retrying(
-            retry=retry_if_exception(self.provider.is_transient),
-            wait=wait_exponential(multiplier=2 * opts.poll_interval, max=opts.max_poll_interval),
-            stop=stop_after_attempt(opts.max_attempts - 1) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
-            reraise=True,
-        )(call)
-
-    def _fetch(self, job_id: str, circuits: list[BoundCircuit], widths: list[int], shots) -> list | np.ndarray:
-        """The job's results: a list of float64 vectors, or a 2-D float64 array (one row each)."""
-        try:
-            probs = self._retried(lambda: self.provider.result(job_id, circuits, shots))
-        except Exception as err:
-            raise self._clean(err) from None
-        if isinstance(probs, np.ndarray) and probs.ndim == 2:  # one row per circuit, all of one width
-            fits = probs.shape == (len(widths), widths[0]) and widths.count(widths[0]) == len(widths)
-            probs = probs.astype(np.float64, copy=False) if fits else None
-        else:
-            fits = list(map(len, probs)) == widths
-        if not fits:  # one result of 2**n_qubits per circuit
-            raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
-        return probs if isinstance(probs, np.ndarray) else [np.asarray(p, dtype=np.float64) for p in probs]
-
-    def _cancel(self, job_id: str) -> State | None:
-        """Cancel a job past its timeout; DONE if it finished meanwhile (its results count)."""
-        try:
-            self.provider.cancel(job_id)
-            return State.DONE if self.provider.status(job_id).state is State.DONE else None
-        except Exception as err:  # the job is abandoned either way; its outcome is logged
-            logger.warning("cancelling job %s failed: %s", job_id, self.provider.redact(str(err)))
-            return None
