@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 REFERENCE, MATCHED = "lora-r8", "lora-matched"
+CHIP, CHIP_OF = "qtha-weights-wukong72", "qtha-weights"  # the emulated-chip row and its exact twin
 ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp", "qtha-weights-wukong72"]
 # two-sided 95 % quantiles of Student's t for n - 1 degrees of freedom (paired tests over seeds)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -154,7 +155,9 @@ def comparison_lines(main: dict, summary: dict) -> list[str]:
             f"{_fmt(stats['accuracy'], 3)} | {_fmt(stats['seconds_per_step'], 2)} |"
         )
     lines.append("")
-    for reference in (REFERENCE, MATCHED):
+    # the chip row against the same method simulated exactly: what the emulated chip costs
+    chip = {CHIP_OF: [CHIP]} if CHIP in main else {}
+    for reference, only in [(REFERENCE, None), (MATCHED, None), *((r, m) for r, m in chip.items())]:
         if reference not in main:
             continue
         lines += [
@@ -165,7 +168,7 @@ def comparison_lines(main: dict, summary: dict) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for method, runs in main.items():
-            if method == reference:
+            if method == reference or (only is not None and method not in only):
                 continue
             for key in ("final_train_loss", "heldout_loss", "accuracy"):
                 p = paired(runs, main[reference], key)

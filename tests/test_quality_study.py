@@ -127,3 +127,25 @@ def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeyp
     assert shared["methods"]["qtha-none"]["lr"] == 0.008 and shared["methods"]["qtha-none"]["seeds"] == [0, 1]
     assert shared["paired"]["lora-r8"]["qtha-none"]["heldout_loss"]["diffs"] == pytest.approx([0.01, 0.04])
     assert "Every method at one shared rate, lr 0.008" in text
+
+
+def test_the_chip_row_is_paired_with_its_exact_twin(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    import quality_report
+
+    records = {  # made-up numbers: this checks the table, not a result
+        f"arithmetic/{method}/seed{seed}": _record(method, "main", 0.008, loss, 0.3, seed=seed)
+        for method, losses in (("qtha-weights", (0.10, 0.12)), ("qtha-weights-wukong72", (0.11, 0.15)))
+        for seed, loss in enumerate(losses)
+    }
+    for name, record in records.items():
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "cell.json").write_text(json.dumps(record))
+    settings = {"model": "m", "steps": 40, "tune_steps": 25, "common": {"batch_size": 4}, "lr_grid": [0.008]}
+    settings |= {"seeds": [0, 1], "matched_lora": {"r": 2}}
+    text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "Paired per seed against `qtha-weights`" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())["datasets"]["arithmetic"]
+    chip = summary["paired"]["qtha-weights"]
+    assert list(chip) == ["qtha-weights-wukong72"]
+    assert chip["qtha-weights-wukong72"]["heldout_loss"]["diffs"] == pytest.approx([0.01, 0.03])
