@@ -243,11 +243,6 @@ def run_cell(cell: Cell) -> dict:
     return record
 
 
-def heldout_loss(record: dict) -> float:
-    """A main or check cell's held-out loss (GSM8K: on its own test file)."""
-    return record["gsm8k_test"]["test_loss"] if "gsm8k_test" in record else record["eval"]["eval_loss"]
-
-
 def chosen_lr(grid: dict[float, dict]) -> float:
     """The grid point with the lowest validation loss."""
     return min(grid, key=lambda lr: grid[lr]["validation_loss"])
@@ -290,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("qiskit").setLevel(logging.WARNING)  # the chip row's transpiler logs every pass
 
-    from quality_report import write_report  # the sibling file: tables, paired comparisons, plots
+    from quality_report import metrics, write_report  # the sibling file: tables, paired comparisons, plots
 
     rank, matched = matched_lora_rank()
     METHODS[MATCHED] = ("lora", {"r": rank, "alpha": 2.0 * rank})  # alpha/r = 2, as LoRA r=8 alpha 16
@@ -343,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = run_cell(Cell(dataset, method, SEEDS[0], lrs[method], args.steps, "main"))
                 for lr in sorted(set(lrs.values()) - {lrs[method]}):
                     check = run_and_report(Cell(dataset, method, SEEDS[0], lr, args.steps, "lrcheck"))
-                    if heldout_loss(check) < heldout_loss(chosen):  # the choice mattered: all seeds
+                    if metrics(check)["heldout_loss"] < metrics(chosen)["heldout_loss"]:  # it mattered: all seeds
                         for seed in SEEDS[1:]:
                             run_and_report(Cell(dataset, method, seed, lr, args.steps, "lrcheck"))
     write_report(RESULTS, settings, machine)

@@ -79,12 +79,7 @@ class ResultCache:
             chunk = f.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self._index_read += len(complete)
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-                self._where[record["key"]] = (int(record["offset"]), int(record["bytes"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by a crash, followed by later appends: its data is not used
+        self._where.update(_parse_index(complete))
 
     def refresh(self) -> None:
         """Learn the jobs other engines (e.g. an earlier process) finished since the last look;
@@ -140,6 +135,24 @@ class ResultCache:
             self._where[job_key] = (offset, nbytes)
 
 
+def _parse_index(data: bytes) -> dict[str, tuple[int, int]]:
+    """job key -> (byte offset, bytes) of index lines; a line torn by a crash (followed by later
+    appends, or the last one) is skipped: its data is not used."""
+    where = {}
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+            where[record["key"]] = (int(record["offset"]), int(record["bytes"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return where
+
+
+def _swap_paths(directory: Path) -> tuple[Path, Path]:
+    """``<dir>.new`` (a compacted copy being written) and ``<dir>.old`` (the copy swapped out)."""
+    return directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+
+
 def _lock(directory: Path, exclusive: bool):
     """An open lock file holding a shared (blocking) or exclusive (failing at once) lock; None
     (shared only) where the platform or file system has no advisory locks: an exclusive lock
@@ -170,7 +183,7 @@ def _recover(directory: Path) -> None:
     shared lock): a rename that fails because the other one already put a copy in place, or a
     path the other one already removed, is done; any other error is raised, with both copies
     left as they are."""
-    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+    new, old = _swap_paths(directory)
     if not directory.exists():
         try:
             if (new / "complete").exists():
@@ -209,7 +222,7 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
     :class:`CacheInUse` while an engine has the cache open. Returns the jobs and bytes kept and
     dropped."""
     directory = Path(directory)
-    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+    new, old = _swap_paths(directory)
     if not any(path.exists() for path in (directory / "index.jsonl", new / "complete", old)):
         raise FileNotFoundError(f"no result cache at {directory}")
     lock = _lock(directory, exclusive=True)
@@ -217,13 +230,7 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
         _recover(directory)  # (before looking for the index: a crash between the renames leaves none)
         if not (directory / "index.jsonl").exists():
             raise FileNotFoundError(f"no result cache at {directory}")
-        index: dict[str, tuple[int, int]] = {}
-        for line in (directory / "index.jsonl").read_bytes().splitlines():
-            try:
-                record = json.loads(line)
-                index[record["key"]] = (int(record["offset"]), int(record["bytes"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # torn by a crash (see ResultCache._read_index)
+        index = _parse_index((directory / "index.jsonl").read_bytes())
         kept = {key: where for key, where in index.items() if keep(key)}
         summary = {
             "jobs_kept": len(kept),
