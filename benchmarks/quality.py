@@ -299,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise SystemExit(f"unknown data set(s) {unknown}; choose from {sorted(DATASETS)}")
+    from qpeft.sysinfo import cpu_model
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    machine = {"cpu": _cpu(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    machine = {"cpu": cpu_model(), "platform": platform.platform(), "python": sys.version.split()[0]}
     (RESULTS / "study.json").write_text(json.dumps({"settings": settings, "machine": machine}, indent=1))
     if not args.report_only:
         lrs = {}
@@ -345,13 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.commit:
         commit("Quality study: report")
     return 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

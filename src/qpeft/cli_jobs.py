@@ -18,7 +18,7 @@ def cmd_jobs(args) -> int:
         Ledger(path).resolve(args.resolve, args.job_id)
         print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
     if args.compact_results is not None:
-        return compact_results(args.run_dir, read_ledger(path), args.compact_results)
+        return compact_results(args.run_dir, read_ledger(path), args.compact_results, as_json=args.json)
     result = totals(read_ledger(path))
     if args.json:
         print(json.dumps(result, indent=2))
@@ -37,23 +37,25 @@ def _unfinished(run_dir: Path) -> bool:
     return not (results.is_file() and json.loads(results.read_text()).get("finished"))
 
 
-def compact_results(run_dir: Path, records: list[dict], last: int) -> int:
+def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool = False) -> int:
     from qpeft.jobs.cache import CacheInUse, compact
     from qpeft.jobs.ledger import recent_steps
 
-    steps = recent_steps(records, last)[0]
     training = re.compile(r"train-\d+").fullmatch if _unfinished(run_dir) else None
     kept_steps, keep = recent_steps(records, last, also=training)
+    steps, extra = kept_steps[:last], kept_steps[last:]  # the last N steps come first
     try:
         summary = compact(run_dir / "jobs" / "results", keep)
     except CacheInUse as err:
         print(f"qpeft jobs: error: {err}", file=sys.stderr)
         return 2
+    if as_json:
+        print(json.dumps({"last_steps": steps, "older_steps_kept": extra, **summary}, indent=2))
+        return 0
 
     def show(names):
         return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
 
-    extra = kept_steps[len(steps) :]
     also = (
         f" and {len(extra)} older step(s) [{show(extra)}] of the unfinished run (a rerun replays them: the same "
         "command from step 0, --resume from its newest checkpoint; compact after the run finishes)"

@@ -375,3 +375,25 @@ def test_without_advisory_locks_caches_work_and_compaction_is_refused(tmp_path, 
     assert main(["jobs", str(tmp_path), "--compact-results", "1"]) == 2
     assert "cannot tell whether a run has it open" in capsys.readouterr().err
     assert _rerun(tmp_path, "train-0")[0] == 0  # nothing was dropped
+
+
+def test_keeping_more_steps_than_the_run_has_keeps_them_all(tmp_path, capsys):
+    """(found in review: N larger than the number of steps sliced from the end, ``order[-2:]``,
+    and dropped the run's first step)."""
+    _run_steps(tmp_path)
+    records = read_ledger(tmp_path / "jobs" / "ledger.jsonl")
+    for last in (3, 4, 5, 50):
+        assert recent_steps(records, last)[0] == ["train-0", "train-1", "train-2"]
+    assert main(["jobs", str(tmp_path), "--compact-results", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "[train-0, train-1, train-2]" in out and "kept the results of 6 jobs" in out and "removed 0 " in out
+    for scope in ("train-0", "train-1/m0", "train-2"):
+        assert _rerun(tmp_path, scope)[0] == 0
+
+
+def test_compaction_reports_as_json(tmp_path, capsys):
+    _run_steps(tmp_path, finished=False)
+    assert main(["jobs", str(tmp_path), "--compact-results", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["last_steps"] == ["train-2"] and report["older_steps_kept"] == ["train-0", "train-1"]
+    assert (report["jobs_kept"], report["jobs_dropped"]) == (6, 0) and report["bytes_kept"] > 0

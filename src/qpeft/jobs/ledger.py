@@ -184,7 +184,7 @@ def recent_steps(
             newest[step] = n
             step_of[r["key"]].add(step)
     order = sorted(newest, key=newest.get)
-    steps = order[len(order) - last :] if last else []
+    steps = order[max(len(order) - last, 0) :] if last else []
     steps += [step for step in order if also is not None and step not in steps and also(step)]
     keep = set(steps)
     return steps, lambda key: key not in step_of or bool(step_of[key] & keep)
