@@ -67,6 +67,11 @@ def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool
         f"{len(steps)} step(s) [{show(steps)}]{also}; removed {summary['jobs_dropped']} "
         f"({summary['bytes_dropped'] / 1e6:,.1f} MB). The ledger is unchanged."
     )
+    if summary["jobs_damaged"]:
+        print(
+            f"{summary['jobs_damaged']} of the jobs to keep had damaged results (cut short by a power loss, or "
+            "failing their checksum) and were dropped too; a run that needs them fetches them from the provider again"
+        )
     return 0
 
 
@@ -86,7 +91,7 @@ def add_jobs_parser(sub) -> None:
         metavar="N",
         type=int,
         help="delete the cached results of every job outside the run's last N steps (kept too while the run is "
-        "unfinished: a rerun replays its training steps from the cache; with reuse_results, later steps resubmit "
-        "what they would have reused); refused while the run is live",
+        "unfinished: a rerun replays its training steps from the cache; a job needed again is fetched from the "
+        "provider again, or submitted again where the provider no longer has it); refused while the run is live",
     )
     p.set_defaults(func=cmd_jobs)

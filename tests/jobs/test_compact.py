@@ -299,17 +299,15 @@ def test_an_interrupted_removal_of_the_old_copy(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
 
 
-def test_a_results_file_shorter_than_its_index_is_not_compacted(tmp_path):
-    """(a power loss kept an index line but not all of its data): refused, the cache untouched."""
+def test_a_results_file_shorter_than_its_index(tmp_path, capsys):
+    """(a power loss kept an index line but not all of its data): that job is dropped and named,
+    the others kept; test_refetch.py shows a run that needs it fetching it again."""
     _run_steps(tmp_path)
-    directory = tmp_path / "jobs" / "results"
-    data = directory / "results.f64"
+    data = tmp_path / "jobs" / "results" / "results.f64"
     data.write_bytes(data.read_bytes()[:-8])
-    before = {p.name: p.read_bytes() for p in directory.iterdir()}
-    keep = recent_steps(read_ledger(tmp_path / "jobs" / "ledger.jsonl"), 1)[1]
-    with pytest.raises(ValueError, match="shorter than its index"):
-        compact(directory, keep)
-    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    assert main(["jobs", str(tmp_path), "--compact-results", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "kept the results of 5 jobs" in out and "1 of the jobs to keep had damaged results" in out
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
 
 

@@ -2,9 +2,13 @@
 
 Each finished job's results are appended to ``<dir>/results.f64`` (its circuits' offsets, then
 their probabilities, float64), and then a line naming the job key, byte offset and length is
-appended to ``<dir>/index.jsonl``: an index line exists only for complete data, so a crash
-mid-write leaves unused bytes, never a wrong result (a torn last index line is skipped). A
-restarted engine that rebuilds the same job finds its results without submitting anything.
+appended to ``<dir>/index.jsonl``, with the data's CRC-32. A process crash mid-write leaves
+unused bytes, never a wrong result (an index line is written after its data; a torn last index
+line is skipped). A power loss can persist an index line without all of its data (nothing is
+fsynced per job): an entry whose data is short or fails its checksum is a miss (logged), and
+the engine fetches that job's results again from the provider (see
+:meth:`qpeft.jobs.JobEngine.run`). A restarted engine that rebuilds the same job finds its
+results without submitting anything.
 Both files stay open (one append per job, no file created per job). A job's key hashes the
 provider, backend, options, shots, its circuits' templates and angles (see
 :mod:`qpeft.jobs.keys`) and, unless results are reused across steps, the scope of the call
@@ -31,8 +35,10 @@ import os
 import shutil
 import threading
 import weakref
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,7 +59,7 @@ class ResultCache:
     def __init__(self, directory: str | Path | None):
         self.directory = Path(directory) if directory is not None else None  # None: nothing kept
         self._lock = threading.Lock()
-        self._where: dict[str, tuple[int, int]] = {}  # job key -> (byte offset, bytes)
+        self._where: dict[str, Entry] = {}  # job key -> where its results are
         self._index_read = 0  # bytes of the index read so far
         self._data = self._index = None
         if self.directory is not None:
@@ -97,10 +103,11 @@ class ResultCache:
             where = self._where.get(job_key)
         if where is None:
             return None
-        offset, nbytes = where
-        flat = np.fromfile(self._data_path, dtype=np.float64, count=nbytes // 8, offset=offset)
-        if flat.nbytes != nbytes:
-            raise ValueError(f"{self._data_path} is shorter than its index says; delete {self.directory} to rerun")
+        flat = np.fromfile(self._data_path, dtype=np.float64, count=where.bytes // 8, offset=where.offset)
+        damage = where.damage(flat)
+        if damage:
+            logger.warning("%s: the cached results of job %s %s; fetching them again", self.directory, job_key, damage)
+            return None
         # (offsets, probabilities): the first count + 1 entries are the offsets
         offsets = (flat[: count + 1].astype(np.int64) + count + 1).tolist()
         return [flat[offsets[i] : offsets[i + 1]] for i in range(count)]
@@ -117,6 +124,9 @@ class ResultCache:
             np.cumsum(np.fromiter(map(len, probs), dtype=np.float64, count=len(probs)), out=offsets[1:])
             parts = [np.concatenate([offsets, *probs], dtype=np.float64)]
         nbytes = sum(part.nbytes for part in parts)
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
         with self._lock:
             if self._data is None:
                 # raw append handles: each write lands at the end, also with other writers
@@ -130,19 +140,42 @@ class ResultCache:
             if written != nbytes:
                 raise OSError(f"short write to {self._data_path} ({written} of {nbytes} bytes); disk full?")
             offset = self._data.tell() - nbytes
-            line = json.dumps({"key": job_key, "offset": offset, "bytes": nbytes}) + "\n"
-            self._index.write(line.encode())
-            self._where[job_key] = (offset, nbytes)
+            entry = Entry(offset, nbytes, crc)
+            self._index.write(entry.line(job_key))
+            self._where[job_key] = entry
 
 
-def _parse_index(data: bytes) -> dict[str, tuple[int, int]]:
-    """job key -> (byte offset, bytes) of index lines; a line torn by a crash (followed by later
-    appends, or the last one) is skipped: its data is not used."""
+class Entry(NamedTuple):
+    """Where a job's results lie in ``results.f64``; ``crc`` is None in lines written before
+    checksums were kept."""
+
+    offset: int
+    bytes: int
+    crc: int | None = None
+
+    def line(self, key: str) -> bytes:
+        return (json.dumps({"key": key, "offset": self.offset, "bytes": self.bytes, "crc": self.crc}) + "\n").encode()
+
+    def damage(self, data) -> str:
+        """What is wrong with the data read for this entry ('' when nothing is)."""
+        got = len(data) if isinstance(data, bytes) else data.nbytes
+        if got != self.bytes:
+            return f"are cut short ({got} of {self.bytes} bytes; a crash before they reached the disk)"
+        if self.crc is not None and zlib.crc32(data) != self.crc:
+            return "fail their checksum (damaged on disk)"
+        return ""
+
+
+def _parse_index(data: bytes) -> dict[str, Entry]:
+    """job key -> :class:`Entry` of index lines (a later line for a key wins: the job's results
+    written again); a line torn by a crash (followed by later appends, or the last one) is
+    skipped: its data is not used."""
     where = {}
     for line in data.splitlines():
         try:
             record = json.loads(line)
-            where[record["key"]] = (int(record["offset"]), int(record["bytes"]))
+            crc = record.get("crc")
+            where[record["key"]] = Entry(int(record["offset"]), int(record["bytes"]), None if crc is None else int(crc))
         except (ValueError, KeyError, TypeError):
             continue
     return where
@@ -220,7 +253,9 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
     renamed to ``<dir>.old``, ``<dir>.new`` to ``<dir>``, and ``<dir>.old`` removed; any cache
     opened later finishes or undoes a compaction that a crash interrupted. Raises
     :class:`CacheInUse` while an engine has the cache open. Returns the jobs and bytes kept and
-    dropped."""
+    dropped, and the kept jobs whose data was damaged (cut short by a power loss, or failing its
+    checksum): they are dropped too, and logged; the ledger still has them as done, so a run
+    that needs them fetches them again from the provider."""
     directory = Path(directory)
     new, old = _swap_paths(directory)
     if not any(path.exists() for path in (directory / "index.jsonl", new / "complete", old)):
@@ -234,12 +269,17 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
         kept = {key: where for key, where in index.items() if keep(key)}
         summary = {
             "jobs_kept": len(kept),
-            "bytes_kept": sum(n for _, n in kept.values()),
+            "bytes_kept": sum(e.bytes for e in kept.values()),
             "jobs_dropped": len(index) - len(kept),
-            "bytes_dropped": sum(n for key, (_, n) in index.items() if key not in kept),
+            "bytes_dropped": sum(e.bytes for key, e in index.items() if key not in kept),
         }
-        if len(kept) == len(index):
+        damaged = _damaged(directory, kept)
+        summary["jobs_damaged"] = len(damaged)
+        if not damaged and len(kept) == len(index):
             return summary
+        for key in damaged:
+            summary["jobs_kept"] -= 1
+            summary["bytes_kept"] -= kept.pop(key).bytes
         new.mkdir()
         try:
             _copy(directory, new, kept)
@@ -257,21 +297,34 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
             lock.close()
 
 
-def _copy(directory: Path, new: Path, kept: dict[str, tuple[int, int]]) -> None:
+def _damaged(directory: Path, entries: dict[str, Entry]) -> list[str]:
+    """The keys of ``entries`` whose data is cut short or fails its checksum (each logged)."""
+    damaged = []
+    with open(directory / "results.f64", "rb") as src:
+        for key, entry in entries.items():
+            src.seek(entry.offset)
+            damage = entry.damage(src.read(entry.bytes))
+            if damage:
+                logger.warning("%s: dropping the cached results of job %s: they %s", directory, key, damage)
+                damaged.append(key)
+    return damaged
+
+
+def _copy(directory: Path, new: Path, kept: dict[str, Entry]) -> None:
     """The kept jobs' results and index into ``new``, fsynced, then marked complete."""
     lines, offset = [], 0
     with open(directory / "results.f64", "rb") as src, open(new / "results.f64", "wb") as dst:
-        for key, (start, nbytes) in sorted(kept.items(), key=lambda item: item[1][0]):
-            src.seek(start)
-            data = src.read(nbytes)
-            if len(data) != nbytes:
-                raise ValueError(f"{directory / 'results.f64'} is shorter than its index says")
+        for key, entry in sorted(kept.items(), key=lambda item: item[1].offset):
+            src.seek(entry.offset)
+            data = src.read(entry.bytes)
+            if entry.damage(data):  # (checked under the same exclusive lock: cannot happen)
+                raise ValueError(f"{directory / 'results.f64'}: the results of job {key} changed during compaction")
             dst.write(data)
-            lines.append(json.dumps({"key": key, "offset": offset, "bytes": nbytes}) + "\n")
-            offset += nbytes
+            lines.append(Entry(offset, entry.bytes, zlib.crc32(data)).line(key))
+            offset += entry.bytes
         dst.flush()
         os.fsync(dst.fileno())
-    with open(new / "index.jsonl", "w") as f:
+    with open(new / "index.jsonl", "wb") as f:
         f.writelines(lines)
         f.flush()
         os.fsync(f.fileno())

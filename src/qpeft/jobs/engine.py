@@ -7,7 +7,10 @@ rest with at most ``max_parallel`` jobs in flight, polls with exponential backof
 retries only what the provider classifies as transient. A submit that gives no answer is
 never resubmitted: the engine waits for the late answer or looks the job up by its tag. A
 job that keeps failing raises :class:`JobFailedError` with its id, message and attempts;
-the results of the jobs that did finish stay in the cache.
+the results of the jobs that did finish stay in the cache. A job the ledger has as finished
+whose results the cache no longer has (its step compacted away, or data a power loss damaged)
+is fetched again from the provider by its id; only where the provider no longer has it is it
+submitted again.
 """
 
 from __future__ import annotations
@@ -211,8 +214,15 @@ class JobEngine:
     def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline_at) -> list:
         live = self.ledger.live().get(job_key)
         attempt = self.ledger.attempts(job_key)
+        limit = self.options.max_attempts
         job_id = last_id = None
         submitted_at, message = time.time(), ""
+        done = self.ledger.done(job_key) if live is None else None
+        if done is not None:  # finished before, but its results are not in the cache
+            probs = self._refetch(job_key, done, circuits, widths, shots)
+            if probs is not None:
+                return probs
+            limit = attempt + self.options.max_attempts  # a new job: a new budget of attempts
         if live is not None:
             attempt = live["attempt"]
             if live["event"] == "submitted":
@@ -222,7 +232,7 @@ class JobEngine:
                 job_id = self._resolve(None, job_key, live["tag"], attempt, circuits, shots, deadline_at)
         while True:
             if job_id is None:
-                if attempt >= self.options.max_attempts:
+                if attempt >= limit:
                     raise JobFailedError(job_key, last_id, message, attempt)
                 attempt += 1
                 job_id = self._submit(job_key, circuits, shots, attempt, deadline_at)
@@ -255,11 +265,38 @@ class JobEngine:
             logger.warning("job %s (key %s): %s (%s); resubmitting", job_id, job_key, state, message)
             job_id = None
 
-    def _persist(self, job_key: str, probs, common: tuple, timing: dict) -> None:
+    def _persist(self, job_key: str, probs, common: tuple, timing: dict, event: str = "done") -> None:
         """A finished job's results into the cache, then its ``done`` record (never the other
-        way round: a ``done`` job is looked up in the cache, not re-attached)."""
+        way round: a ``done`` job is looked up in the cache first)."""
         self.cache.put_job(job_key, probs)
-        self._record("done", *common, **timing)
+        self._record(event, *common, **timing)
+
+    def _refetch(self, job_key: str, done: dict, circuits, widths, shots) -> list | None:
+        """The results of a job the ledger has as ``done`` that the cache no longer has (its
+        step compacted away, or its data damaged by a power loss), fetched again by the job's id:
+        it was paid for once. None when the provider no longer has it (local jobs end with their
+        process; clouds keep results for a while): then it is submitted again."""
+        job_id, started = done.get("job_id"), time.time()
+        if job_id is None:
+            return None
+        try:
+            state = self.calls.retried(lambda: self.provider.status(job_id)).state
+            probs = self.calls.fetch(job_id, circuits, widths, shots) if state is State.DONE else None
+        except Exception as err:
+            state, probs = f"{type(err).__name__}: {self.provider.redact(str(err))}", None
+        if probs is None:
+            logger.warning(
+                "job %s (key %s) finished before, but its results are gone from the cache and the "
+                "provider (%s); submitting it again",
+                job_id,
+                job_key,
+                state,
+            )
+            return None
+        common = (job_key, job_id, done.get("attempt", 0), circuits, shots, None)
+        self._persist(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
+        logger.info("job %s (key %s): results fetched again from the provider (gone from the cache)", job_id, job_key)
+        return probs
 
     def _drain_writes(self, raise_errors: bool = True) -> None:
         """Wait for every pending write; the first one that failed (e.g. a full disk) is raised,

@@ -3,8 +3,10 @@
 ``submitted`` is written right after a submit returns (before any polling), ``unknown`` when
 a submit gave no answer, and one terminal event per job (``done``, ``failed``, ``lost``,
 ``timeout``, ``cancelled``, or ``rejected`` for an unanswered submit that turned out to have
-created nothing). A restarted engine reads it to re-attach to jobs that were
-submitted but never reached a terminal event. It holds no secret.
+created nothing). ``refetched`` says a ``done`` job's results, missing from the result cache
+(compacted away, or damaged by a power loss), were fetched from the provider again. A restarted
+engine reads it to re-attach to jobs that were submitted but never reached a terminal event. It
+holds no secret.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Ledger:
         self.records: list[dict] = []
         self._open: dict[str, dict] = {}  # key -> newest submitted / unknown record without a terminal one
         self._attempts: dict[str, int] = {}
+        self._done: dict[str, dict] = {}  # key -> newest done record
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
             self._index(record)
         if self.path is not None and self.path.exists():
@@ -58,7 +61,9 @@ class Ledger:
         self._attempts[key] = max(self._attempts.get(key, 0), r.get("attempt", 0))
         if r["event"] in ("submitted", "unknown"):
             self._open[key] = r
-        elif r["event"] in TERMINAL and key in self._open and self._open[key].get("job_id") == r.get("job_id"):
+        elif r["event"] == "done":
+            self._done[key] = r
+        if r["event"] in TERMINAL and key in self._open and self._open[key].get("job_id") == r.get("job_id"):
             del self._open[key]
 
     def append(self, event: str, **fields) -> dict:
@@ -98,6 +103,11 @@ class Ledger:
         if job_id is None:
             return self.append("rejected", job_id=None, message="resolved by hand: not created", **fields)
         return self.append("submitted", job_id=job_id, **fields)
+
+    def done(self, key: str) -> dict | None:
+        """The newest ``done`` record of a job key (None if it never finished)."""
+        with self._lock:
+            return self._done.get(key)
 
     def attempts(self, key: str) -> int:
         """Submissions made so far for a job key (including unanswered ones)."""
@@ -162,6 +172,8 @@ def totals(records: list[dict]) -> dict:
         "retries": len(submitted) - len({(r.get("scope"), r["key"]) for r in submitted}),
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
+        # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
+        "refetched": sum(r["event"] == "refetched" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
     }
 
