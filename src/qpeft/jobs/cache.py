@@ -28,6 +28,7 @@ refused, as it cannot tell whether a run is live.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -103,7 +104,10 @@ class ResultCache:
             where = self._where.get(job_key)
         if where is None:
             return None
-        flat = np.fromfile(self._data_path, dtype=np.float64, count=where.bytes // 8, offset=where.offset)
+        try:
+            flat = np.fromfile(self._data_path, dtype=np.float64, count=where.bytes // 8, offset=where.offset)
+        except FileNotFoundError:
+            flat = np.empty(0)
         damage = where.damage(flat)
         if damage:
             logger.warning("%s: the cached results of job %s %s; fetching them again", self.directory, job_key, damage)
@@ -300,10 +304,12 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
 def _damaged(directory: Path, entries: dict[str, Entry]) -> list[str]:
     """The keys of ``entries`` whose data is cut short or fails its checksum (each logged)."""
     damaged = []
-    with open(directory / "results.f64", "rb") as src:
+    path = directory / "results.f64"
+    with open(path, "rb") if path.exists() else contextlib.nullcontext() as src:
         for key, entry in entries.items():
-            src.seek(entry.offset)
-            damage = entry.damage(src.read(entry.bytes))
+            if src is not None:
+                src.seek(entry.offset)
+            damage = entry.damage(src.read(entry.bytes) if src is not None else b"")
             if damage:
                 logger.warning("%s: dropping the cached results of job %s: they %s", directory, key, damage)
                 damaged.append(key)
@@ -313,7 +319,10 @@ def _damaged(directory: Path, entries: dict[str, Entry]) -> list[str]:
 def _copy(directory: Path, new: Path, kept: dict[str, Entry]) -> None:
     """The kept jobs' results and index into ``new``, fsynced, then marked complete."""
     lines, offset = [], 0
-    with open(directory / "results.f64", "rb") as src, open(new / "results.f64", "wb") as dst:
+    with (
+        open(directory / "results.f64", "rb") if kept else contextlib.nullcontext() as src,
+        open(new / "results.f64", "wb") as dst,
+    ):
         for key, entry in sorted(kept.items(), key=lambda item: item[1].offset):
             src.seek(entry.offset)
             data = src.read(entry.bytes)

@@ -214,15 +214,15 @@ class JobEngine:
     def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline_at) -> list:
         live = self.ledger.live().get(job_key)
         attempt = self.ledger.attempts(job_key)
-        limit = self.options.max_attempts
+        done = self.ledger.done(job_key)
+        # a job submitted again because its finished results were lost gets a new budget of attempts
+        limit = self.options.max_attempts + (done.get("attempt", 0) if done is not None else 0)
         job_id = last_id = None
         submitted_at, message = time.time(), ""
-        done = self.ledger.done(job_key) if live is None else None
-        if done is not None:  # finished before, but its results are not in the cache
-            probs = self._refetch(job_key, done, circuits, widths, shots)
+        if done is not None and live is None:  # finished before, but its results are not in the cache
+            probs = self._refetch(job_key, done, circuits, widths, shots, deadline_at)
             if probs is not None:
                 return probs
-            limit = attempt + self.options.max_attempts  # a new job: a new budget of attempts
         if live is not None:
             attempt = live["attempt"]
             if live["event"] == "submitted":
@@ -271,32 +271,33 @@ class JobEngine:
         self.cache.put_job(job_key, probs)
         self._record(event, *common, **timing)
 
-    def _refetch(self, job_key: str, done: dict, circuits, widths, shots) -> list | None:
-        """The results of a job the ledger has as ``done`` that the cache no longer has (its
-        step compacted away, or its data damaged by a power loss), fetched again by the job's id:
-        it was paid for once. None when the provider no longer has it (local jobs end with their
-        process; clouds keep results for a while): then it is submitted again."""
+    def _refetch(self, job_key: str, done: dict, circuits, widths, shots, deadline_at) -> list | None:
+        """The results of a job the ledger has as ``done`` that the cache does not have (its step
+        compacted away, data damaged by a power loss; an engine without a run directory keeps no
+        cache), fetched again by the job's id: it was paid for once. The provider is asked as a
+        poll asks (transient errors retried with backoff, anything else raised); None only when
+        it answers that the job or its results are gone (local jobs end with their process;
+        clouds keep results for a while): then a ``gone`` record, and the job is submitted again."""
         job_id, started = done.get("job_id"), time.time()
-        if job_id is None:
-            return None
-        try:
-            state = self.calls.retried(lambda: self.provider.status(job_id)).state
-            probs = self.calls.fetch(job_id, circuits, widths, shots) if state is State.DONE else None
-        except Exception as err:
-            state, probs = f"{type(err).__name__}: {self.provider.redact(str(err))}", None
-        if probs is None:
-            logger.warning(
-                "job %s (key %s) finished before, but its results are gone from the cache and the "
-                "provider (%s); submitting it again",
-                job_id,
-                job_key,
-                state,
-            )
+        if job_id is None or self.ledger.gone(job_id):  # (asked already, by an earlier run)
             return None
         common = (job_key, job_id, done.get("attempt", 0), circuits, shots, None)
-        self._persist(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
-        logger.info("job %s (key %s): results fetched again from the provider (gone from the cache)", job_id, job_key)
-        return probs
+        state, message, _ = self.calls.poll(job_id, started, deadline_at)
+        if state is State.DONE:
+            probs = self.calls.fetch(job_id, circuits, widths, shots)
+            self._persist(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
+            logger.info("job %s (key %s): results fetched again from the provider", job_id, job_key)
+            return probs
+        why = f"{getattr(state, 'name', state)}: {message}".rstrip(": ")
+        self._record("gone", *common, message=why)
+        logger.warning(
+            "job %s (key %s) finished before, but its results are gone from the cache and the provider (%s); "
+            "submitting it again",
+            job_id,
+            job_key,
+            why,
+        )
+        return None
 
     def _drain_writes(self, raise_errors: bool = True) -> None:
         """Wait for every pending write; the first one that failed (e.g. a full disk) is raised,

@@ -4,7 +4,8 @@
 a submit gave no answer, and one terminal event per job (``done``, ``failed``, ``lost``,
 ``timeout``, ``cancelled``, or ``rejected`` for an unanswered submit that turned out to have
 created nothing). ``refetched`` says a ``done`` job's results, missing from the result cache
-(compacted away, or damaged by a power loss), were fetched from the provider again. A restarted
+(compacted away, or damaged by a power loss), were fetched from the provider again; ``gone``
+that the provider no longer had them either (the job is then submitted again). A restarted
 engine reads it to re-attach to jobs that were submitted but never reached a terminal event. It
 holds no secret.
 """
@@ -48,6 +49,7 @@ class Ledger:
         self._open: dict[str, dict] = {}  # key -> newest submitted / unknown record without a terminal one
         self._attempts: dict[str, int] = {}
         self._done: dict[str, dict] = {}  # key -> newest done record
+        self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
             self._index(record)
         if self.path is not None and self.path.exists():
@@ -63,6 +65,8 @@ class Ledger:
             self._open[key] = r
         elif r["event"] == "done":
             self._done[key] = r
+        elif r["event"] == "gone":
+            self._gone.add(r.get("job_id"))
         if r["event"] in TERMINAL and key in self._open and self._open[key].get("job_id") == r.get("job_id"):
             del self._open[key]
 
@@ -108,6 +112,11 @@ class Ledger:
         """The newest ``done`` record of a job key (None if it never finished)."""
         with self._lock:
             return self._done.get(key)
+
+    def gone(self, job_id: str) -> bool:
+        """Whether the provider was found to no longer have a done job's results."""
+        with self._lock:
+            return job_id in self._gone
 
     def attempts(self, key: str) -> int:
         """Submissions made so far for a job key (including unanswered ones)."""
@@ -167,15 +176,29 @@ def totals(records: list[dict]) -> dict:
         "shots": sum(r["circuits"] * (r["shots"] or 0) for r in submitted),
         "wall_seconds": sum(r.get("wall_s", 0.0) for r in records if r["event"] in TERMINAL),
         "queue_seconds": sum(r.get("queue_s", 0.0) for r in records if r["event"] in TERMINAL),
-        # jobs created again for a job key (and scope) after an earlier job of it failed, was
-        # lost or timed out; a submit the provider rejected created nothing and is no retry
-        "retries": len(submitted) - len({(r.get("scope"), r["key"]) for r in submitted}),
+        # jobs created again for a job key after an earlier job of it failed, was lost or timed
+        # out; a submit the provider rejected created nothing and is no retry
+        "retries": _retries(records),
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
         "refetched": sum(r["event"] == "refetched" for r in records),
+        # finished jobs whose results were gone from the cache and the provider: submitted again
+        "resubmitted_after_loss": sum(r["event"] == "gone" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
     }
+
+
+def _retries(records: list[dict]) -> int:
+    """Submissions that follow a failed, lost or timed-out job of the same key."""
+    failed, retries = set(), 0
+    for r in records:
+        if r["event"] in ("failed", "lost", "timeout"):
+            failed.add(r.get("key"))
+        elif r["event"] == "submitted":
+            retries += r.get("key") in failed
+            failed.discard(r.get("key"))
+    return retries
 
 
 def recent_steps(
