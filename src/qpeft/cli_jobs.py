@@ -90,8 +90,9 @@ def add_jobs_parser(sub) -> None:
         "--compact-results",
         metavar="N",
         type=int,
-        help="delete the cached results of every job outside the run's last N steps (kept too while the run is "
-        "unfinished: a rerun replays its training steps from the cache; a job needed again is fetched from the "
-        "provider again, or submitted again where the provider no longer has it); refused while the run is live",
+        help="delete the cached results of every job outside the run's last N steps, newest first (a "
+        "`qpeft eval` of the run counts as a step; every training step is kept too while the run is "
+        "unfinished: a rerun replays them from the cache); a job needed again is fetched from the "
+        "provider again, or submitted again where the provider no longer has it; refused while the run is live",
     )
     p.set_defaults(func=cmd_jobs)
