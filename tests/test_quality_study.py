@@ -151,3 +151,25 @@ def test_the_chip_row_is_paired_with_its_exact_twin(tmp_path, monkeypatch):
     chip = summary["paired"]["qtha-weights"]
     assert list(chip) == ["qtha-weights-wukong72"]
     assert chip["qtha-weights-wukong72"]["heldout_loss"]["diffs"] == pytest.approx([0.01, 0.03])
+
+
+def test_an_accuracy_of_fewer_seeds_says_so(tmp_path, monkeypatch):
+    """(GSM8K generates answers for seed 0 only: its mean is one seed's, not '+- 0')"""
+    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    import quality_report
+
+    records = {}  # made-up numbers: this checks the table, not a result
+    for seed, loss in enumerate((1.10, 1.20, 1.30)):
+        record = _record("lora-r8", "main", 0.008, loss, 0.0, seed=seed)
+        record["cell"]["dataset"] = "gsm8k"
+        record["gsm8k_test"] = {"test_loss": loss - 0.05, "test_loss_examples": 200}
+        if seed == 0:
+            record["gsm8k_test"] |= {"test_accuracy": 0.04, "test_accuracy_examples": 100}
+        records[f"gsm8k/lora-r8/seed{seed}"] = record
+    for name, record in records.items():
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "cell.json").write_text(json.dumps(record))
+    settings = {"model": "m", "steps": 40, "tune_steps": 25, "common": {"batch_size": 4}, "lr_grid": [0.008]}
+    settings |= {"seeds": [0, 1, 2], "matched_lora": {"r": 2}}
+    text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "| 1.1500 +- 0.1000 | 0.040 (1 seed) | 1.00 +- 0.00 |" in text
