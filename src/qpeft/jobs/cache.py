@@ -28,8 +28,8 @@ refused, as it cannot tell whether a run is live.
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -162,7 +162,7 @@ class Entry(NamedTuple):
 
     def damage(self, data) -> str:
         """What is wrong with the data read for this entry ('' when nothing is)."""
-        got = len(data) if isinstance(data, bytes) else data.nbytes
+        got = memoryview(data).nbytes  # (bytes read from the file, or the array np.fromfile made)
         if got != self.bytes:
             return f"are cut short ({got} of {self.bytes} bytes; a crash before they reached the disk)"
         if self.crc is not None and zlib.crc32(data) != self.crc:
@@ -304,25 +304,26 @@ def compact(directory: str | Path, keep: Callable[[str], bool]) -> dict:
 def _damaged(directory: Path, entries: dict[str, Entry]) -> list[str]:
     """The keys of ``entries`` whose data is cut short or fails its checksum (each logged)."""
     damaged = []
-    path = directory / "results.f64"
-    with open(path, "rb") if path.exists() else contextlib.nullcontext() as src:
+    with _open_data(directory) as src:
         for key, entry in entries.items():
-            if src is not None:
-                src.seek(entry.offset)
-            damage = entry.damage(src.read(entry.bytes) if src is not None else b"")
+            src.seek(entry.offset)
+            damage = entry.damage(src.read(entry.bytes))
             if damage:
                 logger.warning("%s: dropping the cached results of job %s: they %s", directory, key, damage)
                 damaged.append(key)
     return damaged
 
 
+def _open_data(directory: Path):
+    """``results.f64`` for reading; an empty one where it is missing (every entry then reads short)."""
+    path = directory / "results.f64"
+    return open(path, "rb") if path.exists() else io.BytesIO()  # noqa: SIM115 (the callers close it)
+
+
 def _copy(directory: Path, new: Path, kept: dict[str, Entry]) -> None:
     """The kept jobs' results and index into ``new``, fsynced, then marked complete."""
     lines, offset = [], 0
-    with (
-        open(directory / "results.f64", "rb") if kept else contextlib.nullcontext() as src,
-        open(new / "results.f64", "wb") as dst,
-    ):
+    with _open_data(directory) as src, open(new / "results.f64", "wb") as dst:
         for key, entry in sorted(kept.items(), key=lambda item: item[1].offset):
             src.seek(entry.offset)
             data = src.read(entry.bytes)

@@ -288,7 +288,7 @@ class JobEngine:
             self._persist(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
             logger.info("job %s (key %s): results fetched again from the provider", job_id, job_key)
             return probs
-        why = f"{getattr(state, 'name', state)}: {message}".rstrip(": ")
+        why = getattr(state, "name", state) + (f": {message}" if message else "")
         self._record("gone", *common, message=why)
         logger.warning(
             "job %s (key %s) finished before, but its results are gone from the cache and the provider (%s); "
