@@ -1,88 +1,15 @@
-"""The ``qpeft`` command line: train, eval, generate, compare, export, plan, jobs.
-
-Every training flag is a field of :class:`qpeft.train.TrainConfig` with the same help text;
-``--config FILE`` (YAML or JSON) sets fields first, flags on the command line win.
-"""
+"""``qpeft eval``, ``qpeft generate`` and ``qpeft export``: the subcommands that load a saved adapter."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 from pathlib import Path
 
-from qpeft.cli_jobs import add_jobs_parser
-from qpeft.train import METHOD_PRESETS, TrainConfig
-
-
-def _flag_type(field: dataclasses.Field):
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-    if isinstance(default, bool):
-        return None
-    if isinstance(default, dict):
-        return json.loads
-    if isinstance(default, int) or field.type in ("int | None", int):
-        return int
-    if isinstance(default, float):
-        return float
-    return str
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per TrainConfig field (defaults left unset so --config can fill them)."""
-    parser.add_argument("--config", type=Path, help="YAML or JSON file of the fields below (flags override it)")
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help", "")
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        kind = _flag_type(field)
-        if kind is None:
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{help_text} (default: {default})",
-            )
-        else:
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                type=kind,
-                default=None,
-                help=f"{help_text} (default: {json.dumps(default) if isinstance(default, dict) else default})",
-            )
-
-
-def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    given.update(fixed)
-    if args.config is not None:
-        return TrainConfig.from_file(args.config, **given)
-    return TrainConfig(**given)
-
-
-def cmd_train(args) -> int:
-    from qpeft.train import train
-
-    config = config_from_args(args)
-    summary = train(config)
-    keep = {k: summary.get(k) for k in ("global_step", "finished", "final_train_loss", "seconds_per_step", "eval")}
-    print(json.dumps(keep, indent=2))
-    print(f"run directory: {config.out}")
-    return 0 if summary.get("finished") else 3
+from qpeft.cli.flags import positive_int
+from qpeft.train import TrainConfig
 
 
 def _run_config(adapter: Path) -> dict | None:
@@ -225,22 +152,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
-    from qpeft.report import compare
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    base = config_from_args(args)
-    report = compare(base, methods, seeds, Path(base.out))
-    if "interrupted" in report:
-        print(f"interrupted in {report['interrupted']} (checkpoint saved); run the same command again to resume")
-        return 3
-    print(report["table"])
-    print(f"report: {report['report']}")
-    print(f"loss plot: {report['plot']}")
-    return 0
-
-
 def cmd_export(args) -> int:
     model, _ = _load_adapted(args.adapter, args.model)
     out = model.export_peft_lora(args.out)
@@ -248,78 +159,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_plan(args) -> int:
-    from qpeft.train import plan
-
-    result = plan(config_from_args(args))
-    print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2) if args.json else result["text"])
-    return 0
-
-
-def adapter_fields_help() -> str:
-    """The adapter config fields that --adapter '{...}' can set, with their documentation and
-    the presets --method accepts (the same text as the config classes' field docs)."""
-    import textwrap
-
-    from qpeft.adapters import PRESETS, LoraConfig, MPOConfig, QTHAConfig, field_help
-
-    lines = ["--method presets:"]
-    lines += [f"  {name:14s} {text}" for name, (_, _, text) in PRESETS.items()]
-    seen: set[str] = set()
-    for cls in (LoraConfig, MPOConfig, QTHAConfig):
-        fields = {k: v for k, v in field_help(cls).items() if k not in seen}
-        seen |= set(fields)
-        lines += [
-            "",
-            f"--adapter fields ({cls.method} and up):" if cls is not QTHAConfig else "--adapter fields (qtha):",
-        ]
-        for name, text in fields.items():
-            wrapped = textwrap.wrap(text, 88)
-            lines.append(f"  {name:14s} {wrapped[0] if wrapped else ''}")
-            lines += [" " * 17 + more for more in wrapped[1:]]
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "train",
-        help="fine-tune one adapter",
-        description="Fine-tune one adapter on one data set.",
-        epilog=adapter_fields_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_train_flags(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "compare",
-        help="train several methods x seeds on the same data and write a report",
-        description="Train every method for every seed on the same data; write report.md and "
-        "loss-curve PNGs under --out.",
-        epilog=adapter_fields_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    add_train_flags(p, skip=("method", "seed"))
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser(
-        "plan",
-        help="circuits, jobs, shots, QPU time and cost of a run on a quantum backend",
-        description="Count what a training run would submit to --quantum-backend (per step and per run) and "
-        "estimate its QPU time and cost from the providers' published figures.",
-    )
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    add_train_flags(p)
-    p.set_defaults(func=cmd_plan)
-
-    add_jobs_parser(sub)
-
+def add_parsers(sub) -> None:
     for name, func, text in (
         ("eval", cmd_eval, "evaluate a saved adapter on held-out data"),
         ("generate", cmd_generate, "generate from a prompt with a saved adapter"),
@@ -349,19 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--max-examples",
-                type=_positive_int,
+                type=positive_int,
                 default=None,
                 help="use the first N examples of --data (default: the run's max_examples; none for --split all)",
             )
             p.add_argument(
                 "--examples",
-                type=_positive_int,
+                type=positive_int,
                 default=None,
                 help="evaluate at most N examples (default: the run's eval_examples; every one for --split all)",
             )
             p.add_argument(
                 "--max-length",
-                type=_positive_int,
+                type=positive_int,
                 default=None,
                 help="tokens per sequence (default: the run's max_length)",
             )
@@ -383,37 +223,3 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
         else:
             p.add_argument("--out", type=Path, required=True, help="directory for the PEFT LoRA")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"qpeft {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        if not _is_job_error(err):
-            raise
-        print(
-            f"qpeft {args.command}: error: {err}\nThe results of the jobs that finished are kept in the run "
-            "directory's jobs/ folder, and its ledger lists every job (`qpeft jobs RUN_DIR`): rerun the same "
-            "command to continue from there; nothing that finished is run again.",
-            file=sys.stderr,
-        )
-        return 3
-
-
-def _is_job_error(err: Exception) -> bool:
-    """A QPU job that failed for good, gave no answer, or ran past its deadline (only possible
-    once the job engine is loaded)."""
-    base, engine = sys.modules.get("qpeft.jobs.base"), sys.modules.get("qpeft.jobs.engine")
-    if base is None or engine is None:
-        return False
-    return isinstance(err, (base.JobFailedError, base.SubmissionUnknownError, engine.ProviderError, TimeoutError))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

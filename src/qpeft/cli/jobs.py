@@ -75,7 +75,7 @@ def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool
     return 0
 
 
-def add_jobs_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("jobs", help="totals of a run's job ledger", description="Totals of RUN_DIR/jobs/ledger.jsonl.")
     p.add_argument("run_dir", type=Path, help="a run directory trained with --quantum-backend")
     p.add_argument("--json", action="store_true", help="print the totals (with --compact-results: its summary) as JSON")
