@@ -83,6 +83,8 @@ class QiskitBackend(ProbabilityBackend):
         n = circuit.n_qubits
         if circuit.amplitude_encoding:
             circuits = [self._finish(to_qiskit(circuit, x[b], w)) for b in range(batch)]
+            # Aer has no `state_preparation` instruction: unroll it for the simulator
+            circuits = qiskit.transpile(circuits, self.simulator, optimization_level=0)
             result = self.simulator.run(circuits, shots=self.shots, seed_simulator=self.seed).result()
         else:
             values = _slot_values(circuit, x, w, batch)
