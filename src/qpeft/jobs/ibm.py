@@ -70,7 +70,7 @@ class IBMProvider(Provider):
     """IBM Quantum, or its local testing mode for ``fake_*`` backends (see module docstring)."""
 
     name = "ibm"
-    limits = Limits(max_executions=10_000_000, max_two_qubit_gates=10_000)
+    limits = Limits(max_executions=10_000_000, max_two_qubit_gates=9_999)  # "fewer than 10,000" (§3.3)
     can_find = True
 
     def __init__(
