@@ -4,6 +4,10 @@
   replaces it (and only it) at the SDK's service boundary. Its chips run the QProg objects
   the origin provider builds on pyqpanda3's own CPUQVM, so everything on our side of the
   network is real. Jobs live in the service (a re-created ``QCloudJob(id)`` re-attaches).
+* ``StandInRuntimeService``: IBM's Qiskit Runtime service is a remote network service too; this
+  object replaces it (and only it): its backends are real ``IBMBackend`` objects built from a
+  fake backend's snapshot (so transpilation and the Sampler's client-side code run for real),
+  and a job submission (``_run``, the HTTP POST) fails the way the service answers a bad token.
 * ``ScriptedProvider``: a provider whose submissions fail transiently, get throttled, hang,
   end FAILED, get lost and finish out of order, on a seeded script; it computes results
   with the real local provider and keeps its own log to check the engine against.
@@ -56,12 +60,13 @@ class StandInQCloudService:
     """QCloudService's surface the provider uses: ``backends()``, ``backend(name)``, and a
     job constructor (``job(id)``, what ``QCloudJob(id)`` is with a real service)."""
 
-    def __init__(self, backends=None, fail_first=0, key_in_errors=""):
+    def __init__(self, backends=None, fail_first=0, key_in_errors="", submit_error=""):
         self._backends = backends or {"full_amplitude": True, "WK_C180": True, "WK_C102_400": False}
         self.jobs: dict[str, _ServerJob] = {}
         self.submissions: list[tuple[int, int]] = []  # (programs, shots) per run call
         self.fail_first = fail_first
         self.key_in_errors = key_in_errors
+        self.submit_error = submit_error  # every run call raises this (pybind RuntimeError) text
         self._ids = itertools.count(1)
 
     def backends(self):
@@ -86,6 +91,8 @@ class _Chip:
         assert isinstance(options, qcloud.QCloudOptions) and isinstance(shots, int)
         assert all(isinstance(p, core.QProg) for p in progs) and len(progs) <= 200
         s = self.service
+        if s.submit_error:
+            raise RuntimeError(s.submit_error)
         s.submissions.append((len(progs), shots))
         job_id = f"origin-{next(s._ids)}"
         message = ""
@@ -123,6 +130,52 @@ class _Job:
 
     def cancel(self):
         return True
+
+
+class StandInRuntimeService:
+    """QiskitRuntimeService's surface the ibm provider uses: ``backend(name)``,
+    ``least_busy()``, ``active_account()``, and ``_run`` (the job submission the Sampler makes
+    through the backend's service), which raises ``error`` as the SDK raises a refused request."""
+
+    is_local = False
+
+    def __init__(self, error: str, saved_token: str = "", fake: str = "FakeNairobiV2"):
+        from qiskit_ibm_runtime import fake_provider
+
+        self.error, self.saved_token = error, saved_token
+        self._fake = getattr(fake_provider, fake)()
+        self.submissions = 0
+
+    def active_account(self):
+        return {"channel": "ibm_quantum_platform", "token": self.saved_token} if self.saved_token else None
+
+    def backend(self, name):
+        import copy
+
+        from qiskit_ibm_runtime.ibm_backend import IBMBackend
+
+        configuration = copy.deepcopy(self._fake.configuration())
+        configuration.backend_name = name
+        return IBMBackend(configuration, self, _SnapshotClient(self._fake))
+
+    def least_busy(self, **filters):
+        return self.backend("ibm_least_busy")
+
+    def _run(self, **request):
+        from qiskit_ibm_runtime.exceptions import IBMRuntimeError
+
+        self.submissions += 1
+        raise IBMRuntimeError(self.error)
+
+
+class _SnapshotClient:
+    """The backend's API client: calibration properties from the fake backend's snapshot."""
+
+    def __init__(self, fake):
+        self._properties = fake._load_json(fake.props_filename)
+
+    def backend_properties(self, name, datetime=None, calibration_id=None):
+        return self._properties
 
 
 class ScriptedProvider(Provider):

@@ -93,6 +93,8 @@ class IBMProvider(Provider):
             if service is None:
                 service = runtime.QiskitRuntimeService(token=self._token or None)
             self._service = service
+            # the token of a saved account (QiskitRuntimeService() reads it from disk) is a secret too
+            self._token = self._token or (service.active_account() or {}).get("token", "")
             if backend:
                 self._backend = service.backend(backend)
             else:
