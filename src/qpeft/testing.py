@@ -111,8 +111,8 @@ def tiny_model_dir(path, kind: str = "llama", seed: int = 0):
     return path
 
 
-def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A 2-layer random Llama / Qwen2 / GPT-2 (hidden 32, vocab 128) in eval mode."""
+def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32, n_layers: int = 2):
+    """A random Llama / Qwen2 / GPT-2 of ``n_layers`` layers (hidden 32, vocab 128) in eval mode."""
     import transformers as tf
 
     # Llama and Qwen2 share their config fields; GPT-2 names its own.
@@ -123,14 +123,14 @@ def tiny_causal_lm(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32)
         "num_key_value_heads": 2,
         "max_position_embeddings": 512,
         "vocab_size": TINY_VOCAB,
-        "num_hidden_layers": 2,
+        "num_hidden_layers": n_layers,
     }
     if kind == "llama":
         cfg, cls = tf.LlamaConfig(**decoder), tf.LlamaForCausalLM
     elif kind == "qwen2":
         cfg, cls = tf.Qwen2Config(**decoder), tf.Qwen2ForCausalLM
     elif kind == "gpt2":
-        cfg = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, vocab_size=TINY_VOCAB)
+        cfg = tf.GPT2Config(n_embd=32, n_layer=n_layers, n_head=4, n_positions=512, vocab_size=TINY_VOCAB)
         cls = tf.GPT2LMHeadModel
     else:
         raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {sorted(TINY_TARGETS)}")

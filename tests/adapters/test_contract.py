@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qpeft.adapters import LoraConfig, MPOConfig, QTHAConfig, get_model, load_adapter
+from qpeft.adapters import LoraConfig, MPOConfig, QPeftModel, QTHAConfig, get_model, load_adapter
 from qpeft.adapters.base import AdapterLayer
 from qpeft.testing import TINY_TARGETS, tiny_causal_lm
 
@@ -96,6 +96,40 @@ def test_save_load_round_trip_is_exact(method, kind, tmp_path):
     restored = load_adapter(tiny_causal_lm(kind), tmp_path)
     with torch.no_grad():
         assert torch.equal(restored(input_ids=ids).logits, expected)
+
+
+DEEP_LAYERS = 12  # module names sort lexically as layers.0, layers.1, layers.10, layers.11, layers.2, ...
+
+
+def _perturbed(model, seed):
+    """Every adapter tensor moved off its init to seeded random values, different in every module."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.adapter_state().values():
+            p.copy_(p + 0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_deep_model_loads_every_tensor_into_its_own_module(method, tmp_path):
+    """On a 12-layer model with all-linear targets, model order and sorted names disagree and
+    many modules share a shape: a loader that pairs them by position fills the wrong modules."""
+    model = _perturbed(get_model(tiny_causal_lm("llama", n_layers=DEEP_LAYERS), METHODS[method]("all-linear")), 7)
+    names = list(model.adapter_layers)
+    assert len(names) == 7 * DEEP_LAYERS and names != sorted(names)
+    ids = _tokens(4)
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path)
+    for load in (load_adapter, QPeftModel.from_pretrained):
+        restored = load(tiny_causal_lm("llama", n_layers=DEEP_LAYERS), tmp_path).eval()
+        assert list(restored.adapter_layers) == names
+        for name, layer in model.adapter_layers.items():
+            own = restored.adapter_layers[name].adapter_parameters()
+            for pname, p in layer.adapter_parameters().items():
+                assert torch.equal(own[pname], p), f"{load.__name__}: {name}.{pname} differs"
+        with torch.no_grad():
+            assert torch.equal(restored(input_ids=ids).logits, expected)
 
 
 @pytest.mark.parametrize("method,kind", CASES, ids=IDS)
