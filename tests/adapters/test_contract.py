@@ -20,6 +20,9 @@ METHODS = {
     ),
     "qtha-none": lambda t: QTHAConfig(r=4, alpha=8, bond_dim=3, branch="none", target_modules=t),
 }
+#: the linear adapters (merge, merge_and_unload and the PEFT export take them); the others apply
+#: a circuit or an MLP to each token's features
+MERGEABLE = {"lora", "mpo", "qtha-weights", "qtha-weights-mlp", "qtha-none"}
 MODELS = ["llama", "qwen2", "gpt2"]
 CASES = [(m, k) for m in METHODS for k in MODELS]
 IDS = [f"{m}-{k}" for m, k in CASES]
@@ -138,6 +141,7 @@ def test_merge_unmerge_and_peft_export(method, kind, tmp_path):
     ids = _tokens(3)
     with torch.no_grad():
         expected = model(input_ids=ids).logits
+    assert model.adapter_config.mergeable == (method in MERGEABLE)
     if not model.adapter_config.mergeable:
         with pytest.raises(ValueError, match="not linear in x"):
             model.merge()
