@@ -105,6 +105,7 @@ def _needs(code: str) -> None:
 RUNNABLE = [p for p in pages() if any(b.marker != "skip" and b.language == "python" for b in blocks(p))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=[_id(p) for p in RUNNABLE])
 def test_page_code_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
