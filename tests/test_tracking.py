@@ -4,6 +4,7 @@ the losses. TensorBoard is checked for real (its event files, read back with ten
 EventAccumulator); MLflow with a local file store; Weights & Biases in offline mode. The counts are
 checked against ``qpeft plan`` and the run's job ledger, the spend against the plan's cost."""
 
+import dataclasses
 import json
 
 import pytest
@@ -149,20 +150,35 @@ def test_in_process_backends_log_their_settings_and_lora_logs_none(tiny_dir, tmp
 
 
 @pytest.mark.slow
-def test_wandb_offline_run_receives_the_quantum_values(tiny_dir, tmp_path, monkeypatch):
+def test_wandb_offline_runs_receive_the_quantum_values_one_run_per_training(tiny_dir, tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
+    from transformers import TrainerCallback
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+    class Summary(TrainerCallback):
+        """The run's newest value of every key, at the end of training (before the run is finished)."""
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.run_id, self.values = wandb.run.id, dict(wandb.run.summary)
+
     config = _config(tiny_dir, tmp_path / "wb", quantum_backend="local:shots", shots=100, report_to="wandb")
+    seen = []
     try:
-        assert train(config)["finished"]
-        summary = dict(wandb.run.summary)  # the newest value of every key the run was given
+        for out in ("wb1", "wb2"):  # two trainings in one process, as the cells of `qpeft compare`
+            summary = Summary()
+            assert train(dataclasses.replace(config, out=str(tmp_path / out)), callbacks=[summary])["finished"]
+            seen.append(summary)
+            assert wandb.run is None  # finished with its training
     finally:
         if wandb.run is not None:
             wandb.run.finish()
     expected = plan(config)
-    assert summary["train/quantum/circuits"] == 3 * expected["circuits_per_step"]
-    assert summary["train/quantum/jobs_per_step"] == expected["jobs_per_step"]
-    assert summary["train/global_step"] == 3 and "train/loss" in summary
-    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    for summary in seen:
+        assert summary.values["train/quantum/circuits"] == 3 * expected["circuits_per_step"]
+        assert summary.values["train/quantum/jobs_per_step"] == expected["jobs_per_step"]
+        assert summary.values["train/global_step"] == 3 and "train/loss" in summary.values
+    assert seen[0].run_id != seen[1].run_id
+    assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 2

@@ -186,11 +186,30 @@ def _runner(model):
     return modules[0].step_runner if modules else None
 
 
-def add_quantum_metrics(trainer) -> QuantumMetrics:
+class FinishRuns(TrainerCallback):
+    """Ends the tracker runs that outlive a ``Trainer`` at the end of its training.
+
+    Weights & Biases keeps its run open after training, so the next training in the same process
+    (the next cell of ``qpeft compare``) would log into it; every other integration ends its own
+    run. Placed last among the callbacks, so the trackers have logged everything first.
+    """
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """Finish the open W&B run (when ``report_to`` names wandb)."""
+        if "wandb" in (args.report_to or []):
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def add_quantum_metrics(trainer, finish_runs: bool = False) -> QuantumMetrics:
     """Log the quantum values of ``trainer``'s model beside its losses (to every ``report_to`` tracker).
 
     Args:
         trainer: a ``transformers.Trainer`` (or TRL trainer) whose model holds qpeft adapters.
+        finish_runs: also end the tracker runs when training ends (:class:`FinishRuns`), so that
+            each training in a process is its own run (``qpeft train`` / ``compare`` do).
 
     Returns:
         The :class:`QuantumMetrics` callback, placed first among the trainer's callbacks so that
@@ -198,4 +217,6 @@ def add_quantum_metrics(trainer) -> QuantumMetrics:
     """
     callback = QuantumMetrics()
     trainer.callback_handler.callbacks.insert(0, callback)
+    if finish_runs:
+        trainer.add_callback(FinishRuns())
     return callback

@@ -288,7 +288,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         data_collator=Collator(tokenizer.pad_token_id),
         callbacks=[metrics, *(callbacks or []), stop],
     )
-    add_quantum_metrics(trainer)  # first: its values reach the trackers and metrics.jsonl in the same record
+    add_quantum_metrics(trainer, finish_runs=True)  # first: its values reach the trackers and metrics.jsonl
     return trainer
 
 
