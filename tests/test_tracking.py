@@ -50,6 +50,7 @@ def test_report_to_names_are_checked():
         TrainConfig(report_to="tensorbord")
     with pytest.raises(ValueError, match="`report_to`"):
         TrainConfig(report_to="none,wandb")
+    assert "tensorboard" in report_to_list("all")  # every installed integration, as transformers reads "all"
     with pytest.raises(ValueError, match="comma-separated string or a list"):
         report_to_list(3)
     pytest.importorskip("transformers")

@@ -34,13 +34,13 @@ def report_to_list(value: str | list[str] | None, check_installed: bool = True) 
     """The trackers named by a ``report_to`` setting.
 
     Args:
-        value: ``"none"`` (or None, or empty) for no tracker, a comma-separated string such as
-            ``"tensorboard,mlflow"``, or a list of names; every name is one of transformers'
-            reporting integrations (``transformers.integrations.INTEGRATION_TO_CALLBACK``).
+        value: ``"none"`` (or None, or empty) for no tracker, ``"all"`` for every installed one, a
+            comma-separated string such as ``"tensorboard,mlflow"``, or a list of names; every name
+            is one of transformers' reporting integrations (``INTEGRATION_TO_CALLBACK``).
         check_installed: also check that each named tracker's package is importable.
 
     Returns:
-        The tracker names, in the given order, without ``"none"``.
+        The tracker names, in the given order (``"all"``: the installed ones), without ``"none"``.
 
     Raises:
         ValueError: a name transformers does not integrate, ``"none"`` combined with a tracker,
@@ -58,6 +58,10 @@ def report_to_list(value: str | list[str] | None, check_installed: bool = True) 
         raise ValueError(f"`report_to` must be a comma-separated string or a list of names, got {value!r}")
     if names in ([], ["none"]):
         return []
+    if names == ["all"]:  # as transformers reads it: every installed integration
+        from transformers.integrations import get_available_reporting_integrations
+
+        return get_available_reporting_integrations() if check_installed else names
     unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
     if unknown:
         raise ValueError(

@@ -82,8 +82,8 @@ class TrainConfig:
     report_to: str = doc(
         "none",
         "experiment trackers for the losses and the quantum values (backend, noise, shots, circuits and jobs per "
-        "step, QPU spend so far): none, or comma-separated tensorboard (event files under OUT/runs), mlflow, "
-        "wandb, or another transformers integration that is installed",
+        "step, QPU spend so far): none, all (the installed ones), or comma-separated tensorboard (event files "
+        "under OUT/runs), mlflow, wandb, or another transformers integration that is installed",
     )
     gradient_checkpointing: bool = doc(
         False,
