@@ -129,6 +129,28 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
                 assert done.returncode == 0, f"{page}:{block.line}: {shlex.join(argv)}\n{done.stdout}\n{done.stderr}"
 
 
+def test_blocks_and_markers_are_read(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# A page\n\n```python\nx = 1\n```\n\n<!-- docs-test: skip: needs a QPU account -->\n"
+        "```python\nsubmit()\n```\n<!-- docs-test: run -->\n\n```bash\nqpeft --help\n```\n"
+    )
+    found = [(b.line, b.language, b.code, b.marker) for b in blocks(page)]
+    assert found == [
+        (4, "python", "x = 1\n", None),
+        (9, "python", "submit()\n", "skip: needs a QPU account"),
+        (14, "bash", "qpeft --help\n", "run"),
+    ]
+    page.write_text("<!-- docs-test: skip -->\n```python\nx = 1\n```\n")
+    with pytest.raises(ValueError, match="malformed marker"):
+        blocks(page)
+    assert commands("qpeft train \\\n  --steps 3  # three\nmake test\n") == [
+        ["qpeft", "train", "--steps", "3"],
+        ["make", "test"],
+    ]
+    assert qpeft_argv(["torchrun", "--nproc_per_node", "2", "-m", "qpeft.cli", "train"]) == ["train"]
+
+
 def _parse(args: list[str]) -> str | None:
     """None when the CLI accepts ``args`` (and TrainConfig its training fields), else the error."""
     from qpeft.cli import build_parser, config_from_args
