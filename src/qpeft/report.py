@@ -19,10 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 def _same_run(recorded: dict | None, config: TrainConfig) -> bool:
-    """Whether a recorded config is ``config`` (``resume`` and ``progress`` aside)."""
+    """Whether a recorded config is ``config`` (``resume``, ``progress`` and ``report_to`` aside: they
+    do not change what a run computes)."""
     if not isinstance(recorded, dict):
         return False
-    ignore = ("resume", "progress")
+    ignore = ("resume", "progress", "report_to")
     current = dataclasses.asdict(config)
     return {k: v for k, v in recorded.items() if k not in ignore} == {
         k: v for k, v in current.items() if k not in ignore

@@ -79,6 +79,12 @@ class TrainConfig:
     quantum_options: dict = doc(
         {}, "provider / job-engine options for --quantum-backend, e.g. {'max_parallel': 4, 'job_timeout': 3600}"
     )
+    report_to: str = doc(
+        "none",
+        "experiment trackers for the losses and the quantum values (backend, noise, shots, circuits and jobs per "
+        "step, QPU spend so far): none, all (the installed ones), or comma-separated tensorboard (event files "
+        "under OUT/runs), mlflow, wandb, or another transformers integration that is installed",
+    )
     gradient_checkpointing: bool = doc(
         False,
         "recompute the base model's activations during backward (non-reentrant gradient "
@@ -114,6 +120,10 @@ class TrainConfig:
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {self.shots!r}")
         if not isinstance(self.adapter, dict):
             raise ValueError(f"`adapter` must be a mapping of config fields, got {self.adapter!r}")
+        if self.report_to not in ("none", "", None):
+            from qpeft.tracking import report_to_list
+
+            report_to_list(self.report_to, check_installed=False)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -219,6 +229,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
     from transformers import Trainer, TrainingArguments
 
     from qpeft.data import Collator
+    from qpeft.tracking import add_quantum_metrics, report_to_list
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +265,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         label_names=["labels"],
         seed=config.seed,
         data_seed=config.seed,
-        report_to=[],
+        report_to=report_to_list(config.report_to),
         remove_unused_columns=False,
         disable_tqdm=not config.progress,
         use_cpu=not torch.cuda.is_available(),
@@ -269,7 +280,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         # the frozen embeddings give no grad-requiring input to the first checkpointed layer
         model.enable_input_require_grads()
     metrics, stop = _callbacks(out)
-    return QPeftTrainer(
+    trainer = QPeftTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -277,6 +288,8 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         data_collator=Collator(tokenizer.pad_token_id),
         callbacks=[metrics, *(callbacks or []), stop],
     )
+    add_quantum_metrics(trainer, finish_runs=True)  # first: its values reach the trackers and metrics.jsonl
+    return trainer
 
 
 def quantum_runner(config: TrainConfig, model, out: Path):
