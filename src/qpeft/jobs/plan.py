@@ -14,53 +14,11 @@ import math
 from dataclasses import asdict, dataclass
 
 from qpeft.jobs.base import jobs_for, two_qubit_gates
+from qpeft.jobs.rates import RATES, Rate, estimate  # noqa: F401 (Rate: public here too)
 from qpeft.jobs.providers import parse_spec, provider_limits
 from qpeft.jobs.step import circuits_per_module
 from qpeft.quantum.circuit import Circuit
 
-
-@dataclass(frozen=True)
-class Rate:
-    """Published (or observed) time and price figures of one provider; (low, high) ranges."""
-
-    per_job_s: tuple[float, float]
-    per_circuit_s: tuple[float, float]
-    per_shot_s: tuple[float, float]
-    price_per_qpu_s: tuple[float, float] | None
-    currency: str
-    source: str
-    date: str
-    official: bool
-
-
-RATES = {
-    "ibm": Rate(
-        per_job_s=(2.0, 4.1),
-        per_circuit_s=(0.0, 0.0),
-        per_shot_s=(250e-6, 260e-6),
-        price_per_qpu_s=(1.60, 1.60),
-        currency="USD",
-        source="IBM docs guides/estimate-job-run-time (4.1 quantum s for one Bell job, the upper per-job bound; "
-        "the lower one is our inference), guides/repetition-rate-execution + fake backend snapshots "
-        "(default rep_delay 250 us plus ~2-10 us of circuit and readout); pay-as-you-go $1.60/s "
-        "(api-evangelist/ibm-quantum plans yml citing ibm.com/quantum/pricing); Open plan: 10 free min / 28 days",
-        date="2026-05",
-        official=True,
-    ),
-    "origin": Rate(
-        per_job_s=(0.0, 211.0),
-        per_circuit_s=(0.5, 4.5),
-        per_shot_s=(0.0, 0.0),
-        price_per_qpu_s=(1000 / 60, 1000 / 60),
-        currency="CNY",
-        source="no official figures: 'time usage' 0.5-4.5 s per small task observed on Wukong "
-        "(Kahsolt/OriginQ-wukong-playground README, 2024-02); one 100-shot Bell task on chip 180 ran a 211 s "
-        "window (LoomQ-2026 evidence, 2026-08); price implied by a sign-up credit of 10 min 'worth 10,000 RMB'",
-        date="2024-02 / 2026-08",
-        official=False,
-    ),
-    "local": Rate((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), None, "", "in-process simulator: no QPU time", "-", True),
-}
 
 ACTIVATION_WARNING = (
     "impractical on hardware: qnn_mode='activation' runs one circuit per token per module (and its gradient "
