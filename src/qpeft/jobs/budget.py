@@ -64,7 +64,8 @@ class SpendCap:
 
     def passed_by(self, spend: Spend) -> list[str]:
         """The units in which ``spend`` exceeds the cap."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None and getattr(spend, f.name) > getattr(self, f.name)]
+        caps = {f.name: getattr(self, f.name) for f in fields(self)}
+        return [name for name, cap in caps.items() if cap is not None and getattr(spend, name) > cap]
 
 
 def job_spend(provider: str, circuits: int, shots: int | None) -> Spend:

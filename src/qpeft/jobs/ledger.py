@@ -6,11 +6,12 @@ a submit returns (before any polling), ``unknown`` when a submit gave no answer,
 event per job (``done``, ``failed``, ``lost``, ``timeout`` (cancelled past its time limit, the
 provider confirmed), ``cancelled``, or ``rejected`` for a submission that created nothing: the
 provider answered with an error, or a submission left open by a crash was not found by its tag).
-A ``done`` record may carry ``usage``: what the provider reported the job used. ``refetched`` says a ``done`` job's results, missing from the result cache
-(compacted away, or damaged by a power loss), were fetched from the provider again; ``gone``
-that the provider no longer had them either (the job is then submitted again). A restarted
-engine reads it to re-attach to jobs that were submitted but never reached a terminal event. It
-holds no secret.
+A ``done`` record may carry ``usage``: what the provider reported the job used. ``refetched``
+says a ``done`` job's results, missing from the result cache (compacted away, or damaged by a
+power loss), were fetched from the provider again; ``gone`` that the provider no longer had them
+either (the job is then submitted again). A restarted engine reads it to re-attach to jobs that
+were submitted but never reached a terminal event, and to settle submissions left without a job
+id. It holds no secret.
 """
 
 from __future__ import annotations

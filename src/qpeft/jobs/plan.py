@@ -14,11 +14,10 @@ import math
 from dataclasses import asdict, dataclass
 
 from qpeft.jobs.base import jobs_for, two_qubit_gates
-from qpeft.jobs.rates import RATES, Rate, estimate  # noqa: F401 (Rate: public here too)
 from qpeft.jobs.providers import parse_spec, provider_limits
+from qpeft.jobs.rates import RATES, Rate, estimate  # noqa: F401 (Rate: public here too)
 from qpeft.jobs.step import circuits_per_module
 from qpeft.quantum.circuit import Circuit
-
 
 ACTIVATION_WARNING = (
     "impractical on hardware: qnn_mode='activation' runs one circuit per token per module (and its gradient "

@@ -55,7 +55,9 @@ RATES = {
 }
 
 
-def estimate(provider: str, jobs: int, circuits: int, shots: int) -> tuple[tuple[float, float], tuple[float, float] | None]:
+def estimate(
+    provider: str, jobs: int, circuits: int, shots: int
+) -> tuple[tuple[float, float], tuple[float, float] | None]:
     """((low, high) QPU seconds, (low, high) cost or None where there is no price) of ``jobs``
     jobs holding ``circuits`` circuits and ``shots`` shots in all, on ``provider`` (a provider
     name; one without figures costs nothing)."""
