@@ -13,7 +13,7 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -245,6 +245,12 @@ class Provider(ABC):
         """Two-qubit gates of one circuit of this template as the provider runs it (what its
         per-job gate limit counts): the logical count unless the provider transpiles."""
         return two_qubit_gates(circuit)
+
+    @classmethod
+    def plan_gate_count(cls, backend: str | None, **options) -> tuple[Callable[[Circuit], int], str]:
+        """(two-qubit gates per circuit as :meth:`two_qubit_gates` counts them, offline, for
+        ``qpeft plan``; what they were counted on)."""
+        return two_qubit_gates, "the logical circuit"
 
     def wait(self, job_id: str, seconds: float) -> None:
         """Sleep between two status polls; a provider that can tell when a job ends may return early."""

@@ -151,8 +151,8 @@ class LocalProvider(Provider):
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray] | np.ndarray:
         return self._future(job_id).result()
 
-    def cancel(self, job_id: str) -> None:
-        self._future(job_id).cancel()
+    def cancel(self, job_id: str) -> bool:
+        return self._future(job_id).cancel()  # False for a job already running or done
 
     def find(self, tag: str) -> str | None:
         return self._tags.get(tag)
