@@ -155,7 +155,7 @@ class StandInRuntimeService:
     ``least_busy`` answers; ``usage_s`` the QPU seconds its jobs' metrics report.
     """
 
-    def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5):
+    def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0):
         from qiskit_ibm_runtime import fake_provider
 
         self._backends = {}
@@ -166,6 +166,7 @@ class StandInRuntimeService:
             self._backends[name] = fake
         self.least = least or backends[0]
         self.usage_s = usage_s
+        self.polls = polls  # status queries each job reads QUEUED first
         self.by_id: dict[str, _RuntimeJob] = {}
         self.submissions = 0
 
@@ -209,7 +210,7 @@ class _StandInSampler:
         self._sampler = Sampler(mode=mode, options=options)  # the SDK's own, in local testing mode
 
     def run(self, pubs, shots=None):
-        job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s)
+        job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s, self.service.polls)
         self.service.by_id[job.job_id()] = job
         self.service.submissions += 1
         return job
@@ -218,13 +219,16 @@ class _StandInSampler:
 class _RuntimeJob:
     """A service job: the local job's status and results, the service's tags and usage metrics."""
 
-    def __init__(self, local_job, tags, usage_s):
-        self._job, self.tags, self._usage_s = local_job, tags, usage_s
+    def __init__(self, local_job, tags, usage_s, polls=0):
+        self._job, self.tags, self._usage_s, self._polls = local_job, tags, usage_s, polls
 
     def job_id(self):
         return self._job.job_id()
 
     def status(self):
+        if self._polls > 0:
+            self._polls -= 1
+            return "QUEUED"
         return self._job.status()
 
     def result(self):

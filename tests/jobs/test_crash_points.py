@@ -104,13 +104,13 @@ def test_origin_cannot_look_jobs_up_so_a_cut_off_submission_is_reported_not_paid
     from qpeft.jobs.origin import OriginProvider
 
     service = StandInQCloudService()
-    first = OriginProvider(api_key="k", service=service, job_factory=service.job)
+    first = OriginProvider(api_key="sk-test-KEY", service=service, job_factory=service.job)
     first._chip.run = _crash_after(first._chip.run)
     with pytest.raises(Crash):
         JobEngine(first, tmp_path, **FAST).run(_circuits(), 200, scope="s")
     assert len(service.submissions) == 1
 
-    restarted = OriginProvider(api_key="k", service=service, job_factory=service.job)
+    restarted = OriginProvider(api_key="sk-test-KEY", service=service, job_factory=service.job)
     with pytest.raises(SubmissionUnknownError, match="cannot look jobs up by tag.*--resolve") as info:
         JobEngine(restarted, tmp_path, **FAST).run(_circuits(), 200, scope="s")
     assert len(service.submissions) == 1  # not paid again

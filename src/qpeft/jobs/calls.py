@@ -58,8 +58,8 @@ class ProviderCalls:
             if not self.provider.remote:  # in-process: nothing to time out
                 return self.provider.submit(circuits, shots, tag)
             future = self._pool.submit(self.provider.submit, circuits, shots, tag)
-            try:
-                return future.result(timeout=min(opts.submit_timeout, deadline.left()))
+            try:  # (not cut short by the deadline: a call abandoned in flight leaves a job of unknown fate)
+                return future.result(timeout=opts.submit_timeout)
             except FutureTimeout:
                 raise NoAnswer(future) from None
 

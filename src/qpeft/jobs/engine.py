@@ -221,6 +221,8 @@ class JobEngine:
             if job_id is None:
                 if attempt >= limit:
                     raise self._used_up(job_key, attempt)
+                if deadline.passed():
+                    raise TimeoutError(f"{deadline.what} reached before job key {job_key} was submitted; rerun")
                 attempt += 1
                 job_id = self.submitter.submit(job_key, circuits, shots, attempt, deadline)
                 submitted_at = time.time()
