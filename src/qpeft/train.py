@@ -330,6 +330,9 @@ def quantum_runner(config: TrainConfig, model, out: Path, provider=None):
         def on_step_begin(self, args, state, control, **kwargs):
             runner.scope = f"train-{state.global_step}"
 
+        def on_step_end(self, args, state, control, **kwargs):
+            runner.scope = f"eval-step-{state.global_step}"  # (what runs before the next step: an evaluation)
+
     return runner, [StepScope()]
 
 
