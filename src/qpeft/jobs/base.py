@@ -193,10 +193,13 @@ class SubmissionUnknownError(TimeoutError):
 class Provider(ABC):
     """Submits jobs of bound circuits to one backend and follows them.
 
-    ``submit`` returns a job id; ``status`` never blocks on the job; ``result`` is called only
-    after ``status`` said DONE. ``find(tag)`` looks a job up by the tag given to ``submit``
-    (None when the provider cannot look jobs up). Errors a provider classifies as transient
-    (:meth:`is_transient`) are retried by the engine; everything else is final. ``result`` gives
+    ``submit`` returns a job id; ``status`` never blocks on the job, and raises
+    :class:`JobLostError` for an id the service does not know (then, and only then, the engine
+    may submit the job again); ``result`` is called only after ``status`` said DONE; ``cancel``
+    is a request (the engine believes the status that follows it). ``find(tag)`` looks a job up by
+    the tag given to ``submit`` (when :attr:`can_find`). Errors a provider classifies as transient
+    (:meth:`is_transient`) are retried by the engine; everything else is final. ``usage`` reports
+    what a finished job used, ``two_qubit_gates`` what its per-job gate limit counts. ``result`` gives
     one probability vector per circuit, in job order: a list, or a 2-D float64 array (one row per
     circuit) when all have one width, which spares the engine a copy per circuit.
     """

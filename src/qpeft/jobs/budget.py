@@ -109,9 +109,9 @@ class Budget:
     def reserve(self, key: str, circuits: int, shots: int | None) -> Spend:
         """Count a job about to be submitted; raises :class:`BudgetExceededError` (counting
         nothing) when it would take the run past the cap."""
+        if self.cap is None:  # (nothing to count: no work per job)
+            return Spend()
         need = job_spend(self.provider, circuits, shots)
-        if self.cap is None:
-            return need
         with self._lock:
             passed = self.cap.passed_by(self.spent + need)
             if passed:

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 
 from qpeft.jobs.base import BoundCircuit, Provider, SubmissionUnknownError
 from qpeft.jobs.budget import Budget, Spend
-from qpeft.jobs.calls import NoAnswer, ProviderCalls
+from qpeft.jobs.calls import NoAnswer, ProviderCalls, ProviderError
 from qpeft.jobs.ledger import Ledger
 from qpeft.jobs.options import Deadline, EngineOptions
 
@@ -70,6 +70,10 @@ class Submitter:
             self.budget.release(reserved)
             if durable:
                 self.record("rejected", key, None, attempt, circuits, shots, tag, message=str(err))
+            if isinstance(err, ProviderError):
+                raise ProviderError(
+                    f"job key {key} (tag {tag}) was not submitted, nothing was created: {err}"
+                ) from None
             raise
         self.record("submitted", key, job_id, attempt, circuits, shots, tag)
         return job_id
