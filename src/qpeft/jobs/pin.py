@@ -7,8 +7,8 @@ backend of a run's first submission, which its ledger records (every ``intent`` 
 record names provider and backend), is the run's backend: a spec without a backend reuses it
 (:func:`pinned_spec`); a provider or backend other than the recorded one is refused unless the
 engine option ``switch_backend`` is on, and switching says what happens to the jobs left open on
-the old one (:func:`check_backend`). Local simulators are not pinned (they cost nothing and hold
-no jobs across processes).
+the old one (:func:`check_backend`). Simulators are not pinned (they cost nothing and hold no jobs
+across processes).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def pinned_spec(spec: str, run_dir) -> tuple[str, bool]:
 
 def check_backend(ledger: Ledger, provider: Provider, switch: bool) -> None:
     """Refuse a provider / backend other than the one the run's ledger records (ValueError),
-    unless ``switch``; a switch is logged with the jobs it leaves open."""
-    if provider.name == "local":
+    unless ``switch``; a switch is logged with the jobs it leaves open. Simulators (the local
+    provider, IBM's local testing mode: jobs that end with the process) are never refused."""
+    if provider.name == "local" or not provider.durable:
         return
     recorded = recorded_backend(ledger.records)
     if recorded is None or recorded == (provider.name, provider.backend):

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from qpeft.jobs.base import BoundCircuit, Provider, SubmissionUnknownError
-from qpeft.jobs.budget import Budget, Spend
+from qpeft.jobs.budget import Budget, Spend, job_spend
 from qpeft.jobs.calls import NoAnswer, ProviderCalls, ProviderError
 from qpeft.jobs.ledger import Ledger
 from qpeft.jobs.options import Deadline, EngineOptions
@@ -125,6 +125,7 @@ class Submitter:
         if job_id is None:
             message = f"no job with tag {tag} at the provider after a restart: the submission created nothing"
             self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
+            self.budget.release(job_spend(self.provider.name, len(circuits), shots))  # (counted as maybe spent)
             logger.info("job key %s: %s; submitting it", key, message)
             return None
         self.record("submitted", key, job_id, attempt, circuits, shots, tag)
