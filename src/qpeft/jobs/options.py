@@ -80,4 +80,5 @@ class Deadline:
         return max(self.at - time.time(), 0.0)
 
     def passed(self) -> bool:
+        """Whether the deadline has passed."""
         return time.time() >= self.at
