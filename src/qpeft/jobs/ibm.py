@@ -166,6 +166,8 @@ class IBMProvider(Provider):
         try:
             _fake_backend(runtime.fake_provider, wanted)
             name, note = wanted, f"the ISA circuit on the {wanted} snapshot"
+            if not backend:
+                note += " (the backend is chosen when the run starts: the least busy)"
         except ValueError:
             name, note = PLAN_BACKEND, f"the ISA circuit on {PLAN_BACKEND} (no snapshot of {backend})"
         return cls(name, optimization_level=optimization_level, seed=seed).two_qubit_gates, note
