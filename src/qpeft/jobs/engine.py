@@ -62,6 +62,9 @@ class JobEngine:
 
     run_dir: the ledger goes to ``run_dir/jobs/ledger.jsonl`` and finished results to
     ``run_dir/jobs/results/``; None keeps both in memory (no crash recovery).
+    options: :class:`EngineOptions` fields (timeouts, deadlines, attempts, ``max_spend``,
+    ``switch_backend``, ...). Raises ValueError for a bad option, a cap the provider cannot price,
+    or a backend other than the one the run's ledger records (without ``switch_backend``).
     """
 
     def __init__(self, provider: Provider, run_dir: str | Path | None = None, **options):

@@ -152,7 +152,8 @@ class LocalProvider(Provider):
         return self._future(job_id).result()
 
     def cancel(self, job_id: str) -> bool:
-        return self._future(job_id).cancel()  # False for a job already running or done
+        """Cancel a job that has not started; False for one already running or done."""
+        return self._future(job_id).cancel()
 
     def find(self, tag: str) -> str | None:
         return self._tags.get(tag)

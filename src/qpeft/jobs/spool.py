@@ -87,6 +87,7 @@ class SpoolProvider(LocalProvider):
         return self.spool / f"{job_id}.{kind}"
 
     def submit(self, circuits, shots, tag: str) -> str:
+        """Write the job to the spool (queued), then answer with its id after ``answer_delay``."""
         job_id = uuid.uuid4().hex
         body = json.dumps({"tag": tag, "shots": shots, **_encode(circuits)}).encode()
         _write_atomic(self._path(job_id, "job.json"), lambda f: f.write(body))
@@ -94,6 +95,7 @@ class SpoolProvider(LocalProvider):
         return job_id
 
     def status(self, job_id: str) -> Status:
+        """DONE, RUNNING, QUEUED or CANCELLED from the job's files; JobLostError when there are none."""
         for kind, state in (("result.npz", State.DONE), ("running.json", State.RUNNING), ("job.json", State.QUEUED)):
             if self._path(job_id, kind).is_file():
                 return Status(state)
@@ -102,6 +104,7 @@ class SpoolProvider(LocalProvider):
         raise JobLostError(f"spooled job {job_id} is unknown")
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        """The probability vectors the server wrote for the job."""
         with np.load(self._path(job_id, "result.npz")) as data:
             flat, offsets = data["probs"], data["offsets"]
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
@@ -119,6 +122,7 @@ class SpoolProvider(LocalProvider):
         time.sleep(seconds)
 
     def find(self, tag: str) -> str | None:
+        """The id of the queued, running, finished or cancelled job submitted with ``tag``."""
         for kind in ("job.json", "running.json", "cancelled.json"):
             for path in self.spool.glob(f"*.{kind}"):
                 try:
