@@ -1,6 +1,9 @@
 """Multi-process data parallel on CPU (gloo) through torchrun: the gradient that 2 processes
 apply at steps 1 and 2 (each on its own batch of 2, averaged by DDP) equals the gradient of
-one process on the union of their batches."""
+one process on the union of their batches; and on a QPU (the spool job service, in its own
+process, whose served.jsonl is the bill) only rank 0 submits: the 2 processes pay for exactly
+the jobs one process pays for with the same global batch, write the same ledger, and
+`qpeft plan` equals it."""
 
 import json
 import os
@@ -13,7 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from qpeft.adapters import load_adapter
+from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.testing import DDP_GRAD_TOL, tiny_model_dir
+from qpeft.train import TrainConfig, plan
 
 
 def _config(tmp_path, model, out, batch):
@@ -92,3 +97,90 @@ def test_two_processes_apply_the_gradient_of_one_process_on_the_union_batch(tmp_
             assert all(g.abs().max() > 0 for g in expected.values())
         for key in expected:
             torch.testing.assert_close(grads[0][key], expected[key], **DDP_GRAD_TOL, msg=f"step {step}: {key}")
+
+
+def _served(spool: Path) -> list[dict]:
+    path = spool / "served.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _per_scope(records: list[dict]) -> dict:
+    """scope -> (jobs, circuits) submitted."""
+    out: dict = {}
+    for r in records:
+        if r["event"] == "submitted":
+            jobs, circuits = out.get(r["scope"], (0, 0))
+            out[r["scope"]] = (jobs + 1, circuits + r["circuits"])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
+def test_under_torchrun_rank_0_submits_and_the_bill_is_one_processs(tmp_path):
+    import qpeft
+
+    model_dir = tiny_model_dir(tmp_path / "model")
+    src = str(Path(qpeft.__file__).resolve().parents[1])  # the processes run the code this test imports
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    runs = {}
+    for name, batch, launcher in (
+        ("single", 4, [sys.executable]),
+        ("ddp", 2, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]),
+    ):
+        spool = tmp_path / f"spool-{name}"
+        spool.mkdir()
+        server = subprocess.Popen([sys.executable, "-m", "qpeft.jobs.spool", str(spool)], env=env)
+        options = {"spool": str(spool), "max_circuits": 4, "poll_interval": 0.01, "max_poll_interval": 0.05}
+        config = TrainConfig(
+            model=str(model_dir),
+            data="arithmetic:1",
+            method="qtha-weights",
+            adapter={"r": 4, "bond_dim": 2, "qnn_layers": 1},
+            out=str(tmp_path / name),
+            steps=2,
+            eval_steps=1,  # periodic evaluations (all ranks take part) besides the final one (rank 0)
+            batch_size=batch,
+            max_examples=24,
+            max_length=64,
+            eval_examples=4,
+            save_steps=100,
+            lr=2e-2,
+            progress=False,
+            quantum_backend="local:shots",
+            shots=200,
+            diff_method="spsa",
+            quantum_options=options,
+        )
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(config.__dict__))
+        try:
+            done = subprocess.run(
+                [*launcher, "-m", "qpeft.cli", "train", "--config", str(path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+        finally:
+            (spool / "stop").touch()
+            server.wait(timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:]
+        records = read_ledger(tmp_path / name / "jobs" / "ledger.jsonl")
+        runs[name] = (config, records, _served(spool))
+
+    single, ddp = runs["single"], runs["ddp"]
+    config, records, served = ddp
+    submitted = [r for r in records if r["event"] == "submitted"]
+    # one submitter: every job the service ran is one the ledger recorded once, nothing twice
+    assert sorted(s["job_id"] for s in served) == sorted(r["job_id"] for r in submitted)
+    assert len({r["key"] for r in submitted}) == len(submitted)
+    # the bill of one process with the same global batch, scope by scope (training steps, evaluations)
+    assert len(served) == len(single[2]) and _per_scope(records) == _per_scope(single[1])
+    assert {"eval-step-1", "eval-step-2", "eval"} <= set(_per_scope(records))
+    expected = plan(config)
+    got = totals(records)
+    assert (got["jobs"], got["circuits"], got["shots"]) == (
+        expected["jobs_per_run"],
+        expected["circuits_per_run"],
+        expected["shots_per_run"],
+    )

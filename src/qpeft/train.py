@@ -85,6 +85,12 @@ class TrainConfig:
         "step, QPU spend so far): none, all (the installed ones), or comma-separated tensorboard (event files "
         "under OUT/runs), mlflow, wandb, or another transformers integration that is installed",
     )
+    max_spend: dict = doc(
+        {},
+        "cap on what the run's jobs may spend on --quantum-backend, in any of: jobs, shots (circuits x shots), "
+        "amount (estimated, provider currency, plan's high figure), e.g. {'jobs': 50, 'amount': 200}; the engine "
+        "submits no job that would pass it, and a rerun with a higher cap continues",
+    )
     gradient_checkpointing: bool = doc(
         False,
         "recompute the base model's activations during backward (non-reentrant gradient "
@@ -124,6 +130,10 @@ class TrainConfig:
             from qpeft.tracking import report_to_list
 
             report_to_list(self.report_to, check_installed=False)
+        if self.max_spend:
+            from qpeft.jobs.budget import SpendCap
+
+            SpendCap.parse(self.max_spend)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -292,9 +302,26 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
     return trainer
 
 
-def quantum_runner(config: TrainConfig, model, out: Path):
+def _quantum_options(config: TrainConfig) -> dict:
+    """--quantum-options with the spending cap (--max-spend) among the engine options."""
+    return {**config.quantum_options, **({"max_spend": config.max_spend} if config.max_spend else {})}
+
+
+def quantum_provider(config: TrainConfig, out: Path):
+    """With ``--quantum-backend``: its provider, made before the model loads, so a bad key, an
+    unknown backend or an unreachable service fails at once (None without a quantum backend, and
+    on the ranks > 0 of torchrun, where rank 0 submits for all)."""
+    if config.quantum_backend is None:
+        return None
+    from qpeft.jobs.step import connect_provider
+
+    return connect_provider(config.quantum_backend, config.shots, _quantum_options(config), out)
+
+
+def quantum_runner(config: TrainConfig, model, out: Path, provider=None):
     """With ``--quantum-backend``: the step runner that sends every step's circuits through the job
-    engine (ledger and results under ``out/jobs``), and the callback naming each step for it."""
+    engine (ledger and results under ``out/jobs``; ``provider`` from :func:`quantum_provider`),
+    and the callback naming each step for it."""
     if config.quantum_backend is None:
         return None, []
     from transformers import TrainerCallback
@@ -302,18 +329,29 @@ def quantum_runner(config: TrainConfig, model, out: Path):
     from qpeft.jobs.step import build_runner
 
     runner = build_runner(
-        model, config.quantum_backend, config.shots, config.diff_method, out, config.quantum_options, config.progress
+        model,
+        config.quantum_backend,
+        config.shots,
+        config.diff_method,
+        out,
+        _quantum_options(config),
+        config.progress,
+        provider,
     )
 
     class StepScope(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             runner.scope = f"train-{state.global_step}"
 
+        def on_step_end(self, args, state, control, **kwargs):
+            runner.scope = f"eval-step-{state.global_step}"  # (what runs before the next step: an evaluation)
+
     return runner, [StepScope()]
 
 
 def plan(config: TrainConfig) -> dict:
-    """What ``config`` would submit to its quantum backend (see :mod:`qpeft.jobs.plan`)."""
+    """What ``config`` would submit to its quantum backend (see :mod:`qpeft.jobs.plan`): every
+    training step, every periodic evaluation (``eval_steps``) and the final evaluation."""
     from qpeft.adapters import get_model
     from qpeft.jobs.plan import format_plan, plan_run
     from qpeft.jobs.step import split_options
@@ -332,9 +370,11 @@ def plan(config: TrainConfig) -> dict:
         config.shots,
         config.steps,
         config.diff_method,
+        eval_passes=1 + (config.steps // config.eval_steps if config.eval_steps else 0),
         provider_options=provider_options,
         tokens_per_step=config.batch_size * config.grad_accum * config.max_length,
         activation_modules=len(quantum) - len(weights_mode),
+        max_spend=config.max_spend,
     )
     return {**result.as_dict(), "text": format_plan(result)}
 
@@ -353,9 +393,10 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         resume_from = latest_checkpoint(out)
         if resume_from is None:
             raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
+    provider = quantum_provider(config, out)  # credentials and the service are checked before the model loads
     model, tokenizer, dataset, held_out = prepare(config)
     eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
-    runner, scope = quantum_runner(config, model, out)
+    runner, scope = quantum_runner(config, model, out, provider)
     trainer = make_trainer(config, model, tokenizer, dataset, [*(callbacks or []), *scope], eval_dataset)
     if trainer.is_world_process_zero():
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -387,6 +428,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
     model.save_adapter(out / "adapter")
     if runner is not None:
         runner.scope = "eval"
+        runner.alone()  # (under torchrun only rank 0 evaluates: no more circuits shared by broadcast)
     summary["eval"] = evaluate(model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl")
     losses = [loss for _, loss in summary["losses"]]
     tail = max(1, math.ceil(0.1 * len(losses)))

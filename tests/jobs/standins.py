@@ -3,9 +3,14 @@
 * ``StandInQCloudService``: Origin's QCloud service is a remote network service; this object
   replaces it (and only it) at the SDK's service boundary. Its chips run the QProg objects
   the origin provider builds on pyqpanda3's own CPUQVM, so everything on our side of the
-  network is real. Jobs live in the service (a re-created ``QCloudJob(id)`` re-attaches).
-* ``StandInRuntimeService``: IBM's Qiskit Runtime service is a remote network service too; this
-  object replaces it (and only it): its backends are real ``IBMBackend`` objects built from a
+  network is real. Jobs live in the service (a re-created ``QCloudJob(id)`` re-attaches); an id
+  it does not know is answered as the real SDK answers it (an HTTP 404 ``RuntimeError``).
+* ``StandInRuntimeService``: IBM Quantum's runtime service, likewise: its backends are the
+  SDK's own fake-backend snapshots under device names, its Sampler is the SDK's real Sampler in
+  local testing mode (Aer), and it keeps jobs by id and tag as the service does; an unknown id
+  raises the SDK's ``RuntimeJobNotFound``, an unknown backend ``QiskitBackendNotFoundError``.
+* ``StandInRefusingRuntimeService``: IBM's runtime service that refuses every submission (it
+  replaces the service and only it): its backends are real ``IBMBackend`` objects built from a
   fake backend's snapshot (so transpilation and the Sampler's client-side code run for real),
   and a job submission (``_run``, the HTTP POST) fails the way the service answers a bad token.
 * ``ScriptedProvider``: a provider whose submissions fail transiently, get throttled, hang,
@@ -27,11 +32,14 @@ from qpeft.jobs.local import LocalProvider
 
 
 class _Result:
-    def __init__(self, counts, failed_message=""):
-        self._counts, self._message = counts, failed_message
+    def __init__(self, counts, failed_message="", timing=None):
+        self._counts, self._message, self._timing = counts, failed_message, timing or {}
 
     def get_counts_list(self):
         return self._counts
+
+    def timing_info(self):
+        return dict(self._timing)
 
     def job_status(self):
         return qcloud.JobStatus.FAILED if self._message else qcloud.JobStatus.FINISHED
@@ -60,14 +68,24 @@ class StandInQCloudService:
     """QCloudService's surface the provider uses: ``backends()``, ``backend(name)``, and a
     job constructor (``job(id)``, what ``QCloudJob(id)`` is with a real service)."""
 
-    def __init__(self, backends=None, fail_first=0, key_in_errors="", submit_error=""):
+    def __init__(self, backends=None, fail_first=0, key_in_errors="", timing=None, polls=2, submit_error=""):
         self._backends = backends or {"full_amplitude": True, "WK_C180": True, "WK_C102_400": False}
         self.jobs: dict[str, _ServerJob] = {}
         self.submissions: list[tuple[int, int]] = []  # (programs, shots) per run call
         self.fail_first = fail_first
         self.key_in_errors = key_in_errors
+        self.timing = timing or {"qpuRunTime": "1500", "totalTime": "2100", "startTime": "2026-01-01 10:00:00"}
+        self.polls = polls
         self.submit_error = submit_error  # every run call raises this (pybind RuntimeError) text
         self._ids = itertools.count(1)
+
+    def set_backends(self, backends):
+        """The chips' availability changes (a chip goes down, another comes up)."""
+        self._backends = dict(backends)
+
+    def forget(self, job_id):
+        """The service no longer knows the job (purged, expired)."""
+        del self.jobs[job_id]
 
     def backends(self):
         return dict(self._backends)
@@ -78,8 +96,7 @@ class StandInQCloudService:
         return _Chip(self)
 
     def job(self, job_id):
-        if job_id not in self.jobs:
-            raise RuntimeError(f"QCloud HTTP request failed with status 404 for {job_id}")
+        """``QCloudJob(id)``: made without asking the service (as the SDK does); asked on use."""
         return _Job(self, job_id)
 
 
@@ -99,7 +116,7 @@ class _Chip:
         if s.fail_first > 0:
             s.fail_first -= 1
             message = f"chip calibration failed (key {s.key_in_errors})"
-        s.jobs[job_id] = _ServerJob(job_id, progs, shots, message, polls=2)
+        s.jobs[job_id] = _ServerJob(job_id, progs, shots, message, polls=s.polls)
         return _Job(s, job_id)
 
 
@@ -110,8 +127,13 @@ class _Job:
     def job_id(self):
         return self.id
 
+    def _server_job(self):
+        if self.id not in self.service.jobs:  # the SDK's answer to an id the service does not know
+            raise RuntimeError(f"QCloud HTTP request failed with status 404: task {self.id} not found")
+        return self.service.jobs[self.id]
+
     def status(self):
-        job = self.service.jobs[self.id]
+        job = self._server_job()
         if job.polls > 0:
             job.polls -= 1
             return qcloud.JobStatus.QUEUING if job.polls else qcloud.JobStatus.COMPUTING
@@ -122,17 +144,117 @@ class _Job:
         return qcloud.JobStatus.FINISHED
 
     def result(self):
-        job = self.service.jobs[self.id]
+        job = self._server_job()
         assert job.polls == 0, "result() called before the job finished: it would block"
         if job.fail_message:
             return _Result([], job.fail_message)
-        return _Result(job.counts)
+        return _Result(job.counts, timing=self.service.timing)
 
     def cancel(self):
+        self._server_job()
         return True
 
 
 class StandInRuntimeService:
+    """``QiskitRuntimeService``'s surface the ibm provider uses (see module docstring).
+
+    backends: device names (``ibm_nairobi``) of fake-backend snapshots; ``least`` the one
+    ``least_busy`` answers; ``usage_s`` the QPU seconds its jobs' metrics report.
+    """
+
+    def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0):
+        from qiskit_ibm_runtime import fake_provider
+
+        self._backends = {}
+        for name in backends:
+            stem = name.removeprefix("ibm_").title()
+            fake = (getattr(fake_provider, f"Fake{stem}V2", None) or getattr(fake_provider, f"Fake{stem}"))()
+            fake.name = name  # (BackendV2.name is a plain attribute)
+            self._backends[name] = fake
+        self.least = least or backends[0]
+        self.usage_s = usage_s
+        self.polls = polls  # status queries each job reads QUEUED first
+        self.by_id: dict[str, _RuntimeJob] = {}
+        self.submissions = 0
+
+    def backend(self, name):
+        from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
+        if name not in self._backends:
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return self._backends[name]
+
+    def backends(self):
+        return list(self._backends.values())
+
+    def least_busy(self, operational=True, simulator=False):
+        return self._backends[self.least]
+
+    def active_account(self):
+        return None  # the token came from the environment (QPEFT_IBM_TOKEN), not a saved account
+
+    def job(self, job_id):
+        from qiskit_ibm_runtime import RuntimeJobNotFound
+
+        if job_id not in self.by_id:
+            raise RuntimeJobNotFound(f"Job not found: {job_id}")
+        return self.by_id[job_id]
+
+    def jobs(self, job_tags=None, limit=10, **_):
+        found = [j for j in self.by_id.values() if set(job_tags or []) <= set(j.tags)]
+        return found[:limit]
+
+    def forget(self, job_id):
+        del self.by_id[job_id]
+
+    def sampler(self, mode, options):
+        """What ``Sampler(mode=backend, options=...)`` is against this service."""
+        return _StandInSampler(self, mode, options)
+
+
+class _StandInSampler:
+    def __init__(self, service, mode, options):
+        from qiskit_ibm_runtime.executor_sampler import Sampler
+
+        self.service, self.tags = service, list(options["environment"]["job_tags"])
+        self._sampler = Sampler(mode=mode, options=options)  # the SDK's own, in local testing mode
+
+    def run(self, pubs, shots=None):
+        job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s, self.service.polls)
+        self.service.by_id[job.job_id()] = job
+        self.service.submissions += 1
+        return job
+
+
+class _RuntimeJob:
+    """A service job: the local job's status and results, the service's tags and usage metrics."""
+
+    def __init__(self, local_job, tags, usage_s, polls=0):
+        self._job, self.tags, self._usage_s, self._polls = local_job, tags, usage_s, polls
+
+    def job_id(self):
+        return self._job.job_id()
+
+    def status(self):
+        if self._polls > 0:
+            self._polls -= 1
+            return "QUEUED"
+        return self._job.status()
+
+    def result(self):
+        return self._job.result()
+
+    def cancel(self):
+        return self._job.cancel()
+
+    def error_message(self):
+        return ""
+
+    def metrics(self):
+        return {"usage": {"quantum_seconds": self._usage_s, "seconds": self._usage_s}}
+
+
+class StandInRefusingRuntimeService:
     """QiskitRuntimeService's surface the ibm provider uses: ``backend(name)``,
     ``least_busy()``, ``active_account()``, and ``_run`` (the job submission the Sampler makes
     through the backend's service), which raises ``error`` as the SDK raises a refused request."""

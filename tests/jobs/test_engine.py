@@ -142,7 +142,8 @@ def test_an_unanswered_submit_is_resolved_not_resubmitted(tmp_path):
     out = JobEngine(provider, tmp_path, **{**FAST, "submit_timeout": 0.3}).run(circuits, None)  # margin for load
     np.testing.assert_allclose(np.stack(out), _expected(thetas), atol=1e-6)
     events = [(r["event"], r["attempt"]) for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
-    assert events == [("unknown", 1), ("rejected", 1), ("submitted", 2), ("done", 2)]
+    # the intent before each call; the unanswered one settled as rejected, never resubmitted blindly
+    assert events == [("intent", 1), ("unknown", 1), ("rejected", 1), ("intent", 2), ("submitted", 2), ("done", 2)]
 
 
 def test_a_corrupt_ledger_is_an_error(tmp_path):

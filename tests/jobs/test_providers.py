@@ -1,16 +1,20 @@
 """One contract over the provider table: local backends, IBM (local testing mode on a fake
-backend: the provider's real Sampler code path, offline) and Origin (a stand-in for the
-unreachable QCloud service, at the service boundary only; see standins.py)."""
+backend: the provider's real Sampler code path, offline; and its remote path against a stand-in
+for the unreachable runtime service) and Origin (a stand-in for the unreachable QCloud service,
+at the service boundary only; see standins.py). A job id the service does not know is
+JobLostError on every provider, so the engine submits such a job again instead of stopping."""
 
 import math
+import shutil
 import time
 
 import numpy as np
 import pytest
-from standins import StandInQCloudService
+from standins import StandInQCloudService, StandInRuntimeService
 
 from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, State
 from qpeft.jobs.base import JobLostError, counts_to_probs
+from qpeft.jobs.ledger import read_ledger
 from qpeft.jobs.providers import get_provider, parse_spec
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -39,6 +43,13 @@ def _ibm():
     return get_provider("ibm:fake_nairobi")
 
 
+def _ibm_remote(service=None):
+    pytest.importorskip("qiskit_ibm_runtime")
+    pytest.importorskip("qiskit_aer")
+    service = service or StandInRuntimeService()
+    return get_provider("ibm:ibm_nairobi", service=service, sampler_factory=service.sampler)
+
+
 PROVIDERS = {
     "local:torch": (lambda: get_provider("local:torch"), None, 1e-6),
     "local:shots": (lambda: get_provider("local:shots"), SHOTS, 0.03),
@@ -46,6 +57,7 @@ PROVIDERS = {
     "local:qiskit": (lambda: get_provider("local:qiskit"), SHOTS, 0.03),
     "local:pyqpanda3": (lambda: get_provider("local:pyqpanda3"), None, 1e-9),
     "ibm:fake_nairobi": (_ibm, SHOTS, 0.12),  # the snapshot noise (readout error up to ~8 %)
+    "ibm:stand-in": (_ibm_remote, SHOTS, 0.12),
     "origin:stand-in": (_origin, SHOTS, 0.03),
 }
 
@@ -74,7 +86,7 @@ def test_provider_contract(name):
     if provider.can_find:
         assert provider.find("contract.1") == job_id and provider.find("contract.9") is None
     provider.cancel(job_id)  # cancelling a finished job is harmless
-    with pytest.raises((JobLostError, RuntimeError)):
+    with pytest.raises(JobLostError):  # the service does not know the id: the engine may submit again
         provider.status("no-such-job")
     chunk = provider.limits.chunk_size(shots, 1)
     assert chunk >= 1 and provider.name in provider.fingerprint()
@@ -139,3 +151,55 @@ def test_ibm_local_testing_jobs_end_with_their_process():
     job_id = provider.submit([BoundCircuit(BELL_FREE, ANGLES[0])], 100, tag="t.1")
     with pytest.raises(JobLostError, match="local-testing job"):
         get_provider("ibm:fake_nairobi").status(job_id)
+
+
+def _origin_remote(service):
+    from qpeft.jobs.origin import OriginProvider
+
+    return OriginProvider(api_key="sk-test-KEY", service=service, job_factory=service.job)
+
+
+REMOTE = {  # (a service stand-in whose jobs wait `polls` status queries, the provider on it)
+    "origin": (lambda polls: StandInQCloudService(polls=polls), _origin_remote),
+    "ibm": (lambda polls: StandInRuntimeService(polls=polls), _ibm_remote),
+}
+FAST = dict(poll_interval=0.001, max_poll_interval=0.002, progress=False)
+
+
+def _submissions(service) -> int:
+    return len(service.submissions) if isinstance(service.submissions, list) else service.submissions
+
+
+@pytest.mark.parametrize("name", REMOTE)
+def test_an_open_job_the_service_no_longer_knows_is_submitted_again(tmp_path, name):
+    pytest.importorskip("pyqpanda3" if name == "origin" else "qiskit_aer")
+    make_service, make = REMOTE[name]
+    service = make_service(polls=10_000)  # the job waits in the queue past the first run's deadline
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    with pytest.raises(TimeoutError, match="still open"):
+        JobEngine(make(service), tmp_path, deadline=2.0, **FAST).run(circuits, SHOTS, scope="s")
+    (job_id,) = [r["job_id"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    service.forget(job_id)  # purged on the service's side
+    service.polls = 0
+    out = JobEngine(make(service), tmp_path, **FAST).run(circuits, SHOTS, scope="s")  # a restart
+    for p, a in zip(out, ANGLES):
+        np.testing.assert_allclose(p, _expected(*a), atol=0.12)
+    lost = [r for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "lost"]
+    assert [r["job_id"] for r in lost] == [job_id] and "does not know it" in lost[0]["message"]
+    assert _submissions(service) == 2
+
+
+@pytest.mark.parametrize("name", REMOTE)
+def test_a_finished_job_gone_from_cache_and_service_is_submitted_again(tmp_path, name):
+    pytest.importorskip("pyqpanda3" if name == "origin" else "qiskit_aer")
+    make_service, make = REMOTE[name]
+    service = make_service(polls=0)
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    JobEngine(make(service), tmp_path, **FAST).run(circuits, SHOTS, scope="s")
+    (job_id,) = [r["job_id"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "done"]
+    shutil.rmtree(tmp_path / "jobs" / "results")  # the cache is lost ...
+    service.forget(job_id)  # ... and the service has purged the job
+    out = JobEngine(make(service), tmp_path, **FAST).run(circuits, SHOTS, scope="s")
+    np.testing.assert_allclose(out[0], _expected(*ANGLES[0]), atol=0.12)
+    gone = [r for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "gone"]
+    assert [r["job_id"] for r in gone] == [job_id] and _submissions(service) == 2

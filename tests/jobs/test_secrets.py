@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 import pytest
-from standins import StandInQCloudService, StandInRuntimeService
+from standins import StandInQCloudService, StandInRefusingRuntimeService
 
 from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
@@ -35,7 +35,7 @@ def _origin(monkeypatch):
 def _ibm(monkeypatch, saved_account=False):
     runtime = pytest.importorskip("qiskit_ibm_runtime")
     error = f"'401 Client Error: Unauthorized for url https://quantum.cloud.ibm.com/api/v1/jobs (token {SECRET})'"
-    service = StandInRuntimeService(error, saved_token=SECRET if saved_account else "")
+    service = StandInRefusingRuntimeService(error, saved_token=SECRET if saved_account else "")
     # the SDK's service class: QiskitRuntimeService(token=None) reads the saved account
     monkeypatch.setattr(runtime, "QiskitRuntimeService", lambda token=None, **kw: service)
     if saved_account:

@@ -67,6 +67,27 @@ def test_plan_counts_equal_the_ledger_on_a_local_provider(tiny_dir, tmp_path, me
         assert expected["circuits_per_module"] == 1
 
 
+def test_plan_counts_periodic_evaluations(tiny_dir, tmp_path):
+    """(--eval-steps 2 over 4 steps: two evaluations during training, each a forward pass of every
+    module's circuit at new weights, besides the final one; the plan counted only the final one)"""
+    config = _config(
+        tiny_dir,
+        tmp_path / "evals",
+        steps=4,
+        eval_steps=2,
+        quantum_backend="local:shots",
+        shots=200,
+        diff_method="spsa",
+        quantum_options={"max_circuits": 4, "poll_interval": 0.001},
+    )
+    assert train(config)["finished"]
+    got, expected = _check_against_plan(config)
+    assert expected["eval_passes"] == 3 and expected["eval_circuits"] == 3 * expected["modules"]
+    submitted = [r for r in read_ledger(f"{config.out}/jobs/ledger.jsonl") if r["event"] == "submitted"]
+    evals = {r["scope"]: r["circuits"] for r in submitted if not r["scope"].startswith("train-")}
+    assert evals == {"eval-step-2": 4, "eval-step-4": 4, "eval": 4}  # each its own scope in the ledger
+
+
 def _losses(out):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in lines if "loss" in r]

@@ -37,21 +37,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qpeft {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        if not _is_job_error(err):
+        kind = _job_error(err)
+        if kind is None:
             raise
-        print(
-            f"qpeft {args.command}: error: {err}\nThe results of the jobs that finished are kept in the run "
-            "directory's jobs/ folder, and its ledger lists every job (`qpeft jobs RUN_DIR`): rerun the same "
-            "command to continue from there; nothing that finished is run again.",
-            file=sys.stderr,
-        )
+        print(f"qpeft {args.command}: error: {err}", file=sys.stderr)
+        if kind == "job":
+            print(
+                "The results of the jobs that finished are kept in the run directory's jobs/ folder, and its ledger "
+                "lists every job (`qpeft jobs RUN_DIR`): rerun the same command to continue from there; nothing that "
+                "finished is run again.",
+                file=sys.stderr,
+            )
         return 3
 
 
-def _is_job_error(err: Exception) -> bool:
-    """A QPU job that failed for good, gave no answer, or ran past its deadline (only possible
-    once the job engine is loaded)."""
-    base, engine = sys.modules.get("qpeft.jobs.base"), sys.modules.get("qpeft.jobs.engine")
-    if base is None or engine is None:
-        return False
-    return isinstance(err, (base.JobFailedError, base.SubmissionUnknownError, engine.ProviderError, TimeoutError))
+def _job_error(err: Exception) -> str | None:
+    """ "job" for a QPU job that failed for good, gave no answer, ran past a deadline or would
+    pass the spending cap; "service" for a provider's service that did not answer while it was
+    being set up (before anything was submitted); None for anything else. (The classes exist
+    only once the job engine is loaded.)"""
+    modules = [sys.modules.get(f"qpeft.jobs.{name}") for name in ("base", "calls", "budget", "providers")]
+    if any(m is None for m in modules):
+        return None
+    base, calls, budget, providers = modules
+    if isinstance(err, providers.ServiceUnreachableError):
+        return "service"
+    job_errors = (base.JobFailedError, base.SubmissionUnknownError, calls.ProviderError, budget.BudgetExceededError)
+    return "job" if isinstance(err, (*job_errors, TimeoutError)) else None

@@ -1,5 +1,6 @@
-"""``qpeft jobs RUN_DIR``: a QPU run's job ledger on the command line (totals, settling an
-unknown submission by hand, compacting the result cache)."""
+"""``qpeft jobs RUN_DIR``: a QPU run's job ledger on the command line (totals, the bill the
+providers reported next to the plan's estimate, settling a submission of unknown outcome by hand,
+repairing a corrupt ledger, compacting the result cache)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,90 @@ def cmd_jobs(args) -> int:
     from qpeft.jobs.ledger import Ledger, read_ledger, totals
 
     path = args.run_dir / "jobs" / "ledger.jsonl"
+    if args.repair:
+        return repair(args.run_dir, as_json=args.json)
     if args.resolve is not None:
         read_ledger(path)  # FileNotFoundError when the run has no ledger
         Ledger(path).resolve(args.resolve, args.job_id)
         print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
     if args.compact_results is not None:
         return compact_results(args.run_dir, read_ledger(path), args.compact_results, as_json=args.json)
-    result = totals(read_ledger(path))
+    records = read_ledger(path)
+    result = {**totals(records), "estimate": estimate(records)}
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            if isinstance(value, float):
-                value = f"{value:,.1f}"
-            print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
+        return 0
+    reported, reporting, estimates = result.pop("reported"), result.pop("reported_jobs"), result.pop("estimate")
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:,.1f}"
+        print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
+    for provider, e in estimates.items():
+        low, high = e["qpu_seconds"]
+        cost = f", {e['cost'][0]:,.2f} - {e['cost'][1]:,.2f} {e['currency']}" if e["cost"] else ""
+        print(f"{'estimate':20s} {provider}: {low:,.0f} - {high:,.0f} QPU s{cost} (the plan's rates, for these jobs)")
+    if reported:
+        figures = ", ".join(f"{name} {value:,.6g}" for name, value in reported.items())
+        print(
+            f"{'reported':20s} {figures} ({reporting} of {result['jobs_done']} finished jobs; the provider's own "
+            "figures, names and units)"
+        )
+    return 0
+
+
+def estimate(records: list[dict]) -> dict:
+    """Per provider of the ledger's jobs: QPU seconds and cost (low, high) from the plan's rates."""
+    from qpeft.jobs.rates import RATES
+    from qpeft.jobs.rates import estimate as price
+
+    out = {}
+    for name in sorted({r["provider"] for r in records if r["event"] == "submitted"}):
+        mine = [r for r in records if r["event"] == "submitted" and r["provider"] == name]
+        circuits = sum(r["circuits"] for r in mine)
+        shots = sum(r["circuits"] * (r["shots"] or 0) for r in mine)
+        seconds, cost = price(name, len(mine), circuits, shots)
+        rate = RATES.get(name)
+        out[name] = {"qpu_seconds": seconds, "cost": cost, "currency": rate.currency if rate else ""}
+    return out
+
+
+def repair(run_dir: Path, as_json: bool = False) -> int:
+    from qpeft.jobs.cache import CacheInUse
+    from qpeft.jobs.repair import repair_ledger
+
+    try:
+        summary = repair_ledger(run_dir)
+    except CacheInUse:
+        print(
+            f"qpeft jobs: error: {run_dir} is open in a running training or evaluation; repair it after that "
+            "process ends",
+            file=sys.stderr,
+        )
+        return 2
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if not summary["bad_lines"]:
+        print(f"{run_dir}/jobs/ledger.jsonl: every line is readable; nothing to repair")
+        return 0
+    for bad in summary["bad_lines"]:
+        seen = ", ".join(f"{k} {v}" for k, v in bad["legible"].items()) or "nothing legible"
+        print(
+            f"line {bad['line']} ({bad['bytes']} bytes) was unreadable and is dropped; it shows: {seen}; "
+            f"the record before it: {bad['before']}, after it: {bad['after']}"
+        )
+    print(f"kept every readable record; the original is {summary['backup']}.")
+    print(
+        f"The next run re-attaches to the {len(summary['open'])} open job(s) by id"
+        + (
+            f" and looks up the {len(summary['unsettled'])} submission(s) without an id by their tag "
+            f"({', '.join(summary['unsettled'])}); where the provider cannot look jobs up, it says so and "
+            "`qpeft jobs RUN_DIR --resolve TAG --job-id ID` settles them"
+            if summary["unsettled"]
+            else ""
+        )
+        + ": nothing is paid twice."
+    )
     return 0
 
 
@@ -82,10 +153,17 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--resolve",
         metavar="TAG",
-        help="settle a submission whose outcome is unknown: with --job-id the job exists (re-attach), "
-        "without it nothing was created (submit again)",
+        help="settle a submission whose outcome is unknown (it gave no answer, or a crash cut it off, on a "
+        "provider that cannot look jobs up by tag): with --job-id the job exists (re-attach), without it nothing "
+        "was created (submit again)",
     )
     p.add_argument("--job-id", default=None, help="with --resolve: the provider's id of the job with that tag")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="rewrite a ledger that has an unreadable line (refused by every run) with every readable record kept; "
+        "says which job the bad line may have been; the next run re-attaches to its jobs by asking the provider",
+    )
     p.add_argument(
         "--compact-results",
         metavar="N",

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,25 +154,52 @@ class JobLostError(RuntimeError):
 
 
 class JobFailedError(RuntimeError):
-    """A job failed for good (or kept failing); carries its id, message and attempts."""
+    """A job failed for good (or kept failing); carries its id, the provider's message and the
+    attempts made (``hint``: what to do about it). ``job_id`` is None only when no job of the key
+    was ever created."""
 
-    def __init__(self, key: str, job_id: str | None, message: str, attempts: int):
-        self.key, self.job_id, self.message, self.attempts = key, job_id, message, attempts
-        super().__init__(f"job {job_id} (key {key}) failed after {attempts} attempt(s): {message}")
+    def __init__(self, key: str, job_id: str | None, message: str, attempts: int, hint: str = ""):
+        self.key, self.job_id, self.message, self.attempts, self.hint = key, job_id, message, attempts, hint
+        words = message or "(the provider gave no message)"
+        what = f"job {job_id} (key {key})" if job_id else f"job key {key} (no job was created)"
+        super().__init__(f"{what} failed after {attempts} attempt(s): {words}" + (f"; {hint}" if hint else ""))
+
+    def __reduce__(self):  # (sent between processes under torch.distributed)
+        return type(self), (self.key, self.job_id, self.message, self.attempts, self.hint)
+
+
+class JobStillRunningError(TimeoutError):
+    """A job past its time limit that the provider did not confirm cancelled: it may still run,
+    and be billed, so it was not submitted again. It stays open in the ledger; a rerun
+    re-attaches to it and uses its results when they land."""
+
+    def __init__(self, key: str, job_id: str, message: str):
+        self.key, self.job_id, self.message = key, job_id, message
+        super().__init__(
+            f"job {job_id} (key {key}) {message}. It was not submitted again (it may still run and be billed); it "
+            "stays open in the run's ledger: rerun the same command to re-attach to it and use its results when "
+            "they land, or cancel it in the provider's console first"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.key, self.job_id, self.message)
 
 
 class SubmissionUnknownError(TimeoutError):
-    """A submit call gave no answer and the provider cannot say whether it created the job;
-    the engine does not resubmit it (that could run it twice)."""
+    """A submit call gave no answer (or a crash cut it off) and the provider cannot say whether it
+    created the job; the engine does not resubmit it (that could run it twice)."""
 
 
 class Provider(ABC):
     """Submits jobs of bound circuits to one backend and follows them.
 
-    ``submit`` returns a job id; ``status`` never blocks on the job; ``result`` is called only
-    after ``status`` said DONE. ``find(tag)`` looks a job up by the tag given to ``submit``
-    (None when the provider cannot look jobs up). Errors a provider classifies as transient
-    (:meth:`is_transient`) are retried by the engine; everything else is final. ``result`` gives
+    ``submit`` returns a job id; ``status`` never blocks on the job, and raises
+    :class:`JobLostError` for an id the service does not know (then, and only then, the engine
+    may submit the job again); ``result`` is called only after ``status`` said DONE; ``cancel``
+    is a request (the engine believes the status that follows it). ``find(tag)`` looks a job up by
+    the tag given to ``submit`` (when :attr:`can_find`). Errors a provider classifies as transient
+    (:meth:`is_transient`) are retried by the engine; everything else is final. ``usage`` reports
+    what a finished job used, ``two_qubit_gates`` what its per-job gate limit counts. ``result`` gives
     one probability vector per circuit, in job order: a list, or a 2-D float64 array (one row per
     circuit) when all have one width, which spares the engine a copy per circuit.
     """
@@ -201,16 +228,44 @@ class Provider(ABC):
     ) -> list[np.ndarray] | np.ndarray: ...
 
     @abstractmethod
-    def cancel(self, job_id: str) -> None: ...
+    def cancel(self, job_id: str) -> bool | None:
+        """Ask the provider to cancel a job: False when it refuses (e.g. a job already running on
+        a provider that cannot stop one), True or None when it took the request. Either way the
+        engine believes only the job's status afterwards."""
 
     def find(self, tag: str) -> str | None:
+        """The id of the job submitted with ``tag``, or None if the provider has none (only
+        called when :attr:`can_find`)."""
         return None
+
+    def usage(self, job_id: str) -> dict | None:
+        """What the provider reports a finished job used (e.g. IBM's QPU seconds, Origin's
+        timing fields), as numbers or text by the provider's own names; None where the SDK
+        reports nothing. Called once per finished job; its errors are ignored."""
+        return None
+
+    def two_qubit_gates(self, circuit: Circuit) -> int:
+        """Two-qubit gates of one circuit of this template as the provider runs it (what its
+        per-job gate limit counts): the logical count unless the provider transpiles."""
+        return two_qubit_gates(circuit)
+
+    @classmethod
+    def plan_gate_count(cls, backend: str | None, **options) -> tuple[Callable[[Circuit], int], str]:
+        """(two-qubit gates per circuit as :meth:`two_qubit_gates` counts them, offline, for
+        ``qpeft plan``; what they were counted on)."""
+        return two_qubit_gates, "the logical circuit"
 
     def wait(self, job_id: str, seconds: float) -> None:
         """Sleep between two status polls; a provider that can tell when a job ends may return early."""
         time.sleep(seconds)
 
     def is_transient(self, error: BaseException) -> bool:
+        return type(self).is_transient_error(error)
+
+    @classmethod
+    def is_transient_error(cls, error: BaseException) -> bool:
+        """Whether an error of this provider's SDK is safe to retry (also while the provider is
+        being made, e.g. a service that did not answer)."""
         return isinstance(error, TransientError)
 
     def is_transient_failure(self, message: str) -> bool:

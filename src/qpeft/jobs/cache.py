@@ -213,6 +213,15 @@ def _lock(directory: Path, exclusive: bool):
     return None
 
 
+def exclusive_lock(directory: str | Path):
+    """The cache's lock at ``directory``, held exclusively (close the returned file to let go):
+    no run has the cache (nor its run directory's ledger) open meanwhile. Raises
+    :class:`CacheInUse` while one has, or where there are no file locks."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return _lock(directory, exclusive=True)
+
+
 def _recover(directory: Path) -> None:
     """Finish or undo a compaction a crash interrupted (see :func:`compact` for the order).
 

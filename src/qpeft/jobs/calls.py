@@ -1,13 +1,15 @@
 """The provider's calls as the job engine makes them: submit (with a timeout when the provider
-is remote), poll with exponential backoff, fetch and cancel; transient errors retried with
-backoff (tenacity), everything else raised as :class:`ProviderError` with secrets removed.
-What to do with a call's outcome (the ledger, resubmission) is the engine's business."""
+is remote), poll with exponential backoff until the job ends or passes its queue or run-time
+limit, fetch, cancel (and wait for the provider to confirm it), look a job up by its tag; transient
+errors retried with backoff (tenacity), everything else raised as :class:`ProviderError` with
+secrets removed. What to do with a call's outcome (the ledger, resubmission) is the engine's
+business."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -22,7 +24,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from qpeft.jobs.base import BoundCircuit, JobLostError, Provider, State
+from qpeft.jobs.base import BoundCircuit, JobLostError, Provider, State, Status
+from qpeft.jobs.options import Deadline, EngineOptions
 
 logger = logging.getLogger("qpeft.jobs.engine")
 
@@ -39,12 +42,14 @@ class NoAnswer(Exception):
 
 
 class ProviderCalls:
-    def __init__(self, provider: Provider, options):
+    """One provider's calls, with the engine's options (timeouts, backoff, attempts)."""
+
+    def __init__(self, provider: Provider, options: EngineOptions):
         self.provider = provider
-        self.options = options  # the engine's EngineOptions
+        self.options = options
         self._pool = ThreadPoolExecutor(max_workers=2 * options.max_parallel, thread_name_prefix="qpeft-sdk")
 
-    def submit(self, circuits: list[BoundCircuit], shots, tag: str, deadline_at: float) -> str:
+    def submit(self, circuits: list[BoundCircuit], shots, tag: str, deadline: Deadline) -> str:
         """The new job's id; transient rejections retried with backoff (the provider guarantees
         they created nothing); raises :class:`NoAnswer` when a remote submit does not answer."""
         opts = self.options
@@ -53,13 +58,13 @@ class ProviderCalls:
             if not self.provider.remote:  # in-process: nothing to time out
                 return self.provider.submit(circuits, shots, tag)
             future = self._pool.submit(self.provider.submit, circuits, shots, tag)
-            try:
-                return future.result(timeout=min(opts.submit_timeout, max(deadline_at - time.time(), 0.0)))
+            try:  # (not cut short by the deadline: a call abandoned in flight leaves a job of unknown fate)
+                return future.result(timeout=opts.submit_timeout)
             except FutureTimeout:
                 raise NoAnswer(future) from None
 
         try:
-            return self.retried(call, deadline_at)
+            return self.retried(call, deadline)
         except NoAnswer:
             raise
         except Exception as err:
@@ -68,27 +73,24 @@ class ProviderCalls:
     def clean(self, err: BaseException) -> ProviderError:
         return ProviderError(f"{self.provider.name}: {type(err).__name__}: {self.provider.redact(str(err))}")
 
-    def poll(self, job_id: str, submitted_at: float, deadline_at: float):
-        """(state or 'lost' / 'timeout', message, queue seconds); raises TimeoutError at the
-        deadline (the job stays open in the ledger, a rerun re-attaches)."""
+    def poll(self, job_id: str, submitted_at: float, deadline: Deadline) -> tuple[State | str, str, float]:
+        """(the job's terminal state, 'lost' (the provider does not know it), or 'timeout' (past
+        its queue or run-time limit), the provider's words, seconds it waited in the queue).
+        Raises TimeoutError at the deadline (the job stays open in the ledger, a rerun
+        re-attaches)."""
         opts = self.options
-        started: list[float] = []
+        started: list[float] = []  # when the job was first seen out of the queue
 
-        def check():
+        def check() -> Status:
             status = self.provider.status(job_id)
             if status.state is not State.QUEUED and not started:
                 started.append(time.time())
             return status
 
-        def loop():
-            budget = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
-            return Retrying(
-                retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
-                wait=wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval),
-                stop=stop_after_delay(max(budget, 0.0)),
-                sleep=lambda seconds: self.provider.wait(job_id, seconds),
-                reraise=True,
-            )(check)
+        def limit_at() -> float:  # run time counts from leaving the queue; queue time only if capped
+            if started:
+                return started[0] + opts.job_timeout
+            return submitted_at + opts.queue_timeout if opts.queue_timeout else float("inf")
 
         try:
             try:  # one look first: a job that has already ended (an in-process one) needs no retry loop
@@ -98,42 +100,59 @@ class ProviderCalls:
                     raise
                 status = None
             if status is None or not status.state.terminal:
-                left = min(submitted_at + opts.job_timeout, deadline_at) - time.time()
-                self.provider.wait(job_id, min(opts.poll_interval, max(left, 0.0)))
-                status = loop()
+                self.provider.wait(job_id, min(opts.poll_interval, max(min(limit_at(), deadline.at) - time.time(), 0)))
+                status = self._watch(job_id, check, lambda: min(limit_at(), deadline.at))
         except RetryError:
-            if time.time() >= deadline_at:
+            if deadline.passed():
                 raise TimeoutError(
-                    f"deadline of {opts.deadline} s reached; job {job_id} is still open in the ledger: "
-                    f"rerun to re-attach to it"
+                    f"{deadline.what} reached; job {job_id} is still open in the ledger: rerun to re-attach to it"
                 ) from None
-            return "timeout", f"not finished {opts.job_timeout} s after submission", self._queued(started, submitted_at)
+            now = time.time()
+            if started:
+                why = f"has run {now - started[0]:.0f} s out of the queue, past job_timeout={opts.job_timeout:g} s"
+            else:
+                why = f"has waited {now - submitted_at:.0f} s in the queue, past queue_timeout={opts.queue_timeout:g} s"
+            return "timeout", why, self._queued(started, submitted_at)
         except JobLostError as err:
             return "lost", self.provider.redact(str(err)), 0.0
         except Exception as err:
             raise self.clean(err) from None
         return status.state, self.provider.redact(status.message), self._queued(started, submitted_at)
 
+    def _watch(self, job_id: str, check: Callable[[], Status], stop_at: Callable[[], float]) -> Status:
+        """``check()`` until it gives a terminal status, with exponential backoff between looks
+        (transient errors retried), never sleeping past ``stop_at()``; RetryError once it passes."""
+        opts = self.options
+        backoff = wait_exponential(multiplier=opts.poll_interval, max=opts.max_poll_interval)
+        return Retrying(
+            retry=retry_if_exception(self.provider.is_transient) | retry_if_result(lambda s: not s.state.terminal),
+            wait=lambda state: min(backoff(state), max(stop_at() - time.time(), 0.0)),
+            stop=lambda state: time.time() >= stop_at(),
+            sleep=lambda seconds: self.provider.wait(job_id, seconds),
+            reraise=True,
+        )(check)
+
     @staticmethod
     def _queued(started: list[float], submitted_at: float) -> float:
         return max(0.0, (started[0] if started else time.time()) - submitted_at)
 
-    def retried(self, call, deadline_at: float = math.inf):
+    def retried(self, call, deadline: Deadline | None = None):
         """``call()``, its transient errors retried with exponential backoff, ``max_attempts``
         calls at most (and none past the deadline). The first call runs without tenacity (most
         succeed; a retry loop costs more than an in-process job's bookkeeping); the loop then
         waits as tenacity's would have from the first call: poll_interval * 2**(n-1) after call n."""
         opts = self.options
+        deadline = deadline or Deadline()
         try:
             return call()
         except Exception as err:
-            if not self.provider.is_transient(err) or opts.max_attempts == 1 or time.time() >= deadline_at:
+            if not self.provider.is_transient(err) or opts.max_attempts == 1 or deadline.passed():
                 raise
         time.sleep(min(opts.poll_interval, opts.max_poll_interval))
         return Retrying(
             retry=retry_if_exception(self.provider.is_transient),
             wait=wait_exponential(multiplier=2 * opts.poll_interval, max=opts.max_poll_interval),
-            stop=stop_after_attempt(opts.max_attempts - 1) | stop_after_delay(max(deadline_at - time.time(), 0.0)),
+            stop=stop_after_attempt(opts.max_attempts - 1) | stop_after_delay(deadline.left()),
             reraise=True,
         )(call)
 
@@ -152,11 +171,55 @@ class ProviderCalls:
             raise ProviderError(f"{self.provider.name}: job {job_id} returned results that do not fit its circuits")
         return probs if isinstance(probs, np.ndarray) else [np.asarray(p, dtype=np.float64) for p in probs]
 
-    def cancel(self, job_id: str) -> State | None:
-        """Cancel a job past its timeout; DONE if it finished meanwhile (its results count)."""
+    def cancel(self, job_id: str, deadline: Deadline) -> tuple[State | str | None, str]:
+        """Ask the provider to cancel a job past its limit, then watch it for up to
+        ``cancel_wait`` seconds. Returns (DONE: it finished meanwhile and its results count;
+        CANCELLED or FAILED: the provider confirms it ended; 'lost': the provider no longer knows
+        it; None: not confirmed, it may still run) and the provider's words."""
+        words = []
         try:
-            self.provider.cancel(job_id)
-            return State.DONE if self.provider.status(job_id).state is State.DONE else None
-        except Exception as err:  # the job is abandoned either way; its outcome is logged
-            logger.warning("cancelling job %s failed: %s", job_id, self.provider.redact(str(err)))
+            if self.retried(lambda: self.provider.cancel(job_id), deadline) is False:
+                words.append("the provider refused to cancel it")
+        except JobLostError as err:
+            return "lost", self.provider.redact(str(err))
+        except Exception as err:
+            words.append(f"the cancel request failed ({type(err).__name__}: {self.provider.redact(str(err))})")
+        give_up = min(time.time() + self.options.cancel_wait, deadline.at)
+        seen: list[Status] = []
+
+        def check() -> Status:
+            seen.append(self.provider.status(job_id))
+            return seen[-1]
+
+        try:
+            status = self._watch(job_id, check, lambda: give_up)
+        except JobLostError as err:
+            return "lost", "; ".join([*words, self.provider.redact(str(err))])
+        except Exception as err:  # still running (RetryError), or the status call failed: not confirmed
+            last = seen[-1] if seen else None
+            if isinstance(err, RetryError) and last is not None:
+                words.append(f"{self.options.cancel_wait:g} s later it still reads {last.state.name}")
+            else:
+                words.append(f"its status could not be read ({type(err).__name__}: {self.provider.redact(str(err))})")
+            if last is not None and last.message:
+                words.append(self.provider.redact(last.message))
+            return None, "; ".join(words)
+        words.append(f"it reads {status.state.name}" + (f": {status.message}" if status.message else ""))
+        return status.state, self.provider.redact("; ".join(words))
+
+    def find(self, tag: str, deadline: Deadline) -> str | None:
+        """The id of the job submitted with ``tag`` (None: the provider has none), transient
+        errors retried."""
+        try:
+            return self.retried(lambda: self.provider.find(tag), deadline)
+        except Exception as err:
+            raise self.clean(err) from None
+
+    def usage(self, job_id: str) -> dict | None:
+        """What the provider reports the finished job used (None if it reports nothing or the
+        call fails: the bill is information, never a reason to fail a run)."""
+        try:
+            return self.provider.usage(job_id)
+        except Exception as err:
+            logger.info("job %s: the provider's usage report failed: %s", job_id, self.provider.redact(str(err)))
             return None

@@ -4,13 +4,21 @@
 them into jobs within the provider's limits, serves jobs already finished from the cache,
 re-attaches to jobs the ledger shows as still open (after a crash or restart), submits the
 rest with at most ``max_parallel`` jobs in flight, polls with exponential backoff, and
-retries only what the provider classifies as transient. A submit that gives no answer is
-never resubmitted: the engine waits for the late answer or looks the job up by its tag. A
-job that keeps failing raises :class:`JobFailedError` with its id, message and attempts;
-the results of the jobs that did finish stay in the cache. A job the ledger has as finished
-whose results the cache no longer has (its step compacted away, or data a power loss damaged)
-is fetched again from the provider by its id; only where the provider no longer has it is it
-submitted again.
+retries only what the provider classifies as transient.
+
+Money first: a job is submitted again only when the provider has confirmed that no earlier job
+of it can still run (it failed, was cancelled, or the provider no longer knows it). A submission
+whose outcome is unknown is settled by the job's tag, never by submitting again
+(:mod:`qpeft.jobs.submit`); a job past its run-time limit (``job_timeout``, counted from the
+moment it leaves the queue; time in the queue is limited only by ``queue_timeout``, off by
+default) is cancelled, and if the provider does not confirm the cancel the call stops with the
+job's id (:class:`JobStillRunningError`), open in the ledger for a rerun to re-attach to. A
+job that keeps failing raises :class:`JobFailedError` with its id, the provider's message and
+its attempts; the results of the jobs that did finish stay in the cache. A job the ledger has as
+finished whose results the cache no longer has (its step compacted away, or data a power loss
+damaged) is fetched again from the provider by its id; only where the provider no longer has it
+is it submitted again. Each submission is counted against the run's spending cap
+(``max_spend``), and the run stays on the backend its ledger records (:mod:`qpeft.jobs.pin`).
 """
 
 from __future__ import annotations
@@ -20,25 +28,23 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from qpeft.jobs.base import (
-    BoundCircuit,
-    JobFailedError,
-    Provider,
-    State,
-    SubmissionUnknownError,
-    split,
-)
+from qpeft.jobs.base import BoundCircuit, JobFailedError, JobStillRunningError, Provider, State, split
+from qpeft.jobs.budget import Budget, SpendCap
 from qpeft.jobs.cache import ResultCache
-from qpeft.jobs.calls import NoAnswer, ProviderCalls, ProviderError  # noqa: F401 (ProviderError: public here too)
+from qpeft.jobs.calls import ProviderCalls, ProviderError  # noqa: F401 (ProviderError: public here too)
 from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
+from qpeft.jobs.options import Deadline, EngineOptions
+from qpeft.jobs.pin import check_backend
+from qpeft.jobs.submit import Submitter
+
+__all__ = ["EngineOptions", "JobEngine", "ProviderError"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,33 +57,14 @@ class _NoBar:
         pass
 
 
-@dataclass
-class EngineOptions:
-    max_parallel: int = 10  # jobs in flight at once (Braket's default)
-    poll_interval: float = 1.0  # first wait between status polls, doubling ...
-    max_poll_interval: float = 30.0  # ... up to this
-    job_timeout: float = 3 * 3600.0  # a job not finished this long after submission is cancelled and resubmitted
-    submit_timeout: float = 120.0  # a submit call with no answer by then has an unknown outcome
-    deadline: float | None = None  # seconds for a whole run() call; open jobs stay in the ledger
-    max_attempts: int = 4  # submissions per job, all causes together
-    reuse_results: bool = False  # serve identical circuits from earlier calls (e.g. earlier steps)
-    progress: bool | None = None  # job progress bar (None: only on a terminal)
-
-    def __post_init__(self) -> None:
-        for name in ("max_parallel", "max_attempts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        for name in ("poll_interval", "max_poll_interval", "job_timeout", "submit_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be a positive number of seconds, got {getattr(self, name)!r}")
-
-
 class JobEngine:
     """Runs bound circuits through a provider (see module docstring).
 
     run_dir: the ledger goes to ``run_dir/jobs/ledger.jsonl`` and finished results to
     ``run_dir/jobs/results/``; None keeps both in memory (no crash recovery).
+    options: :class:`EngineOptions` fields (timeouts, deadlines, attempts, ``max_spend``,
+    ``switch_backend``, ...). Raises ValueError for a bad option, a cap the provider cannot price,
+    or a backend other than the one the run's ledger records (without ``switch_backend``).
     """
 
     def __init__(self, provider: Provider, run_dir: str | Path | None = None, **options):
@@ -85,11 +72,15 @@ class JobEngine:
         self.options = EngineOptions(**options)
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
         self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
+        check_backend(self.ledger, provider, self.options.switch_backend)
+        self.budget = Budget(SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records)
         self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
+        self._started = time.time()  # the run deadline counts from here
         self._scope = ""
-        self._templates = Templates()
+        self._templates = Templates(provider.two_qubit_gates)
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self.calls = ProviderCalls(provider, self.options)
+        self.submitter = Submitter(provider, self.calls, self.ledger, self.options, self.budget, self._record)
         # one thread writes finished jobs (results to the cache, then their `done` record), in
         # order, while the next job runs; every write ends before run() returns
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
@@ -106,7 +97,7 @@ class JobEngine:
         """
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")
-        deadline_at = time.time() + self.options.deadline if self.options.deadline else float("inf")
+        deadline = Deadline.earliest(self.options, self._started)
         fingerprint = self.provider.fingerprint()
         self._templates.reset(fingerprint)
         keyed = key_circuits(circuits, self._templates)
@@ -133,7 +124,7 @@ class JobEngine:
                 self._store(results, keyed, members, done, shots)
         if pending:
             try:
-                self._run_jobs(pending, shots, deadline_at, scope, results, keyed)
+                self._run_jobs(pending, shots, deadline, scope, results, keyed)
             except BaseException:
                 self._drain_writes(raise_errors=False)  # the finished jobs are kept; the job's error is raised
                 raise
@@ -149,13 +140,13 @@ class JobEngine:
         if self.options.reuse_results:
             self._memory.update(((shots, *keyed.content(i)), p) for i, p in zip(members, probs))
 
-    def _run_jobs(self, pending, shots, deadline_at, scope, results: list, keyed: Keyed) -> None:
+    def _run_jobs(self, pending, shots, deadline: Deadline, scope, results: list, keyed: Keyed) -> None:
         self._scope = scope  # recorded with every ledger event of this call
         bar = self._bar(len(pending))
         if self.options.max_parallel == 1 or len(pending) == 1:  # one job at a time: no thread handoff
             try:
                 for job_key, members, circuits, widths in pending:
-                    probs = self._run_job(job_key, circuits, widths, shots, deadline_at)
+                    probs = self._run_job(job_key, circuits, widths, shots, deadline)
                     self._store(results, keyed, members, probs, shots)
                     bar.update(1)
             finally:
@@ -164,7 +155,7 @@ class JobEngine:
         errors: list[BaseException] = []
         with ThreadPoolExecutor(self.options.max_parallel, thread_name_prefix="qpeft-job") as pool:
             futures = {
-                pool.submit(self._run_job, job_key, circuits, widths, shots, deadline_at): members
+                pool.submit(self._run_job, job_key, circuits, widths, shots, deadline): members
                 for job_key, members, circuits, widths in pending
             }
             remaining = set(futures)
@@ -211,59 +202,79 @@ class JobEngine:
             **extra,
         )
 
-    def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline_at) -> list:
-        live = self.ledger.live().get(job_key)
+    def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline) -> list:
+        live = self.ledger.get_live(job_key)
         attempt = self.ledger.attempts(job_key)
         done = self.ledger.done(job_key)
         # a job submitted again because its finished results were lost gets a new budget of attempts
         limit = self.options.max_attempts + (done.get("attempt", 0) if done is not None else 0)
-        job_id = last_id = None
-        submitted_at, message = time.time(), ""
+        job_id, submitted_at = None, time.time()
         if done is not None and live is None:  # finished before, but its results are not in the cache
-            probs = self._refetch(job_key, done, circuits, widths, shots, deadline_at)
+            probs = self._refetch(job_key, done, circuits, widths, shots, deadline)
             if probs is not None:
                 return probs
         if live is not None:
-            attempt = live["attempt"]
+            attempt, submitted_at = live["attempt"], live["time"]
             if live["event"] == "submitted":
-                job_id, submitted_at = live["job_id"], live["time"]
+                job_id = live["job_id"]
                 logger.info("re-attaching to job %s (key %s) from the ledger", job_id, job_key)
-            else:
-                job_id = self._resolve(None, job_key, live["tag"], attempt, circuits, shots, deadline_at)
+            else:  # a submission an earlier process left without an id: looked up by its tag
+                job_id = self.submitter.recover(live, circuits, shots, deadline)
         while True:
             if job_id is None:
                 if attempt >= limit:
-                    raise JobFailedError(job_key, last_id, message, attempt)
+                    raise self._used_up(job_key, attempt)
+                if deadline.passed():
+                    raise TimeoutError(f"{deadline.what} reached before job key {job_key} was submitted; rerun")
                 attempt += 1
-                job_id = self._submit(job_key, circuits, shots, attempt, deadline_at)
+                job_id = self.submitter.submit(job_key, circuits, shots, attempt, deadline)
                 submitted_at = time.time()
-                if job_id is None:  # the unanswered submit turned out rejected: nothing to follow
+                if job_id is None:  # the provider confirmed that nothing was created: next attempt
                     continue
-            state, message, queue_s = self.calls.poll(job_id, submitted_at, deadline_at)
+            state, message, queue_s = self.calls.poll(job_id, submitted_at, deadline)
             if state == "timeout":
-                state = self.calls.cancel(job_id) or state
+                state, message = self._stop(job_key, job_id, message, deadline)
             timing = {"wall_s": time.time() - submitted_at, "queue_s": queue_s}
-            last_id = job_id
             common = (job_key, job_id, attempt, circuits, shots, None)
             if state is State.DONE:
                 probs = self.calls.fetch(job_id, circuits, widths, shots)
+                usage = self.calls.usage(job_id)
+                if usage:
+                    timing["usage"] = usage
                 try:
                     self._writes.append(self._writer.submit(self._persist, job_key, probs, common, timing))
                 except RuntimeError:  # the interpreter is shutting down: no new threads, write it here
                     self._persist(job_key, probs, common, timing)
                 return probs
-            if state == "lost":
-                self._record("lost", *common, message=message, **timing)
-            elif state == "timeout":
-                self._record("timeout", *common, message=message, **timing)
+            if state in ("lost", "timeout"):  # the provider confirmed the job will not run on
+                self._record(state, *common, message=message, **timing)
             elif state is State.FAILED and self.provider.is_transient_failure(message):
                 self._record("failed", *common, message=message, **timing)
             else:
                 event = "failed" if state is State.FAILED else "cancelled"
                 self._record(event, *common, message=message, **timing)
                 raise JobFailedError(job_key, job_id, message, attempt)
-            logger.warning("job %s (key %s): %s (%s); resubmitting", job_id, job_key, state, message)
+            logger.warning("job %s (key %s): %s (%s); submitting it again", job_id, job_key, state, message)
             job_id = None
+
+    def _stop(self, job_key: str, job_id: str, why: str, deadline: Deadline) -> tuple[State | str, str]:
+        """A job past its queue or run-time limit: cancelled; ("timeout", words) once the provider
+        confirms that it ended (then it is submitted again), (DONE, "") if it finished meanwhile.
+        Raises :class:`JobStillRunningError` when the provider does not confirm (it may still run
+        and be billed: it is not submitted again, and stays open in the ledger)."""
+        outcome, words = self.calls.cancel(job_id, deadline)
+        if outcome is State.DONE:
+            return State.DONE, ""
+        if outcome is None:
+            raise JobStillRunningError(job_key, job_id, f"{why}; a cancel was requested, but {words}")
+        return "timeout", f"{why}; cancelled ({words})"
+
+    def _used_up(self, job_key: str, attempt: int) -> JobFailedError:
+        """The error of a key whose attempts are used up: names its last job and the provider's words."""
+        last = self.ledger.last(job_key) or {}
+        words = last.get("message") or f"its last job ended {last.get('event', 'without a record')}"
+        hint = f"max_attempts is {self.options.max_attempts} (raise it to try the job again: that pays for it again)"
+        return JobFailedError(job_key, last.get("job_id"), words, attempt, hint)
 
     def _persist(self, job_key: str, probs, common: tuple, timing: dict, event: str = "done") -> None:
         """A finished job's results into the cache, then its ``done`` record (never the other
@@ -271,7 +282,7 @@ class JobEngine:
         self.cache.put_job(job_key, probs)
         self._record(event, *common, **timing)
 
-    def _refetch(self, job_key: str, done: dict, circuits, widths, shots, deadline_at) -> list | None:
+    def _refetch(self, job_key: str, done: dict, circuits, widths, shots, deadline: Deadline) -> list | None:
         """The results of a job the ledger has as ``done`` that the cache does not have (its step
         compacted away, data damaged by a power loss; an engine without a run directory keeps no
         cache), fetched again by the job's id: it was paid for once. The provider is asked as a
@@ -282,7 +293,7 @@ class JobEngine:
         if job_id is None or self.ledger.gone(job_id):  # (asked already, by an earlier run)
             return None
         common = (job_key, job_id, done.get("attempt", 0), circuits, shots, None)
-        state, message, _ = self.calls.poll(job_id, started, deadline_at)
+        state, message, _ = self.calls.poll(job_id, started, deadline)
         if state is State.DONE:
             probs = self.calls.fetch(job_id, circuits, widths, shots)
             self._persist(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
@@ -312,52 +323,3 @@ class JobEngine:
             logger.error("a finished job could not be written to %s: %s", self.cache.directory, err)
         if errors and raise_errors:
             raise errors[0]
-
-    # ---- submissions: never twice -----------------------------------------------------------
-
-    def _submit(self, job_key, circuits, shots, attempt, deadline_at) -> str:
-        """Submit one job; transient rejections are retried with backoff (the provider
-        guarantees they created nothing); no answer at all goes to :meth:`_resolve`."""
-        tag = f"{job_key}.{attempt}"
-        try:
-            job_id = self.calls.submit(circuits, shots, tag, deadline_at)
-        except NoAnswer as no_answer:
-            return self._resolve(no_answer.future, job_key, tag, attempt, circuits, shots, deadline_at)
-        self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
-        return job_id
-
-    def _resolve(self, future, job_key, tag, attempt, circuits, shots, deadline_at) -> str | None:
-        """A submit whose outcome is unknown: wait for its late answer or find the job by its
-        tag; never submit it again blindly. None means the provider confirmed nothing was created."""
-        if future is not None:
-            self._record("unknown", job_key, None, attempt, circuits, shots, tag)
-        opts = self.options
-        give_up = min(time.time() + opts.job_timeout, deadline_at)
-        if future is None and not self.provider.can_find:
-            give_up = 0.0  # nothing left to wait for
-        wait_s = opts.poll_interval
-        while time.time() < give_up:
-            if future is not None and future.done():
-                err = future.exception()
-                if err is None:
-                    job_id = future.result()
-                    break
-                if self.provider.is_transient(err):
-                    message = self.provider.redact(str(err))
-                    self._record("rejected", job_key, None, attempt, circuits, shots, tag, message=message)
-                    return None
-                raise self.calls.clean(err)
-            job_id = self.provider.find(tag) if self.provider.can_find else None
-            if job_id is not None:
-                break
-            time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
-            wait_s = min(2 * wait_s, opts.max_poll_interval)
-        else:
-            raise SubmissionUnknownError(
-                f"the submission of job key {job_key} (tag {tag}) gave no answer and the provider "
-                f"{self.provider.name} cannot say whether it created the job; it was not resubmitted. "
-                f"Look the tag up in the provider's console, then `qpeft jobs RUN_DIR --resolve {tag} "
-                f"[--job-id ID]` and rerun"
-            )
-        self._record("submitted", job_key, job_id, attempt, circuits, shots, tag)
-        return job_id

@@ -6,8 +6,13 @@
   the token from ``QPEFT_IBM_TOKEN``, else the saved account.
 * Circuits are transpiled once per template to the backend's target with Qiskit's preset
   pass manager; a job sends one PUB per template with the array of its parameter bindings.
-* Limits per job: 10 M executions (circuits x shots) and < 10,000 two-qubit gates; one shot
-  count per job. Jobs are tagged, so a submission with no answer is found by its tag.
+* Limits per job: 10 M executions (circuits x shots) and < 10,000 two-qubit gates, counted on
+  the transpiled (ISA) circuit, whose routing adds gates; one shot count per job. Jobs are
+  tagged, so a submission with no answer is found by its tag.
+* A job id the service does not know (``RuntimeJobNotFound``) is :class:`JobLostError`; what a
+  finished job used is its ``metrics()["usage"]`` (QPU seconds).
+* Checked when the provider is made, before any model loads: a missing account, a refused
+  token or an unknown backend name is a ValueError saying what to fix.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,6 +50,8 @@ _STATES = {
 }
 # HTTP codes the IBM API guarantees safe to retry (its own RetrySession's STATUS_FORCELIST)
 _TRANSIENT_CODES = re.compile(r"\b(500|502|503|504|520|521|522|524)\b")
+#: the snapshot `qpeft plan` counts two-qubit gates on when the backend has none of its own
+PLAN_BACKEND = "fake_torino"
 
 
 def _templates(circuits: Sequence[BoundCircuit]) -> dict[str, list[int]]:
@@ -79,6 +86,7 @@ class IBMProvider(Provider):
         *,
         token: str | None = None,
         service=None,
+        sampler_factory: Callable | None = None,
         optimization_level: int = 1,
         seed: int | None = 0,
     ):
@@ -90,18 +98,11 @@ class IBMProvider(Provider):
             self._service = None
             self._backend = _fake_backend(runtime.fake_provider, backend)
         else:
-            if service is None:
-                service = runtime.QiskitRuntimeService(token=self._token or None)
-            self._service = service
-            # the token of a saved account (QiskitRuntimeService() reads it from disk) is a secret too
-            self._token = self._token or (service.active_account() or {}).get("token", "")
-            if backend:
-                self._backend = service.backend(backend)
-            else:
-                self._backend = service.least_busy(operational=True, simulator=False)
+            self._service, self._backend = self._connect(runtime, service, backend)
         self.backend = self._backend.name
         self.options = {"optimization_level": optimization_level, "seed": seed}
         self._seed = seed
+        self._sampler_factory = sampler_factory  # tests: a stand-in for the unreachable service's primitive
         transpiler = require("qiskit.transpiler", "qiskit")
         self._pass_manager = transpiler.generate_preset_pass_manager(
             optimization_level=optimization_level, backend=self._backend, seed_transpiler=seed
@@ -110,18 +111,75 @@ class IBMProvider(Provider):
         self._jobs: dict = {}
         self._tags: dict[str, str] = {}
 
+    def _connect(self, runtime, service, backend: str | None):
+        """(service, backend object); the account, the token and the backend name are checked
+        here, each failure a ValueError saying what to fix (transient ones raised as they are,
+        for :func:`qpeft.jobs.providers.connect` to retry)."""
+        from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
+        accounts = require("qiskit_ibm_runtime.accounts", "ibm")
+        try:
+            if service is None:
+                service = runtime.QiskitRuntimeService(token=self._token or None)
+            # the token of a saved account (QiskitRuntimeService() reads it from disk) is a secret too
+            self._token = self._token or (service.active_account() or {}).get("token", "")
+            if not backend:
+                return service, service.least_busy(operational=True, simulator=False)
+            return service, service.backend(backend)
+        except accounts.AccountNotFoundError:
+            raise ValueError(
+                f"no IBM Quantum account: set {TOKEN_ENV}, or save one once with "
+                "QiskitRuntimeService.save_account(token=..., instance=...)"
+            ) from None
+        except QiskitBackendNotFoundError as err:
+            if not backend:
+                raise ValueError(f"IBM Quantum lists no operational QPU for this account ({err})") from None
+            try:
+                names = sorted(b.name for b in service.backends())
+            except Exception:  # (the list is a courtesy)
+                names = ["(could not list them)"]
+            raise ValueError(
+                f"IBM Quantum has no backend {backend!r} for this account (renamed or retired?); it lists "
+                f"{', '.join(names)}"
+            ) from None
+        except (runtime.IBMNotAuthorizedError, accounts.InvalidAccountError) as err:
+            raise ValueError(
+                f"IBM Quantum refused the account ({self.redact(str(err))}): check {TOKEN_ENV} or the saved account"
+            ) from None
+
     def secrets(self) -> list[str]:
         return [self._token]
 
-    def is_transient(self, error: BaseException) -> bool:
-        return isinstance(error, TransientError) or bool(_TRANSIENT_CODES.search(str(error)))
+    @classmethod
+    def is_transient_error(cls, error: BaseException) -> bool:
+        if isinstance(error, TransientError | ConnectionError | TimeoutError):
+            return True
+        return bool(_TRANSIENT_CODES.search(str(error))) or type(error).__name__ in ("ConnectionError", "Timeout")
+
+    @classmethod
+    def plan_gate_count(
+        cls, backend: str | None, optimization_level: int = 1, seed: int | None = 0, **_
+    ) -> tuple[Callable, str]:
+        """(two-qubit gates per circuit on the transpiled ISA circuit, offline; what they were
+        counted on): the backend's own snapshot (``fake_X``, or ``ibm_X`` -> ``fake_X``) where
+        qiskit-ibm-runtime has one, else :data:`PLAN_BACKEND`'s."""
+        runtime = require("qiskit_ibm_runtime", "ibm")
+        wanted = "fake_" + backend.removeprefix("fake_").removeprefix("ibm_") if backend else PLAN_BACKEND
+        try:
+            _fake_backend(runtime.fake_provider, wanted)
+            name, note = wanted, f"the ISA circuit on the {wanted} snapshot"
+            if not backend:
+                note += " (the backend is chosen when the run starts: the least busy)"
+        except ValueError:
+            name, note = PLAN_BACKEND, f"the ISA circuit on {PLAN_BACKEND} (no snapshot of {backend})"
+        return cls(name, optimization_level=optimization_level, seed=seed).two_qubit_gates, note
 
     def _sampler(self, tag: str):
         sampler_module = require("qiskit_ibm_runtime.executor_sampler", "ibm")
         options = {"environment": {"job_tags": [tag]}}
         if self.local and self._seed is not None:
             options["simulator"] = {"seed_simulator": self._seed}
-        return sampler_module.Sampler(mode=self._backend, options=options)
+        return (self._sampler_factory or sampler_module.Sampler)(mode=self._backend, options=options)
 
     def _isa_template(self, template):
         """(ISA circuit, column of each of its parameters in the slot values), cached."""
@@ -136,6 +194,11 @@ class IBMProvider(Provider):
             # the transpiler may drop parameters; bind the ones left, in the circuit's order
             self._isa[key] = (isa, [p.index for p in isa.parameters])
         return self._isa[key]
+
+    def two_qubit_gates(self, circuit) -> int:
+        """Two-qubit gates of the template's transpiled (ISA) circuit: routing on the device's
+        coupling map adds some (on fake_torino, 21 CZ where the logical circuit has 6)."""
+        return self._isa_template(circuit)[0].num_nonlocal_gates()
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
         if shots is None:
@@ -155,7 +218,13 @@ class IBMProvider(Provider):
         if job is None:
             if self._service is None:
                 raise JobLostError(f"ibm local-testing job {job_id} ended with its process")
-            job = self._jobs[job_id] = self._service.job(job_id)
+            runtime = require("qiskit_ibm_runtime", "ibm")
+            try:
+                job = self._jobs[job_id] = self._service.job(job_id)
+            except runtime.RuntimeJobNotFound as err:
+                raise JobLostError(
+                    f"ibm job {job_id}: the service does not know it ({self.redact(str(err))})"
+                ) from None
         return job
 
     def status(self, job_id: str) -> Status:
@@ -180,6 +249,13 @@ class IBMProvider(Provider):
 
     def cancel(self, job_id: str) -> None:
         self._job(job_id).cancel()
+
+    def usage(self, job_id: str) -> dict | None:
+        """The numbers of the job's ``metrics()["usage"]`` (e.g. ``quantum_seconds``,
+        ``qpu_charge_time_seconds``), by the service's names."""
+        usage = (self._job(job_id).metrics() or {}).get("usage") or {}
+        numbers = {k: v for k, v in usage.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        return numbers or None
 
     def find(self, tag: str) -> str | None:
         if tag in self._tags:

@@ -12,7 +12,7 @@ circuit is hashed on its own.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
@@ -40,9 +40,12 @@ class Template:
 
 class Templates:
     """The templates an engine has seen, keyed once per circuit object (a circuit must not be
-    changed after it ran); forgotten when the provider's fingerprint changes."""
+    changed after it ran); forgotten when the provider's fingerprint changes. ``count`` gives a
+    template's two-qubit gates as the provider runs it (e.g. after transpiling to its ISA; the
+    logical count by default), for the job split."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: Callable[[Circuit], int] = two_qubit_gates) -> None:
+        self._count = count
         self._fingerprint = ""
         self._known: dict[int, Template] = {}  # id(circuit) -> template; holds the circuit, so ids stay unique
 
@@ -55,7 +58,7 @@ class Templates:
         if known is None or known.circuit is not circuit:
             content = f"{self._fingerprint}|{template_content(circuit)}"
             key = hashlib.blake2b(content.encode(), digest_size=KEY_BYTES).digest()
-            known = self._known[id(circuit)] = Template(circuit, key, two_qubit_gates(circuit))
+            known = self._known[id(circuit)] = Template(circuit, key, self._count(circuit))
         return known
 
 

@@ -1,13 +1,17 @@
 """The job ledger: append-only JSON lines in the run directory, one per event.
 
-``submitted`` is written right after a submit returns (before any polling), ``unknown`` when
-a submit gave no answer, and one terminal event per job (``done``, ``failed``, ``lost``,
-``timeout``, ``cancelled``, or ``rejected`` for an unanswered submit that turned out to have
-created nothing). ``refetched`` says a ``done`` job's results, missing from the result cache
-(compacted away, or damaged by a power loss), were fetched from the provider again; ``gone``
-that the provider no longer had them either (the job is then submitted again). A restarted
-engine reads it to re-attach to jobs that were submitted but never reached a terminal event. It
-holds no secret.
+``intent`` is written (and fsynced) before a submit call to a provider whose jobs outlive the
+process, so a crash while the call is in flight leaves a record of it; ``submitted`` right after
+a submit returns (before any polling), ``unknown`` when a submit gave no answer, and one terminal
+event per job (``done``, ``failed``, ``lost``, ``timeout`` (cancelled past its time limit, the
+provider confirmed), ``cancelled``, or ``rejected`` for a submission that created nothing: the
+provider answered with an error, or a submission left open by a crash was not found by its tag).
+A ``done`` record may carry ``usage``: what the provider reported the job used. ``refetched``
+says a ``done`` job's results, missing from the result cache (compacted away, or damaged by a
+power loss), were fetched from the provider again; ``gone`` that the provider no longer had them
+either (the job is then submitted again). A restarted engine reads it to re-attach to jobs that
+were submitted but never reached a terminal event, and to settle submissions left without a job
+id. It holds no secret.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ logger = logging.getLogger(__name__)
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # made once (json.dumps with options makes one per call)
 
 #: records fsynced to disk: the ones that prevent a resubmission after a crash
-DURABLE = ("submitted", "unknown")
+DURABLE = ("intent", "submitted", "unknown")
+#: records of a submission whose job may exist but whose id is not known
+UNSETTLED = ("intent", "unknown")
 TERMINAL = ("done", "failed", "lost", "timeout", "cancelled", "rejected")
 FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt", "tag")
 
@@ -46,7 +52,8 @@ class Ledger:
         self._file = None  # opened on the first append, kept open (closed when the ledger is collected)
         self.fsync = fsync
         self.records: list[dict] = []
-        self._open: dict[str, dict] = {}  # key -> newest submitted / unknown record without a terminal one
+        self._open: dict[str, dict] = {}  # key -> newest intent / submitted / unknown record without a terminal one
+        self._last: dict[str, dict] = {}  # key -> newest terminal record
         self._attempts: dict[str, int] = {}
         self._done: dict[str, dict] = {}  # key -> newest done record
         self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
@@ -61,14 +68,16 @@ class Ledger:
         if key is None:
             return
         self._attempts[key] = max(self._attempts.get(key, 0), r.get("attempt", 0))
-        if r["event"] in ("submitted", "unknown"):
+        if r["event"] in DURABLE:
             self._open[key] = r
         elif r["event"] == "done":
             self._done[key] = r
         elif r["event"] == "gone":
             self._gone.add(r.get("job_id"))
-        if r["event"] in TERMINAL and key in self._open and self._open[key].get("job_id") == r.get("job_id"):
-            del self._open[key]
+        if r["event"] in TERMINAL:
+            self._last[key] = r
+            if key in self._open and self._open[key].get("job_id") == r.get("job_id"):
+                del self._open[key]
 
     def append(self, event: str, **fields) -> dict:
         record = {"event": event, "time": time.time(), **fields}
@@ -87,19 +96,28 @@ class Ledger:
         return record
 
     def live(self) -> dict[str, dict]:
-        """key -> the newest ``submitted`` (or unresolved ``unknown``) record of jobs with no
-        terminal event."""
+        """key -> the newest ``submitted`` (or unsettled ``intent`` / ``unknown``) record of jobs
+        with no terminal event."""
         with self._lock:
             return dict(self._open)
 
+    def get_live(self, key: str) -> dict | None:
+        """:meth:`live` of one key."""
+        with self._lock:
+            return self._open.get(key)
+
+    def unsettled(self) -> list[dict]:
+        """The submissions whose job may exist but whose id is unknown (``intent`` / ``unknown``)."""
+        return [r for r in self.live().values() if r["event"] in UNSETTLED]
+
     def resolve(self, tag: str, job_id: str | None) -> dict:
-        """Settle a submission left ``unknown`` (its tag looked up in the provider's console):
-        ``job_id`` if the job exists (the next run re-attaches to it), None if nothing was created
-        (the next run submits it)."""
-        unknown = self.live()
-        record = next((r for r in unknown.values() if r["event"] == "unknown" and r["tag"] == tag), None)
+        """Settle a submission left unsettled (an ``intent`` a crash cut off, or an ``unknown``
+        submit; its tag looked up in the provider's console): ``job_id`` if the job exists (the
+        next run re-attaches to it), None if nothing was created (the next run submits it)."""
+        unsettled = self.unsettled()
+        record = next((r for r in unsettled if r["tag"] == tag), None)
         if record is None:
-            tags = [r["tag"] for r in unknown.values() if r["event"] == "unknown"]
+            tags = [r["tag"] for r in unsettled]
             raise ValueError(f"no unresolved submission with tag {tag!r} in {self.path}; unresolved: {tags}")
         fields = {k: record[k] for k in FIELDS if k != "job_id"}
         if "scope" in record:  # the record stays in its step (see recent_steps)
@@ -112,6 +130,11 @@ class Ledger:
         """The newest ``done`` record of a job key (None if it never finished)."""
         with self._lock:
             return self._done.get(key)
+
+    def last(self, key: str) -> dict | None:
+        """The newest terminal record of a job key (None if none)."""
+        with self._lock:
+            return self._last.get(key)
 
     def gone(self, job_id: str) -> bool:
         """Whether the provider was found to no longer have a done job's results."""
@@ -157,18 +180,28 @@ def read_ledger(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as err:
             if n == len(lines):
                 break
-            raise ValueError(f"{path}:{n} is not a JSON ledger record ({err}); the ledger is corrupt") from err
+            raise ValueError(
+                f"{path}:{n} is not a JSON ledger record ({err}); the ledger is corrupt. `qpeft jobs RUN_DIR "
+                "--repair` keeps every readable record, says which job the bad line may have been, and lets the "
+                "next run re-attach to its jobs by asking the provider"
+            ) from err
     return records
 
 
 def totals(records: list[dict]) -> dict:
-    """Jobs, circuits, shots, wall and queue seconds, retries and failures of a ledger."""
+    """Jobs, circuits, shots, wall and queue seconds, retries and failures of a ledger, the
+    submissions still unresolved, and what the providers reported the finished jobs used
+    (``reported``: each figure summed over the ``reported_jobs`` jobs that gave it)."""
     submitted = [r for r in records if r["event"] == "submitted"]
-    by_job = defaultdict(dict)
-    for r in records:
-        if r.get("job_id") is not None:
-            by_job[r["job_id"]][r["event"]] = r
     done = [r for r in records if r["event"] == "done"]
+    reported: dict[str, float] = {}
+    reporting = 0
+    for r in records:
+        if r["event"] in ("done", "refetched") and r.get("usage"):
+            reporting += r["event"] == "done"
+            for name, value in r["usage"].items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and r["event"] == "done":
+                    reported[name] = reported.get(name, 0) + value
     return {
         "jobs": len(submitted),
         "jobs_done": len(done),
@@ -181,12 +214,24 @@ def totals(records: list[dict]) -> dict:
         "retries": _retries(records),
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
+        # submissions that may have created a job whose id is not known: `qpeft jobs RUN --resolve TAG`
+        "unresolved": sorted(r["tag"] for r in _open(records).values() if r["event"] in UNSETTLED),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
         "refetched": sum(r["event"] == "refetched" for r in records),
         # finished jobs whose results were gone from the cache and the provider: submitted again
         "resubmitted_after_loss": sum(r["event"] == "gone" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
+        "reported": reported,
+        "reported_jobs": reporting,
     }
+
+
+def _open(records: list[dict]) -> dict[str, dict]:
+    """key -> its open record (what :meth:`Ledger.live` keeps), from a list of records."""
+    ledger = Ledger(None)
+    for r in records:
+        ledger._index(r)
+    return ledger.live()
 
 
 def _retries(records: list[dict]) -> int:

@@ -151,8 +151,9 @@ class LocalProvider(Provider):
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray] | np.ndarray:
         return self._future(job_id).result()
 
-    def cancel(self, job_id: str) -> None:
-        self._future(job_id).cancel()
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not started; False for one already running or done."""
+        return self._future(job_id).cancel()
 
     def find(self, tag: str) -> str | None:
         return self._tags.get(tag)

@@ -8,7 +8,13 @@
   one shot count.
 * ``QCloudJob.result()`` blocks with no timeout, so the engine polls ``status()`` and calls
   ``result()`` only after FINISHED or FAILED; a FAILED job is a status, not an exception.
-* Re-attach: ``QCloudJob(job_id)`` once the service exists.
+* Re-attach: ``QCloudJob(job_id)`` once the service exists. A job id the service does not know
+  is answered with an HTTP 404 (``RuntimeError: QCloud HTTP request failed with status 404``):
+  :class:`JobLostError`, so the engine submits the job again.
+* No lookup by tag: the SDK lists no jobs by tag or ``batch_id`` (reference/hardware.md §1.2),
+  so a submission of unknown outcome is settled by hand (``qpeft jobs RUN --resolve``).
+* What a job used: ``QCloudResult.timing_info()`` (``qpuRunTime``, ``totalTime``, ...: the
+  SDK's names and units), kept from the result fetch, no extra call.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from qpeft.backends.base import require
 from qpeft.backends.pyqpanda3 import to_qprog
-from qpeft.jobs.base import BoundCircuit, Limits, Provider, State, Status, TransientError, counts_to_probs
+from qpeft.jobs.base import BoundCircuit, JobLostError, Limits, Provider, State, Status, TransientError, counts_to_probs
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,8 @@ _TRANSIENT = (
     "server connection failed",
     "under maintenance",
 )
+#: the HTTP answer to a job id the service does not know
+_NOT_FOUND = "status 404"
 
 
 def measured_qprog(circuit: BoundCircuit):
@@ -78,28 +86,39 @@ class OriginProvider(Provider):
         qcloud = require("pyqpanda3.qcloud", "pyqpanda3")
         self._qcloud = qcloud
         self._key = api_key or os.environ.get(API_KEY_ENV, "")
-        if service is None:
-            if not self._key:
-                raise ValueError(f"the origin provider needs an API key: set {API_KEY_ENV} (account.originqc.com.cn)")
-            service = qcloud.QCloudService(self._key)
-        self._service = service
+        if service is None and not self._key:
+            raise ValueError(f"the origin provider needs an API key: set {API_KEY_ENV} (account.originqc.com.cn)")
+        try:  # the service is asked here, before any model loads: a bad key or chip fails at once
+            self._service = service if service is not None else self._call(qcloud.QCloudService, self._key)
+            self.backend = self._choose(backend)
+            self._chip = self._call(self._service.backend, self.backend)
+        except RuntimeError as err:  # (TransientError: retried by providers.connect)
+            if isinstance(err, TransientError):
+                raise
+            raise ValueError(
+                f"Origin QCloud refused the request ({err}): check the API key in {API_KEY_ENV} "
+                "(account.originqc.com.cn) and the chip name"
+            ) from None
         self._job_factory = job_factory or qcloud.QCloudJob
-        self.backend = self._choose(backend)
-        self._chip = self._call(service.backend, self.backend)
         self._run_options = qcloud.QCloudOptions()
         self._run_options.set_amend(amend)
         self._run_options.set_mapping(mapping)
         self._run_options.set_optimization(optimization)
         self.options = {"amend": amend, "mapping": mapping, "optimization": optimization}
         self._jobs: dict = {}
+        self._timing: dict[str, dict] = {}  # job id -> timing_info() of its fetched result
 
-    def _call(self, fn, *args):
+    def _call(self, fn, *args, job_id: str | None = None):
+        """``fn(*args)``, its RuntimeErrors redacted: transient ones as TransientError, and, for
+        a call about a job (``job_id``), the service's 404 as JobLostError."""
         try:
             return fn(*args)
         except RuntimeError as err:
             text = self.redact(str(err))
             if self.is_transient(err):
                 raise TransientError(text) from None
+            if job_id is not None and _NOT_FOUND in text:
+                raise JobLostError(f"origin job {job_id}: the service does not know it ({text})") from None
             raise RuntimeError(text) from None
 
     def _choose(self, backend: str | None) -> str:
@@ -121,7 +140,8 @@ class OriginProvider(Provider):
     def secrets(self) -> list[str]:
         return [self._key]
 
-    def is_transient(self, error: BaseException) -> bool:
+    @classmethod
+    def is_transient_error(cls, error: BaseException) -> bool:
         if isinstance(error, TransientError):
             return True
         return isinstance(error, RuntimeError) and any(t in str(error).lower() for t in _TRANSIENT)
@@ -141,25 +161,44 @@ class OriginProvider(Provider):
     def _job(self, job_id: str):
         job = self._jobs.get(job_id)
         if job is None:  # re-attach (e.g. after a restart)
-            job = self._jobs[job_id] = self._call(self._job_factory, job_id)
+            job = self._jobs[job_id] = self._call(self._job_factory, job_id, job_id=job_id)
         return job
 
     def status(self, job_id: str) -> Status:
         s = self._qcloud.JobStatus
-        state = self._call(self._job(job_id).status)
+        state = self._call(self._job(job_id).status, job_id=job_id)
         if state == s.FINISHED:
             return Status(State.DONE)
         if state == s.FAILED:  # a failure is a status; its message comes with the (now prompt) result
-            return Status(State.FAILED, self.redact(str(self._call(self._job(job_id).result).error_message())))
+            message = self._call(self._job(job_id).result, job_id=job_id).error_message()
+            return Status(State.FAILED, self.redact(str(message)))
         if state == s.COMPUTING:
             return Status(State.RUNNING)
         return Status(State.QUEUED)  # WAITING, QUEUING
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
-        counts = self._call(self._job(job_id).result).get_counts_list()
+        result = self._call(self._job(job_id).result, job_id=job_id)
+        counts = result.get_counts_list()
         if len(counts) != len(circuits):
             raise RuntimeError(f"origin job {job_id} returned {len(counts)} results for {len(circuits)} programs")
+        try:
+            self._timing[job_id] = dict(result.timing_info())
+        except (AttributeError, RuntimeError):  # (older SDKs, or a result without timing fields)
+            pass
         return [counts_to_probs(c, b.circuit.n_qubits) for c, b in zip(counts, circuits)]
 
-    def cancel(self, job_id: str) -> None:
-        self._call(self._job(job_id).cancel)
+    def cancel(self, job_id: str) -> bool:
+        """The SDK's answer: False when the service says the task cannot be cancelled."""
+        return bool(self._call(self._job(job_id).cancel, job_id=job_id))
+
+    def usage(self, job_id: str) -> dict | None:
+        """``timing_info()`` of the job's result (numbers where the text is one), as the SDK names them."""
+        timing = self._timing.pop(job_id, None)
+        return {k: _number(v) for k, v in timing.items()} if timing else None
+
+
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text

@@ -1,66 +1,26 @@
 """``qpeft plan``: circuits, jobs, shots, QPU time and cost of a run, before running it.
 
 Counts come from the code that builds the submissions (:func:`qpeft.jobs.step.step_circuits`
-for the circuits of a module, the engine's split for the jobs), so a plan and the ledger of
-the run agree. Time and money are estimates from the providers' published figures
-(:data:`RATES`, each with its source and date); where there is no official figure the plan
-gives a range. QPU time = jobs x per-job overhead + circuits x per-circuit time + shots x
+for the circuits of a module, the engine's split for the jobs, with two-qubit gates counted as
+the provider counts them: on IBM, on the transpiled ISA circuit), so a plan and the ledger of
+the run agree, periodic evaluations (``--eval-steps``) included. Time and money are estimates
+from the providers' published figures (:data:`RATES`, each with its source and date); where there
+is no official figure the plan gives a range. QPU time = jobs x per-job overhead + circuits x per-circuit time + shots x
 per-shot time (circuit duration + repetition delay).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from qpeft.jobs.base import jobs_for, two_qubit_gates
-from qpeft.jobs.providers import parse_spec, provider_limits
-from qpeft.jobs.step import circuits_per_module
+from qpeft.jobs.base import jobs_for
+from qpeft.jobs.budget import Spend, SpendCap
+from qpeft.jobs.providers import parse_spec, plan_gate_count, provider_limits
+from qpeft.jobs.rates import RATES, Rate, estimate  # noqa: F401 (Rate: public here too)
+from qpeft.jobs.step import circuits_per_module, step_templates
 from qpeft.quantum.circuit import Circuit
-
-
-@dataclass(frozen=True)
-class Rate:
-    """Published (or observed) time and price figures of one provider; (low, high) ranges."""
-
-    per_job_s: tuple[float, float]
-    per_circuit_s: tuple[float, float]
-    per_shot_s: tuple[float, float]
-    price_per_qpu_s: tuple[float, float] | None
-    currency: str
-    source: str
-    date: str
-    official: bool
-
-
-RATES = {
-    "ibm": Rate(
-        per_job_s=(2.0, 4.1),
-        per_circuit_s=(0.0, 0.0),
-        per_shot_s=(250e-6, 260e-6),
-        price_per_qpu_s=(1.60, 1.60),
-        currency="USD",
-        source="IBM docs guides/estimate-job-run-time (4.1 quantum s for one Bell job, the upper per-job bound; "
-        "the lower one is our inference), guides/repetition-rate-execution + fake backend snapshots "
-        "(default rep_delay 250 us plus ~2-10 us of circuit and readout); pay-as-you-go $1.60/s "
-        "(api-evangelist/ibm-quantum plans yml citing ibm.com/quantum/pricing); Open plan: 10 free min / 28 days",
-        date="2026-05",
-        official=True,
-    ),
-    "origin": Rate(
-        per_job_s=(0.0, 211.0),
-        per_circuit_s=(0.5, 4.5),
-        per_shot_s=(0.0, 0.0),
-        price_per_qpu_s=(1000 / 60, 1000 / 60),
-        currency="CNY",
-        source="no official figures: 'time usage' 0.5-4.5 s per small task observed on Wukong "
-        "(Kahsolt/OriginQ-wukong-playground README, 2024-02); one 100-shot Bell task on chip 180 ran a 211 s "
-        "window (LoomQ-2026 evidence, 2026-08); price implied by a sign-up credit of 10 min 'worth 10,000 RMB'",
-        date="2024-02 / 2026-08",
-        official=False,
-    ),
-    "local": Rate((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), None, "", "in-process simulator: no QPU time", "-", True),
-}
 
 ACTIVATION_WARNING = (
     "impractical on hardware: qnn_mode='activation' runs one circuit per token per module (and its gradient "
@@ -91,6 +51,10 @@ class Plan:
     currency: str
     rate_source: str
     rate_official: bool
+    eval_passes: int = 1
+    two_qubit_gates_per_circuit: int = 0
+    gates_counted_on: str = "the logical circuit"
+    cap: str = ""
     warning: str = ""
 
     def as_dict(self) -> dict:
@@ -111,29 +75,33 @@ def plan_run(
     provider_options: dict | None = None,
     tokens_per_step: int = 0,
     activation_modules: int = 0,
+    gate_count: tuple[Callable[[Circuit], int], str] | None = None,
+    max_spend: dict | None = None,
 ) -> Plan:
     """The plan of a run whose weights-mode modules execute ``circuits`` (one per module).
 
-    eval_passes: forward-only evaluations of all modules in the run (the final evaluation).
-    activation_modules / tokens_per_step: modules that run a circuit per token (a warning).
+    eval_passes: forward-only evaluations of all modules in the run (the periodic ones and the
+    final one). activation_modules / tokens_per_step: modules that run a circuit per token (a
+    warning). gate_count: (two-qubit gates per circuit as the provider counts them, what they
+    were counted on); by default :func:`qpeft.jobs.providers.plan_gate_count`. max_spend: the
+    run's spending cap, checked against the plan.
     """
     name, _ = parse_spec(spec)
     options = provider_options or {}
+    count, counted_on = gate_count or plan_gate_count(spec, **options)
     per_module = [circuits_per_module(c, diff_method) for c in circuits]
-    two_qubit = max((two_qubit_gates(c) for c in circuits), default=0)
+    # (the engine sizes a call's jobs for the largest template in it)
+    step_two_qubit = max((count(t) for c in circuits for t in step_templates(c, diff_method)), default=0)
+    eval_two_qubit = max((count(c) for c in circuits), default=0)
     step_circuits = sum(per_module)
-    step_jobs = _jobs(step_circuits, spec, shots, two_qubit, options)
-    eval_jobs = eval_passes * _jobs(len(circuits), spec, shots, two_qubit, options)
+    step_jobs = _jobs(step_circuits, spec, shots, step_two_qubit, options)
+    eval_jobs = eval_passes * _jobs(len(circuits), spec, shots, eval_two_qubit, options)
     eval_circuits = eval_passes * len(circuits)
     run_circuits = steps * step_circuits + eval_circuits
     run_jobs = steps * step_jobs + eval_jobs
     run_shots = run_circuits * (shots or 0)
     rate = RATES[name]
-    seconds = tuple(
-        run_jobs * rate.per_job_s[i] + run_circuits * rate.per_circuit_s[i] + run_shots * rate.per_shot_s[i]
-        for i in (0, 1)
-    )
-    cost = None if rate.price_per_qpu_s is None else tuple(s * p for s, p in zip(seconds, rate.price_per_qpu_s))
+    seconds, cost = estimate(name, run_jobs, run_circuits, run_shots)
     warning = ""
     if activation_modules:
         act_circuits = tokens_per_step * activation_modules
@@ -158,7 +126,25 @@ def plan_run(
         currency=rate.currency,
         rate_source=rate.source,
         rate_official=rate.official,
+        eval_passes=eval_passes,
+        two_qubit_gates_per_circuit=step_two_qubit,
+        gates_counted_on=counted_on,
+        cap=_cap_note(max_spend, Spend(run_jobs, run_shots, cost[1] if cost else 0.0), rate.currency),
         warning=warning,
+    )
+
+
+def _cap_note(max_spend: dict | None, need: Spend, currency: str) -> str:
+    """What the cap means for this run: it fits, or in which units the run passes it."""
+    cap = SpendCap.parse(max_spend)
+    if cap is None:
+        return ""
+    passed = cap.passed_by(need)
+    if not passed:
+        return "the run fits its --max-spend cap"
+    return (
+        f"the run needs more than its --max-spend cap allows ({', '.join(passed)}): the engine stops before the job "
+        "that would pass it; rerun with a higher cap to continue"
     )
 
 
@@ -173,7 +159,8 @@ def format_plan(plan: Plan) -> str:
         f"quantum modules    {plan.modules} x {plan.circuits_per_module} circuits per step",
         f"per step           {plan.circuits_per_step:,} circuits, {plan.jobs_per_step:,} jobs, "
         f"{plan.shots_per_step:,} shots",
-        f"evaluation         {plan.eval_circuits:,} circuits, {plan.eval_jobs:,} jobs",
+        f"evaluation         {plan.eval_circuits:,} circuits, {plan.eval_jobs:,} jobs "
+        f"({plan.eval_passes} pass(es): every --eval-steps, and the final one)",
         f"per run ({plan.steps} steps) {plan.circuits_per_run:,} circuits, {plan.jobs_per_run:,} jobs, "
         f"{plan.shots_per_run:,} shots",
         f"QPU time           {_span(*plan.qpu_seconds_per_run)} s "
@@ -183,6 +170,12 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"cost               {_span(*plan.cost_per_run)} {plan.currency}")
     kind = "published figures" if plan.rate_official else "NO official figures; observed values, wide range"
     lines.append(f"rates              {kind}: {plan.rate_source}")
+    if plan.two_qubit_gates_per_circuit:
+        lines.append(
+            f"two-qubit gates    {plan.two_qubit_gates_per_circuit} per circuit, counted on {plan.gates_counted_on}"
+        )
+    if plan.cap:
+        lines.append(f"cap                {plan.cap}")
     if plan.warning:
         lines.append(f"WARNING            {plan.warning}")
     return "\n".join(lines)

@@ -11,8 +11,16 @@
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Callable
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from qpeft.jobs.base import Limits, Provider
+from qpeft.quantum.circuit import Circuit
+
+#: environment variables holding credentials (their values never reach a message)
+SECRET_ENV = ("QPEFT_ORIGIN_API_KEY", "QPEFT_IBM_TOKEN")
 
 PROVIDERS = {
     "local": "qpeft.jobs.local:LocalProvider",
@@ -46,15 +54,60 @@ def provider_limits(spec: str, **options) -> Limits:
     return getattr(importlib.import_module(module), cls).limits
 
 
+class ServiceUnreachableError(ConnectionError):
+    """A provider's service did not answer while the provider was being made (transient errors
+    retried with backoff until the attempts ran out)."""
+
+
+def _provider_class(name: str, options: dict) -> type[Provider]:
+    if name == "local" and "spool" in options:  # jobs served by another process (qpeft.jobs.spool)
+        name = "spool"
+    module, cls = {**PROVIDERS, "spool": "qpeft.jobs.spool:SpoolProvider"}[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def get_provider(spec: str | Provider, **options) -> Provider:
     """A provider from ``PROVIDER[:BACKEND]`` (see the table above) and its options."""
     if isinstance(spec, Provider):
         return spec
     name, backend = parse_spec(spec)
-    if name == "local" and "spool" in options:  # jobs served by another process (qpeft.jobs.spool)
-        name = "spool"
-    module, cls = {**PROVIDERS, "spool": "qpeft.jobs.spool:SpoolProvider"}[name].split(":")
-    provider_cls = getattr(importlib.import_module(module), cls)
+    provider_cls = _provider_class(name, options)
     if backend is None:
         return provider_cls(**options)
     return provider_cls(backend, **options)
+
+
+def connect(spec: str, attempts: int = 4, wait: float = 1.0, max_wait: float = 30.0, **options) -> Provider:
+    """:func:`get_provider`, retried like any transient call: an error the provider's SDK calls
+    transient (a service that did not answer, a 503) is retried ``attempts`` times in all with
+    exponential backoff from ``wait`` seconds; then :class:`ServiceUnreachableError`. Errors that
+    name something to fix (a missing key, an unknown backend) are raised at once."""
+    name, _ = parse_spec(spec)
+    provider_cls = _provider_class(name, options)
+    try:
+        return Retrying(
+            retry=retry_if_exception(provider_cls.is_transient_error),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=wait, max=max_wait),
+            reraise=True,
+        )(get_provider, spec, **options)
+    except Exception as err:
+        if not provider_cls.is_transient_error(err):
+            raise
+        words = f"{type(err).__name__}: {err}"
+        for variable in SECRET_ENV:
+            if os.environ.get(variable):
+                words = words.replace(os.environ[variable], "***")
+        raise ServiceUnreachableError(
+            f"{spec}: the service did not answer after {attempts} attempt(s) ({words}); check the network and the "
+            "provider's status page, then rerun (nothing was submitted)"
+        ) from None
+
+
+def plan_gate_count(spec: str, **options) -> tuple[Callable[[Circuit], int], str]:
+    """(two-qubit gates per circuit as the provider's job split counts them, offline; what they
+    were counted on), for ``qpeft plan``."""
+    name, backend = parse_spec(spec)
+    if name == "local":
+        return Provider.plan_gate_count(backend)
+    return _provider_class(name, options).plan_gate_count(backend, **options)

@@ -1,9 +1,17 @@
 """A local provider whose jobs outlive the process that submitted them, like a QPU service's.
 
 ``LocalProvider(..., spool=DIR)`` submits a job by writing ``DIR/<id>.job.json``; a separate
-server process, ``python -m qpeft.jobs.spool DIR [--backend torch] [--delay S]``, runs the
-jobs it finds and writes ``DIR/<id>.result.npz`` (atomically) and a line per job to
-``DIR/served.jsonl``. A killed training run re-attaches to its jobs by id, as on hardware.
+server process, ``python -m qpeft.jobs.spool DIR [--backend torch] [--delay S]``, takes the jobs
+in submission order, one at a time: it renames a job to ``<id>.running.json`` (the job is
+running), runs it for at least ``--delay`` seconds, writes ``DIR/<id>.result.npz`` (atomically)
+and a line per job to ``DIR/served.jsonl`` (the service's bill: every job it ran). A killed
+training run re-attaches to its jobs by id, as on hardware.
+
+Like a QPU service, it cancels a queued job (the client renames it to ``<id>.cancelled.json``,
+which races safely with the server's rename) but refuses to cancel one that is already running.
+``answer_delay`` makes ``submit`` answer that many seconds after the service created the job (a
+slow network), so a test can kill a client while its submit call is in flight. Jobs are found by
+their tag (:meth:`SpoolProvider.find`).
 """
 
 from __future__ import annotations
@@ -67,57 +75,85 @@ class SpoolProvider(LocalProvider):
     """The local provider with its jobs in a spool directory (see module docstring)."""
 
     durable = True
+    remote = True  # a submit may take long to answer (answer_delay): it runs under submit_timeout
 
-    def __init__(self, backend: str = "torch", *, spool: str | os.PathLike, **options):
+    def __init__(self, backend: str = "torch", *, spool: str | os.PathLike, answer_delay: float = 0.0, **options):
         super().__init__(backend, **options)
         self.spool = Path(spool)
         self.spool.mkdir(parents=True, exist_ok=True)
+        self.answer_delay = answer_delay
+
+    def _path(self, job_id: str, kind: str) -> Path:
+        return self.spool / f"{job_id}.{kind}"
 
     def submit(self, circuits, shots, tag: str) -> str:
+        """Write the job to the spool (queued), then answer with its id after ``answer_delay``."""
         job_id = uuid.uuid4().hex
         body = json.dumps({"tag": tag, "shots": shots, **_encode(circuits)}).encode()
-        _write_atomic(self.spool / f"{job_id}.job.json", lambda f: f.write(body))
+        _write_atomic(self._path(job_id, "job.json"), lambda f: f.write(body))
+        time.sleep(self.answer_delay)  # the job exists; its id reaches the caller only now
         return job_id
 
     def status(self, job_id: str) -> Status:
-        if (self.spool / f"{job_id}.result.npz").is_file():
-            return Status(State.DONE)
-        if (self.spool / f"{job_id}.job.json").is_file():
-            return Status(State.QUEUED)
+        """DONE, RUNNING, QUEUED or CANCELLED from the job's files; JobLostError when there are none."""
+        for kind, state in (("result.npz", State.DONE), ("running.json", State.RUNNING), ("job.json", State.QUEUED)):
+            if self._path(job_id, kind).is_file():
+                return Status(state)
+        if self._path(job_id, "cancelled.json").is_file():
+            return Status(State.CANCELLED, "cancelled while queued")
         raise JobLostError(f"spooled job {job_id} is unknown")
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
-        with np.load(self.spool / f"{job_id}.result.npz") as data:
+        """The probability vectors the server wrote for the job."""
+        with np.load(self._path(job_id, "result.npz")) as data:
             flat, offsets = data["probs"], data["offsets"]
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
-    def cancel(self, job_id: str) -> None:
-        (self.spool / f"{job_id}.job.json").unlink(missing_ok=True)
+    def cancel(self, job_id: str) -> bool:
+        """True: cancelled while queued; False: refused, the job is running or done."""
+        try:
+            os.rename(self._path(job_id, "job.json"), self._path(job_id, "cancelled.json"))
+            return True
+        except FileNotFoundError:
+            self.status(job_id)  # JobLostError for a job the service does not know
+            return False
 
     def wait(self, job_id: str, seconds: float) -> None:
         time.sleep(seconds)
 
     def find(self, tag: str) -> str | None:
-        for path in self.spool.glob("*.job.json"):
-            if json.loads(path.read_text())["tag"] == tag:
-                return path.name.split(".")[0]
+        """The id of the queued, running, finished or cancelled job submitted with ``tag``."""
+        for kind in ("job.json", "running.json", "cancelled.json"):
+            for path in self.spool.glob(f"*.{kind}"):
+                try:
+                    if json.loads(path.read_text())["tag"] == tag:
+                        return path.name.split(".")[0]
+                except FileNotFoundError:  # renamed by the server meanwhile: seen under its new name
+                    continue
         return None
 
 
 def serve(spool: Path, backend: str = "torch", delay: float = 0.0, idle_s: float = 0.02) -> None:
-    """Run the spooled jobs until ``spool/stop`` exists."""
+    """Run the spooled jobs, oldest first, until ``spool/stop`` exists."""
     runner = LocalProvider(backend)
     while not (spool / "stop").exists():
-        pending = sorted(
-            (p for p in spool.glob("*.job.json") if not (spool / p.name.replace(".job.json", ".result.npz")).exists()),
-            key=lambda p: p.stat().st_mtime,
-        )
+        pending = []
+        for p in spool.glob("*.job.json"):
+            try:
+                pending.append((p.stat().st_mtime, p.name, p))
+            except FileNotFoundError:  # cancelled meanwhile
+                continue
         if not pending:
             time.sleep(idle_s)
             continue
-        path = pending[0]
+        path = min(pending)[2]
         job_id = path.name.split(".")[0]
-        data = json.loads(path.read_text())
+        running = spool / f"{job_id}.running.json"
+        try:
+            os.rename(path, running)  # the job runs now: a cancel can no longer take it
+        except FileNotFoundError:  # cancelled just now
+            continue
+        data = json.loads(running.read_text())
         time.sleep(delay)
         probs = runner._execute(_decode(data), data["shots"])
         arrays = {"probs": np.concatenate(probs), "offsets": np.cumsum([0] + [len(p) for p in probs])}
@@ -130,6 +166,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="serve a qpeft local job spool (a stand-in QPU service)")
     parser.add_argument("spool", type=Path)
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds each job waits first (a slow queue)")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="seconds each job runs at least (jobs run one at a time: the others queue)",
+    )
     args = parser.parse_args()
     serve(args.spool, args.backend, args.delay)

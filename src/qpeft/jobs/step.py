@@ -26,10 +26,12 @@ import numpy as np
 import torch
 
 from qpeft.backends.torch_sim import TorchBackend
-from qpeft.jobs.base import BoundCircuit, digest
+from qpeft.jobs.base import BoundCircuit, Provider, digest
+from qpeft.jobs.distributed import RankZeroEngine, world
 from qpeft.jobs.engine import EngineOptions, JobEngine
 from qpeft.jobs.keys import template_content
-from qpeft.jobs.providers import get_provider, parse_spec
+from qpeft.jobs.pin import pinned_spec
+from qpeft.jobs.providers import connect, parse_spec
 from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.gates import get_gate
 from qpeft.quantum.statevector import expval_z_from_probs
@@ -136,7 +138,7 @@ class StepRunner:
 
     def __init__(
         self,
-        engine: JobEngine,
+        engine: JobEngine | RankZeroEngine,
         shots: int | None,
         diff_method: str = "parameter_shift",
         batching: str = "step",
@@ -152,6 +154,12 @@ class StepRunner:
         self.qnns: list = []
         self._entries: dict[int, _Entry] = {}
         self._templates: dict[int, _Template] = {}
+
+    def alone(self) -> None:
+        """Under torchrun: from now on only this process (rank 0) runs circuits, e.g. the final
+        evaluation after training, which the other ranks skip."""
+        if isinstance(self.engine, RankZeroEngine):
+            self.engine.alone()
 
     def attach(self, model: torch.nn.Module) -> int:
         """Route every weights-mode quantum module of ``model`` through this runner."""
@@ -245,6 +253,12 @@ class StepRunner:
         return (entry.jac.T @ grad_out.reshape(-1).to(entry.jac.dtype)).to(weights.dtype)
 
 
+def step_templates(circuit: Circuit, diff_method: str | None) -> list[Circuit]:
+    """The templates a module's step circuits use: the forward circuit, and for parameter shift
+    the one with every angle its own slot."""
+    return [circuit, _template(circuit).expanded] if diff_method == "parameter_shift" else [circuit]
+
+
 def circuits_per_module(circuit: Circuit, diff_method: str | None) -> int:
     """Circuits one module sends per training step (forward + gradient)."""
     circuits, _ = step_circuits(circuit, np.zeros(circuit.n_weights) + math.pi / 4, diff_method)
@@ -266,6 +280,31 @@ def split_options(options: dict | None) -> tuple[dict, dict, dict]:
     return options, engine, runner
 
 
+def connect_provider(spec: str, shots: int | None, options: dict | None = None, run_dir=None) -> Provider | None:
+    """The provider of ``spec`` (``PROVIDER[:BACKEND]``), made before anything else so that a bad
+    key, an unknown backend or an unreachable service fails at once (its construction retried
+    like any transient call). A spec without a backend gets the one the run's ledger records
+    (:mod:`qpeft.jobs.pin`). None on the ranks > 0 of torchrun: rank 0 submits for all."""
+    provider_options, engine_options, _ = split_options(options)
+    name, _ = parse_spec(spec)
+    if name != "local" and shots is None:
+        raise ValueError(f"a QPU samples: {spec!r} needs `shots` (e.g. --shots 1000)")
+    engine = EngineOptions(**engine_options)  # (checked before anything is made)
+    if world()[0] != 0:
+        return None
+    pinned, filled = (spec, False) if engine.switch_backend else pinned_spec(spec, run_dir)
+    try:
+        return connect(pinned, engine.max_attempts, engine.poll_interval, engine.max_poll_interval, **provider_options)
+    except ValueError as err:
+        if not filled:
+            raise
+        raise ValueError(
+            f"{err}. This run's jobs are on {pinned} (its ledger records it): rerun when it is available again, or "
+            "move the run with an explicit --quantum-backend PROVIDER:BACKEND and '\"switch_backend\": true' in "
+            "--quantum-options"
+        ) from None
+
+
 def build_runner(
     model: torch.nn.Module,
     spec: str,
@@ -274,14 +313,17 @@ def build_runner(
     run_dir=None,
     options: dict | None = None,
     progress: bool | None = None,
+    provider: Provider | None = None,
 ) -> StepRunner:
-    """A provider + engine + step runner for ``spec`` (``PROVIDER[:BACKEND]``), attached to ``model``."""
-    provider_options, engine_options, runner_options = split_options(options)
+    """A provider (``provider``, or one made by :func:`connect_provider`) + engine + step runner
+    for ``spec``, attached to ``model``. Under torchrun only rank 0 has a provider and an engine;
+    the other ranks receive its results (:class:`qpeft.jobs.distributed.RankZeroEngine`)."""
+    _, engine_options, runner_options = split_options(options)
     engine_options.setdefault("progress", progress)
-    name, _ = parse_spec(spec)
-    if name != "local" and shots is None:
-        raise ValueError(f"a QPU samples: {spec!r} needs `shots` (e.g. --shots 1000)")
-    provider = get_provider(spec, **provider_options)
-    runner = StepRunner(JobEngine(provider, run_dir, **engine_options), shots, diff_method, **runner_options)
+    rank, size = world()
+    if provider is None:
+        provider = connect_provider(spec, shots, options, run_dir)
+    engine = JobEngine(provider, run_dir, **engine_options) if rank == 0 else None
+    runner = StepRunner(engine if size == 1 else RankZeroEngine(engine), shots, diff_method, **runner_options)
     runner.attach(model)
     return runner

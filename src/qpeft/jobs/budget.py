@@ -1,0 +1,145 @@
+"""A cap on what a run may spend on a provider: jobs, shots, and an estimated amount in the
+provider's currency (priced with :mod:`qpeft.jobs.rates`, at the high end of its range).
+
+What a run has spent is read from its ledger: every job it created (``submitted``), and every
+submission that may have created one (an ``intent`` or ``unknown`` not settled as ``rejected``).
+Before each submission the engine reserves the job's spend; a job that would take the run past
+the cap is not submitted (:class:`BudgetExceededError` says what was spent and what is left). The
+cap is not stored: a rerun with a higher cap continues where the run stopped, and nothing it
+already paid for is paid again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, fields
+
+from qpeft.jobs.rates import RATES, estimate
+
+
+class BudgetExceededError(RuntimeError):
+    """The next job would take the run past its spending cap; nothing more was submitted."""
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Jobs, shots (circuits x shots per circuit) and the estimated amount in the provider's currency."""
+
+    jobs: int = 0
+    shots: int = 0
+    amount: float = 0.0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.jobs + other.jobs, self.shots + other.shots, self.amount + other.amount)
+
+    def __sub__(self, other: Spend) -> Spend:
+        return Spend(self.jobs - other.jobs, self.shots - other.shots, self.amount - other.amount)
+
+
+@dataclass(frozen=True)
+class SpendCap:
+    """The most a run may spend, per unit (None: no cap in that unit)."""
+
+    jobs: int | None = None
+    shots: int | None = None
+    amount: float | None = None
+
+    @classmethod
+    def parse(cls, value: dict | None) -> SpendCap | None:
+        """A cap from ``{"jobs": 20, "shots": 2_000_000, "amount": 50}`` (any subset); None for
+        None or ``{}``."""
+        if not value:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f'`max_spend` must be a mapping like {{"jobs": 20, "amount": 50}}, got {value!r}')
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"`max_spend` has unknown unit(s) {unknown}; use any of {known}")
+        for name, limit in value.items():
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0):
+                raise ValueError(f"`max_spend` {name} must be a number >= 0 (or null: no cap), got {limit!r}")
+        return cls(**value)
+
+    def passed_by(self, spend: Spend) -> list[str]:
+        """The units in which ``spend`` exceeds the cap."""
+        caps = {f.name: getattr(self, f.name) for f in fields(self)}
+        return [name for name, cap in caps.items() if cap is not None and getattr(spend, name) > cap]
+
+
+def job_spend(provider: str, circuits: int, shots: int | None) -> Spend:
+    """One job of ``circuits`` circuits: 1 job, its shots, and the high end of its estimated price."""
+    total_shots = circuits * (shots or 0)
+    _, cost = estimate(provider, 1, circuits, total_shots)
+    return Spend(1, total_shots, cost[1] if cost else 0.0)
+
+
+def spent_in(records: list[dict], provider: str) -> Spend:
+    """What a ledger's jobs spent: every job created or possibly created (an unsettled intent);
+    the amount counts the jobs of ``provider`` only (one currency)."""
+    maybe: dict[str, dict] = {}  # tag -> its newest intent / unknown / submitted record
+    for r in records:
+        tag = r.get("tag") or f"{r.get('key')}.{r.get('attempt')}"
+        if r["event"] in ("intent", "unknown", "submitted"):
+            maybe[tag] = r
+        elif r["event"] == "rejected":
+            maybe.pop(tag, None)
+    total = Spend()
+    for r in maybe.values():
+        one = job_spend(r.get("provider", ""), r.get("circuits", 0), r.get("shots"))
+        total += one if r.get("provider") == provider else Spend(one.jobs, one.shots)
+    return total
+
+
+class Budget:
+    """A run's spending cap and what its ledger has spent; thread-safe."""
+
+    def __init__(self, cap: SpendCap | None, provider: str, records: list[dict]):
+        self.cap, self.provider = cap, provider
+        rate = RATES.get(provider)
+        if cap is not None and cap.amount is not None and (rate is None or rate.price_per_qpu_s is None):
+            raise ValueError(
+                f"`max_spend` amount: there is no price figure for the {provider} provider; cap jobs or shots instead"
+            )
+        self.currency = rate.currency if rate is not None else ""
+        self.spent = spent_in(records, provider) if cap is not None else Spend()
+        self._lock = threading.Lock()
+
+    def reserve(self, key: str, circuits: int, shots: int | None) -> Spend:
+        """Count a job about to be submitted; raises :class:`BudgetExceededError` (counting
+        nothing) when it would take the run past the cap."""
+        if self.cap is None:  # (nothing to count: no work per job)
+            return Spend()
+        need = job_spend(self.provider, circuits, shots)
+        with self._lock:
+            passed = self.cap.passed_by(self.spent + need)
+            if passed:
+                raise BudgetExceededError(self._refusal(key, need, passed))
+            self.spent += need
+        return need
+
+    def release(self, spend: Spend) -> None:
+        """Give back a reservation whose submission created nothing."""
+        if self.cap is not None:
+            with self._lock:
+                self.spent -= spend
+
+    def _format(self, spend: Spend) -> str:
+        parts = [f"{spend.jobs:,} job(s)", f"{spend.shots:,} shots"]
+        if self.currency:
+            parts.append(f"~{spend.amount:,.2f} {self.currency}")
+        return ", ".join(parts)
+
+    def _refusal(self, key: str, need: Spend, passed: list[str]) -> str:
+        cap = self.cap
+        limits = {"jobs": cap.jobs, "shots": cap.shots, "amount": cap.amount}
+        left = Spend(*(max(v - getattr(self.spent, k), 0) if v is not None else math.inf for k, v in limits.items()))
+        shown = {k: v for k, v in limits.items() if v is not None}
+        left_text = ", ".join(f"{getattr(left, k):,.{2 if k == 'amount' else 0}f} {k}" for k in shown)
+        return (
+            f"spending cap reached ({', '.join(passed)}): the next job (key {key}) needs {self._format(need)}, and "
+            f"the run has spent {self._format(self.spent)} (amounts are the plan's high estimate); cap {shown}, "
+            f"left {left_text}. Nothing more was submitted; rerun with a higher --max-spend to continue (the jobs "
+            "already run are kept and not paid again)"
+        )

@@ -1,0 +1,146 @@
+"""Submissions that never pay twice.
+
+For a provider whose jobs outlive the process (``Provider.durable``), every submit call is
+preceded by an ``intent`` record (fsynced: key, tag, provider, backend), so whatever happens to
+the call, the ledger knows a job may exist:
+
+* the call answers with an id: ``submitted`` (fsynced), then the job is followed;
+* it answers with an error: the provider created nothing (``rejected``);
+* it gives no answer within ``submit_timeout``: ``unknown``; the engine waits for the late
+  answer or looks the job up by its tag, and never submits it again blindly;
+* the process dies while the call is in flight: the next run finds the ``intent`` (or
+  ``unknown``) without a job id and, before it submits anything, looks the job up by its tag
+  where the provider can (spool, IBM's job tags): found, it re-attaches; not found, the
+  submission created nothing and the job is submitted. Where the provider cannot look jobs up
+  by tag (Origin QCloud: its SDK lists no jobs by tag or batch id) the submission is reported
+  unresolved (:class:`SubmissionUnknownError`) and settled by hand with
+  ``qpeft jobs RUN_DIR --resolve TAG [--job-id ID]``.
+
+Each submission first reserves its spend under the run's cap (:mod:`qpeft.jobs.budget`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from qpeft.jobs.base import BoundCircuit, Provider, SubmissionUnknownError
+from qpeft.jobs.budget import Budget, Spend, job_spend
+from qpeft.jobs.calls import NoAnswer, ProviderCalls, ProviderError
+from qpeft.jobs.ledger import Ledger
+from qpeft.jobs.options import Deadline, EngineOptions
+
+logger = logging.getLogger("qpeft.jobs.engine")
+
+
+class Submitter:
+    """Submits a job key's attempts and settles submissions of unknown outcome (see module
+    docstring). ``record(event, key, job_id, attempt, circuits, shots, tag, **extra)`` writes a
+    ledger record of the engine's current call."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        calls: ProviderCalls,
+        ledger: Ledger,
+        options: EngineOptions,
+        budget: Budget,
+        record: Callable[..., dict],
+    ):
+        self.provider, self.calls, self.ledger = provider, calls, ledger
+        self.options, self.budget, self.record = options, budget, record
+
+    def submit(
+        self, key: str, circuits: list[BoundCircuit], shots: int | None, attempt: int, deadline: Deadline
+    ) -> str | None:
+        """Submit attempt ``attempt`` of job key ``key``: the new job's id, or None when the
+        provider confirmed that nothing was created (then the caller submits the next attempt)."""
+        tag = f"{key}.{attempt}"
+        reserved = self.budget.reserve(key, len(circuits), shots)
+        durable = self.provider.durable
+        if durable:
+            self.record("intent", key, None, attempt, circuits, shots, tag)
+        try:
+            job_id = self.calls.submit(circuits, shots, tag, deadline)
+        except NoAnswer as no_answer:
+            return self._await(no_answer.future, key, tag, attempt, circuits, shots, deadline, reserved)
+        except Exception as err:  # the provider answered with an error: it created nothing
+            self.budget.release(reserved)
+            if durable:
+                self.record("rejected", key, None, attempt, circuits, shots, tag, message=str(err))
+            if isinstance(err, ProviderError):
+                raise ProviderError(
+                    f"job key {key} (tag {tag}) was not submitted, nothing was created: {err}"
+                ) from None
+            raise
+        self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        return job_id
+
+    def _await(self, future: Future, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend):
+        """A submit that gave no answer in time, in this process: wait for its late answer or find
+        the job by its tag; never submit it again blindly. None: the late answer was a rejection."""
+        self.record("unknown", key, None, attempt, circuits, shots, tag)
+        opts = self.options
+        give_up = min(time.time() + opts.job_timeout, deadline.at)
+        wait_s = opts.poll_interval
+        while time.time() < give_up:
+            if future.done():
+                err = future.exception()
+                if err is None:
+                    job_id = future.result()
+                    break
+                message = self.provider.redact(str(err))
+                self.budget.release(reserved)
+                self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
+                if self.provider.is_transient(err):
+                    return None
+                raise self.calls.clean(err)
+            job_id = self.calls.find(tag, deadline) if self.provider.can_find else None
+            if job_id is not None:
+                break
+            time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
+            wait_s = min(2 * wait_s, opts.max_poll_interval)
+        else:
+            raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer"))
+        self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        return job_id
+
+    def recover(self, live: dict, circuits: list[BoundCircuit], shots, deadline: Deadline) -> str | None:
+        """A submission an earlier process left without a job id (an ``intent`` a crash cut off,
+        or an ``unknown``): the job's id if the provider has a job with its tag (recorded as
+        ``submitted``: the caller re-attaches), None if it has none (``rejected``: the caller
+        submits the next attempt). Raises :class:`SubmissionUnknownError` where the provider
+        cannot look jobs up by tag."""
+        key, tag, attempt = live["key"], live["tag"], live["attempt"]
+        if not self.provider.can_find:
+            why = "was cut off by a crash" if live["event"] == "intent" else "gave no answer"
+            raise SubmissionUnknownError(self._unresolved(key, tag, why))
+        job_id = self.calls.find(tag, deadline)
+        settled_at = live["time"] + self.options.submit_timeout  # a call still in flight could create it until then
+        if job_id is None and time.time() < settled_at:
+            time.sleep(min(settled_at - time.time(), deadline.left()))
+            job_id = self.calls.find(tag, deadline)
+        if job_id is None:
+            message = f"no job with tag {tag} at the provider after a restart: the submission created nothing"
+            self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
+            self.budget.release(job_spend(self.provider.name, len(circuits), shots))  # (counted as maybe spent)
+            logger.info("job key %s: %s; submitting it", key, message)
+            return None
+        self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        logger.info("job key %s: found job %s by its tag %s; re-attaching", key, job_id, tag)
+        return job_id
+
+    def _unresolved(self, key: str, tag: str, why: str) -> str:
+        finding = (
+            "it could not find the job by its tag either"
+            if self.provider.can_find
+            else f"the {self.provider.name} provider cannot look jobs up by tag"
+        )
+        return (
+            f"the submission of job key {key} (tag {tag}) {why}, and {finding}, so whether it created a job is "
+            "unknown; it was not submitted again (that could pay for it twice). Look for the job in the provider's "
+            f"console (submitted at the time of that ledger record), then run `qpeft jobs RUN_DIR --resolve {tag} "
+            f"--job-id ID` if it exists, or `qpeft jobs RUN_DIR --resolve {tag}` if it does not, and rerun"
+        )

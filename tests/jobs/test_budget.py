@@ -1,0 +1,99 @@
+"""The spending cap (``max_spend``, ``--max-spend``): in jobs, shots, and an estimated amount in
+the provider's currency. The engine submits no job that would take the run past it, says what was
+spent and what is left; a rerun with a higher cap continues, and pays for nothing twice. Against
+the spool service (its own process; its served.jsonl is the bill), and the Origin stand-in for
+an amount in CNY."""
+
+import json
+
+import numpy as np
+import pytest
+from spoolservice import SpoolService
+from standins import StandInQCloudService
+
+from qpeft.jobs import BoundCircuit, JobEngine, Limits
+from qpeft.jobs.budget import BudgetExceededError, job_spend
+from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.spool import SpoolProvider
+from qpeft.quantum.circuit import Circuit, Weight
+
+RY = Circuit(1).add("RY", [0], Weight(0))
+THETAS = np.linspace(0.1, 3.0, 6)
+CIRCUITS = [BoundCircuit(RY, (float(t),)) for t in THETAS]  # 3 jobs of 2
+EXPECTED = np.stack([np.cos(THETAS / 2) ** 2, np.sin(THETAS / 2) ** 2], axis=1)
+FAST = dict(poll_interval=0.01, max_poll_interval=0.05, max_parallel=1, progress=False)
+
+
+@pytest.mark.parametrize("cap, then", [({"jobs": 2}, {"jobs": 3}), ({"shots": 400}, {"shots": 600})])
+def test_the_cap_stops_before_the_job_that_would_pass_it_and_a_higher_cap_continues(tmp_path, cap, then):
+    run = tmp_path / "run"
+    with SpoolService(tmp_path / "spool") as service:
+        engine = JobEngine(SpoolProvider(spool=tmp_path / "spool", max_circuits=2), run, max_spend=cap, **FAST)
+        with pytest.raises(BudgetExceededError) as info:
+            engine.run(CIRCUITS, 100, scope="s")
+        message = str(info.value)
+        assert "spent 2 job(s), 400 shots" in message and "left 0" in message and "higher --max-spend" in message
+        assert len(service.drain()) == 2  # the third job was never submitted
+        records = read_ledger(run / "jobs" / "ledger.jsonl")
+        assert sum(r["event"] == "intent" for r in records) == 2  # (refused before anything was recorded)
+
+        rerun = JobEngine(SpoolProvider(spool=tmp_path / "spool", max_circuits=2), run, max_spend=then, **FAST)
+        out = rerun.run(CIRCUITS, 100, scope="s")
+        served = service.drain()
+    assert len(served) == 3 and len({s["tag"].rsplit(".", 1)[0] for s in served}) == 3  # nothing paid twice
+    assert np.abs(np.stack(out) - EXPECTED).max() < 0.2  # (100 shots)
+
+
+def test_the_cap_counts_what_the_whole_ledger_spent(tmp_path):
+    """Jobs of earlier runs in the same run directory count (the cap is on the run, not a call)."""
+    with SpoolService(tmp_path / "spool") as service:
+        provider = SpoolProvider(spool=tmp_path / "spool", max_circuits=2)
+        JobEngine(provider, tmp_path, **FAST).run(CIRCUITS[:2], 100, scope="a")  # 1 job, no cap
+        with pytest.raises(BudgetExceededError, match="spent 1 job"):
+            JobEngine(provider, tmp_path, max_spend={"jobs": 1}, **FAST).run(CIRCUITS[2:4], 100, scope="b")
+        assert len(service.drain()) == 1
+
+
+def test_an_amount_cap_in_the_providers_currency(tmp_path):
+    pytest.importorskip("pyqpanda3")
+    from qpeft.jobs.origin import OriginProvider
+
+    service = StandInQCloudService()
+    provider = OriginProvider(api_key="sk-test-KEY", service=service, job_factory=service.job)
+    provider.limits = Limits(max_circuits=2)  # 3 jobs
+    one = job_spend("origin", 2, 100).amount  # the plan's high estimate of one job of 2 circuits
+    engine = JobEngine(
+        provider,
+        tmp_path,
+        max_spend={"amount": 2.5 * one},
+        max_parallel=1,
+        poll_interval=0.001,
+        max_poll_interval=0.002,
+        progress=False,
+    )
+    with pytest.raises(BudgetExceededError, match=r"~[\d,.]+ CNY.*amount") as info:
+        engine.run(CIRCUITS[:6], 100, scope="s")
+    assert len(service.submissions) == 2 and f"{2 * one:,.2f} CNY" in str(info.value)
+
+
+def test_bad_caps_are_refused_up_front():
+    with pytest.raises(ValueError, match="unknown unit"):
+        JobEngine(SpoolProvider(spool="/tmp/unused-spool"), None, max_spend={"dollars": 5})
+    with pytest.raises(ValueError, match="no price figure for the local provider"):
+        JobEngine(SpoolProvider(spool="/tmp/unused-spool"), None, max_spend={"amount": 5})
+
+
+def test_the_cap_on_the_command_line(tmp_path, capsys):
+    """`qpeft plan --max-spend` says whether the run fits; a bad cap is a one-line error (exit 2)."""
+    from qpeft.cli import main
+    from qpeft.testing import tiny_model_dir
+
+    tiny = str(tiny_model_dir(tmp_path / "tiny"))
+    flags = ["--model", tiny, "--method", "qtha-weights", "--adapter", json.dumps({"r": 4, "bond_dim": 2})]
+    flags += ["--quantum-backend", "origin", "--shots", "1000", "--steps", "10", "--diff-method", "spsa"]
+    assert main(["plan", *flags, "--max-spend", '{"jobs": 5}', "--json"]) == 0
+    assert "needs more than its --max-spend cap allows (jobs)" in json.loads(capsys.readouterr().out)["cap"]
+    assert main(["plan", *flags, "--max-spend", '{"jobs": 500}']) == 0
+    assert "fits its --max-spend cap" in capsys.readouterr().out
+    assert main(["plan", *flags, "--max-spend", '{"jobs": -1}']) == 2
+    assert "max_spend` jobs must be a number >= 0" in capsys.readouterr().err
