@@ -32,6 +32,8 @@ demo: install
 test: install
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q tests
+	# the wheel alone, without extras, in a fresh virtualenv: --help, --version, import, the README example
+	bash .ci/wheel.sh
 
 bench: install
 	$(PY) benchmarks/simulator.py

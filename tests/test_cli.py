@@ -223,3 +223,12 @@ def test_adapter_help_example_parses(capsys):
     example = re.search(r"--adapter ADAPTER adapter config fields .*? e\.g\. '(.*?)' \(default", text)
     args = parser.parse_args(["train", "--adapter", example.group(1)])  # as the shell passes it, unquoted
     assert args.adapter and adapter_config(TrainConfig(adapter=args.adapter))  # the default method takes it
+
+
+def test_version(capsys):
+    import qpeft
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"qpeft {qpeft.__version__}\n"

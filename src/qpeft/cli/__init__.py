@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from qpeft import __version__
 from qpeft.cli import evaluate, jobs, train
 from qpeft.cli.flags import add_train_flags, config_from_args
 
@@ -21,6 +22,7 @@ __all__ = ["add_train_flags", "build_parser", "config_from_args", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"qpeft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_parsers(sub)
     jobs.add_parsers(sub)
