@@ -136,8 +136,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, 
                 base, method=method, seed=seed, adapter=adapter, out=str(out / f"{method}-seed{seed}")
             )
             summary = _run(config, callbacks)
-            if not summary["finished"]:
-                logger.warning("qpeft compare: stopped in %s; run the same command again to resume", config.out)
+            if not summary["finished"]:  # the caller says so (the command line: one line)
                 return {"interrupted": Path(config.out), "results": results}
             results.setdefault(method, []).append(summary)
     text = table(results)

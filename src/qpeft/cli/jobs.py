@@ -23,10 +23,11 @@ def cmd_jobs(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        width = max(len(key) for key in result) + 2
         for key, value in result.items():
             if isinstance(value, float):
                 value = f"{value:,.1f}"
-            print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
+            print(f"{key:{width}s}{', '.join(value) if isinstance(value, list) else value}")
     return 0
 
 
