@@ -5,13 +5,16 @@ line, `qpeft eval` and `qpeft compare` say one line and no traceback; what a fin
 on stderr carries no warning of ours; on a terminal, evaluation shows what it evaluates and its
 progress."""
 
+import fcntl
 import json
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -175,6 +178,7 @@ def test_ctrl_c_in_compare_says_it_once(tiny, tmp_path):
 def _on_terminal(cmd) -> str:
     """What ``cmd`` shows on a terminal (stdout and stderr on one pseudo-terminal)."""
     main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 160 columns (a new pty has 0)
     process = subprocess.Popen(cmd, env=ENV, stdin=child, stdout=child, stderr=child)
     os.close(child)
     chunks, deadline = [], time.monotonic() + TIMEOUT
