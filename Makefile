@@ -30,8 +30,11 @@ demo: install
 		--steps 40 --batch-size 4 --max-length 160 --lr 1e-3 --eval-examples 32 --out runs/demo
 
 test: install
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs/hooks
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory docs
+	# the wheel alone, without extras, in a fresh virtualenv: --help, --version, import, the README example
+	bash .ci/wheel.sh
 
 # The documentation site in build/site, offline and strict (a broken link, a missing page or a public
 # module missing from the API reference fails the build); build/missing-docstrings.txt lists the

@@ -223,3 +223,91 @@ def test_adapter_help_example_parses(capsys):
     example = re.search(r"--adapter ADAPTER adapter config fields .*? e\.g\. '(.*?)' \(default", text)
     args = parser.parse_args(["train", "--adapter", example.group(1)])  # as the shell passes it, unquoted
     assert args.adapter and adapter_config(TrainConfig(adapter=args.adapter))  # the default method takes it
+
+
+def test_version(capsys):
+    import qpeft
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"qpeft {qpeft.__version__}\n"
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_quantum_options_help_shows_json_that_the_flag_takes(capsys):
+    for command in ("train", "eval"):
+        text = _help(command, capsys)
+        example = re.search(r"--quantum-options QUANTUM_OPTIONS .*? e\.g\. '(.*?)'", text).group(1)
+        args = build_parser().parse_args([command, "--quantum-options", example])
+        assert args.quantum_options == {"max_parallel": 4, "job_timeout": 3600}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--quantum-options", "{'max_parallel': 4}"])
+    err = capsys.readouterr().err
+    assert "argument --quantum-options: not valid JSON: \"{'max_parallel': 4}\"" in err
+    assert "JSON keys and strings take double quotes" in err and "invalid loads value" not in err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--adapter", "[4]"])
+    assert "argument --adapter: must be a JSON object ({...}), got '[4]'" in capsys.readouterr().err
+
+
+def test_plan_help_shows_only_what_changes_the_plan(capsys):
+    from qpeft.cli.train import PLAN_FIELDS
+
+    text = _help("plan", capsys)
+    shown = {f.name for f in dataclasses.fields(TrainConfig) if f"--{f.name.replace('_', '-')} " in text}
+    assert shown == set(PLAN_FIELDS)
+    assert {"quantum_backend", "shots", "steps", "method", "diff_method", "batch_size", "max_length"} <= shown
+    assert "eval_steps" in shown  # periodic evaluations run the circuits too
+    for hidden in ("--lr", "--out", "--save-steps", "--resume", "--progress", "--dtype"):
+        assert hidden not in text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["plan", "--lr", "0.1"])
+
+
+def test_generate_and_eval_help_show_their_defaults(capsys):
+    text = _help("generate", capsys)
+    assert "tokens to generate, greedy (default: 128)" in text
+    assert "default: none, the base model alone" in text and "without --adapter, smollm2-135m" in text
+    text = _help("eval", capsys)
+    assert "(default: held-out)" in text and "--loss-only" in text and "else 64" in text
+    text = _help("train", capsys)
+    assert "(default: the preset's) (default: None)" not in text  # a default is said once
+
+
+def test_eval_without_adapter_scores_the_base_model_and_loss_only_skips_generation(
+    tiny_dir, tmp_path, recorded, capsys, monkeypatch
+):
+    generated = []
+    real = qpeft.evaluate.generate_answers
+    monkeypatch.setattr(
+        qpeft.evaluate, "generate_answers", lambda *a, **k: generated.append(len(a[2])) or real(*a, **k)
+    )
+    flags = ["--model", tiny_dir, "--data", "arithmetic:1", "--examples", "4", "--max-length", "64"]
+    assert main(["eval", *flags]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["adapter"] is None and result["model"] == tiny_dir and result["examples"] == 4
+    assert result["eval_loss"] > 0 and "accuracy" in result and generated == [4]
+    assert f"qpeft eval: base model {tiny_dir} (no adapter): 4 held-out examples: loss, accuracy" in captured.err
+    assert "warning" not in captured.err  # no run, so no training split to warn about
+    # the examples a default run with these flags holds out (the zero-shot baseline of that run)
+    config = TrainConfig(data="arithmetic:1")
+    expected = qpeft.data.run_split(config.data, config.seed, config.val_fraction, config.max_examples)[1][:4]
+    assert _keys(recorded["eval"][-1]) == _keys(expected)
+
+    assert main(["eval", *flags, "--loss-only"]) == 0
+    captured = capsys.readouterr()
+    loss_only = json.loads(captured.out)
+    assert loss_only["eval_loss"] == pytest.approx(result["eval_loss"]) and "accuracy" not in loss_only
+    assert generated == [4]  # no answer generated
+    assert "4 held-out examples: loss only" in captured.err
+    assert main(["eval", *flags, "--loss-only", "--samples", str(tmp_path / "s.jsonl")]) == 2
+    assert "--samples writes generated answers, which --loss-only skips" in capsys.readouterr().err
+    assert main(["eval", *flags, "--emulate", "wukong72"]) == 2
+    assert "pass --adapter" in capsys.readouterr().err

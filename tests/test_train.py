@@ -4,6 +4,7 @@ evaluation, config files."""
 import json
 import os
 import signal
+import warnings
 
 import pytest
 import torch
@@ -175,3 +176,13 @@ def test_gradient_checkpointing_trains_the_same_adapter(tiny_dir, tmp_path, meth
     assert plain.keys() == checkpointed.keys()
     for key in plain:
         torch.testing.assert_close(plain[key], checkpointed[key], atol=1e-6, rtol=1e-5)
+
+
+def test_a_short_run_causes_no_warning(tiny_dir, tmp_path):
+    # transformers 5.25 warns (FutureWarning) about `gradient_checkpointing` whenever it is passed,
+    # even as False: a run without the flag must not pass it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(_config(tiny_dir, tmp_path / "run", steps=1, save_steps=100))
+    assert summary["finished"]
+    assert [f"{w.category.__name__}: {w.message} ({w.filename})" for w in caught] == []

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # The adapter API needs transformers; import it only when asked for.
+    # The adapter API imports transformers: only when asked for, so `import qpeft` stays fast.
     if name in {
         "get_model",
         "load_adapter",

@@ -1,5 +1,8 @@
 """Evaluation: held-out loss and perplexity, math exact-match accuracy with batched greedy
-generation and final-number extraction, and a few saved generation samples."""
+generation and final-number extraction, and a few saved generation samples.
+
+Each function shows a progress bar (examples scored, answers generated) when ``progress`` is
+True, or with ``progress=None`` when stderr is a terminal; ``label`` says what is evaluated."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import re
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from qpeft.data.collate import IGNORE, Collator, EncodedDataset, encode_prompt
 from qpeft.data.formats import Example
@@ -35,9 +39,29 @@ def extract_answer(text: str) -> str | None:
     return normalise_number(numbers[-1]) if numbers else None
 
 
+def _bar(total: int, desc: str, unit: str, progress: bool | None):
+    """A progress bar on stderr: shown when ``progress``, on a terminal only when None."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if progress is None else not progress, leave=False)
+
+
+def _desc(label: str, what: str) -> str:
+    return f"{label}: {what}" if label else what
+
+
 @torch.no_grad()
-def evaluate_loss(model, tokenizer, examples: list[Example], max_length: int, batch_size: int = 8) -> dict:
-    """Token-weighted mean loss over the assistant tokens of held-out examples."""
+def evaluate_loss(
+    model,
+    tokenizer,
+    examples: list[Example],
+    max_length: int,
+    batch_size: int = 8,
+    *,
+    progress: bool | None = False,
+    label: str = "",
+) -> dict:
+    """Token-weighted mean loss over the assistant tokens of held-out examples.
+
+    Returns ``{"eval_loss", "perplexity", "eval_tokens"}`` (None / 0 without any example)."""
     dataset = EncodedDataset(tokenizer, examples, max_length)
     if len(dataset) == 0:
         return {"eval_loss": None, "perplexity": None, "eval_tokens": 0}
@@ -46,6 +70,7 @@ def evaluate_loss(model, tokenizer, examples: list[Example], max_length: int, ba
     model.eval()
     total, tokens = 0.0, 0
     device = next(model.parameters()).device
+    bar = _bar(len(dataset), _desc(label, "loss"), "example", progress)
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -59,6 +84,8 @@ def evaluate_loss(model, tokenizer, examples: list[Example], max_length: int, ba
         )
         total += loss.item()
         tokens += int((shift_labels != IGNORE).sum())
+        bar.update(len(batch["input_ids"]))
+    bar.close()
     model.train(was_training)
     mean = total / tokens
     return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "eval_tokens": tokens}
@@ -66,7 +93,14 @@ def evaluate_loss(model, tokenizer, examples: list[Example], max_length: int, ba
 
 @torch.no_grad()
 def generate_answers(
-    model, tokenizer, examples: list[Example], max_new_tokens: int = 96, batch_size: int = 8
+    model,
+    tokenizer,
+    examples: list[Example],
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    *,
+    progress: bool | None = False,
+    label: str = "",
 ) -> list[str]:
     """Greedy completions of each example's last prompt, batched with left padding."""
     was_training = model.training
@@ -74,6 +108,7 @@ def generate_answers(
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     outputs = []
+    bar = _bar(len(examples), _desc(label, f"answers (greedy, up to {max_new_tokens} tokens)"), "answer", progress)
     for start in range(0, len(examples), batch_size):
         prompts = [encode_prompt(tokenizer, e) for e in examples[start : start + batch_size]]
         width = max(len(p) for p in prompts)
@@ -90,16 +125,27 @@ def generate_answers(
             pad_token_id=pad,
         )
         outputs += tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        bar.update(len(prompts))
+    bar.close()
     model.train(was_training)
     return outputs
 
 
 def math_accuracy(
-    model, tokenizer, examples: list[Example], max_new_tokens: int = 96, batch_size: int = 8
+    model,
+    tokenizer,
+    examples: list[Example],
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    *,
+    progress: bool | None = False,
+    label: str = "",
 ) -> tuple[float, list[dict]]:
-    """Exact match of the extracted final number against each example's reference answer."""
+    """Exact match of the extracted final number against each example's reference answer.
+
+    Returns (accuracy, one record per scored example: prompt, completion, predicted, reference, correct)."""
     scored = [e for e in examples if e.answer is not None]
-    completions = generate_answers(model, tokenizer, scored, max_new_tokens, batch_size)
+    completions = generate_answers(model, tokenizer, scored, max_new_tokens, batch_size, progress=progress, label=label)
     records = []
     for example, text in zip(scored, completions):
         predicted = extract_answer(text)
@@ -124,16 +170,30 @@ def evaluate(
     max_length: int,
     samples_path: Path | None = None,
     n_samples: int = 8,
+    *,
+    generate: bool = True,
+    progress: bool | None = False,
+    label: str = "",
 ) -> dict:
-    """Loss / perplexity; accuracy when the examples carry reference answers; samples saved."""
-    result = evaluate_loss(model, tokenizer, examples, max_length)
+    """Loss / perplexity of ``examples``; with ``generate``, also the accuracy of greedy answers
+    where the examples carry reference answers (else ``n_samples`` sample completions), and the
+    first ``n_samples`` of those written to ``samples_path`` as JSONL.
+
+    ``generate=False`` scores the loss only (one forward pass per batch, no generation).
+    Returns the :func:`evaluate_loss` entries, plus ``accuracy`` and ``accuracy_examples``."""
+    if samples_path is not None and not generate:
+        raise ValueError("samples are generated answers: drop --samples, or evaluate with generation")
+    shown = {"progress": progress, "label": label}
+    result = evaluate_loss(model, tokenizer, examples, max_length, **shown)
+    if not generate:
+        return result
     if any(e.answer is not None for e in examples):
-        accuracy, records = math_accuracy(model, tokenizer, examples)
+        accuracy, records = math_accuracy(model, tokenizer, examples, **shown)
         result["accuracy"] = accuracy
         result["accuracy_examples"] = len(records)
         samples = records[:n_samples]
     else:
-        completions = generate_answers(model, tokenizer, examples[:n_samples], max_new_tokens=64)
+        completions = generate_answers(model, tokenizer, examples[:n_samples], max_new_tokens=64, **shown)
         samples = [
             {"prompt": e.messages[-2]["content"] if len(e.messages) > 1 else "", "completion": c}
             for e, c in zip(examples, completions)

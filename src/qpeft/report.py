@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from qpeft.rundir import differences
 from qpeft.sysinfo import cpu_model
 from qpeft.train import TrainConfig, latest_checkpoint, train
 
@@ -19,15 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def _same_run(recorded: dict | None, config: TrainConfig) -> bool:
-    """Whether a recorded config is ``config`` (``resume``, ``progress`` and ``report_to`` aside: they
-    do not change what a run computes)."""
-    if not isinstance(recorded, dict):
-        return False
-    ignore = ("resume", "progress", "report_to")
-    current = dataclasses.asdict(config)
-    return {k: v for k, v in recorded.items() if k not in ignore} == {
-        k: v for k, v in current.items() if k not in ignore
-    }
+    """Whether a recorded config is ``config`` (the fields that do not change what a run computes,
+    :data:`qpeft.rundir.NOT_SETTINGS`, aside)."""
+    return isinstance(recorded, dict) and not differences(recorded, dataclasses.asdict(config))
 
 
 def _run(config: TrainConfig, callbacks: list | None = None) -> dict:
@@ -137,8 +132,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, 
                 base, method=method, seed=seed, adapter=adapter, out=str(out / f"{method}-seed{seed}")
             )
             summary = _run(config, callbacks)
-            if not summary["finished"]:
-                logger.warning("qpeft compare: stopped in %s; run the same command again to resume", config.out)
+            if not summary["finished"]:  # the caller says so (the command line: one line)
                 return {"interrupted": Path(config.out), "results": results}
             results.setdefault(method, []).append(summary)
     text = table(results)

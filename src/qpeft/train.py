@@ -1,10 +1,11 @@
 """Fine-tuning on ``transformers.Trainer``.
 
 Checkpoints hold the adapter weights, optimizer, scheduler and RNG state only (never the
-base model); ``resume=True`` continues from the newest one, and a run stopped after k
-steps then resumed reaches the same adapter weights as an uninterrupted run. Ctrl-C /
-SIGTERM stops after the current step with a resumable checkpoint. Every log line also
-goes to ``metrics.jsonl`` in the run directory.
+base model); a run stopped after k steps then resumed reaches the same adapter weights as an
+uninterrupted run. Ctrl-C / SIGTERM stops after the current step with a resumable checkpoint;
+the same call again continues from it (``resume=True`` continues with changed settings; a run
+directory holding a run of other settings is refused: :mod:`qpeft.rundir`). Every log line
+also goes to ``metrics.jsonl`` in the run directory.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from qpeft import rundir
 from qpeft.adapters.config import doc
+from qpeft.callbacks import MetricsFile, StopOnSignal, checkpointing_args
+from qpeft.rundir import RunStart, latest_checkpoint
+
+__all__ = ["METHOD_PRESETS", "TrainConfig", "latest_checkpoint", "make_trainer", "plan", "start", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,12 @@ class TrainConfig:
         None, "every N steps, log the loss on the held-out examples (the first eval_examples) as eval_loss"
     )
     logging_steps: int = doc(1, "log (and append to metrics.jsonl) every N steps")
-    resume: bool = doc(False, "continue from the newest checkpoint in `out`")
+    resume: bool = doc(
+        False,
+        "continue the run in `out` from its newest checkpoint even where the settings changed (qpeft train: "
+        "its recorded settings, with the flags given on top, e.g. more --steps); the same command again "
+        "continues without it",
+    )
     dtype: str = doc("float32", "base model dtype: float32 or bfloat16")
     progress: bool = doc(True, "show progress bars")
     quantum_backend: str | None = doc(
@@ -77,7 +87,7 @@ class TrainConfig:
     shots: int | None = doc(None, "shots per circuit on --quantum-backend (a QPU needs it; None: exact simulator)")
     diff_method: str = doc("parameter_shift", "QNN gradients on --quantum-backend: parameter_shift, spsa, hybrid")
     quantum_options: dict = doc(
-        {}, "provider / job-engine options for --quantum-backend, e.g. {'max_parallel': 4, 'job_timeout': 3600}"
+        {}, 'provider / job-engine options for --quantum-backend, e.g. \'{"max_parallel": 4, "job_timeout": 3600}\''
     )
     report_to: str = doc(
         "none",
@@ -88,7 +98,7 @@ class TrainConfig:
     max_spend: dict = doc(
         {},
         "cap on what the run's jobs may spend on --quantum-backend, in any of: jobs, shots (circuits x shots), "
-        "amount (estimated, provider currency, plan's high figure), e.g. {'jobs': 50, 'amount': 200}; the engine "
+        'amount (estimated, provider currency, plan\'s high figure), e.g. \'{"jobs": 50, "amount": 200}\'; the engine '
         "submits no job that would pass it, and a rerun with a higher cap continues",
     )
     gradient_checkpointing: bool = doc(
@@ -138,6 +148,11 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
         """Fields from a YAML or JSON file, then ``overrides``; unknown keys are an error."""
+        return cls(**{**cls.read_file(path), **overrides})
+
+    @classmethod
+    def read_file(cls, path: str | Path) -> dict:
+        """The fields a YAML or JSON file sets (checked: a mapping of known fields)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
@@ -154,7 +169,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**{**data, **overrides})
+        return data
 
 
 def adapter_config(config: TrainConfig):
@@ -179,58 +194,6 @@ def prepare(config: TrainConfig):
     model = get_model(base, adapter_config(config))
     dataset = EncodedDataset(tokenizer, train_examples, config.max_length)
     return model, tokenizer, dataset, held_out[: config.eval_examples]
-
-
-def latest_checkpoint(out: str | Path) -> Path | None:
-    checkpoints = [p for p in Path(out).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def _callbacks(out: Path):
-    from transformers import TrainerCallback
-
-    class MetricsFile(TrainerCallback):
-        """Append every log record to metrics.jsonl (main process only)."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
-
-    class StopOnSignal(TrainerCallback):
-        """SIGINT / SIGTERM: finish the step, save a checkpoint, stop."""
-
-        def __init__(self):
-            self.received = None
-            self.previous: dict = {}
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def _handle(self, signum, frame):
-            self.received = signum
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.received is not None:
-                logger.warning(
-                    "qpeft: signal %s: saving a checkpoint at step %d and stopping",
-                    self.received,
-                    state.global_step,
-                )
-                control.should_save = True
-                control.should_training_stop = True
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.restore_signals()
-
-        def restore_signals(self) -> None:
-            """The handlers from before training; also after a training step raised (the Trainer
-            then never calls on_train_end, and Ctrl-C would stay caught in this process)."""
-            previous, self.previous = self.previous, {}
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    return MetricsFile(), StopOnSignal()
 
 
 def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list | None = None, eval_dataset=None):
@@ -283,13 +246,12 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
         dataloader_num_workers=0,
         bf16=config.dtype == "bfloat16" and torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **checkpointing_args(config.gradient_checkpointing, TrainingArguments),
     )
     if config.gradient_checkpointing:
         # the frozen embeddings give no grad-requiring input to the first checkpointed layer
         model.enable_input_require_grads()
-    metrics, stop = _callbacks(out)
+    metrics, stop = MetricsFile(out), StopOnSignal()
     trainer = QPeftTrainer(
         model=model,
         args=args,
@@ -379,20 +341,33 @@ def plan(config: TrainConfig) -> dict:
     return {**result.as_dict(), "text": format_plan(result)}
 
 
-def train(config: TrainConfig, callbacks: list | None = None) -> dict:
+def start(config: TrainConfig, overwrite: bool = False) -> RunStart:
+    """How :func:`train` would start ``config`` in ``config.out``, without starting it: from a
+    checkpoint, at step 0, or not at all (the same run finished). Raises ValueError where the
+    directory holds a run of other settings (see :func:`qpeft.rundir.start_point`)."""
+    return rundir.start_point(config.out, dataclasses.asdict(config), config.resume, overwrite)
+
+
+def train(config: TrainConfig, callbacks: list | None = None, overwrite: bool = False) -> dict:
     """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``.
 
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects.
+    In a directory that holds a run already: continues the same settings' run from its newest
+    checkpoint (or returns its ``results.json`` when it finished), continues from the newest
+    checkpoint with ``config.resume``, deletes the earlier run with ``overwrite``, and raises
+    ValueError for a run of other settings (:mod:`qpeft.rundir`). ``callbacks``: extra
+    ``transformers.TrainerCallback`` objects.
     """
     from qpeft.data import EncodedDataset
     from qpeft.evaluate import evaluate
 
     out = Path(config.out)
-    resume_from = None
-    if config.resume:
-        resume_from = latest_checkpoint(out)
-        if resume_from is None:
-            raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
+    begin = start(config, overwrite)
+    if begin.finished is not None:
+        return {**begin.finished, "reused": True}
+    if int(os.environ.get("RANK", "0")) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.prepare(out, begin)
+    resume_from = begin.checkpoint
     provider = quantum_provider(config, out)  # credentials and the service are checked before the model loads
     model, tokenizer, dataset, held_out = prepare(config)
     eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
@@ -423,17 +398,25 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         return summary
     if not finished:
         summary["interrupted"] = True
+        summary["checkpoint"] = str(latest_checkpoint(out))
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         return summary
     model.save_adapter(out / "adapter")
     if runner is not None:
         runner.scope = "eval"
         runner.alone()  # (under torchrun only rank 0 evaluates: no more circuits shared by broadcast)
-    summary["eval"] = evaluate(model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl")
+    summary["eval"] = evaluate(
+        model,
+        tokenizer,
+        held_out,
+        config.max_length,
+        samples_path=out / "samples.jsonl",
+        progress=None if config.progress else False,
+        label=f"final adapter, {len(held_out)} held-out examples",
+    )
     losses = [loss for _, loss in summary["losses"]]
     tail = max(1, math.ceil(0.1 * len(losses)))
     summary["final_train_loss"] = sum(losses[-tail:]) / tail if losses else None
-    first_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-    summary["seconds_per_step"] = seconds / max(1, state.global_step - first_step)
+    summary["seconds_per_step"] = seconds / max(1, state.global_step - begin.step)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     return summary

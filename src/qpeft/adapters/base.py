@@ -2,14 +2,29 @@
 injection of wrappers into a model.
 
 ``y = W0 x + scaling * delta(dropout(x))``: methods differ only in ``delta`` (and, when it
-is linear in x, ``delta_weight``). A freshly injected adapter is an exact no-op because
+is linear in x, ``delta_factors``). A freshly injected adapter is an exact no-op because
 the last factor of every delta is zero-initialised.
+
+**The delta cache.** A linear delta is ``up @ down`` with ``down`` (k, d_in) and ``up``
+(d_out, k), k <= r; for MPO and QTHA-weights adapters, computing them contracts the tensor
+trains and (QTHA) runs the input-free circuit. In no-grad forwards (evaluation, ``generate``)
+a mergeable adapter computes them once and reuses them, so a generated token costs two thin
+GEMMs per module, as a LoRA does, until the weights change. What the cached factors depend on
+is checked at every forward: each adapter parameter's identity, storage and version counter
+(every in-place change bumps it: an optimizer step, ``load_state_dict``, ``load_adapter``), a
+count of optimizer steps in the process (fused optimizers update parameters without bumping
+the counter), the base weight's dtype and device, and what a method adds (QTHA: its backend
+object). ``.to()`` / ``.float()`` / ``.cuda()``, ``merge()`` and ``unmerge()`` drop the cache;
+so does :meth:`AdapterLayer.clear_delta_cache`, for code that writes ``param.data`` directly.
+With gradients on (training), the delta is computed anew at every forward, as before.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.checkpoint import checkpoint
 
 from qpeft.adapters.config import ALL_LINEAR, AdapterConfig
@@ -18,6 +33,18 @@ try:  # GPT-2 style models use Conv1D (weight stored as (d_in, d_out))
     from transformers.pytorch_utils import Conv1D
 except ImportError:  # transformers is optional for the core
     Conv1D = None
+
+
+#: optimizer steps taken in this process (a fused optimizer updates parameters in place without
+#: bumping their version counters); part of every cached delta's key
+_optimizer_steps = [0]
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    _optimizer_steps[0] += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -45,6 +72,7 @@ class AdapterLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.merged = False
         self.disabled = False  # set by QPeftModel.disable_adapter(): the base layer alone
+        self._delta_cache: tuple | None = None  # (key, down, scaling * up, the tensors keyed): module docstring
         for p in self.base_layer.parameters():
             p.requires_grad_(False)
 
@@ -60,9 +88,15 @@ class AdapterLayer(nn.Module):
         """(..., d_in) -> (..., d_out), before scaling."""
         raise NotImplementedError
 
-    def delta_weight(self) -> torch.Tensor:
-        """The (d_out, d_in) matrix of a linear delta, before scaling."""
+    def delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down (k, d_in), up (d_out, k)) of a linear delta, ``delta(x) = up @ down @ x``, before
+        scaling. Raises ValueError for a delta that is not linear in x."""
         raise ValueError(self.not_mergeable_reason())
+
+    def delta_weight(self) -> torch.Tensor:
+        """The (d_out, d_in) matrix of a linear delta, before scaling (ValueError if not linear)."""
+        down, up = self.delta_factors()
+        return up @ down
 
     def not_mergeable_reason(self) -> str:
         return f"{type(self).__name__} is not linear in x, so it cannot be merged into the base weight"
@@ -76,6 +110,9 @@ class AdapterLayer(nn.Module):
         y = self.base_layer(x, *args, **kwargs)
         if self.merged or self.disabled:
             return y
+        if self.uses_delta_cache():
+            down, up = self.cached_delta_factors()
+            return y + F.linear(F.linear(x.to(down.dtype), down), up).to(y.dtype)
         x = self.dropout(x)
         if self.recompute and self.training and torch.is_grad_enabled():
             delta = checkpoint(self.delta, x, use_reentrant=False)
@@ -86,6 +123,47 @@ class AdapterLayer(nn.Module):
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's own parameters (everything but the base layer's)."""
         return {n: p for n, p in self.named_parameters() if not n.startswith("base_layer.")}
+
+    # ---- the delta cache (module docstring) ----------------------------------------------
+
+    def cacheable(self) -> bool:
+        """Whether :meth:`delta_factors` may be cached: the delta is linear and a deterministic
+        function of the adapter's parameters (methods narrow this down)."""
+        return self.config.mergeable
+
+    def uses_delta_cache(self) -> bool:
+        """Whether this forward uses the cached factors: no gradients wanted, a cacheable delta,
+        and no active dropout."""
+        return (
+            not torch.is_grad_enabled()
+            and (not self.training or isinstance(self.dropout, nn.Identity))
+            and self.cacheable()
+        )
+
+    def delta_cache_key(self) -> tuple:
+        """What the cached factors depend on; a method adds what else its delta reads."""
+        weight = self.base_layer.weight
+        tensors = tuple((id(p), p.data_ptr(), p._version) for p in self.adapter_parameters().values())
+        return (_optimizer_steps[0], weight.dtype, weight.device, tensors)
+
+    def cached_delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down, scaling * up), computed once and reused while :meth:`delta_cache_key` holds."""
+        key = self.delta_cache_key()
+        if self._delta_cache is None or self._delta_cache[0] != key:
+            with torch.no_grad():
+                down, up = self.delta_factors()
+                # the tensors keyed stay referenced, so their ids and storages cannot be reused
+                self._delta_cache = (key, down.detach(), (up * self.scaling).detach(), self.adapter_parameters())
+        return self._delta_cache[1], self._delta_cache[2]
+
+    def clear_delta_cache(self) -> None:
+        """Drop the cached factors (recomputed at the next no-grad forward)."""
+        self._delta_cache = None
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .float() / .cuda() / .half() move or convert the parameters: factors anew
+        self.clear_delta_cache()
+        return super()._apply(fn, *args, **kwargs)
 
     # ---- merging -----------------------------------------------------------------------
 
@@ -100,12 +178,14 @@ class AdapterLayer(nn.Module):
         if not self.merged:
             self.base_layer.weight += self._scaled_delta_for_base()
             self.merged = True
+            self.clear_delta_cache()
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
             self.base_layer.weight -= self._scaled_delta_for_base()
             self.merged = False
+            self.clear_delta_cache()
 
 
 def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from qpeft.adapters.base import AdapterLayer
 from qpeft.adapters.config import AdapterConfig
@@ -61,9 +61,6 @@ def export_peft_lora(
         "inference_mode": True,
         "base_model_name_or_path": base_model_name,
     }
-    atomic_write(
-        directory / "adapter_model.safetensors",
-        lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
-    )
-    atomic_write(directory / "adapter_config.json", lambda tmp: Path(tmp).write_text(json.dumps(peft_config, indent=2)))
+    atomic_write(directory / "adapter_model.safetensors", save(tensors, metadata={"format": "pt"}))
+    atomic_write(directory / "adapter_config.json", json.dumps(peft_config, indent=2))
     return directory

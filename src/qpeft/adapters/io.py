@@ -2,7 +2,8 @@
 (+ ``model.safetensors.index.json``).
 
 Writes are atomic (temporary file, then rename), so an interrupted save never leaves a
-half-written adapter behind. Reading checks everything (format, config, module shapes,
+half-written adapter behind, and the files get the permissions of any file the user writes
+(``0666`` less the umask), so a serving account can read them. Reading checks everything (format, config, module shapes,
 tensor names and shapes) before anything is copied, so a bad file loads nothing.
 
 The file names are PEFT's, the schema is not: the config is marked ``"format": "qpeft"``,
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import uuid
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from qpeft.adapters.base import in_out_features, is_linear
@@ -41,16 +41,19 @@ NOT_PEFT = (
 )
 
 
-def atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to a temporary file next to ``path``, then rename it to ``path``.
+
+    The temporary file is created as ``open()`` creates files (mode ``0666`` less the umask;
+    ``tempfile.mkstemp`` would make it ``0600``, readable by its owner only), so ``path`` ends
+    up with the permissions of every other file the user writes."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        write(tmp)
+        with open(tmp, "xb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def write_adapter(directory: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
@@ -63,9 +66,9 @@ def write_adapter(directory: str | Path, meta: dict, tensors: dict[str, torch.Te
         "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
         "weight_map": dict.fromkeys(sorted(tensors), WEIGHTS_NAME),
     }
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    atomic_write(directory / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(directory / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    atomic_write(directory / INDEX_NAME, json.dumps(index, indent=2))
+    atomic_write(directory / CONFIG_NAME, json.dumps(meta, indent=2))
     return directory
 
 

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from qpeft import __version__
 from qpeft.cli import evaluate, jobs, train
 from qpeft.cli.flags import add_train_flags, config_from_args
 
@@ -21,6 +22,9 @@ __all__ = ["add_train_flags", "build_parser", "config_from_args", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"qpeft {__version__}")
+    # what a Ctrl-C outside training leaves behind (subcommands say more)
+    parser.set_defaults(interrupted="nothing was written; the same command again starts over")
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_parsers(sub)
     jobs.add_parsers(sub)
@@ -28,11 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit code of a command stopped by Ctrl-C outside training (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code: 0 done, 2 bad input, 3 stopped with something
+    to continue (a training checkpoint, QPU jobs) where the same command again continues,
+    130 interrupted by Ctrl-C (nothing to continue: the same command again starts over)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"qpeft {args.command}: interrupted; {args.interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"qpeft {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""``qpeft eval``, ``qpeft generate`` and ``qpeft export``: the subcommands that load a saved adapter."""
+"""``qpeft eval``, ``qpeft generate`` and ``qpeft export``: the subcommands that load a saved
+adapter (eval and generate also run the base model alone, without ``--adapter``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from qpeft.cli.flags import positive_int
+from qpeft.cli.flags import json_object, positive_int
 from qpeft.train import TrainConfig
 
 
@@ -36,13 +37,22 @@ def _check_adapter(adapter: Path) -> None:
         )
 
 
-def _load_adapted(adapter: Path, model: str | None):
-    from qpeft.adapters import load_adapter
-    from qpeft.models import DEFAULT_MODEL, load_model
+def _model_spec(adapter: Path | None, model: str | None) -> str:
+    """--model, else the model the adapter was trained on, else the built-in default."""
+    from qpeft.models import DEFAULT_MODEL
 
-    _check_adapter(adapter)
-    base, tokenizer = load_model(model or _trained_model(adapter) or DEFAULT_MODEL)
-    return load_adapter(base, adapter), tokenizer
+    return model or (_trained_model(adapter) if adapter is not None else None) or DEFAULT_MODEL
+
+
+def _load_adapted(adapter: Path | None, model: str | None):
+    """(model, tokenizer): the base model with the adapter loaded, or alone without one."""
+    from qpeft.adapters import load_adapter
+    from qpeft.models import load_model
+
+    if adapter is not None:
+        _check_adapter(adapter)
+    base, tokenizer = load_model(_model_spec(adapter, model))
+    return (load_adapter(base, adapter) if adapter is not None else base), tokenizer
 
 
 #: the TrainConfig fields that decide a run's split; `qpeft eval` reads them from the run
@@ -58,10 +68,10 @@ def _eval_examples(args: argparse.Namespace) -> tuple[list, int]:
     override the recorded settings; warns when the examples include training examples."""
     from qpeft.data import load_examples, overlap, run_split
 
-    run = _run_config(args.adapter)
+    run = _run_config(args.adapter) if args.adapter is not None else None
     defaults = dataclasses.asdict(TrainConfig())
     recorded = {k: (run or {}).get(k, defaults[k]) for k in (*SPLIT_FIELDS, "eval_examples", "max_length")}
-    if run is None:
+    if run is None and args.adapter is not None:
         _warn(
             "eval",
             f"no train_config.json in or next to {args.adapter}, so the training split is unknown and the "
@@ -96,12 +106,30 @@ def _eval_examples(args: argparse.Namespace) -> tuple[list, int]:
     return examples, args.max_length or recorded["max_length"]
 
 
+def _describe(args, model_spec: str, examples: list, generate: bool) -> str:
+    """One line that says what `qpeft eval` evaluates."""
+    what = f"adapter {args.adapter} on {model_spec}" if args.adapter else f"base model {model_spec} (no adapter)"
+    split = "held-out " if args.split == "held-out" else ""
+    measured = "loss only"
+    if generate:
+        measured = "loss, accuracy of greedy answers" if any(e.answer is not None for e in examples) else "loss"
+        measured += " and generated samples"
+    return f"qpeft eval: {what}: {len(examples)} {split}examples: {measured}"
+
+
 def cmd_eval(args) -> int:
     from qpeft.evaluate import evaluate
 
-    _check_adapter(args.adapter)
+    if args.adapter is None and (args.quantum_backend or args.emulate):
+        raise ValueError("--quantum-backend and --emulate run an adapter's circuits; pass --adapter RUN/adapter")
+    if args.loss_only and args.samples is not None:
+        raise ValueError("--samples writes generated answers, which --loss-only skips; drop one of them")
+    if args.adapter is not None:
+        _check_adapter(args.adapter)
     examples, max_length = _eval_examples(args)
-    model, tokenizer = _load_adapted(args.adapter, args.model)
+    spec = _model_spec(args.adapter, args.model)
+    print(_describe(args, spec, examples, not args.loss_only), file=sys.stderr)
+    model, tokenizer = _load_adapted(args.adapter, spec)
     emulated, device = None, args.emulate
     if device is None and args.quantum_backend is not None:  # local noisy:DEVICE: the side-by-side report too
         from qpeft.jobs.providers import parse_spec
@@ -116,14 +144,27 @@ def cmd_eval(args) -> int:
     if args.quantum_backend is not None:  # forward-only circuits through the job engine
         from qpeft.jobs.step import build_runner
 
+        args.interrupted = (
+            f"no results were written; the same command again starts over and re-attaches to the jobs "
+            f"already submitted (ledger: {args.adapter.parent / 'jobs'}), without paying for them again"
+        )
         runner = build_runner(
             model, args.quantum_backend, args.shots, "parameter_shift", args.adapter.parent, args.quantum_options
         )
         runner.scope = f"eval-{args.adapter.name}"
-    result = evaluate(model, tokenizer, examples, max_length, samples_path=args.samples)
+    result = evaluate(
+        model,
+        tokenizer,
+        examples,
+        max_length,
+        samples_path=args.samples,
+        generate=not args.loss_only,
+        progress=None,
+    )
     if emulated is not None:
         result["emulated"] = emulated
-    print(json.dumps({"examples": len(examples), **result}, indent=2))
+    adapter = str(args.adapter) if args.adapter is not None else None
+    print(json.dumps({"model": spec, "adapter": adapter, "examples": len(examples), **result}, indent=2))
     return 0
 
 
@@ -131,12 +172,8 @@ def cmd_generate(args) -> int:
     import torch
 
     from qpeft.data import Example, encode_prompt
-    from qpeft.models import load_model
 
-    if args.adapter is not None:
-        model, tokenizer = _load_adapted(args.adapter, args.model)
-    else:
-        model, tokenizer = load_model(args.model or "smollm2-135m")
+    model, tokenizer = _load_adapted(args.adapter, args.model)
     example = Example([{"role": "user", "content": args.prompt}, {"role": "assistant", "content": ""}])
     ids = torch.tensor([encode_prompt(tokenizer, example)])
     model.eval()
@@ -161,18 +198,23 @@ def cmd_export(args) -> int:
 
 def add_parsers(sub) -> None:
     for name, func, text in (
-        ("eval", cmd_eval, "evaluate a saved adapter on held-out data"),
-        ("generate", cmd_generate, "generate from a prompt with a saved adapter"),
+        ("eval", cmd_eval, "evaluate a saved adapter, or the base model alone, on held-out data"),
+        ("generate", cmd_generate, "generate from a prompt with a saved adapter, or the base model alone"),
         ("export", cmd_export, "export a mergeable adapter as a standard PEFT LoRA"),
     ):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument(
             "--adapter",
             type=Path,
-            required=name != "generate",
-            help="adapter directory (run_dir/adapter or a checkpoint-N directory)",
+            required=name == "export",
+            help="adapter directory (run_dir/adapter or a checkpoint-N directory)"
+            + ("" if name == "export" else "; default: none, the base model alone (eval: the zero-shot baseline)"),
         )
-        p.add_argument("--model", default=None, help="base model spec (default: the one the adapter was trained on)")
+        p.add_argument(
+            "--model",
+            default=None,
+            help="base model spec (default: the one the adapter was trained on; without --adapter, smollm2-135m)",
+        )
         p.set_defaults(func=func)
         if name == "eval":
             p.add_argument(
@@ -180,12 +222,16 @@ def add_parsers(sub) -> None:
                 choices=("held-out", "all"),
                 default="held-out",
                 help="held-out: the training run's held-out split (from the run's train_config.json; the flags "
-                "below override its settings); all: every example of --data (a dedicated test file)",
+                "below override its settings; without --adapter, the split a run with these flags would hold "
+                "out); all: every example of --data (a dedicated test file) (default: held-out)",
             )
-            p.add_argument("--data", default=None, help="data to evaluate (default: the run's data)")
-            p.add_argument("--seed", type=int, default=None, help="split seed (default: the run's seed)")
+            p.add_argument("--data", default=None, help="data to evaluate (default: the run's data; else arithmetic)")
+            p.add_argument("--seed", type=int, default=None, help="split seed (default: the run's seed; else 0)")
             p.add_argument(
-                "--val-fraction", type=float, default=None, help="held-out share (default: the run's val_fraction)"
+                "--val-fraction",
+                type=float,
+                default=None,
+                help="held-out share (default: the run's val_fraction; else 0.1)",
             )
             p.add_argument(
                 "--max-examples",
@@ -197,18 +243,24 @@ def add_parsers(sub) -> None:
                 "--examples",
                 type=positive_int,
                 default=None,
-                help="evaluate at most N examples (default: the run's eval_examples; every one for --split all)",
+                help="evaluate at most N examples (default: the run's eval_examples, else 64; every one for "
+                "--split all)",
             )
             p.add_argument(
                 "--max-length",
                 type=positive_int,
                 default=None,
-                help="tokens per sequence (default: the run's max_length)",
+                help="tokens per sequence (default: the run's max_length; else 256)",
+            )
+            p.add_argument(
+                "--loss-only",
+                action="store_true",
+                help="score the held-out loss only: no generated answers, no accuracy (one forward pass per batch)",
             )
             p.add_argument("--samples", type=Path, default=None, help="write generation samples to this JSONL file")
             fields = TrainConfig.__dataclass_fields__
             for flag in ("quantum_backend", "shots", "quantum_options"):
-                kind = json.loads if flag == "quantum_options" else int if flag == "shots" else str
+                kind = json_object if flag == "quantum_options" else int if flag == "shots" else str
                 flag_help = fields[flag].metadata["help"]
                 p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, help=flag_help)
             p.add_argument(
@@ -218,8 +270,11 @@ def add_parsers(sub) -> None:
                 help="also report the held-out loss with the QTHA circuits on an emulated chip (e.g. wukong72, "
                 "ibm_torino): exact, with its noise, and with noise + readout mitigation, side by side",
             )
+            p.set_defaults(interrupted="no results were written; the same command again starts the evaluation over")
         elif name == "generate":
             p.add_argument("--prompt", required=True, help="the user message")
-            p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
+            p.add_argument(
+                "--max-new-tokens", type=positive_int, default=128, help="tokens to generate, greedy (default: 128)"
+            )
         else:
             p.add_argument("--out", type=Path, required=True, help="directory for the PEFT LoRA")

@@ -28,18 +28,20 @@ def cmd_jobs(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     reported, reporting, estimates = result.pop("reported"), result.pop("reported_jobs"), result.pop("estimate")
+    width = max(len(key) for key in (*result, "estimate", "reported")) + 2
     for key, value in result.items():
         if isinstance(value, float):
             value = f"{value:,.1f}"
-        print(f"{key:20s} {', '.join(value) if isinstance(value, list) else value}")
+        print(f"{key:{width}s}{', '.join(value) if isinstance(value, list) else value}")
     for provider, e in estimates.items():
         low, high = e["qpu_seconds"]
         cost = f", {e['cost'][0]:,.2f} - {e['cost'][1]:,.2f} {e['currency']}" if e["cost"] else ""
-        print(f"{'estimate':20s} {provider}: {low:,.0f} - {high:,.0f} QPU s{cost} (the plan's rates, for these jobs)")
+        what = f"{provider}: {low:,.0f} - {high:,.0f} QPU s{cost} (the plan's rates, for these jobs)"
+        print(f"{'estimate':{width}s}{what}")
     if reported:
         figures = ", ".join(f"{name} {value:,.6g}" for name, value in reported.items())
         print(
-            f"{'reported':20s} {figures} ({reporting} of {result['jobs_done']} finished jobs; the provider's own "
+            f"{'reported':{width}s}{figures} ({reporting} of {result['jobs_done']} finished jobs; the provider's own "
             "figures, names and units)"
         )
     return 0

@@ -4,22 +4,69 @@ configuration."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
-from qpeft.cli.flags import adapter_fields_help, add_train_flags, config_from_args
-from qpeft.train import METHOD_PRESETS
+from qpeft.cli.flags import adapter_fields_help, add_train_flags, config_from_args, given_fields
+from qpeft.rundir import recorded_settings
+from qpeft.train import METHOD_PRESETS, TrainConfig
+
+#: the TrainConfig fields that change what `qpeft plan` counts (its only flags)
+PLAN_FIELDS = (
+    "model",
+    "method",
+    "adapter",
+    "target_modules",
+    "steps",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "quantum_backend",
+    "shots",
+    "diff_method",
+    "quantum_options",
+    "eval_steps",
+    "max_spend",
+)
+
+
+def train_config(args) -> TrainConfig:
+    """The run's settings: defaults, ``--config FILE``, then the flags; with ``--resume``, the
+    settings recorded in the run directory take the place of the defaults."""
+    given = given_fields(args)
+    if not given.get("resume"):
+        return TrainConfig(**given)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    recorded = recorded_settings(given.get("out", TrainConfig.out)) or {}
+    return TrainConfig(**{k: v for k, v in recorded.items() if k in known} | given)
 
 
 def cmd_train(args) -> int:
-    from qpeft.train import train
+    from qpeft.train import start, train
 
-    config = config_from_args(args)
-    summary = train(config)
+    config = train_config(args)
+    begin = start(config, args.overwrite)
+    if begin.finished is not None:
+        print(
+            f"qpeft train: {config.out} holds this run, finished; its results are below (--overwrite trains it again)",
+            file=sys.stderr,
+        )
+    elif begin.checkpoint is not None:
+        print(f"qpeft train: continuing {config.out} from {begin.checkpoint.name}", file=sys.stderr)
+    summary = train(config, overwrite=args.overwrite)
+    if not summary.get("finished"):
+        print(
+            f"qpeft train: stopped at step {summary['global_step']} of {config.steps} with a checkpoint in "
+            f"{summary['checkpoint']}; run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 3
     keep = {k: summary.get(k) for k in ("global_step", "finished", "final_train_loss", "seconds_per_step", "eval")}
     print(json.dumps(keep, indent=2))
     print(f"run directory: {config.out}")
-    return 0 if summary.get("finished") else 3
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -30,7 +77,11 @@ def cmd_compare(args) -> int:
     base = config_from_args(args)
     report = compare(base, methods, seeds, Path(base.out))
     if "interrupted" in report:
-        print(f"interrupted in {report['interrupted']} (checkpoint saved); run the same command again to resume")
+        print(
+            f"qpeft compare: stopped in {report['interrupted']} with a checkpoint; run the same command again to "
+            "continue (finished cells are reused)",
+            file=sys.stderr,
+        )
         return 3
     print(report["table"])
     print(f"report: {report['report']}")
@@ -55,7 +106,16 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_train_flags(p)
-    p.set_defaults(func=cmd_train)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run in --out (its checkpoints, metrics, results and adapter; never its jobs/ ledger) "
+        "and train from step 0",
+    )
+    p.set_defaults(
+        func=cmd_train,
+        interrupted="the same command again continues from the newest checkpoint in --out (from step 0 if none)",
+    )
 
     p = sub.add_parser(
         "compare",
@@ -68,7 +128,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     add_train_flags(p, skip=("method", "seed"))
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(
+        func=cmd_compare,
+        interrupted="the same command again reuses the finished cells and continues the others from their checkpoints",
+    )
 
     p = sub.add_parser(
         "plan",
@@ -77,5 +140,5 @@ def add_parsers(sub) -> None:
         "estimate its QPU time and cost from the providers' published figures.",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    add_train_flags(p)
+    add_train_flags(p, only=PLAN_FIELDS)
     p.set_defaults(func=cmd_plan)

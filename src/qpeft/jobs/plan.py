@@ -152,30 +152,44 @@ def _span(low: float, high: float, fmt: str = "{:,.0f}") -> str:
     return fmt.format(low) if math.isclose(low, high) else f"{fmt.format(low)} - {fmt.format(high)}"
 
 
+def _n(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless the count is 1: "1 job", "12 jobs"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def format_plan(plan: Plan) -> str:
-    """The plan as a short text report."""
-    lines = [
-        f"provider           {plan.provider} (shots {plan.shots or 'exact'}, gradients {plan.diff_method})",
-        f"quantum modules    {plan.modules} x {plan.circuits_per_module} circuits per step",
-        f"per step           {plan.circuits_per_step:,} circuits, {plan.jobs_per_step:,} jobs, "
-        f"{plan.shots_per_step:,} shots",
-        f"evaluation         {plan.eval_circuits:,} circuits, {plan.eval_jobs:,} jobs "
-        f"({plan.eval_passes} pass(es): every --eval-steps, and the final one)",
-        f"per run ({plan.steps} steps) {plan.circuits_per_run:,} circuits, {plan.jobs_per_run:,} jobs, "
-        f"{plan.shots_per_run:,} shots",
-        f"QPU time           {_span(*plan.qpu_seconds_per_run)} s "
-        f"({_span(*(s / 3600 for s in plan.qpu_seconds_per_run), '{:,.1f}')} h)",
+    """The plan as a short text report (one labelled line per figure, the values aligned)."""
+    hours = _span(*(s / 3600 for s in plan.qpu_seconds_per_run), "{:,.1f}")
+    rows = [
+        ("provider", f"{plan.provider} (shots {plan.shots or 'exact'}, gradients {plan.diff_method})"),
+        ("quantum modules", f"{plan.modules} x {_n(plan.circuits_per_module, 'circuit')} per step"),
+        (
+            "per step",
+            f"{_n(plan.circuits_per_step, 'circuit')}, {_n(plan.jobs_per_step, 'job')}, "
+            f"{_n(plan.shots_per_step, 'shot')}",
+        ),
+        (
+            "evaluation",
+            f"{_n(plan.eval_circuits, 'circuit')}, {_n(plan.eval_jobs, 'job')} "
+            f"({_n(plan.eval_passes, 'pass')}: every --eval-steps, and the final one)",
+        ),
+        (
+            f"per run ({_n(plan.steps, 'step')})",
+            f"{_n(plan.circuits_per_run, 'circuit')}, {_n(plan.jobs_per_run, 'job')}, {_n(plan.shots_per_run, 'shot')}",
+        ),
+        ("QPU time", f"{_span(*plan.qpu_seconds_per_run)} s ({hours} h)"),
     ]
     if plan.cost_per_run is not None:
-        lines.append(f"cost               {_span(*plan.cost_per_run)} {plan.currency}")
+        rows.append(("cost", f"{_span(*plan.cost_per_run)} {plan.currency}"))
     kind = "published figures" if plan.rate_official else "NO official figures; observed values, wide range"
-    lines.append(f"rates              {kind}: {plan.rate_source}")
+    rows.append(("rates", f"{kind}: {plan.rate_source}"))
     if plan.two_qubit_gates_per_circuit:
-        lines.append(
-            f"two-qubit gates    {plan.two_qubit_gates_per_circuit} per circuit, counted on {plan.gates_counted_on}"
+        rows.append(
+            ("two-qubit gates", f"{plan.two_qubit_gates_per_circuit} per circuit, counted on {plan.gates_counted_on}")
         )
     if plan.cap:
-        lines.append(f"cap                {plan.cap}")
+        rows.append(("cap", str(plan.cap)))
     if plan.warning:
-        lines.append(f"WARNING            {plan.warning}")
-    return "\n".join(lines)
+        rows.append(("WARNING", plan.warning))
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join(f"{label:{width}s}{value}" for label, value in rows)

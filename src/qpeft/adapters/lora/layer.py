@@ -23,5 +23,5 @@ class LoraLayer(AdapterLayer):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x.to(self.lora_A.dtype), self.lora_A), self.lora_B)
 
-    def delta_weight(self) -> torch.Tensor:
-        return self.lora_B @ self.lora_A
+    def delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A, self.lora_B

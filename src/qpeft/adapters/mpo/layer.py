@@ -41,5 +41,5 @@ class MPOLayer(AdapterLayer):
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return self.mpo_B(self.mpo_A(x.to(self.weight_dtype)))
 
-    def delta_weight(self) -> torch.Tensor:
-        return self.mpo_B.dense() @ self.mpo_A.dense()
+    def delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mpo_A.dense(), self.mpo_B.dense()  # (r, d_in), (d_out, r)

@@ -136,11 +136,22 @@ class QTHALayer(AdapterLayer):
             "is not linear in x; use qnn_mode='weights' (preset qtha-weights) for a mergeable adapter"
         )
 
-    def delta_weight(self) -> torch.Tensor:
+    def delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.config.mergeable:
             raise ValueError(self.not_mergeable_reason())
-        a, b = self.mpo_A.dense(), self.mpo_B.dense()
+        a, b = self.mpo_A.dense(), self.mpo_B.dense()  # (r, d_in), (d_out, r)
         if self.config.branch == "none":
-            return b @ a
+            return a, b
         eye = torch.eye(self.config.r, dtype=a.dtype, device=a.device)
-        return b @ (eye + self.mixing()) @ a
+        return a, b @ (eye + self.mixing())
+
+    def cacheable(self) -> bool:
+        """Not while a job-engine step runner runs the circuit (it keeps its own results per
+        step), nor on a sampling backend (each run is a new estimate)."""
+        if not super().cacheable() or self.step_runner is not None:
+            return False
+        return self.qnn is None or getattr(self.qnn.backend, "shots", None) is None
+
+    def delta_cache_key(self) -> tuple:
+        # the backend object itself: swapping it (devices.evaluate_on_device) changes the delta
+        return (*super().delta_cache_key(), self.qnn.backend if self.qnn is not None else None)

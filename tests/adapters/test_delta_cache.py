@@ -1,0 +1,175 @@
+"""The delta cache of mergeable adapters (adapters/base.py): in no-grad forwards the factors
+are computed once and reused, the cached forward equals the uncached one, and every way the
+weights change (an optimizer step, fused or not; load_state_dict; load_adapter; .to(); merge /
+unmerge; a swapped QTHA backend) gives the new delta, never a stale one."""
+
+import copy
+
+import pytest
+import torch
+
+from qpeft.adapters import get_model, load_adapter
+from qpeft.adapters.base import AdapterLayer
+from qpeft.backends import get_backend
+from qpeft.testing import TINY_TARGETS, tiny_causal_lm
+
+MERGEABLE = ["lora", "mpo", "qtha-weights", "qtha-none"]
+#: the cached path contracts the factors first: the same numbers summed in another order
+CACHE_TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+
+def _ids(seed=0):
+    return torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(seed))
+
+
+def _model(preset):
+    model = get_model(tiny_causal_lm("llama"), preset, r=4, target_modules=TINY_TARGETS["llama"])
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.adapter_state().values():
+            p.add_(0.2 * torch.randn(p.shape, generator=generator))
+    return model.eval()
+
+
+def _cached(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _uncached(model, ids):
+    """With gradients on, every forward computes the delta anew (the training path)."""
+    with torch.enable_grad():
+        return model(input_ids=ids).logits.detach()
+
+
+@pytest.fixture
+def factor_calls(monkeypatch):
+    """How often each layer class computes its factors (the real method runs)."""
+    calls = []
+    for cls in {type(layer) for preset in MERGEABLE for layer in _model(preset).adapter_layers.values()}:
+        real = cls.delta_factors
+
+        def counted(self, real=real):
+            calls.append(self)
+            return real(self)
+
+        monkeypatch.setattr(cls, "delta_factors", counted)
+    return calls
+
+
+@pytest.mark.parametrize("preset", MERGEABLE)
+def test_cached_forward_equals_uncached_and_computes_factors_once(preset, factor_calls):
+    model, ids = _model(preset), _ids()
+    expected = _uncached(model, ids)
+    assert not factor_calls  # the training path never builds the factors
+    torch.testing.assert_close(_cached(model, ids), expected, **CACHE_TOL)
+    torch.testing.assert_close(_cached(model, _ids(1)), _uncached(model, _ids(1)), **CACHE_TOL)
+    with torch.no_grad():
+        model.generate(input_ids=ids[:1], max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert len(factor_calls) == len(model.adapter_layers)  # once per module, for all these forwards
+    with model.disable_adapter():
+        assert not torch.allclose(expected, _cached(model, ids), **CACHE_TOL)  # the adapter does something
+
+
+def _logits_after(model, change, ids):
+    """(cached logits after ``change(model)``, uncached logits after it)."""
+    _cached(model, ids)  # fill the cache
+    change(model)
+    return _cached(model, ids), _uncached(model, ids)
+
+
+def _adam_step(fused):
+    def step(model):
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=0.05, fused=fused, foreach=None if fused else False)
+        model(input_ids=_ids(2), labels=_ids(2)).loss.backward()
+        optimizer.step()
+        model.eval()
+
+    return step
+
+
+def _load_state(model):
+    other = _model("qtha-weights")
+    with torch.no_grad():
+        for p in other.adapter_state().values():
+            p.mul_(-1.5)
+    model.load_state_dict(other.state_dict())
+
+
+def _to_double_and_back(model):
+    model.double()
+    _cached(model, _ids())  # cache the float64 factors
+    model.float()
+
+
+def _merge_unmerge_then_step(model):
+    model.merge()
+    _cached(model, _ids())
+    model.unmerge()
+    _adam_step(fused=False)(model)
+
+
+CHANGES = {
+    "adamw": _adam_step(fused=False),
+    "fused-adamw": _adam_step(fused=True),  # updates in place without bumping version counters
+    "load_state_dict": _load_state,
+    "to-double-and-back": _to_double_and_back,
+    "merge-unmerge-step": _merge_unmerge_then_step,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_weight_change_invalidates_the_cache(change):
+    model, ids = _model("qtha-weights"), _ids()
+    before = _cached(model, ids)
+    cached, fresh = _logits_after(model, CHANGES[change], ids)
+    torch.testing.assert_close(cached, fresh, **CACHE_TOL)
+    if change != "to-double-and-back":
+        assert not torch.allclose(before, fresh, **CACHE_TOL)  # the change did change the delta
+
+
+def test_load_adapter_and_a_copy_use_their_own_weights(tmp_path):
+    model, ids = _model("mpo"), _ids()
+    _cached(model, ids)
+    model.save_pretrained(tmp_path / "a")
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in copied.adapter_state().values():
+            p.mul_(2.0)
+    torch.testing.assert_close(_cached(copied, ids), _uncached(copied, ids), **CACHE_TOL)
+    restored = load_adapter(tiny_causal_lm("llama"), tmp_path / "a").eval()
+    torch.testing.assert_close(_cached(restored, ids), _cached(model, ids), **CACHE_TOL)
+
+
+def test_a_swapped_qtha_backend_gives_its_own_delta():
+    model, ids = _model("qtha-weights"), _ids()
+    exact = _cached(model, ids)
+    layers = list(model.adapter_layers.values())
+    noisy = get_backend("noisy", noise={"depolarizing": 0.2})  # as devices.evaluate_on_device swaps them
+    for layer in layers:
+        layer.qnn.backend = noisy
+    cached, fresh = _cached(model, ids), _uncached(model, ids)
+    torch.testing.assert_close(cached, fresh, **CACHE_TOL)
+    assert not torch.allclose(cached, exact, **CACHE_TOL)
+
+
+@pytest.mark.parametrize("preset", ["qtha-default", "qtha-mlp"])
+def test_adapters_that_are_not_linear_are_never_cached(preset, factor_calls):
+    model = _model(preset)
+    torch.testing.assert_close(_cached(model, _ids()), _uncached(model, _ids()), **CACHE_TOL)
+    assert not any(layer.uses_delta_cache() for layer in model.adapter_layers.values())
+
+
+def test_sampling_backends_and_dropout_in_training_are_not_cached():
+    model = _model("qtha-weights")
+    for layer in model.adapter_layers.values():
+        layer.qnn.backend = get_backend("shots", shots=100, seed=0)
+    with torch.no_grad():
+        assert not any(layer.uses_delta_cache() for layer in model.adapter_layers.values())
+    lora = get_model(tiny_causal_lm("llama"), "lora", r=4, dropout=0.1, target_modules=TINY_TARGETS["llama"])
+    layer = next(iter(lora.adapter_layers.values()))
+    assert isinstance(layer, AdapterLayer)
+    with torch.no_grad():
+        assert layer.train().uses_delta_cache() is False and layer.eval().uses_delta_cache() is True
