@@ -54,7 +54,7 @@ def train_adapter(steps: int, eval_examples: int, max_length: int, seed: int):
 
 
 def losses_on_devices(model, tokenizer, held_out, max_length: int, ibm: str) -> dict:
-    from qpeft.devices.evaluate import evaluate_on_device
+    from qpeft.emulate import evaluate_on_device
 
     rows = {}
     for device in ("wukong72", ibm):
@@ -69,9 +69,9 @@ def simulator_timing(model, device_name: str, repeats: int) -> dict:
     from qiskit_aer import AerSimulator
 
     from qpeft.devices import get_device
-    from qpeft.devices.evaluate import quantum_layers
     from qpeft.devices.executor import DeviceExecutor
     from qpeft.devices.noise import aer_noise_model
+    from qpeft.emulate import quantum_layers
     from qpeft.quantum.density import density_probabilities, marginal_probabilities, simulate_density
 
     layers = list(quantum_layers(model))
