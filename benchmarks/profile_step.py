@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.checkpoint import set_checkpoint_early_stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
-from _bench import finish, run_meta, write_results  # noqa: E402
+from _bench import add_load_flag, finish, load_note, load_start, run_meta, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["lora", "qtha-default", "qtha-weights"]
@@ -288,9 +288,9 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
         "itself adds time to every op, so parts sum to more than the step).",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, {meta['date']}; shared "
-        f"with other jobs (load average {meta['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at "
-        "end), so compare the methods within this run rather than with other runs.",
+        f"Machine: {meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, {meta['date']}. "
+        + load_note(meta)
+        + " Compare the methods within this run rather than with other runs.",
         "",
         "| | " + " | ".join(r["method"] for r in rows) + " |",
         "|---|" + "---|" * len(rows),
@@ -341,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="profile", help="results file stem")
+    add_load_flag(parser)
     args = parser.parse_args(argv)
-    meta = run_meta("profile_step.py", argv, args.device) | {
+    meta = run_meta("profile_step.py", argv, args.device, loadavg_start=load_start(args.allow_load)) | {
         k: getattr(args, k) for k in ("batch", "seq", "warmup", "steps", "profiled", "device")
     }
     rows = []
