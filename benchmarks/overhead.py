@@ -60,8 +60,9 @@ TARGETS = {
 }
 
 
-def _build(method: str):
-    """A preset name, optionally with overrides: ``qtha-default:encoding='angle',n_qubits=8``."""
+def build_model(method: str):
+    """SmolLM2-135M with the adapter of ``method``: a preset name, optionally with overrides
+    (``qtha-default:encoding='angle',n_qubits=8``), an alias (:data:`ALIASES`) or ``peft-lora``."""
     import ast
 
     from qpeft.adapters import get_model
@@ -89,7 +90,7 @@ def child(args) -> dict:
     import torch
 
     torch.manual_seed(0)
-    model = _build(args.child).to(args.device)
+    model = build_model(args.child).to(args.device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -136,7 +137,7 @@ def paired(args) -> dict:
     models = {}
     for method in args.methods:
         torch.manual_seed(0)
-        model = _build(method).to(args.device)
+        model = build_model(method).to(args.device)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         models[method] = (model, torch.optim.AdamW(params, lr=1e-4))

@@ -18,6 +18,10 @@ autograd sequence numbers), so each part's time is forward + backward (+ recompu
 minus the time inside its ops); ``ops`` the number of forward ops + backward nodes per step.
 
     python benchmarks/profile_step.py             # writes benchmarks/results/profile.{json,md}
+    python benchmarks/profile_step.py --methods qtha-weights qtha-weights-wukong72 --seq 256 --name profile-chip
+
+A method is what ``overhead.py`` takes: a preset, a preset with overrides, or an alias such as
+``qtha-weights-wukong72`` (the study's chip row).
 """
 
 from __future__ import annotations
@@ -238,12 +242,10 @@ def step_fn(model, opt, ids):
 
 
 def measure(method: str, args) -> dict:
-    from qpeft.adapters import get_model
-    from qpeft.models import load_model
+    from overhead import build_model
 
     torch.manual_seed(0)
-    base, _ = load_model("smollm2-135m")
-    model = get_model(base.to(args.device), method)
+    model = build_model(method).to(args.device)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, 49152, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(args.device)
