@@ -93,7 +93,7 @@ def simulator_timing(model, device_name: str, args) -> dict:
     from qpeft.devices.noise import aer_noise_model, calibrated_noise
     from qpeft.devices.transpile import transpile
     from qpeft.emulate import quantum_layers
-    from qpeft.quantum.density import density_probabilities, marginal_probabilities
+    from qpeft.quantum.density import marginal_probabilities
     from qpeft.quantum.superop import NoisyCircuit
 
     layers = list(quantum_layers(model))
@@ -113,8 +113,8 @@ def simulator_timing(model, device_name: str, args) -> dict:
     seconds["qpeft_noise"] = time.perf_counter() - started
 
     def ours():
-        rho = fused.run(None, dc.slot_weights(None, weights), dtype=torch.complex128)
-        return marginal_probabilities(density_probabilities(rho), dc.measured_wires).numpy()
+        probs = fused.probabilities(None, dc.slot_weights(None, weights), dtype=torch.complex128)
+        return marginal_probabilities(probs, dc.measured_wires).numpy()
 
     started = time.perf_counter()
     sim = AerSimulator(method="density_matrix", noise_model=aer_noise_model(device, dc.report.physical_qubits))

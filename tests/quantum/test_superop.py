@@ -5,18 +5,19 @@ built once and kept, and its blocks cover every op in an order equivalent to the
 import pytest
 import torch
 
-from qpeft.quantum import Circuit, NoiseModel, Weight
+from qpeft.quantum import Circuit, NoiseModel, Weight, build_ansatz
 from qpeft.quantum.density import (
     amplitude_damping_kraus,
     apply_channel,
     apply_unitary,
+    density_probabilities,
     depolarizing_kraus,
     phase_damping_kraus,
     pure_to_density,
     simulate_density,
 )
 from qpeft.quantum.statevector import apply_gate, initial_state, op_matrix, resolve_batch
-from qpeft.quantum.superop import CalibratedNoise, NoisyCircuit, blocks, unitary_superop
+from qpeft.quantum.superop import CalibratedNoise, NoisyCircuit, blocks, embed, unitary_superop
 from qpeft.testing import BATCH_TOL, random_circuit
 
 C128 = torch.complex128
@@ -75,18 +76,44 @@ def test_fused_blocks_equal_the_kraus_simulation(seed, max_wires):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(3, c.n_inputs, dtype=torch.float64, generator=g)
     w = torch.rand(3, c.n_weights, dtype=torch.float64, generator=g)  # one row of weights per circuit
-    fused = NoisyCircuit(c, NOISE, max_wires).run(x, w, dtype=C128)
-    torch.testing.assert_close(fused, kraus_reference(c, x, w, NOISE), **BATCH_TOL)
+    compiled = NoisyCircuit(c, NOISE, max_wires)
+    reference = kraus_reference(c, x, w, NOISE)
+    torch.testing.assert_close(compiled.run(x, w, dtype=C128), reference, **BATCH_TOL)
+    torch.testing.assert_close(compiled.probabilities(x, w, dtype=C128), density_probabilities(reference), **BATCH_TOL)
     assert len(NoisyCircuit(c, NOISE, max_wires).blocks) < len(c.ops)  # fewer passes than gates
     torch.testing.assert_close(simulate_density(c, x, w[0], NOISE, dtype=C128), kraus_reference(c, x, w[0], NOISE))
+
+
+def test_fused_blocks_on_an_amplitude_encoded_input():
+    c = build_ansatz("strongly_entangling", 3, 2, encoding="amplitude")
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 8, dtype=torch.float64, generator=g)
+    w = torch.rand(c.n_weights, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(
+        NoisyCircuit(c, NOISE).run(x, w, dtype=C128), kraus_reference(c, x, w, NOISE), **BATCH_TOL
+    )
 
 
 def test_fused_blocks_equal_the_per_gate_calibrated_simulation():
     c = random_circuit(5, 40, seed=3, n_inputs=0, gates=["RX", "RZ", "U3", "CZ", "X"])
     noise = chip_noise(5)
     w = torch.rand(4, c.n_weights, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 6
-    fused = NoisyCircuit(c, noise).run(None, w, dtype=C128)
-    torch.testing.assert_close(fused, calibrated_reference(c, w, noise), **BATCH_TOL)
+    reference = calibrated_reference(c, w, noise)
+    for max_wires in (2, 3):
+        compiled = NoisyCircuit(c, noise, max_wires)
+        torch.testing.assert_close(compiled.run(None, w, dtype=C128), reference, **BATCH_TOL)
+        diagonal = density_probabilities(reference)
+        torch.testing.assert_close(compiled.probabilities(None, w, dtype=C128), diagonal, **BATCH_TOL)
+    assert max(len(wires) for wires, _ in compiled.blocks) == 3
+    for s, (wires, ops) in zip(compiled.superops(None, w, C128, None), compiled.blocks):  # on (rows, columns)
+        unfused = None
+        for i in ops:
+            op = c.ops[i]
+            one = unitary_superop(op_matrix(c, op, None, w, C128, None))
+            after = noise.noise_superop(op.gate, op.wires, C128, None)
+            one = embed(one if after is None else after @ one, op.wires, wires)
+            unfused = one if unfused is None else one @ unfused
+        torch.testing.assert_close(s.expand_as(unfused), unfused, **BATCH_TOL)
 
 
 def test_constant_blocks_are_built_once_and_kept():

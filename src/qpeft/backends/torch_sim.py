@@ -8,7 +8,7 @@ from qpeft.backends.base import Backend
 from qpeft.devices import Device, get_device
 from qpeft.devices.executor import DeviceExecutor
 from qpeft.quantum.circuit import Circuit
-from qpeft.quantum.density import NoiseModel, density_probabilities
+from qpeft.quantum.density import NoiseModel, with_readout
 from qpeft.quantum.shots import check_shots, estimate_from_counts, sample_counts
 from qpeft.quantum.simulator import METHODS, simulate, simulate_probabilities
 from qpeft.quantum.statevector import expval_z_from_probs, probabilities, z_signs
@@ -115,8 +115,7 @@ class NoisyBackend(Backend):
         key = (circuit.n_qubits, tuple(circuit.ops), circuit.n_inputs, circuit.n_weights, circuit.amplitude_encoding)
         if key not in self._compiled:
             self._compiled[key] = NoisyCircuit(circuit, self.noise)
-        rho = self._compiled[key].run(inputs, weights, dtype=self.dtype)
-        probs = density_probabilities(rho, self.noise)
+        probs = with_readout(self._compiled[key].probabilities(inputs, weights, dtype=self.dtype), self.noise)
         if self.shots is None:
             return _readout(probs, circuit.n_qubits, observable)
         return _sampled(probs.detach(), circuit.n_qubits, self.shots, self.generator, observable)

@@ -21,7 +21,7 @@ from qpeft.devices.mitigation import fold_gates, mitigate_readout, richardson_we
 from qpeft.devices.noise import calibrated_noise
 from qpeft.devices.transpile import DEFAULT_OPTIMIZATION_LEVEL, DeviceCircuit, transpile
 from qpeft.quantum.circuit import Circuit
-from qpeft.quantum.density import apply_readout_error, density_probabilities, marginal_probabilities
+from qpeft.quantum.density import apply_readout_error, marginal_probabilities
 from qpeft.quantum.shots import check_shots, sample_counts
 from qpeft.quantum.statevector import check_memory, expval_z_from_probs
 from qpeft.quantum.superop import CalibratedNoise, NoisyCircuit
@@ -126,8 +126,7 @@ class DeviceExecutor:
                 f"{n - circuit.n_qubits} routing ancillas); a density matrix of {n} qubits has 4^{n} entries per "
                 f"circuit, past this machine's memory. Use fewer qubits or the exact 'shots' backend. ({err})"
             ) from err
-        rho = run.run(None, angles, dtype=self.dtype)
-        probs = marginal_probabilities(density_probabilities(rho), dc.measured_wires)
+        probs = marginal_probabilities(run.probabilities(None, angles, dtype=self.dtype), dc.measured_wires)
         measured = [dc.report.physical_qubits[w] for w in dc.measured_wires]
         p01 = [self.device.readout_p01[q] for q in measured]
         p10 = [self.device.readout_p10[q] for q in measured]

@@ -153,9 +153,13 @@ def density_probabilities(rho: torch.Tensor, noise: NoiseModel | None = None) ->
     """Diagonal of rho as (batch, 2^n) probabilities, with the readout error applied."""
     batch = rho.shape[0]
     dim = int(round(math.sqrt(rho[0].numel())))
-    probs = torch.diagonal(rho.reshape(batch, dim, dim), dim1=-2, dim2=-1).real
+    return with_readout(torch.diagonal(rho.reshape(batch, dim, dim), dim1=-2, dim2=-1).real, noise)
+
+
+def with_readout(probs: torch.Tensor, noise: NoiseModel | None) -> torch.Tensor:
+    """(batch, 2^n) probabilities as read out through the readout error of ``noise`` (if any)."""
     if noise is not None and (noise.readout_p01 or noise.readout_p10):
-        probs = apply_readout_error(probs, noise.readout_p01, noise.readout_p10)
+        return apply_readout_error(probs, noise.readout_p01, noise.readout_p10)
     return probs
 
 

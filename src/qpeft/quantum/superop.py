@@ -10,11 +10,14 @@ significant: a gate ``U`` is ``U (x) conj(U)``, a channel with Kraus operators `
 ``qpeft.quantum.density.NoiseModel``) once: its ops are cut into blocks of at most
 ``max_wires`` wires (in circuit order: a block absorbs every later op on its wires until an op
 would widen it past the limit), and each block becomes one superoperator, the product of its
-ops' ``noise @ gate`` superoperators. A run applies one contraction per block to the
-``(batch, 2, ..., 2, 2, ..., 2)`` density matrix instead of one per gate and one or more per
-noise channel. Blocks whose ops have only constant angles (most of a transpiled circuit) are
-built once per dtype and device and kept with the compiled circuit; the others are rebuilt
-each run from the batched gate matrices, so gradients flow to the angles.
+ops' ``noise @ gate`` superoperators. A run applies one matrix product per block to the density
+matrices instead of one contraction per gate and one or more per noise channel. While it runs,
+rho is held with one axis of 4 per wire (its row and column bit side by side), and a block's
+axes are moved to the front only when they are not there already (each block costs at most one
+copy of rho, of runs of 4 entries rather than 2). Blocks whose ops have only constant angles
+(most of a transpiled circuit) are built once per dtype and device and kept with the compiled
+circuit; the others are rebuilt each run from the batched gate matrices, so gradients flow to
+the angles.
 
 :class:`CalibratedNoise` is the per-wire noise of a calibrated chip (built by
 ``qpeft.devices``), in Qiskit Aer's conventions so that the two simulators can be compared:
@@ -28,6 +31,7 @@ each run from the batched gate matrices, so gradients flow to the angles.
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from collections.abc import Sequence
@@ -37,7 +41,7 @@ import torch
 
 from qpeft.quantum.circuit import Circuit, Const, Op
 from qpeft.quantum.simulator import op_matrices
-from qpeft.quantum.statevector import apply_gate, check_memory, initial_state, resolve_batch
+from qpeft.quantum.statevector import check_memory, initial_state, resolve_batch
 
 MAX_BLOCK_WIRES = 2
 
@@ -229,8 +233,16 @@ class NoisyCircuit:
         return out
 
     def superops(self, inputs, weights, dtype, device) -> list[torch.Tensor]:
-        """Every block's superoperator: (4^m, 4^m), or (batch, 4^m, 4^m) where an angle reads
-        inputs or batched weights."""
+        """Every block's superoperator on the index (rows of its wires, columns of its wires):
+        (4^m, 4^m), or (batch, 4^m, 4^m) where an angle reads inputs or batched weights."""
+        return [
+            to_pairs(s, len(w), inverse=True)
+            for s, (w, _) in zip(self._pair_superops(inputs, weights, dtype, device), self.blocks)
+        ]
+
+    def _pair_superops(self, inputs, weights, dtype, device) -> list[torch.Tensor]:
+        """:meth:`superops` on the index (row, column) of each wire in turn (:func:`to_pairs`),
+        the constant ones kept."""
         cached = self._cache.setdefault((dtype, device), [None] * len(self.blocks))
         rebuilt = [k for k in range(len(self.blocks)) if cached[k] is None or not self._constant[k]]
         varying = [i for k in rebuilt for i in self.blocks[k][1]]
@@ -239,26 +251,80 @@ class NoisyCircuit:
         for i, m in zip(varying, op_matrices(self.circuit, ops, inputs, weights, dtype, device)):
             mats[i] = m
         out = []
-        for k in range(len(self.blocks)):
+        for k, (wires, _) in enumerate(self.blocks):
             if cached[k] is not None:
                 out.append(cached[k])
                 continue
-            s = self._block_superop(k, mats, dtype, device)
+            s = to_pairs(self._block_superop(k, mats, dtype, device), len(wires))
             if self._constant[k]:
                 cached[k] = s
             out.append(s)
         return out
 
-    def run(self, inputs=None, weights=None, *, dtype=torch.complex64, device=None) -> torch.Tensor:
-        """Final density matrices, (batch, 2, ..., 2, 2, ..., 2): n row axes, then n column axes."""
+    def _evolve(self, inputs, weights, dtype, device) -> tuple[torch.Tensor, list[int]]:
+        """The final density matrices as (batch, 4, ..., 4): one axis per wire holding its (row,
+        column) pair, the axes in the order of the returned wire list.
+
+        A block is one matrix product over its wires' axes brought to the front; the axes stay
+        where the product leaves them (the next block moves only what it needs), so each block
+        costs one copy of rho at most, of 4-element runs rather than 2-element ones.
+        """
         c = self.circuit
+        n = c.n_qubits
         batch, device = resolve_batch(c, inputs, weights, device)
         # rho has 4^n entries: the same memory as a statevector of 2n qubits.
-        check_memory(2 * c.n_qubits, batch, dtype, device, len(self.blocks))
-        psi = initial_state(c, inputs, batch, dtype, device).reshape(batch, -1)
-        n = c.n_qubits
-        rho = (psi.unsqueeze(-1) * psi.conj().unsqueeze(-2)).reshape((batch,) + (2,) * (2 * n))
-        for (wires, _), s in zip(self.blocks, self.superops(inputs, weights, dtype, device)):
-            # one contraction per block: its gates and their noise on its row and column axes
-            rho = apply_gate(rho, s, list(wires) + [w + n for w in wires])
-        return rho
+        check_memory(2 * n, batch, dtype, device, len(self.blocks))
+        if c.amplitude_encoding:
+            psi = initial_state(c, inputs, batch, dtype, device).reshape(batch, -1)
+            rho = (psi.unsqueeze(-1) * psi.conj().unsqueeze(-2)).reshape((batch,) + (2,) * (2 * n))
+            rho = rho.permute([0] + [a for w in range(n) for a in (1 + w, 1 + n + w)])
+        else:  # |0...0><0...0|: the first entry
+            rho = torch.zeros(batch, 4**n, dtype=dtype, device=device)
+            rho[:, 0] = 1
+        layout = list(range(n))  # layout[k]: the wire on axis k + 1
+        for (wires, _), s in zip(self.blocks, self._pair_superops(inputs, weights, dtype, device)):
+            if layout[: len(wires)] != list(wires):
+                layout_next = list(wires) + [w for w in layout if w not in wires]
+                rho = rho.reshape((batch,) + (4,) * n).permute([0] + [1 + layout.index(w) for w in layout_next])
+                layout = layout_next
+            rho = s @ rho.reshape(batch, 4 ** len(wires), -1)  # (batch, 4^m, rest)
+        return rho.reshape((batch,) + (4,) * n), layout
+
+    def run(self, inputs=None, weights=None, *, dtype=torch.complex64, device=None) -> torch.Tensor:
+        """Final density matrices, (batch, 2, ..., 2, 2, ..., 2): n row axes, then n column axes."""
+        rho, layout = self._evolve(inputs, weights, dtype, device)
+        n, batch = len(layout), rho.shape[0]
+        bits = rho.reshape((batch,) + (2,) * (2 * n))  # axis k + 1 -> row and column of layout[k]
+        rows = [1 + 2 * layout.index(w) for w in range(n)]
+        return bits.permute([0] + rows + [r + 1 for r in rows])
+
+    def probabilities(self, inputs=None, weights=None, *, dtype=torch.complex64, device=None) -> torch.Tensor:
+        """The diagonal of :meth:`run`'s density matrices, (batch, 2^n) real, wire 0 the most
+        significant bit, without building the full matrices in that order."""
+        rho, layout = self._evolve(inputs, weights, dtype, device)
+        return rho.reshape(rho.shape[0], -1)[:, _diagonal(tuple(layout)).to(rho.device)].real
+
+
+@functools.lru_cache(maxsize=64)
+def _diagonal(layout: tuple[int, ...]) -> torch.Tensor:
+    """Flat indices, into (4, ..., 4) with axis k holding wire layout[k], of the diagonal entries
+    rho[b, b] in the order of the basis states b (wire 0 the most significant bit)."""
+    n = len(layout)
+    states = torch.arange(2**n)
+    index = torch.zeros(2**n, dtype=torch.int64)
+    for k, w in enumerate(layout):
+        bit = (states >> (n - 1 - w)) & 1
+        index += 3 * bit * 4 ** (n - 1 - k)  # (row, column) = (bit, bit): pair index 3 * bit
+    return index
+
+
+def to_pairs(superop: torch.Tensor, m: int, inverse: bool = False) -> torch.Tensor:
+    """A superoperator on m wires from the index (rows, columns) to (row, column) of each wire
+    in turn, or back with ``inverse``: ``(..., 4^m, 4^m)``."""
+    if m == 1:
+        return superop
+    lead = superop.shape[:-2]
+    pairs = [a for k in range(m) for a in (k, m + k)]  # (r_0, c_0, r_1, c_1, ...) from (r..., c...)
+    order = [pairs.index(a) for a in range(2 * m)] if inverse else pairs
+    axes = list(range(len(lead))) + [len(lead) + a for a in order] + [len(lead) + 2 * m + a for a in order]
+    return superop.reshape(lead + (2,) * (4 * m)).permute(axes).reshape(lead + (4**m, 4**m))
