@@ -172,6 +172,11 @@ class StepBatch:
 
     def __init__(self, layers: list[QuantumLayer]):
         self.layers = list(layers)
+        # what makes two circuits one (kept: a layer's executed circuit does not change)
+        self._circuits = [
+            (c.n_qubits, tuple(c.ops), c.n_weights, c.amplitude_encoding)
+            for c in (layer.executed_circuit for layer in self.layers)
+        ]
         self._results: dict[int, _Result] = {}
 
     def __call__(self, layer: QuantumLayer) -> torch.Tensor:
@@ -182,16 +187,16 @@ class StepBatch:
             result = self._results.pop(id(layer))
         return result.output
 
-    def _key(self, layer: QuantumLayer) -> tuple:
-        c, w = layer.executed_circuit, layer.weights
-        circuit = (c.n_qubits, tuple(c.ops), c.n_weights, c.amplitude_encoding)
-        return circuit, id(layer.backend), layer.diff_method, layer.observable, w.dtype, w.device
+    def _key(self, k: int) -> tuple:
+        layer = self.layers[k]
+        w = layer.weights
+        return self._circuits[k], id(layer.backend), layer.diff_method, layer.observable, w.dtype, w.device
 
     def _run_group(self, layer: QuantumLayer) -> None:
-        key = self._key(layer)
+        key = self._key(next(k for k, other in enumerate(self.layers) if other is layer))
         group = []
-        for other in self.layers:
-            if other is layer or (self._key(other) == key and not self._fresh(other)):
+        for k, other in enumerate(self.layers):
+            if other is layer or (self._key(k) == key and not self._fresh(other)):
                 group.append(other)
         weights = torch.stack([m.weights for m in group])  # (k, n_weights)
         with torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
@@ -207,7 +212,7 @@ class StepBatch:
 
     def __getstate__(self) -> dict:
         # rows hold autograd graphs (not copyable) and belong to one forward pass
-        return {"layers": self.layers, "_results": {}}
+        return {**self.__dict__, "_results": {}}
 
 
 def batch_layers(model: nn.Module) -> StepBatch | None:
