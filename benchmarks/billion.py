@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
-from _bench import run_meta, write_results  # noqa: E402
+from _bench import add_load_flag, load_note, load_start, run_meta, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -169,8 +169,8 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], projection: dict) -
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['cpu']}, {meta['threads']} torch threads, {meta['ram_gib']:.0f} GiB RAM, torch "
-        f"{meta['torch']}, {meta['date']}; shared with other jobs (load average {meta['loadavg_start'][0]:.1f} at "
-        f"start, {meta['loadavg_end'][0]:.1f} at end), so step times are upper bounds; memory is not affected.",
+        f"{meta['torch']}, {meta['date']}. {load_note(meta)} Step times are upper bounds; memory is not affected "
+        "by the load.",
         "",
         "| method | gradient checkpointing | seq | step (s) | peak RSS (GiB) | fits 24 GiB | trainable params |",
         "|---|---|---|---|---|---|---|",
@@ -222,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="billion")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_load_flag(parser)
     args = parser.parse_args(argv)
     if args.child:
         method, checkpointing, seq = args.child.split(",")
         print(json.dumps(child(method, bool(int(checkpointing)), int(seq), args)))
         return 0
-    loadavg_start = os.getloadavg()
+    loadavg_start = load_start(args.allow_load)
     plan = [(m, gc, args.seq[0]) for gc in (False, True) for m in args.methods]
     plan += [(m, gc, s) for s in args.seq[1:] for gc in (False, True) for m in args.methods]
     plan += [("lora", True, s) for s in args.search_seq] + [("lora", False, s) for s in args.search_seq]

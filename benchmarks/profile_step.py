@@ -18,6 +18,10 @@ autograd sequence numbers), so each part's time is forward + backward (+ recompu
 minus the time inside its ops); ``ops`` the number of forward ops + backward nodes per step.
 
     python benchmarks/profile_step.py             # writes benchmarks/results/profile.{json,md}
+    python benchmarks/profile_step.py --methods qtha-weights qtha-weights-wukong72 --seq 256 --name profile-chip
+
+A method is what ``overhead.py`` takes: a preset, a preset with overrides, or an alias such as
+``qtha-weights-wukong72`` (the study's chip row).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.checkpoint import set_checkpoint_early_stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
-from _bench import finish, run_meta, write_results  # noqa: E402
+from _bench import add_load_flag, finish, load_note, load_start, run_meta, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["lora", "qtha-default", "qtha-weights"]
@@ -238,12 +242,10 @@ def step_fn(model, opt, ids):
 
 
 def measure(method: str, args) -> dict:
-    from qpeft.adapters import get_model
-    from qpeft.models import load_model
+    from overhead import build_model
 
     torch.manual_seed(0)
-    base, _ = load_model("smollm2-135m")
-    model = get_model(base.to(args.device), method)
+    model = build_model(method).to(args.device)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, 49152, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(args.device)
@@ -288,9 +290,9 @@ def write_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
         "itself adds time to every op, so parts sum to more than the step).",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, {meta['date']}; shared "
-        f"with other jobs (load average {meta['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at "
-        "end), so compare the methods within this run rather than with other runs.",
+        f"Machine: {meta['cpu']}, {meta['threads']} torch threads, torch {meta['torch']}, {meta['date']}. "
+        + load_note(meta)
+        + " Compare the methods within this run rather than with other runs.",
         "",
         "| | " + " | ".join(r["method"] for r in rows) + " |",
         "|---|" + "---|" * len(rows),
@@ -341,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="profile", help="results file stem")
+    add_load_flag(parser)
     args = parser.parse_args(argv)
-    meta = run_meta("profile_step.py", argv, args.device) | {
+    meta = run_meta("profile_step.py", argv, args.device, loadavg_start=load_start(args.allow_load)) | {
         k: getattr(args, k) for k in ("batch", "seq", "warmup", "steps", "profiled", "device")
     }
     rows = []

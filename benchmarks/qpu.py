@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also under runpy / importlib
-from _bench import run_meta, write_results  # noqa: E402
+from _bench import add_load_flag, load_note, load_start, run_meta, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["parameter_shift", "spsa", "hybrid"]
@@ -180,8 +180,8 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
         f"provider's time, for a step of `qtha-weights` with its default gradients ({TARGET['gradients']}), "
         f"step batching, at the median: {100 * row['overhead_ratio']:.1f} % "
         f"(min {100 * row['overhead_ratio_min']:.1f} %, max {100 * row['overhead_ratio_max']:.1f} %): "
-        f"**{'met' if met else 'NOT met'}**. The machine is shared "
-        "(2 cores): a step's wall time includes whatever preemption hit it, which is why min and max are shown.",
+        f"**{'met' if met else 'NOT met'}**. {load_note(meta)} A step's wall time includes whatever preemption "
+        "hit it, which is why min and max are shown.",
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=15, help="steps measured per configuration (after one first step)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_load_flag(parser)
     args = parser.parse_args(argv)
+    loadavg_start = load_start(args.allow_load)
 
     from qpeft.jobs.plan import plan_run
 
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             limits.append(
                 {"provider": spec, "method": method, "circuits": p.circuits_per_step, "jobs": p.jobs_per_step}
             )
-    meta = run_meta("qpu.py", argv, shared=False) | {"rounds": args.rounds, "modules": len(layers), "shots": SHOTS}
+    meta = run_meta("qpu.py", argv, loadavg_start=loadavg_start, finished=True)
+    meta |= {"rounds": args.rounds, "modules": len(layers), "shots": SHOTS}
     payload = {"meta": meta, "target": TARGET, "results": rows, "limits": limits}
     write_results(args.out, "qpu", payload, write_markdown, meta, rows, limits)
     return 0

@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles between qpeft modules, and the layers point down.
+"""The package's import graph: no cycles between qpeft modules, none between its packages, and
+the layers point down.
 
 Every module under src/qpeft is parsed with ``ast``; every import in it (module level and
 inside functions, ``TYPE_CHECKING`` blocks included) becomes an edge to the qpeft module it
@@ -6,6 +7,10 @@ names: ``from qpeft.x import y`` is an edge to ``qpeft.x.y`` when that is a modu
 ``qpeft.x``. Importing ``qpeft.x.y`` runs ``qpeft/x/__init__.py`` first, so an import is
 also an edge to each package above its target, except the importer's own packages (those
 are already importing when it runs).
+
+Packages must not tangle either, even where their modules do not: in the graph of a package's
+direct children (each sub-package collapsed into one node), ``qpeft.backends -> qpeft.devices
+-> qpeft.backends`` is a cycle whichever modules carry the two edges.
 """
 
 from __future__ import annotations
@@ -68,6 +73,31 @@ def import_graph() -> dict[str, set[str]]:
         parts = name.split(".")
         graph[name] = edges - {".".join(parts[:k]) for k in range(1, len(parts) + 1)}
     return graph
+
+
+def children_graph(graph: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    """The import graph between the direct children of ``package`` (modules and sub-packages,
+    each sub-package with everything under it as one node)."""
+    prefix = package + "."
+
+    def child(name: str) -> str | None:
+        if not name.startswith(prefix):
+            return None
+        return prefix + name[len(prefix) :].split(".")[0]
+
+    out: dict[str, set[str]] = {}
+    for name, deps in graph.items():
+        a = child(name)
+        if a is None:
+            continue
+        out.setdefault(a, set())
+        out[a] |= {b for b in map(child, deps) if b is not None and b != a}
+    return out
+
+
+def packages(graph: dict[str, set[str]]) -> list[str]:
+    """Every package among the modules (a name that is the prefix of another)."""
+    return sorted({name.rpartition(".")[0] for name in graph if "." in name})
 
 
 def tangles(graph: dict[str, set[str]]) -> list[set[str]]:
@@ -150,6 +180,29 @@ def test_no_import_cycles_between_qpeft_modules():
     graph = import_graph()
     report = [f"{' -> '.join(_cycle_in(graph, t))}   (tangled: {', '.join(sorted(t))})" for t in tangles(graph)]
     assert not report, "import cycles between qpeft modules:\n" + "\n".join(report)
+
+
+def test_children_graph_collapses_sub_packages():
+    graph = {
+        "qpeft.a.x": {"qpeft.b.y"},
+        "qpeft.b.y": set(),
+        "qpeft.b.z": {"qpeft.a.w"},
+        "qpeft.a.w": set(),
+        "qpeft.c": {"qpeft.a.x"},
+    }
+    assert children_graph(graph, "qpeft") == {"qpeft.a": {"qpeft.b"}, "qpeft.b": {"qpeft.a"}, "qpeft.c": {"qpeft.a"}}
+    assert tangles(graph) == []  # no module cycle ...
+    assert find_cycles(children_graph(graph, "qpeft")) == [["qpeft.a", "qpeft.b", "qpeft.a"]]  # ... but a package one
+    assert packages(graph) == ["qpeft", "qpeft.a", "qpeft.b"]
+
+
+def test_no_import_cycles_between_qpeft_packages():
+    graph = import_graph()
+    report = []
+    for package in packages(graph):
+        children = children_graph(graph, package)
+        report += [f"{' -> '.join(_cycle_in(children, t))}   (in {package})" for t in tangles(children)]
+    assert not report, "import cycles between qpeft packages:\n" + "\n".join(report)
 
 
 def test_quantum_imports_nothing_else_from_qpeft():

@@ -25,6 +25,8 @@ GRAD_TOL = {"atol": 1e-6, "rtol": 1e-5}
 EXACT_TOL = {"atol": 1e-10, "rtol": 0}
 #: one gate's matrix in complex128, ours against Qiskit's / PennyLane's.
 MATRIX_TOL = {"atol": 1e-12, "rtol": 0}
+#: one complex128 simulation computed two ways: batched and one by one, fused and gate by gate.
+BATCH_TOL = {"atol": 1e-12, "rtol": 0}
 #: PennyLane's default.mixed strays from the exact density matrix by up to 3.8e-8 (worst of
 #: 60 seeded random noisy circuits), even without noise at some angles.
 DEFAULT_MIXED_TOL = {"atol": 5e-8, "rtol": 0}

@@ -19,7 +19,7 @@ from qpeft.quantum.density import apply_readout_error
 from qpeft.quantum.shift import parameter_shift
 from qpeft.quantum.simulator import simulate
 from qpeft.quantum.statevector import expval_z, probabilities
-from qpeft.testing import FD_TOL, TOL, random_circuit
+from qpeft.testing import BATCH_TOL, FD_TOL, TOL, random_circuit
 
 pytest.importorskip("qiskit_aer")
 GATES = ["RX", "RY", "RZ", "CZ", "CNOT", "U3", "H"]
@@ -162,3 +162,28 @@ def test_zero_noise_extrapolation_brings_estimates_closer_to_exact():
     assert (zne - exact).abs().mean() < 0.5 * (readout_only - exact).abs().mean()
     with pytest.raises(ValueError, match="odd positive"):
         get_backend("noisy", noise="wukong72", zne_scales=(1, 2))
+
+
+def test_compiled_circuits_are_kept_across_runs_and_dropped_on_recalibration():
+    """The transpiled circuit and its fused noise are built once per circuit structure; a
+    recalibrated device (worse couplers) on the same executor compiles again and gives what a
+    fresh executor on that device gives."""
+    import dataclasses
+
+    from qpeft.devices.executor import DeviceExecutor
+
+    c = random_circuit(3, 10, seed=5, n_inputs=0, gates=["RY", "RZ", "CZ"])
+    w = torch.randn(2, c.n_weights, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    d = get_device("wukong72")
+    executor = DeviceExecutor(d, dtype=torch.complex128)
+    first = executor.probabilities(c, None, w)
+    compiled = executor.compiled(c)
+    torch.testing.assert_close(executor.probabilities(c, None, w), first, rtol=0, atol=0)
+    assert executor.compiled(c) is compiled  # nothing transpiled or fused again
+    worse = dataclasses.replace(d, pair_fidelity=tuple(f - 0.05 for f in d.pair_fidelity))
+    executor.device = worse
+    assert executor.compiled(c) is not compiled
+    again = executor.probabilities(c, None, w)
+    fresh = DeviceExecutor(worse, dtype=torch.complex128).probabilities(c, None, w)
+    torch.testing.assert_close(again, fresh, **BATCH_TOL)
+    assert (again - first).abs().max() > 1e-4

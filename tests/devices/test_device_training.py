@@ -9,7 +9,7 @@ import torch
 
 from qpeft.adapters import QTHAConfig, get_model, load_adapter
 from qpeft.data.formats import Example
-from qpeft.devices.evaluate import evaluate_on_device
+from qpeft.emulate import evaluate_on_device
 from qpeft.evaluate import evaluate_loss
 from qpeft.testing import tiny_causal_lm, tiny_tokenizer
 

@@ -27,6 +27,7 @@ from qpeft.adapters.config import AdapterConfig
 from qpeft.adapters.export import export_peft_lora
 from qpeft.adapters.presets import preset
 from qpeft.adapters.registry import config_from_dict, layer_class
+from qpeft.qnn import batch_layers
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class QPeftModel(PreTrainedModel):
         self.config = getattr(model, "config", None)
         self.adapter_config = config
         self.adapter_layers = layers  # plain dict: the layers are registered under self.model
+        batch_layers(self)  # weights mode: all modules' circuits run as one batch per forward pass
 
     def forward(
         self,

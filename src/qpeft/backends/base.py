@@ -28,6 +28,9 @@ class Backend(ABC):
     name: str = "backend"
     #: True when ``run`` is differentiable by autograd (diff_method="backprop" allowed).
     supports_backprop: bool = False
+    #: (name, options) when built by :func:`get_backend`: two backends of equal spec are
+    #: interchangeable (quantum layers built alike share one, see ``qpeft.qnn.batch_layers``).
+    spec: tuple[str, dict] | None = None
 
     @abstractmethod
     def run(
@@ -100,11 +103,14 @@ def check_options(name: str, options: dict) -> None:
 
 def get_backend(name: str | Backend, **options) -> Backend:
     """A backend instance from its name (``torch``, ``shots``, ``noisy``, ``qiskit``,
-    ``pennylane``, ``pyqpanda3``) and its options, or the given instance unchanged."""
+    ``pennylane``, ``pyqpanda3``) and its options (recorded as its ``spec``), or the given
+    instance unchanged. Raises ValueError for an unknown name or option."""
     if isinstance(name, Backend):
         return name
     check_options(name, options)
-    return backend_class(name)(**options)
+    backend = backend_class(name)(**options)
+    backend.spec = (name, dict(options))
+    return backend
 
 
 def require(module: str, extra: str):

@@ -8,10 +8,11 @@ from qpeft.backends.base import Backend
 from qpeft.devices import Device, get_device
 from qpeft.devices.executor import DeviceExecutor
 from qpeft.quantum.circuit import Circuit
-from qpeft.quantum.density import NoiseModel, density_probabilities, simulate_density
+from qpeft.quantum.density import NoiseModel, with_readout
 from qpeft.quantum.shots import check_shots, estimate_from_counts, sample_counts
 from qpeft.quantum.simulator import METHODS, simulate, simulate_probabilities
 from qpeft.quantum.statevector import expval_z_from_probs, probabilities, z_signs
+from qpeft.quantum.superop import NoisyCircuit
 
 COMPLEX_DTYPES = {"complex64": torch.complex64, "complex128": torch.complex128}
 
@@ -105,13 +106,16 @@ class NoisyBackend(Backend):
         elif mitigate_readout or zne_scales:
             raise ValueError("`mitigate_readout` and `zne_scales` need a device's noise, e.g. noise='wukong72'")
         self.noise = NoiseModel(**noise) if isinstance(noise, dict) else (noise or NoiseModel())
+        self._compiled: dict[tuple, NoisyCircuit] = {}  # circuit structure -> its fused noisy circuit
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
         Backend.check_observable(observable)
         if self.device_executor is not None:
             return self.device_executor.run(circuit, inputs, weights, observable)
-        rho = simulate_density(circuit, inputs, weights, self.noise, dtype=self.dtype)
-        probs = density_probabilities(rho, self.noise)
+        key = (circuit.n_qubits, tuple(circuit.ops), circuit.n_inputs, circuit.n_weights, circuit.amplitude_encoding)
+        if key not in self._compiled:
+            self._compiled[key] = NoisyCircuit(circuit, self.noise)
+        probs = with_readout(self._compiled[key].probabilities(inputs, weights, dtype=self.dtype), self.noise)
         if self.shots is None:
             return _readout(probs, circuit.n_qubits, observable)
         return _sampled(probs.detach(), circuit.n_qubits, self.shots, self.generator, observable)

@@ -138,7 +138,7 @@ def cmd_eval(args) -> int:
         kind, _, name = (backend or "").partition(":")
         device = name if provider == "local" and kind == "noisy" and name else None
     if device is not None:  # before any job-engine runner: the model's own backends
-        from qpeft.devices.evaluate import evaluate_on_device
+        from qpeft.emulate import evaluate_on_device
 
         emulated = evaluate_on_device(model, tokenizer, examples, max_length, device, shots=args.shots)
     if args.quantum_backend is not None:  # forward-only circuits through the job engine

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Sequence
 
 from qpeft.devices.device import Device
-from qpeft.quantum.density import CalibratedNoise
+from qpeft.quantum.superop import CalibratedNoise
 
 #: Native (Qiskit) gate name -> the qpeft gate it becomes in a transpiled circuit.
 QPEFT_GATE = {"rz": "RZ", "rx": "RX", "sx": "RX", "x": "X", "u3": "U3", "cz": "CZ"}

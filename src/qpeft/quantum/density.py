@@ -10,14 +10,10 @@ then ``n`` column axes. Gates act as ``U rho U^dagger``; channels as
 * phase damping(lambda): ``K0 = [[1, 0], [0, sqrt(1-lambda)]]``, ``K1 = [[0, 0], [0, sqrt(lambda)]]``.
 * readout error: each measured bit flips 0->1 with ``p01`` and 1->0 with ``p10``.
 
-:class:`CalibratedNoise` is the per-wire noise of a calibrated chip (built by
-``qpeft.devices``), in Qiskit Aer's conventions so that the two simulators can be compared:
-
-* depolarizing(lambda) on k wires: ``(1 - lambda) rho + lambda Tr_k(rho) (x) I / 2^k``
-  (Qiskit's ``depolarizing_error(lambda, k)``; PennyLane's p is ``lambda (4^k - 1) / 4^k``);
-* thermal relaxation over a gate of duration t (Aer's ``thermal_relaxation_error(T1, T2, t)``,
-  no excited-state population): populations relax to |0> with ``gamma = 1 - exp(-t/T1)``,
-  coherences decay by ``exp(-t/T2)``.
+:func:`simulate_density` fuses every gate with the channels after it into one superoperator
+(and neighbouring gates into blocks of two wires): :mod:`qpeft.quantum.superop`. The Kraus
+channels here (:func:`apply_channel`) are what those superoperators are made of, and the
+reference the fused simulation is tested against.
 """
 
 from __future__ import annotations
@@ -25,121 +21,20 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from qpeft.quantum.circuit import Circuit, Const
+from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.gates import gate_matrix
-from qpeft.quantum.statevector import (
-    apply_gate,
-    check_memory,
-    expval_z_from_probs,
-    initial_state,
-    op_matrix,
-    resolve_batch,
-)
+from qpeft.quantum.statevector import apply_gate, expval_z_from_probs
+from qpeft.quantum.superop import CalibratedNoise, NoisyCircuit, embed, kraus_superop
 
 
 def _probability(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise ValueError(f"noise `{name}` must be a probability in [0, 1], got {value}")
     return float(value)
-
-
-def _average_fidelity(process_fidelity: float, dim: int) -> float:
-    return (dim * process_fidelity + 1) / (dim + 1)
-
-
-def relaxation_superop(t1: float, t2: float, duration: float, dtype=torch.complex64, device=None) -> torch.Tensor:
-    """(4, 4) superoperator of thermal relaxation, acting on vec(rho) = (rho00, rho01, rho10, rho11)."""
-    gamma = 1 - math.exp(-duration / t1)
-    coherence = math.exp(-duration / t2)
-    s = torch.zeros(4, 4, dtype=dtype, device=device)
-    s[0, 0], s[0, 3], s[3, 3] = 1, gamma, 1 - gamma
-    s[1, 1] = s[2, 2] = coherence
-    return s
-
-
-def relaxation_process_fidelity(t1: float, t2: float, duration: float) -> float:
-    """Process fidelity Tr(S) / 4 of one qubit's thermal relaxation."""
-    return (1 + 2 * math.exp(-duration / t2) + math.exp(-duration / t1)) / 4
-
-
-def depolarizing_parameter(gate_fidelity: float, n_wires: int, relaxation_fidelity: float = 1.0) -> float:
-    """The depolarizing lambda that, composed with a relaxation channel of average fidelity
-    ``relaxation_fidelity``, gives a gate of average fidelity ``gate_fidelity`` (Qiskit Aer's
-    rule for device noise models). 0 when relaxation alone already costs that much."""
-    dim = 2**n_wires
-    if 1 - gate_fidelity <= 1 - relaxation_fidelity:
-        return 0.0
-    lam = dim * (relaxation_fidelity - gate_fidelity) / (dim * relaxation_fidelity - 1)
-    return min(lam, 4**n_wires / (4**n_wires - 1))
-
-
-def depolarizing_superop(lam: float, n_wires: int, dtype=torch.complex64, device=None) -> torch.Tensor:
-    """(4^k, 4^k) superoperator of ``(1 - lam) rho + lam Tr(rho) I / d`` on index (rows, cols)."""
-    dim = 2**n_wires
-    eye = torch.eye(dim, dtype=dtype, device=device).reshape(-1)  # vec(I)
-    return (1 - lam) * torch.eye(dim * dim, dtype=dtype, device=device) + lam / dim * torch.outer(eye, eye)
-
-
-@dataclass(frozen=True)
-class CalibratedNoise:
-    """Noise of a calibrated chip on a circuit whose wire w is one chip qubit.
-
-    After each gate: depolarizing on its wires with the lambda that makes the gate's average
-    fidelity the calibrated one, then thermal relaxation of each of its wires over the gate's
-    duration. Gates in ``virtual_gates`` (RZ: a frame change) take no time and add no noise.
-    Idle wires get no noise. The readout error (``readout_p01``, ``readout_p10`` per wire) is
-    applied to the measured probabilities by :func:`apply_readout_error`.
-    """
-
-    fidelity_1q: tuple[float, ...]
-    """per wire: average fidelity of a one-qubit gate"""
-    fidelity_2q: dict[tuple[int, int], float]
-    """per wire pair (a < b): average fidelity of the two-qubit gate"""
-    t1: tuple[float, ...]
-    t2: tuple[float, ...]
-    durations: dict[str, float]
-    """seconds per gate name (qpeft names)"""
-    readout_p01: tuple[float, ...]
-    readout_p10: tuple[float, ...]
-    virtual_gates: frozenset[str] = frozenset({"RZ"})
-    _superops: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def depolarizing(self, gate: str, wires: tuple[int, ...]) -> float:
-        """Lambda of the depolarizing channel after ``gate`` on ``wires``."""
-        t = self.durations[gate]
-        relax = 1.0
-        for w in wires:
-            relax *= relaxation_process_fidelity(self.t1[w], self.t2[w], t)
-        dim = 2 ** len(wires)
-        fid = self.fidelity_1q[wires[0]] if len(wires) == 1 else self.fidelity_2q[tuple(sorted(wires))]
-        return depolarizing_parameter(fid, len(wires), _average_fidelity(relax, dim))
-
-    def noise_superop(self, gate: str, wires: tuple[int, ...], dtype, device) -> torch.Tensor | None:
-        """(4^k, 4^k) superoperator of the noise after ``gate`` on ``wires`` (relaxation after
-        depolarizing), on the index (rows of the wires, columns of the wires); None when the
-        gate is virtual. Kept across runs: the calibration does not change."""
-        if gate in self.virtual_gates:
-            return None
-        key = (gate, wires, dtype, device)
-        if key not in self._superops:
-            t = self.durations[gate]
-            relax = [relaxation_superop(self.t1[w], self.t2[w], t, dtype, device) for w in wires]
-            if len(wires) == 2:  # (row a, col a) x (row b, col b) -> (rows a b, cols a b)
-                ra, rb = (r.reshape(2, 2, 2, 2) for r in relax)
-                relax = [torch.einsum("ACac,BDbd->ABCDabcd", ra, rb).reshape(16, 16)]
-            depol = depolarizing_superop(self.depolarizing(gate, wires), len(wires), dtype, device)
-            self._superops[key] = relax[0] @ depol
-        return self._superops[key]
-
-
-def unitary_superop(matrix: torch.Tensor) -> torch.Tensor:
-    """U (x) conj(U): the superoperator of rho -> U rho U^dagger, (..., d^2, d^2)."""
-    d = matrix.shape[-1]
-    return torch.einsum("...ac,...bd->...abcd", matrix, matrix.conj()).reshape(matrix.shape[:-2] + (d * d, d * d))
 
 
 @dataclass(frozen=True)
@@ -166,6 +61,25 @@ class NoiseModel:
     @property
     def is_noiseless(self) -> bool:
         return all(getattr(self, f) == 0 for f in self.__dataclass_fields__)
+
+    def noise_superop(self, gate: str, wires: tuple[int, ...], dtype, device) -> torch.Tensor | None:
+        """(4^k, 4^k) superoperator of the noise after ``gate`` on ``wires``: depolarizing on
+        the wires (one- and two-qubit gates), then amplitude and phase damping on each wire;
+        None when there is none. The gate's name does not matter here."""
+        p = self.depolarizing if len(wires) == 1 else self.depolarizing_2q
+        out = None
+        if p and len(wires) <= 2:
+            out = kraus_superop(depolarizing_kraus(p, len(wires), dtype, device))
+        damping = []
+        if self.amplitude_damping:
+            damping.append(kraus_superop(amplitude_damping_kraus(self.amplitude_damping, dtype, device)))
+        if self.phase_damping:
+            damping.append(kraus_superop(phase_damping_kraus(self.phase_damping, dtype, device)))
+        for w in wires:
+            for s in damping:
+                s = embed(s, (w,), wires)
+                out = s if out is None else s @ out
+        return out
 
 
 def pure_to_density(state: torch.Tensor) -> torch.Tensor:
@@ -214,18 +128,6 @@ def phase_damping_kraus(lam: float, dtype, device) -> list[torch.Tensor]:
     return [k0, k1]
 
 
-def _apply_gate_noise(rho: torch.Tensor, noise: NoiseModel, wires, dtype, device) -> torch.Tensor:
-    p = noise.depolarizing if len(wires) == 1 else noise.depolarizing_2q
-    if p and len(wires) <= 2:
-        rho = apply_channel(rho, depolarizing_kraus(p, len(wires), dtype, device), wires)
-    for w in wires:
-        if noise.amplitude_damping:
-            rho = apply_channel(rho, amplitude_damping_kraus(noise.amplitude_damping, dtype, device), [w])
-        if noise.phase_damping:
-            rho = apply_channel(rho, phase_damping_kraus(noise.phase_damping, dtype, device), [w])
-    return rho
-
-
 def simulate_density(
     circuit: Circuit,
     inputs: torch.Tensor | None = None,
@@ -235,51 +137,29 @@ def simulate_density(
     dtype: torch.dtype = torch.complex64,
     device=None,
 ) -> torch.Tensor:
-    """Final density matrices (batch, 2, ..., 2, 2, ..., 2) of a noisy circuit."""
-    if isinstance(noise, CalibratedNoise):
-        return _simulate_calibrated(circuit, inputs, weights, noise, dtype, device)
+    """Final density matrices (batch, 2, ..., 2, 2, ..., 2) of a noisy circuit.
+
+    Compiles the circuit with its noise on every call; to run one circuit many times, build a
+    :class:`qpeft.quantum.superop.NoisyCircuit` once and call its ``run`` (the constant blocks
+    are then kept). Raises ValueError when calibrated noise covers other wires than the circuit.
+    """
     noise = noise or NoiseModel()
-    batch, device = resolve_batch(circuit, inputs, weights, device)
-    # rho has 4^n entries: the same memory as a statevector of 2n qubits.
-    check_memory(2 * circuit.n_qubits, batch, dtype, device, len(circuit.ops))
-    rho = pure_to_density(initial_state(circuit, inputs, batch, dtype, device))
-    for op in circuit.ops:
-        rho = apply_unitary(rho, op_matrix(circuit, op, inputs, weights, dtype, device), op.wires)
-        if not noise.is_noiseless:
-            rho = _apply_gate_noise(rho, noise, op.wires, dtype, device)
-    return rho
-
-
-def _simulate_calibrated(circuit, inputs, weights, noise: CalibratedNoise, dtype, device) -> torch.Tensor:
-    if len(noise.fidelity_1q) != circuit.n_qubits:
-        raise ValueError(f"calibrated noise covers {len(noise.fidelity_1q)} wires, the circuit has {circuit.n_qubits}")
-    batch, device = resolve_batch(circuit, inputs, weights, device)
-    check_memory(2 * circuit.n_qubits, batch, dtype, device, len(circuit.ops))
-    rho = pure_to_density(initial_state(circuit, inputs, batch, dtype, device))
-    n = circuit.n_qubits
-    for op in circuit.ops:
-        # Ops with constant angles (most of a transpiled circuit) keep their channel across runs.
-        key = ("op", op, dtype, device) if all(isinstance(p, Const) for p in op.params) else None
-        channel = noise._superops.get(key) if key else None
-        if channel is None:
-            channel = unitary_superop(op_matrix(circuit, op, inputs, weights, dtype, device))
-            after = noise.noise_superop(op.gate, op.wires, dtype, device)
-            if after is not None:
-                channel = after @ channel
-            if key:
-                noise._superops[key] = channel
-        # one contraction per op: the gate and its noise act on the op's row and column axes
-        rho = apply_gate(rho, channel, list(op.wires) + [w + n for w in op.wires])
-    return rho
+    if isinstance(noise, CalibratedNoise) and noise.n_wires != circuit.n_qubits:
+        raise ValueError(f"calibrated noise covers {noise.n_wires} wires, the circuit has {circuit.n_qubits}")
+    return NoisyCircuit(circuit, noise).run(inputs, weights, dtype=dtype, device=device)
 
 
 def density_probabilities(rho: torch.Tensor, noise: NoiseModel | None = None) -> torch.Tensor:
     """Diagonal of rho as (batch, 2^n) probabilities, with the readout error applied."""
     batch = rho.shape[0]
     dim = int(round(math.sqrt(rho[0].numel())))
-    probs = torch.diagonal(rho.reshape(batch, dim, dim), dim1=-2, dim2=-1).real
+    return with_readout(torch.diagonal(rho.reshape(batch, dim, dim), dim1=-2, dim2=-1).real, noise)
+
+
+def with_readout(probs: torch.Tensor, noise: NoiseModel | None) -> torch.Tensor:
+    """(batch, 2^n) probabilities as read out through the readout error of ``noise`` (if any)."""
     if noise is not None and (noise.readout_p01 or noise.readout_p10):
-        probs = apply_readout_error(probs, noise.readout_p01, noise.readout_p10)
+        return apply_readout_error(probs, noise.readout_p01, noise.readout_p10)
     return probs
 
 

@@ -42,14 +42,18 @@ def shift_jacobians(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """d out / d angle for every input slot and weight slot, by parameter shift.
 
-    Returns (d_inputs (S_in, batch, n_out) or None, d_weights (S_w, batch, n_out) or None)
+    inputs: (batch, n_inputs) or None; weights: (n_weights,) or one row per circuit,
+    (batch, n_weights). Returns (d_inputs (S_in, batch, n_out) or None, d_weights (S_w, batch, n_out) or None)
     where slots are those of ``circuit.expand_slots()``.
     """
     expanded, input_of_slot, weight_of_slot = circuit.expand_slots()
     input_rules, weight_rules = _slot_rules(expanded)
-    batch = inputs.shape[0] if inputs is not None else 1
+    if inputs is not None:
+        batch = inputs.shape[0]
+    else:
+        batch = weights.shape[0] if weights is not None and weights.dim() == 2 else 1
     x = inputs[:, input_of_slot] if inputs is not None and input_of_slot else None  # (B, S_in)
-    w = weights[weight_of_slot] if weights is not None and weight_of_slot else None  # (S_w,)
+    w = weights[..., weight_of_slot] if weights is not None and weight_of_slot else None  # (S_w,) or (B, S_w)
     w_rows = None if w is None else w.expand(batch, -1)
 
     variants_x, variants_w, plan = [], [], []
@@ -108,16 +112,23 @@ class ParameterShift(torch.autograd.Function):
             grad_x = torch.zeros_like(inputs)
             grad_x.index_add_(1, torch.tensor(input_of_slot, device=inputs.device), per_slot.to(inputs.dtype))
         if d_w is not None:
-            per_slot = (d_w * grad_out.unsqueeze(0)).sum((1, 2))  # (S_w,)
+            slots = torch.tensor(weight_of_slot, device=weights.device)
             grad_w = torch.zeros_like(weights)
-            grad_w.index_add_(0, torch.tensor(weight_of_slot, device=weights.device), per_slot.to(weights.dtype))
+            if weights.dim() == 2:  # one row of weights per circuit
+                per_slot = (d_w * grad_out.unsqueeze(0)).sum(-1).T  # (batch, S_w)
+                grad_w.index_add_(1, slots, per_slot.to(weights.dtype))
+            else:
+                per_slot = (d_w * grad_out.unsqueeze(0)).sum((1, 2))  # (S_w,)
+                grad_w.index_add_(0, slots, per_slot.to(weights.dtype))
         return grad_x, grad_w, None, None
 
 
 def parameter_shift(circuit: Circuit, inputs: torch.Tensor | None, weights: torch.Tensor, executor: Executor):
     """Run ``executor`` with gradients to inputs and weights by the parameter-shift rule.
 
-    inputs: (batch, n_inputs) or None; weights: (n_weights,).
+    inputs: (batch, n_inputs) or None; weights: (n_weights,), or (batch, n_weights): one row
+    per circuit (with inputs None, the batch is the weights' rows). Returns the executor's
+    output, (batch, n_out), whose backward runs all shifted circuits as one batch.
     """
     if inputs is None:
         inputs = torch.zeros(1, 0, dtype=weights.dtype, device=weights.device)

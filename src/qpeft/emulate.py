@@ -1,6 +1,9 @@
 """What a chip's noise costs a trained model: held-out loss with exact circuits, with the
 device's noise (transpiled circuits, calibrated gate noise, readout error), and with noise
-plus readout mitigation, side by side, and what its circuits look like on the chip."""
+plus readout mitigation, side by side, and what its circuits look like on the chip.
+
+It sits above the backends, the devices, the quantum layers and the evaluation (it swaps the
+backend of every quantum layer of a model and evaluates it), so none of those imports it."""
 
 from __future__ import annotations
 
@@ -9,17 +12,18 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from qpeft.backends import Backend, get_backend
+from qpeft.backends import get_backend
 from qpeft.data.formats import Example
 from qpeft.devices.device import Device
 from qpeft.devices.presets import get_device
 from qpeft.evaluate import evaluate_loss
+from qpeft.qnn import QuantumLayer
 
 
-def quantum_layers(model: nn.Module) -> Iterator[nn.Module]:
-    """The modules that run circuits on a backend (QTHA's quantum layers)."""
+def quantum_layers(model: nn.Module) -> Iterator[QuantumLayer]:
+    """The modules of ``model`` that run circuits on a backend (QTHA's quantum layers)."""
     for module in model.modules():
-        if isinstance(getattr(module, "backend", None), Backend) and hasattr(module, "executed_circuit"):
+        if isinstance(module, QuantumLayer):
             yield module
 
 
