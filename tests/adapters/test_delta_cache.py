@@ -147,7 +147,7 @@ def test_a_swapped_qtha_backend_gives_its_own_delta():
     model, ids = _model("qtha-weights"), _ids()
     exact = _cached(model, ids)
     layers = list(model.adapter_layers.values())
-    noisy = get_backend("noisy", noise={"depolarizing": 0.2})  # as devices.evaluate_on_device swaps them
+    noisy = get_backend("noisy", noise={"depolarizing": 0.2})  # as emulate.evaluate_on_device swaps them
     for layer in layers:
         layer.qnn.backend = noisy
     cached, fresh = _cached(model, ids), _uncached(model, ids)

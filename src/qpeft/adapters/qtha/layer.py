@@ -153,5 +153,5 @@ class QTHALayer(AdapterLayer):
         return self.qnn is None or getattr(self.qnn.backend, "shots", None) is None
 
     def delta_cache_key(self) -> tuple:
-        # the backend object itself: swapping it (devices.evaluate_on_device) changes the delta
+        # the backend object itself: swapping it (emulate.evaluate_on_device) changes the delta
         return (*super().delta_cache_key(), self.qnn.backend if self.qnn is not None else None)
