@@ -142,12 +142,12 @@ class QuantumMetrics(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         """Remember the ledger's totals at the start (a resumed run's earlier jobs are not this step's)."""
         runner = _runner(model)
-        if runner is not None:
+        if runner is not None and state.is_world_process_zero:  # (under torchrun rank 0 keeps the ledger)
             self._last = (state.global_step, ledger_values(list(runner.engine.ledger.records)))
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         """Add the quantum values to a training record (one with ``loss``); other records are left alone."""
-        if logs is None or "loss" not in logs or model is None:
+        if logs is None or "loss" not in logs or model is None or not state.is_world_process_zero:
             return
         modules = quantum_modules(model)
         if not modules:

@@ -40,6 +40,16 @@ class RankZeroEngine:
         self.engine = engine
         self.together = True
 
+    @property
+    def ledger(self):
+        """Rank 0's job ledger (None on the other ranks: they write none)."""
+        return self.engine.ledger if self.engine is not None else None
+
+    @property
+    def provider(self):
+        """Rank 0's provider (None on the other ranks: they submit nothing)."""
+        return self.engine.provider if self.engine is not None else None
+
     def alone(self) -> None:
         """From now on only rank 0 calls :meth:`run` (no broadcast)."""
         self.together = False
