@@ -105,7 +105,7 @@ def repair(run_dir: Path, as_json: bool = False) -> int:
 
 def _unfinished(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` has not finished: a rerun replays its training steps from
-    the cache (the same command restarts at step 0, --resume at the newest checkpoint)."""
+    the cache (the same command continues from the newest checkpoint, or from step 0 if there is none)."""
     results = run_dir / "results.json"
     return not (results.is_file() and json.loads(results.read_text()).get("finished"))
 
@@ -130,8 +130,8 @@ def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool
         return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
 
     also = (
-        f" and {len(extra)} older step(s) [{show(extra)}] of the unfinished run (a rerun replays them: the same "
-        "command from step 0, --resume from its newest checkpoint; compact after the run finishes)"
+        f" and {len(extra)} older step(s) [{show(extra)}] of the unfinished run (a rerun replays them from its newest "
+        "checkpoint, or from step 0 if there is none; compact after the run finishes)"
         if extra
         else ""
     )

@@ -17,7 +17,7 @@ provider, backend, options, shots, its circuits' templates and angles (see
 The cache grows with every step (about 1 MB per parameter-shift step on SmolLM2-135M), and a
 finished run needs none of its earlier steps: :func:`compact` (``qpeft jobs RUN_DIR
 --compact-results N``) rewrites it with the jobs of the last steps only (an unfinished run's
-rerun replays its steps from the cache, from step 0 or from its newest checkpoint: the command
+rerun replays its steps from the cache from its newest checkpoint, or from step 0 if it has none: the command
 line keeps every training step of an unfinished run). It writes a new copy
 and swaps it in, so a crash at any point leaves either the old or the new cache, and it refuses
 to run while an engine has the cache open (every cache holds a shared lock on
