@@ -1,63 +1,83 @@
-"""The quality study's bookkeeping (benchmarks/quality.py): finished cells stay valid in any
-checkout and are never run again; cells made with other settings are refused."""
+"""The quality study's bookkeeping (benchmarks/quality.py, quality_cells.py): finished cells
+stay valid in any checkout and are never run again; cells made with other settings are refused;
+a phase tunes every method with qpeft.tune, then runs complete seeds first."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
+import math
 from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def quality(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("quality_study", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "quality_study", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
-    return module
+def cells(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import quality_cells
+
+    monkeypatch.setattr(quality_cells, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(quality_cells, "RESULTS", tmp_path / "results" / "quality")
+    monkeypatch.setattr(quality_cells, "RUNS_ROOT", tmp_path / "runs")
+    return quality_cells
 
 
-def _finished(quality, cell, settings):
-    target = quality.RESULTS / cell.name / "cell.json"
+@pytest.fixture
+def quality(cells):
+    import quality
+
+    return quality
+
+
+def _finished(cells, cell, settings, results=None):
+    target = (results or cells.RESULTS) / cell.name / "cell.json"
     target.parent.mkdir(parents=True)
     target.write_text(json.dumps({"cell": dataclasses.asdict(cell), "settings": settings, "final_train_loss": 1.5}))
 
 
-def test_a_cell_made_in_another_checkout_is_reused(quality, monkeypatch):
-    cell = quality.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
-    settings = json.loads(json.dumps(quality.cell_settings(cell)))
+def test_a_cell_made_in_another_checkout_is_reused(cells, monkeypatch):
+    cell = cells.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
+    settings = json.loads(json.dumps(cells.cell_settings(cell)))
     settings["dataset"]["data"] = "/somewhere/else/shared/data/cpsycound/Data"  # where that checkout lived
-    _finished(quality, cell, settings)
+    _finished(cells, cell, settings)
     monkeypatch.setattr("qpeft.train.train", lambda config: pytest.fail("a finished cell was trained again"))
-    assert quality.run_cell(cell)["final_train_loss"] == 1.5
-    assert quality.cell_settings(cell)["dataset"]["data"] == "../shared/data/cpsycound/Data"
+    assert cells.run_cell(cell)["final_train_loss"] == 1.5
+    assert cells.cell_settings(cell)["dataset"]["data"] == "../shared/data/cpsycound/Data"
 
 
-def test_a_cell_made_with_other_settings_is_refused(quality):
-    cell = quality.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
-    settings = json.loads(json.dumps(quality.cell_settings(cell)))
+def test_a_cell_made_with_other_settings_is_refused(cells):
+    cell = cells.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
+    settings = json.loads(json.dumps(cells.cell_settings(cell)))
     settings["dataset"]["max_length"] = 512
-    _finished(quality, cell, settings)
+    _finished(cells, cell, settings)
     with pytest.raises(ValueError, match="made with other settings"):
-        quality.run_cell(cell)
+        cells.run_cell(cell)
 
 
-def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quality, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+def test_a_new_main_cell_reuses_the_same_run_of_the_original_study(cells, monkeypatch):
+    """(arithmetic's rate check ran qtha-none at 8e-3 for every seed: a tuned phase that picks 8e-3 reuses it)"""
+    check = cells.Cell("arithmetic", "qtha-none", 1, 8e-3, 40, "lrcheck")
+    _finished(cells, check, cells.cell_settings(check))
+    monkeypatch.setattr(
+        "qpeft.train.train", lambda config: pytest.fail("a run finished in the original study ran again")
+    )
+    tuned = cells.RESULTS_ROOT / "quality-tuned"
+    cell = dataclasses.replace(check, kind="main")
+    record = cells.run_cell(cell, tuned)
+    assert record["reused_from"] == "quality/arithmetic/lrcheck/qtha-none-lr0.008/seed1"
+    assert json.loads((tuned / cell.name / "cell.json").read_text())["cell"] == dataclasses.asdict(cell)
+    assert cells.reused_cell(dataclasses.replace(cell, lr=2e-3)) is None  # another rate is another run
+    assert cells.reused_cell(dataclasses.replace(cell, steps=400)) is None
+
+
+def test_the_original_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(cells, quality, monkeypatch):
     import quality_report
 
     best = {"lora-r8": 8e-3, "qtha-none": 3.2e-2, "qtha-weights": 8e-3}
     ran = []
 
-    def run_cell(cell):  # stands in for training: grid losses favour `best`, held-out losses 8e-3
-        if cell not in ran:
-            ran.append(cell)
+    def record(cell):  # stands in for training: grid losses favour `best`, held-out losses 8e-3
         return {
             "validation_loss": abs(cell.lr - best.get(cell.method, 0.0)),
             "eval": {"eval_loss": abs(cell.lr - 8e-3)},
@@ -65,27 +85,83 @@ def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quali
             "seconds_per_step": 1.0,
         }
 
-    monkeypatch.setattr(quality, "run_cell", run_cell)
-    monkeypatch.setattr(quality, "matched_lora_rank", lambda: (2, {}))
+    def run_cell(cell, results=None):
+        if cell not in ran:
+            ran.append(cell)
+        return record(cell)
+
+    cells.RESULTS.mkdir(parents=True)
+    monkeypatch.setattr(cells, "finished_cell", lambda cell, results: record(cell) if cell.kind == "grid" else None)
+    monkeypatch.setattr(cells, "run_cell", run_cell)
+    monkeypatch.setattr(cells, "matched_lora_rank", lambda: (2, {}))
     monkeypatch.setattr(quality_report, "write_report", lambda *args: None)
     methods = "lora-r8,qtha-none,qtha-weights,qtha-weights-wukong72"
-    assert quality.main(["--datasets", "arithmetic,cpsycound", "--methods", methods]) == 0
-    grid = [c for c in ran if c.kind == "grid"]
-    assert len(grid) == 3 * len(quality.LR_GRID) and {c.dataset for c in grid} == {"cpsycound"}
-    rest = [(c.dataset, c.kind, c.method, c.seed, c.lr) for c in ran if c.kind != "grid"]
+    args = ["--phases", "original", "--datasets", "arithmetic,cpsycound", "--methods", methods]
+    assert quality.main([*args, "--results-root", str(cells.RESULTS_ROOT)]) == 0
+    assert not [c for c in ran if c.kind == "grid"]  # the grid is read, never run
+    rest = [(c.dataset, c.kind, c.method, c.seed, c.lr) for c in ran]
     plain = ["lora-r8", "qtha-none", "qtha-weights"]
-    expected = [("arithmetic", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
+    expected = [("arithmetic", "main", m, s, best[m]) for s in cells.SEEDS for m in plain]
     # seed 0 at the other chosen rate; where it does better (qtha-none at 8e-3), seeds 1 and 2
     # too; the chip row takes qtha-weights' rate and is not checked
     expected += [("arithmetic", "lrcheck", "lora-r8", 0, 3.2e-2)]
-    expected += [("arithmetic", "lrcheck", "qtha-none", s, 8e-3) for s in quality.SEEDS]
+    expected += [("arithmetic", "lrcheck", "qtha-none", s, 8e-3) for s in cells.SEEDS]
     expected += [("arithmetic", "lrcheck", "qtha-weights", 0, 3.2e-2)]
-    expected += [("cpsycound", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
+    expected += [("cpsycound", "main", m, s, best[m]) for s in cells.SEEDS for m in plain]
     expected += [(d, "main", "qtha-weights-wukong72", s, 8e-3) for d in ("arithmetic", "cpsycound") for s in (0, 1, 2)]
     assert rest == expected
-    check = quality.Cell("arithmetic", "qtha-none", 0, 8e-3, 40, "lrcheck")
+    check = cells.Cell("arithmetic", "qtha-none", 0, 8e-3, 40, "lrcheck")
     assert check.name == "arithmetic/lrcheck/qtha-none-lr0.008"  # (seed 0's name predates the follow-ups)
     assert dataclasses.replace(check, seed=2).name == "arithmetic/lrcheck/qtha-none-lr0.008/seed2"
+
+
+@pytest.mark.slow
+def test_a_phase_tunes_every_method_then_runs_complete_seeds_first(cells, quality, monkeypatch, tmp_path):
+    """quality.py on a tiny model: the product's tuner chooses each method's rate (and the short
+    tuning is checked at full length), then the main cells run at those rates, seed by seed."""
+    pytest.importorskip("optuna")
+    from qpeft.testing import tiny_model_dir
+
+    monkeypatch.setattr(cells, "MODEL", str(tiny_model_dir(tmp_path / "tiny")))
+    monkeypatch.setattr(cells, "TUNE_VAL", 4)
+    monkeypatch.setattr(cells, "LR_GRID", (1e-3, 1e-2))
+    monkeypatch.setattr(cells, "SEEDS", (0, 1))
+    monkeypatch.setattr(
+        cells, "DATASETS", {"arithmetic": {"data": "arithmetic:1", "max_length": 64, "eval_examples": 2}}
+    )
+    monkeypatch.setattr(cells, "COMMON", {**cells.COMMON, "batch_size": 2, "max_examples": 48})
+    monkeypatch.setitem(cells.METHODS, "lora-r8", ("lora", {"r": 2}))
+    phase = quality.Phase(
+        "quality-t", "arithmetic", ("lora-r8", "qtha-none"), steps=2, tune_steps=1, check=("lora-r8",)
+    )
+    monkeypatch.setitem(quality.PHASES, "tiny", phase)
+    order = []
+    run_cell = cells.run_cell
+    monkeypatch.setattr(cells, "run_cell", lambda cell, results=None: order.append(cell) or run_cell(cell, results))
+    args = type("Args", (), {"tune_steps": None, "commit": False, "matched": {"r": 2}})()
+    machine = {"cpu": "c", "platform": "p", "python": "3"}
+    results = cells.RESULTS_ROOT / "quality-t" / "arithmetic"
+    try:
+        quality.run_phase("tiny", phase, args, machine)
+        stopped = None
+    except SystemExit as err:
+        stopped = str(err)
+    chosen = {m: json.loads((results / "tune-1" / m / "tune.json").read_text()) for m in phase.methods}
+    for search in chosen.values():
+        assert search["steps"] == 1 and search["seed"] == cells.TUNE_SEED
+        assert {1e-3, 1e-2} <= {t["params"]["lr"] for t in search["trials"]}
+    lr = chosen["lora-r8"]["chosen"]["lr"]
+    check = json.loads((results / "tune-check-2" / "lora-r8" / "tune.json").read_text())
+    assert check["steps"] == 2 and check["lrs"] == pytest.approx([lr / 10, lr, lr * 10])
+    if not math.isclose(check["chosen"]["lr"], lr):  # the short tuning disagreed: nothing runs at its rates
+        assert "--tune-steps 2" in stopped and order == []
+        return
+    assert stopped is None
+    assert [(c.seed, c.method) for c in order] == [(0, "lora-r8"), (0, "qtha-none"), (1, "lora-r8"), (1, "qtha-none")]
+    for cell in order:
+        record = json.loads((results / cell.method / f"seed{cell.seed}" / "cell.json").read_text())
+        assert record["cell"]["lr"] == chosen[cell.method]["chosen"]["lr"] and record["cell"]["steps"] == 2
+    assert "main cells: 4 of 4 finished" in quality.status(["tiny"], args)
 
 
 def _record(method, kind, lr, heldout, accuracy, seed=0):
@@ -101,7 +177,7 @@ def _record(method, kind, lr, heldout, accuracy, seed=0):
 
 
 def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import quality_report
 
     records = {  # made-up numbers: this checks the tables, not a result
@@ -132,7 +208,7 @@ def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeyp
 
 
 def test_the_chip_row_is_paired_with_its_exact_twin(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import quality_report
 
     records = {  # made-up numbers: this checks the table, not a result
@@ -155,7 +231,7 @@ def test_the_chip_row_is_paired_with_its_exact_twin(tmp_path, monkeypatch):
 
 def test_an_accuracy_of_fewer_seeds_says_so(tmp_path, monkeypatch):
     """(GSM8K generates answers for seed 0 only: its mean is one seed's, not '+- 0')"""
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import quality_report
 
     records = {}  # made-up numbers: this checks the table, not a result

@@ -147,14 +147,20 @@ def adapter_config(config: TrainConfig):
     return preset(METHOD_PRESETS.get(config.method, config.method), **fields)
 
 
-def prepare(config: TrainConfig):
-    """(model with adapters, tokenizer, train dataset, held-out examples)."""
+def prepare(config: TrainConfig, examples: tuple[list, list] | None = None):
+    """(model with adapters, tokenizer, train dataset, held-out examples).
+
+    ``examples``: (training, held-out) examples to use instead of the run's split of
+    ``config.data`` (the tuner's: a validation split carved from the training part).
+    """
     from qpeft.adapters import get_model
     from qpeft.data import EncodedDataset, run_split
     from qpeft.models import load_model
 
     torch.manual_seed(config.seed)
-    train_examples, held_out = run_split(config.data, config.seed, config.val_fraction, config.max_examples)
+    if examples is None:
+        examples = run_split(config.data, config.seed, config.val_fraction, config.max_examples)
+    train_examples, held_out = examples
     base, tokenizer = load_model(config.model, getattr(torch, config.dtype))
     model = get_model(base, adapter_config(config))
     dataset = EncodedDataset(tokenizer, train_examples, config.max_length)
@@ -326,10 +332,11 @@ def plan(config: TrainConfig) -> dict:
     return {**result.as_dict(), "text": format_plan(result)}
 
 
-def train(config: TrainConfig, callbacks: list | None = None) -> dict:
+def train(config: TrainConfig, callbacks: list | None = None, examples: tuple[list, list] | None = None) -> dict:
     """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``.
 
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects. ``examples``: (training,
+    held-out) examples instead of the run's split of ``config.data`` (see :func:`prepare`).
     """
     from qpeft.data import EncodedDataset
     from qpeft.evaluate import evaluate
@@ -340,7 +347,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> dict:
         resume_from = latest_checkpoint(out)
         if resume_from is None:
             raise FileNotFoundError(f"--resume: no checkpoint-* directory in {out}; start the run without --resume")
-    model, tokenizer, dataset, held_out = prepare(config)
+    model, tokenizer, dataset, held_out = prepare(config, examples)
     eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
     runner, scope = quantum_runner(config, model, out)
     trainer = make_trainer(config, model, tokenizer, dataset, [*(callbacks or []), *scope], eval_dataset)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from qpeft.cli.flags import adapter_fields_help, add_train_flags, config_from_args
+from qpeft.cli.tune import add_tune_flags, spec_from_args
 from qpeft.train import METHOD_PRESETS
 
 
@@ -28,7 +29,8 @@ def cmd_compare(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     base = config_from_args(args)
-    report = compare(base, methods, seeds, Path(base.out))
+    spec = spec_from_args(args) if args.tune else None
+    report = compare(base, methods, seeds, Path(base.out), tune_spec=spec)
     if "interrupted" in report:
         print(f"interrupted in {report['interrupted']} (checkpoint saved); run the same command again to resume")
         return 3
@@ -61,13 +63,21 @@ def add_parsers(sub) -> None:
         "compare",
         help="train several methods x seeds on the same data and write a report",
         description="Train every method for every seed on the same data; write report.md and "
-        "loss-curve PNGs under --out.",
+        "loss-curve PNGs under --out. Every method runs at --lr (shared), or with --tune at its own rate: "
+        "searched first by short runs on a validation split of the training examples (see `qpeft tune`).",
         epilog=adapter_fields_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="search each method's learning rate (and --tune-field values) first, in --out/tune/METHOD, and run "
+        "its seeds at the chosen values (the --tune-* flags below); without it --lr is shared by every method",
+    )
     add_train_flags(p, skip=("method", "seed"))
+    add_tune_flags(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
