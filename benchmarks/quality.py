@@ -18,8 +18,9 @@ The study runs in phases (``--phases``, in the order given), each resumable cell
 * ``capacity`` (same directory, arithmetic): ``qtha-default`` against ``qtha-angle`` (8 qubits)
   and ``qtha-deep`` (4 circuit layers), each with a ``qtha-mlp`` of its circuit's parameter count.
 * ``cpsycound-400`` (``benchmarks/results/quality-400/``): 400 steps, the six methods, rates tuned
-  by 100-step runs; for ``CHECK`` methods the tuning is repeated at 400 steps around the chosen
-  rate (the study stops if the two disagree); then seeds 0, 1, 2.
+  by 100-step runs; for lora-r8 and qtha-default the tuning is repeated at 400 steps around the chosen
+  rate (if the two disagree the phase stops and says what to run instead; the next phases go on);
+  then seeds 0, 1, 2.
 * ``original``: the committed 40-step study (``benchmarks/results/quality/``): rates from its
   25-step CPsyCounD grid, fixed for every data set, the arithmetic rate check, the chip row.
 
@@ -70,6 +71,10 @@ PHASES = {
     "gsm8k-tuned": Phase("quality-tuned", "gsm8k", SIX, 40, 40),
 }
 DEFAULT_PHASES = ("arithmetic-tuned", "capacity", "cpsycound-400", "gsm8k-tuned")
+
+
+class PhaseStopped(RuntimeError):
+    """A phase cannot go on as planned (its message says what to run instead); the next phases can."""
 
 
 def tune_spec(steps: int, lrs=None, extend: int = 2):
@@ -142,7 +147,7 @@ def run_phase(name: str, phase: Phase, args, machine: dict) -> None:
             full = search(phase, method, spec, f"tune-check-{phase.steps}", args.commit)["chosen"]["lr"]
             write_report(results, settings, machine)
             if not math.isclose(full, lrs[method]):
-                raise SystemExit(
+                raise PhaseStopped(
                     f"phase {name}: {tune_steps}-step tuning chose lr {lrs[method]:g} for {method}, but "
                     f"{phase.steps}-step runs choose {full:g}: the short tuning does not stand in for the full "
                     f"length here. Tune at full length instead: python benchmarks/quality.py --phases {name} "
@@ -340,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     METHODS[MATCHED] = ("lora", {"r": rank, "alpha": 2.0 * rank})  # alpha/r = 2, as LoRA r=8 alpha 16
     args.matched = {"r": rank, **matched}
     machine = {"cpu": cpu_model(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    stopped: list[str] = []
     for name in names:
         if name == "original":
             cells.RESULTS.mkdir(parents=True, exist_ok=True)
@@ -350,11 +356,18 @@ def main(argv: list[str] | None = None) -> int:
         phase = PHASES[name]
         results = cells.RESULTS_ROOT / phase.results
         if not args.report_only:
-            run_phase(name, phase, args, machine)
+            try:
+                run_phase(name, phase, args, machine)
+            except PhaseStopped as err:
+                logger.error("[study] phase %s stopped: %s", name, err)
+                stopped.append(name)
         if results.is_dir():
             write_report(results, results_settings(phase.results, args), machine)
             if args.commit:
                 cells.commit(f"Quality study: {phase.results} report", results)
+    if stopped:
+        logger.error("[study] stopped phase(s): %s (see the messages above)", ", ".join(stopped))
+        return 4
     return 0
 
 

@@ -144,7 +144,7 @@ def test_a_phase_tunes_every_method_then_runs_complete_seeds_first(cells, qualit
     try:
         quality.run_phase("tiny", phase, args, machine)
         stopped = None
-    except SystemExit as err:
+    except quality.PhaseStopped as err:
         stopped = str(err)
     chosen = {m: json.loads((results / "tune-1" / m / "tune.json").read_text()) for m in phase.methods}
     for search in chosen.values():
@@ -249,3 +249,112 @@ def test_an_accuracy_of_fewer_seeds_says_so(tmp_path, monkeypatch):
     settings |= {"seeds": [0, 1, 2], "matched_lora": {"r": 2}}
     text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
     assert "| 1.1500 +- 0.1000 | 0.040 (1 seed) | 1.00 +- 0.00 |" in text
+
+
+def _search(method, steps, values, chosen, pruned=(), extensions=()):
+    """A finished search's tune.json (made-up losses) as qpeft.tune writes it."""
+    trials = []
+    for k, (lr, value) in enumerate(values.items()):
+        state = "pruned" if lr in pruned else "complete"
+        trials.append(
+            {
+                "number": k,
+                "kind": "extension" if lr in [e["params"]["lr"] for e in extensions] else "grid",
+                "params": {"lr": lr},
+                "state": state,
+                "value": value if state == "complete" else None,
+                "pruned_at": steps // 2 if state == "pruned" else None,
+                "intermediate": {str(steps // 2): value},
+            }
+        )
+    return {
+        "method": method,
+        "steps": steps,
+        "seed": 100,
+        "val_examples": 64,
+        "train_examples": 900,
+        "lrs": sorted(values),
+        "fields": {},
+        "trials": trials,
+        "chosen": {"lr": chosen},
+        "best_value": values[chosen],
+        "extensions": list(extensions),
+        "at_edge": False,
+        "finished": True,
+    }
+
+
+def test_the_tuned_report_shows_traces_rates_budgets_and_the_capacity_check(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import quality_report
+
+    here, original = tmp_path / "quality-400", tmp_path / "quality"
+    cpsy = {"dataset": "cpsycound"}
+    for method, lr, losses in (("lora-r8", 2e-3, (1.00, 1.02)), ("qtha-default", 8e-3, (1.10, 1.11))):
+        for seed, loss in enumerate(losses):  # made-up numbers: this checks the tables, not a result
+            record = _record(method, "main", lr, loss, None, seed=seed)
+            record["cell"] |= cpsy | {"steps": 400}
+            (here / "cpsycound" / method / f"seed{seed}").mkdir(parents=True)
+            (here / "cpsycound" / method / f"seed{seed}" / "cell.json").write_text(json.dumps(record))
+            old = _record(method, "main", 8e-3, loss + 0.3, None, seed=seed)
+            old["cell"] |= cpsy
+            (original / "cpsycound" / method / f"seed{seed}").mkdir(parents=True)
+            (original / "cpsycound" / method / f"seed{seed}" / "cell.json").write_text(json.dumps(old))
+    extension = {"edge": "low", "from": 5e-4, "params": {"lr": 1.25e-4}}
+    searches = {
+        "tune-100/lora-r8": _search("lora", 100, {5e-4: 1.9, 2e-3: 1.5, 8e-3: 1.6, 3.2e-2: 5.0}, 2e-3, [3.2e-2]),
+        "tune-100/qtha-default": _search(
+            "qtha-default", 100, {1.25e-4: 2.3, 5e-4: 2.0, 2e-3: 1.7, 8e-3: 1.6}, 8e-3, extensions=[extension]
+        ),
+        "tune-check-400/lora-r8": _search("lora", 400, {5e-4: 1.3, 2e-3: 1.2, 8e-3: 1.25}, 2e-3),
+        "tune-check-400/qtha-default": _search("qtha-default", 400, {2e-3: 1.3, 8e-3: 1.35, 3.2e-2: 4.0}, 2e-3),
+    }
+    for where, search in searches.items():
+        (here / "cpsycound" / where).mkdir(parents=True)
+        (here / "cpsycound" / where / "tune.json").write_text(json.dumps(search))
+    phase = {"check": ["lora-r8", "qtha-default"], "steps": 400, "tune_steps": 100}
+    settings = {"model": "m", "steps": 400, "tune_steps": 100, "common": {"batch_size": 4}, "lr_grid": [5e-4, 2e-3]}
+    settings |= {"seeds": [0, 1], "matched_lora": {"r": 2}, "phases": {"cpsycound-400": phase}}
+    settings |= {"tune": {"seed": 100, "val_examples": 64}}
+    text = quality_report.write_report(here, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "checked at full length for lora-r8, qtha-default" in text
+    # the 100-step trace: every rate tried, the pruned one with its step, the chosen one in bold
+    assert "| lora-r8 | – | 1.9000 | **1.5000** | 1.6000 | pruned at 50: 5.0000 | 0.002 |" in text
+    assert "qtha-default: the best rate 0.0005 was at the low edge; 0.000125 was added" in text
+    # the full-length check: lora-r8 agrees, qtha-default does not
+    assert "| lora-r8 | 1.3000 | **1.2000** | 1.2500 | – | 0.002 | yes (0.002 at the short budget) |" in text
+    assert "| qtha-default | – | **1.3000** | 1.3500 | 4.0000 | 0.002 | NO (0.008 at the short budget) |" in text
+    # the main table says which rate each row used
+    assert "| lora-r8 | 0.002 | 2 |" in text and "| qtha-default | 0.008 | 2 |" in text
+    # 40 steps (original) beside 400 steps
+    assert "| lora-r8 | 0.008 | 1.3100 +- 0.0141 | +0.0 % | 1 | 0.002 | 1.0100 +- 0.0141 | +0.0 % | 1 |" in text
+    assert "| qtha-default | 0.008 | 1.4050 +- 0.0071 | +7.3 % | 2 | 0.008 | 1.1050 +- 0.0071 | +9.4 % | 2 |" in text
+    summary = json.loads((here / "summary.json").read_text())["datasets"]["cpsycound"]
+    assert summary["tuning"]["tune-check-400"]["qtha-default"]["agrees"] is False
+    assert summary["tuning"]["tune-100"]["lora-r8"]["pruned"] == {"0.032": 50}
+    assert summary["budgets"]["methods"]["qtha-default"]["heldout_loss"]["this"]["lr"] == 8e-3
+
+
+def test_the_capacity_check_pairs_each_circuit_with_its_mlp(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import quality_report
+
+    losses = {  # made-up numbers: this checks the table, not a result
+        "qtha-default": (0.12, 0.13),
+        "qtha-mlp": (0.10, 0.10),
+        "qtha-angle": (0.11, 0.15),
+        "qtha-mlp-angle": (0.10, 0.11),
+    }
+    for method, values in losses.items():
+        for seed, loss in enumerate(values):
+            path = tmp_path / "arithmetic" / method / f"seed{seed}"
+            path.mkdir(parents=True)
+            path.joinpath("cell.json").write_text(json.dumps(_record(method, "main", 8e-3, loss, 0.3, seed=seed)))
+    settings = {"model": "m", "steps": 40, "tune_steps": 25, "common": {"batch_size": 4}, "lr_grid": [8e-3]}
+    settings |= {"seeds": [0, 1], "matched_lora": {"r": 2}}
+    text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "Capacity check of the quantum branch" in text
+    assert "| qtha-angle | 100 | qtha-mlp-angle | 100 | heldout_loss | 2 | +0.0250 | +0.0100, +0.0400 |" in text
+    assert "| qtha-default | 100 | qtha-mlp | 100 | heldout_loss | 2 | +0.0250 | +0.0200, +0.0300 |" in text
+    capacity = json.loads((tmp_path / "summary.json").read_text())["datasets"]["arithmetic"]["capacity"]
+    assert capacity["qtha-angle - qtha-default"]["heldout_loss"]["diffs"] == pytest.approx([-0.01, 0.02])
