@@ -267,7 +267,15 @@ def status(names: list[str], args) -> str:
                 lines.append(f"  tuning {method}: {n} of {len(cells.LR_GRID)}+ trials finished")
         if tune_steps < phase.steps:
             for method in phase.check:
-                n = _finished_trials(results / phase.dataset / f"tune-check-{phase.steps}" / method)
+                folder = results / phase.dataset / f"tune-check-{phase.steps}" / method
+                if (folder / "tune.json").is_file():
+                    full = json.loads((folder / "tune.json").read_text())["chosen"]["lr"]
+                    agrees = method in lrs and math.isclose(full, lrs[method])
+                    lines.append(
+                        f"  full-length check of {method}: lr {full:g} ({'agrees' if agrees else 'DISAGREES'})"
+                    )
+                    continue
+                n = _finished_trials(folder)
                 left += max(0, 3 - n) * phase.steps * per_step
                 lines.append(f"  full-length check of {method}: {n} of 3 trials finished")
         todo = [(s, m) for s in cells.SEEDS for m in phase.methods]
