@@ -115,6 +115,32 @@ def test_the_original_schedule_runs_main_cells_then_the_rate_check_on_its_data_s
     assert dataclasses.replace(check, seed=2).name == "arithmetic/lrcheck/qtha-none-lr0.008/seed2"
 
 
+def test_a_disagreeing_full_length_check_stops_its_phase_and_the_next_goes_on(cells, quality, monkeypatch):
+    import quality_report
+
+    searched, ran = [], []
+
+    def search(phase, method, spec, folder, commit):  # stands in for qpeft.tune: the check prefers 2e-3
+        searched.append((phase.dataset, folder, method, spec.steps, tuple(spec.lrs)))
+        return {"chosen": {"lr": 2e-3 if folder.startswith("tune-check") else 8e-3}}
+
+    monkeypatch.setattr(quality, "search", search)
+    monkeypatch.setattr(cells, "run_cell", lambda cell, results=None: ran.append(cell) or {})
+    monkeypatch.setattr(cells, "matched_lora_rank", lambda: (2, {}))
+    monkeypatch.setattr(quality_report, "write_report", lambda *args: None)
+    monkeypatch.setitem(
+        quality.PHASES, "long", quality.Phase("q-long", "cpsycound", ("lora-r8",), 400, 100, ("lora-r8",))
+    )
+    monkeypatch.setitem(quality.PHASES, "short", quality.Phase("q-short", "arithmetic", ("lora-r8",), 40, 40))
+    assert quality.main(["--phases", "long,short", "--results-root", str(cells.RESULTS_ROOT)]) == 4
+    assert searched == [
+        ("cpsycound", "tune-100", "lora-r8", 100, tuple(cells.LR_GRID)),
+        ("cpsycound", "tune-check-400", "lora-r8", 400, (2e-3, 8e-3, 3.2e-2)),  # the chosen rate and its neighbours
+        ("arithmetic", "tune-40", "lora-r8", 40, tuple(cells.LR_GRID)),
+    ]
+    assert [(c.dataset, c.seed, c.lr) for c in ran] == [("arithmetic", s, 8e-3) for s in cells.SEEDS]
+
+
 @pytest.mark.slow
 def test_a_phase_tunes_every_method_then_runs_complete_seeds_first(cells, quality, monkeypatch, tmp_path):
     """quality.py on a tiny model: the product's tuner chooses each method's rate (and the short
