@@ -12,6 +12,8 @@ from transformers import TrainerCallback
 
 import qpeft.data.collate as collate
 import qpeft.tune
+import qpeft.tune.search
+import qpeft.tune.split
 from qpeft.cli import main
 from qpeft.cli.tune import spec_from_args
 from qpeft.data import example_key, run_split
@@ -77,7 +79,7 @@ def test_the_tuner_never_sees_a_held_out_example(tiny_dir, tmp_path, encoded, mo
             train_part, rest = split(*args)
             return train_part + rest, rest
 
-        monkeypatch.setattr(qpeft.tune, "run_split", leaky)
+        monkeypatch.setattr(qpeft.tune.split, "run_split", leaky)
     train_part, val = qpeft.tune.tuning_examples(base, seeds, 4, seed=0)
     result = tune(base, _spec(), tmp_path / "search", seeds)
     assert {example_key(e) for e in val} <= encoded  # the spy sees the validation examples
@@ -108,13 +110,13 @@ def test_a_search_resumes_without_repeating_finished_trials(tiny_dir, tmp_path, 
     assert not (out / "tune.json").exists()
 
     trained = []
-    real_train = qpeft.tune.train
+    real_train = qpeft.tune.search.train
 
     def counting_train(config, callbacks=None, examples=None):
         trained.append(config.lr)
         return real_train(config, callbacks, examples)
 
-    monkeypatch.setattr(qpeft.tune, "train", counting_train)
+    monkeypatch.setattr(qpeft.tune.search, "train", counting_train)
     result = tune(base, spec, out, [0])
     # grid order: the middle rate first; it finished before the interrupt and is not run again
     assert trained == [1e-3, 1.6e-2]
