@@ -146,6 +146,16 @@ def test_an_edge_best_rate_extends_the_range(tiny_dir, tmp_path, caplog):
     assert result["at_edge"] == (result["chosen"]["lr"] in (tried[0], tried[-1]))  # extension limit 1 reached
 
 
+def test_an_optuna_search_samples_its_trials_in_the_log_range_once(tiny_dir, tmp_path, monkeypatch):
+    spec = _spec(search="optuna", lrs=[1e-4, 1e-1], trials=3)
+    result = tune(_base(tiny_dir), spec, tmp_path / "search", [0])
+    sampled = [t for t in result["trials"] if t["kind"] == "sampled"]
+    assert len(sampled) == 3 and all(1e-4 <= t["params"]["lr"] <= 1e-1 for t in sampled)
+    assert len({t["params"]["lr"] for t in sampled}) == 3
+    monkeypatch.setattr(qpeft.tune.search, "train", lambda *args, **kwargs: pytest.fail("a finished trial ran again"))
+    assert tune(_base(tiny_dir), spec, tmp_path / "search", [0])["chosen"] == result["chosen"]
+
+
 def test_compare_tunes_each_method_and_reports_the_rates(tiny_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
     flags = ["--model", tiny_dir, "--data", "arithmetic:1", "--methods", "lora,qtha", "--seeds", "0"]

@@ -185,7 +185,8 @@ class Search:
 
     def edge(self) -> dict | None:
         """The next extension point when the best lr is the lowest or highest tried (among
-        trials with the best trial's other values), else None."""
+        trials with the best trial's other values) and lies within one step of the searched
+        range's end (always so for a grid: its ends are tried), else None."""
         done = self.finished()
         complete = [t for t in done if t.value is not None and math.isfinite(t.value)]
         if not complete:
@@ -196,8 +197,11 @@ class Search:
         lr = best.params["lr"]
         if len(lrs) < 2 or lrs[0] < lr < lrs[-1]:
             return None
-        side = "high" if lr == lrs[-1] else "low"
-        target = lr * self.spec.step if side == "high" else lr / self.spec.step
+        side, step = ("high" if lr == lrs[-1] else "low"), self.spec.step
+        low, high = min(self.spec.lrs[0], lrs[0]), max(self.spec.lrs[-1], lrs[-1])  # (extensions widen it)
+        if (side == "high" and lr * step < high * (1 - 1e-9)) or (side == "low" and lr / step > low * (1 + 1e-9)):
+            return None  # optuna: the extreme of the points sampled, but well inside the range
+        target = lr * step if side == "high" else lr / step
         return {"edge": side, "from": lr, "params": {**best.params, "lr": target}}
 
     def result(self) -> dict:

@@ -48,7 +48,7 @@ class TuneSpec:
     val_examples: int = doc(64, "validation examples carved from the training examples (never the held-out ones)")
     seed: int | None = doc(None, "seed of the tuning runs and their validation split (default: the first main seed)")
     extend: int = doc(2, "a best lr at the edge of the values tried adds one a step beyond it, at most this often")
-    lr_step: float | None = doc(None, "factor of one extension step (default: the rates' spacing, 4 for the default)")
+    lr_step: float | None = doc(None, "factor of one extension step (default: the grid's spacing, 4 for the default)")
     prune: bool = doc(True, "stop a run whose validation loss is worse than the finished runs' median (MedianPruner)")
     reports: int = doc(4, "validation evaluations per tuning run: the points where a run can be pruned")
 
@@ -85,10 +85,12 @@ class TuneSpec:
 
     @property
     def step(self) -> float:
-        """The factor of one extension step beyond an edge."""
+        """The factor of one extension step beyond an edge: ``lr_step``, else the grid's spacing
+        (optuna: the spacing of a 4-point grid over its range)."""
         if self.lr_step is not None:
             return float(self.lr_step)
-        return (self.lrs[-1] / self.lrs[0]) ** (1 / (len(self.lrs) - 1))
+        points = len(self.lrs) if self.search == "grid" else 4
+        return (self.lrs[-1] / self.lrs[0]) ** (1 / (points - 1))
 
 
 def apply_params(config: TrainConfig, params: dict) -> TrainConfig:
