@@ -75,7 +75,10 @@ def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], di
             steps = {r["cell"]["steps"] for runs in main.values() for r in runs.values()}
             before = {r["cell"]["steps"] for runs in other.values() for r in runs.values()}
             label = f"{'/'.join(map(str, sorted(steps)))} steps, tuned on {name}"
-            lines += budget_lines(main, other, label, f"{'/'.join(map(str, sorted(before)))} steps, original", summary)
+            study = original / "study.json"
+            source = json.loads(study.read_text())["settings"].get("tune_dataset") if study.is_file() else None
+            rates = f"rates tuned on {source}" if source else "original"
+            lines += budget_lines(main, other, label, f"{'/'.join(map(str, sorted(before)))} steps, {rates}", summary)
     plot = results / f"{name}-loss.png"
     plot_curves(main, plot, name)
     lines += [f"![{name} training loss]({plot.name})", ""]
