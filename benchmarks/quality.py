@@ -301,6 +301,8 @@ def _finished_trials(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run (or report, or show the status of) the phases named by ``--phases``; 0 when every
+    phase went through, 4 when one stopped (its message says what to run instead)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--phases",

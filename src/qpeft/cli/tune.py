@@ -70,6 +70,7 @@ def spec_from_args(args: argparse.Namespace) -> TuneSpec:
 
 
 def cmd_tune(args) -> int:
+    """``qpeft tune``: search, print the trials and the chosen values; exit code 3 if interrupted."""
     from qpeft.tune import trials_table, tune
 
     base = config_from_args(args)

@@ -110,9 +110,11 @@ class Search:
 
     @property
     def extensions(self) -> list[dict]:
+        """The extension points added so far (``edge``, ``from``, ``params``), in order."""
         return self.study.user_attrs.get("extensions", [])
 
     def finished(self) -> list:
+        """The trials that ran to the end or were pruned (an interrupted one runs again)."""
         states = self.optuna.trial.TrialState
         return self.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
 
