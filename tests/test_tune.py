@@ -112,9 +112,9 @@ def test_a_search_resumes_without_repeating_finished_trials(tiny_dir, tmp_path, 
     trained = []
     real_train = qpeft.tune.search.train
 
-    def counting_train(config, callbacks=None, examples=None):
+    def counting_train(config, callbacks=None, examples=None, samples=8):
         trained.append(config.lr)
-        return real_train(config, callbacks, examples)
+        return real_train(config, callbacks, examples, samples)
 
     monkeypatch.setattr(qpeft.tune.search, "train", counting_train)
     result = tune(base, spec, out, [0])
@@ -124,6 +124,7 @@ def test_a_search_resumes_without_repeating_finished_trials(tiny_dir, tmp_path, 
     assert states >= {(4e-3, "complete"), (1e-3, "interrupted")}
     assert sorted(t["params"]["lr"] for t in result["trials"] if t["state"] != "interrupted") == spec.lrs
     assert json.loads((out / "tune.json").read_text())["chosen"] == result["chosen"]
+    assert (out / "trials" / "trial-000" / "samples.jsonl").read_text() == ""  # scored by loss: nothing generated
 
     trained.clear()
     assert tune(base, spec, out, [0])["chosen"] == result["chosen"] and trained == []  # finished: nothing runs

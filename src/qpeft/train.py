@@ -332,11 +332,18 @@ def plan(config: TrainConfig) -> dict:
     return {**result.as_dict(), "text": format_plan(result)}
 
 
-def train(config: TrainConfig, callbacks: list | None = None, examples: tuple[list, list] | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    callbacks: list | None = None,
+    examples: tuple[list, list] | None = None,
+    samples: int = 8,
+) -> dict:
     """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects. ``examples``: (training,
     held-out) examples instead of the run's split of ``config.data`` (see :func:`prepare`).
+    ``samples``: how many generated answers go to ``samples.jsonl`` (0: none; a tuning run is
+    scored by its loss alone).
     """
     from qpeft.data import EncodedDataset
     from qpeft.evaluate import evaluate
@@ -381,7 +388,9 @@ def train(config: TrainConfig, callbacks: list | None = None, examples: tuple[li
     model.save_adapter(out / "adapter")
     if runner is not None:
         runner.scope = "eval"
-    summary["eval"] = evaluate(model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl")
+    summary["eval"] = evaluate(
+        model, tokenizer, held_out, config.max_length, samples_path=out / "samples.jsonl", n_samples=samples
+    )
     losses = [loss for _, loss in summary["losses"]]
     tail = max(1, math.ceil(0.1 * len(losses)))
     summary["final_train_loss"] = sum(losses[-tail:]) / tail if losses else None

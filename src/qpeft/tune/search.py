@@ -169,7 +169,8 @@ class Search:
         trial.set_user_attr("run", str(run))
         logger.info("tune %s: trial %d (%s) %s, %d steps", self.base.method, trial.number, kind, values, self.steps)
         report = _reporter(trial)
-        summary = train(config, [*callbacks, report], examples=(train_part, val))
+        # scored by loss alone: no generated samples (the validation examples carry no answers either)
+        summary = train(config, [*callbacks, report], examples=(train_part, val), samples=0)
         if report.pruned is not None:
             trial.set_user_attr("pruned_at", report.pruned)
             self.study.tell(trial, state=states.PRUNED)
