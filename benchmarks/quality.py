@@ -1,8 +1,7 @@
 """The reproduction study: does QTHA beat LoRA, and does its quantum branch matter?
 
-Seven methods (six, and `qtha-weights` with its circuits on the emulated Wukong chip) on the
-bundled SmolLM2-135M-Instruct, at equal steps, equal data order and the
-same held-out examples (per seed), on three data sets:
+Methods on the bundled SmolLM2-135M-Instruct at equal steps, equal data order and the same
+held-out examples (per seed), on three data sets:
 
 * ``cpsycound``  (the paper's setting): final training loss (mean of the last 10 % of steps)
   and held-out loss on the run's held-out split;
@@ -10,25 +9,29 @@ same held-out examples (per seed), on three data sets:
 * ``gsm8k``: loss on the first 200 questions of GSM8K's own test file, and accuracy on the
   first 100 of them for seed 0.
 
-Each method's learning rate is chosen from ``LR_GRID`` by short single-seed runs on
-``TUNE_DATASET`` (seed ``TUNE_SEED``: the validation set is that run's own held-out split, so
-tuning never looks at the seeds' held-out examples through the loss it minimises), then fixed
-for every data set and seed. Because one data set's best rate need not suit another, seed 0 of
-every method on the ``LR_CHECK`` data sets also runs at the other rates the methods chose (a
-sensitivity check, reported beside the main table; it chooses nothing, since it is scored on the
-seed's held-out examples). Where seed 0 does better at another rate than at the chosen one, the
-other seeds run at that rate too, so the report can compare every method at one shared rate.
+The study runs in phases (``--phases``, in the order given), each resumable cell by cell:
 
-The study is resumable and sized for a 2-core CPU: every finished cell (one method x seed x
-data set, or one grid point) is written under ``benchmarks/results/quality/`` at once and is
-never run again; a cell whose recorded settings (model, method, data set, shared training settings,
-steps, learning rate) differ from the current ones is an error (start a new ``--results``
-directory instead of mixing settings); adding a method or a data set keeps every finished cell.
+* ``arithmetic-tuned``, ``gsm8k-tuned`` (``benchmarks/results/quality-tuned/``): 40 steps, the six
+  methods, each method's learning rate tuned on that data set itself by ``qpeft.tune`` (40-step
+  runs scored on a validation split of the training examples, grid ``LR_GRID``, MedianPruner,
+  an edge-best rate extends the grid), then seeds 0, 1, 2 at the chosen rates.
+* ``capacity`` (same directory, arithmetic): ``qtha-default`` against ``qtha-angle`` (8 qubits)
+  and ``qtha-deep`` (4 circuit layers), each with a ``qtha-mlp`` of its circuit's parameter count.
+* ``cpsycound-400`` (``benchmarks/results/quality-400/``): 400 steps, the six methods, rates tuned
+  by 100-step runs; for lora-r8 and qtha-default the tuning is repeated at 400 steps around the chosen
+  rate (if the two disagree the phase stops and says what to run instead; the next phases go on);
+  then seeds 0, 1, 2.
+* ``original``: the committed 40-step study (``benchmarks/results/quality/``): rates from its
+  25-step CPsyCounD grid, fixed for every data set, the arithmetic rate check, the chip row.
 
-    python benchmarks/quality.py                        # everything that is not finished yet
-    python benchmarks/quality.py --datasets cpsycound   # one data set
-    python benchmarks/quality.py --report-only          # tables, paired comparisons, plots
-    python benchmarks/quality.py --commit               # git-commit each finished cell
+Within a phase every method's rate is chosen first, then the main cells run seed by seed (all
+methods of seed 0, then seed 1, ...), so a partial phase has every method paired. A finished cell
+is never run again; a cell or search made with other settings is an error. A main cell whose
+settings, rate and seed equal a finished cell of the original study reuses that record.
+
+    python benchmarks/quality.py --commit             # every phase not finished, committing each cell
+    python benchmarks/quality.py --status             # what is finished, what is left, estimated hours
+    python benchmarks/quality.py --report-only        # tables, paired comparisons, plots
 """
 
 from __future__ import annotations
@@ -37,318 +40,346 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import platform
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results" / "quality"
-RUNS = ROOT / "runs" / "quality"
-
-MODEL = "smollm2-135m"
-SEEDS = (0, 1, 2)
-TUNE_SEED = 100
-TUNE_DATASET = "cpsycound"  # the paper's own setting; the chosen rates are then fixed for every data set
-LR_GRID = (5e-4, 2e-3, 8e-3, 3.2e-2)  # 3.2e-2 added: the best short-run rate sat at 8e-3, the top edge
-REFERENCE = "lora-r8"
-MATCHED = "lora-matched"
-WUKONG = "qtha-weights-wukong72"
-
-#: study method -> (qpeft preset, adapter overrides); the matched LoRA's r is filled in at start.
-METHODS: dict[str, tuple[str, dict]] = {
-    REFERENCE: ("lora", {}),
-    MATCHED: ("lora", {}),
-    "qtha-default": ("qtha-default", {}),
-    "qtha-weights": ("qtha-weights", {}),
-    "qtha-none": ("qtha-none", {}),
-    "qtha-mlp": ("qtha-mlp", {}),
-    # the hardware mode with its circuits on the emulated Origin Wukong chip (qpeft.devices):
-    # transpiled to the 12 x 6 grid, calibrated noise, 1024 shots; gradient from the exact
-    # simulator at the same angles (diff_method="hybrid", the cheap QPU mode)
-    WUKONG: ("qtha-weights", {"backend": "noisy", "noise": "wukong72", "shots": 1024, "diff_method": "hybrid"}),
-}
-#: data sets where seed 0 of every method also runs at the other chosen rates (see the docstring)
-LR_CHECK = ("arithmetic",)
-#: methods that take another method's tuned learning rate instead of a grid of their own
-LR_FROM = {WUKONG: "qtha-weights"}
-
-#: per data set: the training settings every method shares.
-DATASETS = {
-    "cpsycound": {"data": str(SHARED / "cpsycound" / "Data"), "max_length": 256, "eval_examples": 200},
-    "arithmetic": {"data": "arithmetic", "max_length": 160, "eval_examples": 100},
-    "gsm8k": {"data": str(SHARED / "gsm8k" / "train.jsonl"), "max_length": 320, "eval_examples": 16},
-}
-GSM8K_TEST = SHARED / "gsm8k" / "test.jsonl"
-GSM8K_TEST_LOSS, GSM8K_TEST_ACCURACY, GSM8K_NEW_TOKENS = 200, 100, 256
-
-COMMON = {"batch_size": 4, "val_fraction": 0.1, "warmup_steps": 0, "save_steps": 10_000, "progress": False}
+import quality_cells as cells
+from quality_cells import LR_FROM, MATCHED, METHODS, REFERENCE, SIX, WUKONG, Cell
 
 logger = logging.getLogger("quality")
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell:
+class Phase:
+    """A part of the study: one data set, its methods, budget and where its cells go."""
+
+    results: str  # directory under benchmarks/results
     dataset: str
-    method: str
-    seed: int
-    lr: float
+    methods: tuple[str, ...]
     steps: int
-    kind: str  # "grid", "main" or "lrcheck"
-
-    @property
-    def name(self) -> str:
-        if self.kind == "grid":
-            return f"{self.dataset}/grid/{self.method}-lr{self.lr:g}"
-        if self.kind == "lrcheck":
-            return f"{self.dataset}/lrcheck/{self.method}-lr{self.lr:g}" + (f"/seed{self.seed}" if self.seed else "")
-        return f"{self.dataset}/{self.method}/seed{self.seed}"
+    tune_steps: int
+    check: tuple[str, ...] = ()  # methods whose tuning is repeated at full length around the chosen rate
 
 
-def matched_lora_rank() -> tuple[int, dict]:
-    """The LoRA rank (q, v) whose parameter count is closest to qtha-default's on the model."""
-    from qpeft.adapters import get_model
-    from qpeft.models import load_model
-
-    base, _ = load_model(MODEL)
-    qtha = get_model(base, "qtha-default").parameter_summary()
-    per_rank = qtha["lora_equivalent"] / 8  # LoRA r=8 on the same targets -> per unit of r
-    rank = max(1, round(qtha["trainable"] / per_rank))
-    return rank, {"qtha_default_params": qtha["trainable"], "lora_params_per_rank": per_rank}
+CAPACITY = ("qtha-default", "qtha-mlp", "qtha-angle", "qtha-mlp-angle", "qtha-deep", "qtha-mlp-deep")
+PHASES = {
+    "arithmetic-tuned": Phase("quality-tuned", "arithmetic", SIX, 40, 40),
+    "capacity": Phase("quality-tuned", "arithmetic", CAPACITY, 40, 40),
+    "cpsycound-400": Phase("quality-400", "cpsycound", SIX, 400, 100, check=(REFERENCE, "qtha-default")),
+    "gsm8k-tuned": Phase("quality-tuned", "gsm8k", SIX, 40, 40),
+}
+DEFAULT_PHASES = ("arithmetic-tuned", "capacity", "cpsycound-400", "gsm8k-tuned")
 
 
-def train_config(cell: Cell, out: Path):
-    from qpeft.train import TrainConfig
+class PhaseStopped(RuntimeError):
+    """A phase cannot go on as planned (its message says what to run instead); the next phases can."""
 
-    preset, overrides = METHODS[cell.method]
-    settings = DATASETS[cell.dataset]
-    return TrainConfig(
-        model=MODEL,
-        data=settings["data"],
-        method=preset,
-        adapter=dict(overrides),
-        out=str(out),
-        steps=cell.steps,
-        lr=cell.lr,
-        max_length=settings["max_length"],
-        # grid cells: validation loss only (computed in run_cell), no accuracy generation
-        eval_examples=1 if cell.kind == "grid" else settings["eval_examples"],
-        seed=cell.seed,
-        logging_steps=1,
-        **COMMON,
+
+def tune_spec(steps: int, lrs=None, extend: int = 2):
+    """The study's search: the grid ``lrs`` (default ``LR_GRID``; extended at an edge), MedianPruner on 4 validation
+    points per run, ``TUNE_VAL`` validation examples carved from the training examples."""
+    from qpeft.tune import TuneSpec
+
+    return TuneSpec(
+        search="grid",
+        lrs=list(cells.LR_GRID if lrs is None else lrs),
+        steps=steps,
+        val_examples=cells.TUNE_VAL,
+        seed=cells.TUNE_SEED,
+        extend=extend,
+        prune=True,
+        reports=4,
     )
 
 
-def validation_loss(cell: Cell, adapter_dir: Path, n: int = 64) -> float:
-    """Loss of a grid cell's adapter on the first ``n`` examples of its run's held-out split."""
-    from qpeft.adapters import load_adapter
-    from qpeft.data import run_split
-    from qpeft.evaluate import evaluate_loss
-    from qpeft.models import load_model
+def search(phase: Phase, method: str, spec, folder: str, commit: bool) -> dict:
+    """Run (or resume) ``method``'s search in ``<results>/<dataset>/<folder>/<method>`` (the
+    journal and tune.json; the tuning runs' directories go under runs/)."""
+    from qpeft.tune import tune
 
-    settings = DATASETS[cell.dataset]
-    _, held_out = run_split(settings["data"], cell.seed, COMMON["val_fraction"])
-    base, tokenizer = load_model(MODEL)
-    return evaluate_loss(load_adapter(base, adapter_dir), tokenizer, held_out[:n], settings["max_length"])["eval_loss"]
+    results = cells.RESULTS_ROOT / phase.results
+    where = f"{phase.dataset}/{folder}/{method}"
+    runs = cells.RUNS_ROOT / phase.results / where
+    base = cells.train_config(Cell(phase.dataset, method, cells.TUNE_SEED, spec.lrs[0], spec.steps, "tune"), runs)
 
+    def on_trial(trial: dict) -> None:
+        value = f"{trial['value']:.4f}" if trial["state"] == "complete" else f"pruned at step {trial['pruned_at']}"
+        logger.info("[study] %s trial %d, lr %g: %s", where, trial["number"], trial["params"]["lr"], value)
+        if commit:
+            cells.commit(
+                f"Quality study: {phase.results}/{where} trial {trial['number']} "
+                f"(lr {trial['params']['lr']:g}: {value})",
+                results,
+            )
 
-def gsm8k_test(adapter_dir: Path, seed: int) -> dict:
-    """Loss on the first GSM8K_TEST_LOSS test questions; accuracy on the first
-    GSM8K_TEST_ACCURACY for seed 0 (GSM8K's own test file: disjoint from training)."""
-    from qpeft.adapters import load_adapter
-    from qpeft.data import load_examples
-    from qpeft.evaluate import evaluate_loss, math_accuracy
-    from qpeft.models import load_model
-
-    base, tokenizer = load_model(MODEL)
-    model = load_adapter(base, adapter_dir)
-    test = load_examples(str(GSM8K_TEST))
-    result = {"test_loss": evaluate_loss(model, tokenizer, test[:GSM8K_TEST_LOSS], 320)["eval_loss"]}
-    result["test_loss_examples"] = GSM8K_TEST_LOSS
-    if seed == 0:
-        accuracy, records = math_accuracy(model, tokenizer, test[:GSM8K_TEST_ACCURACY], GSM8K_NEW_TOKENS)
-        result.update(test_accuracy=accuracy, test_accuracy_examples=len(records), test_samples=records[:5])
+    result = tune(base, spec, results / where, list(cells.SEEDS), on_trial=on_trial, trials_dir=runs)
+    if "interrupted" in result:
+        raise RuntimeError(f"{where}: the search was interrupted; run the study again to resume it")
+    if commit:
+        cells.commit(f"Quality study: {phase.results}/{where} chose lr {result['chosen']['lr']:g}", results)
     return result
 
 
-def cell_settings(cell: Cell) -> dict:
-    """What a cell's result depends on (besides the cell itself): a cell stays valid when
-    methods or data sets are added to the study, and in any checkout (see :func:`portable`)."""
-    return portable(
-        {
-            "model": MODEL,
-            "method": list(METHODS[cell.method]),
-            "dataset": DATASETS[cell.dataset],
-            "common": COMMON,
-        }
-    )
+def run_phase(name: str, phase: Phase, args, machine: dict) -> None:
+    """Tune every method of ``phase`` (and check the short tuning at full length), then run
+    the main cells seed by seed."""
+    from quality_report import write_report
+
+    results = cells.RESULTS_ROOT / phase.results
+    settings = results_settings(phase.results, args)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "study.json").write_text(json.dumps({"settings": settings, "machine": machine}, indent=1))
+    tune_steps = min(args.tune_steps or phase.tune_steps, phase.steps)
+    lrs = {}
+    for k, method in enumerate(phase.methods, 1):
+        logger.info(
+            "[study] phase %s: tuning %s (%d of %d), %d-step runs", name, method, k, len(phase.methods), tune_steps
+        )
+        lrs[method] = search(phase, method, tune_spec(tune_steps), f"tune-{tune_steps}", args.commit)["chosen"]["lr"]
+        write_report(results, settings, machine)
+    if tune_steps < phase.steps:
+        step = cells.LR_GRID[1] / cells.LR_GRID[0]
+        for method in phase.check:
+            logger.info("[study] phase %s: checking %s's rate %g at %d steps", name, method, lrs[method], phase.steps)
+            spec = tune_spec(phase.steps, [lrs[method] / step, lrs[method], lrs[method] * step], extend=0)
+            full = search(phase, method, spec, f"tune-check-{phase.steps}", args.commit)["chosen"]["lr"]
+            write_report(results, settings, machine)
+            if not math.isclose(full, lrs[method]):
+                raise PhaseStopped(
+                    f"phase {name}: {tune_steps}-step tuning chose lr {lrs[method]:g} for {method}, but "
+                    f"{phase.steps}-step runs choose {full:g}: the short tuning does not stand in for the full "
+                    f"length here. Tune at full length instead: python benchmarks/quality.py --phases {name} "
+                    f"--tune-steps {phase.steps} --commit"
+                )
+    todo = [(seed, method) for seed in cells.SEEDS for method in phase.methods]  # seeds outermost: complete seeds first
+    for k, (seed, method) in enumerate(todo, 1):
+        cell = Cell(phase.dataset, method, seed, lrs[method], phase.steps, "main")
+        logger.info("[study] phase %s: main cell %d of %d: %s", name, k, len(todo), cell.name)
+        cells.run_cell(cell, results)
+        write_report(results, settings, machine)
+        if args.commit:
+            cells.commit(f"Quality study: cell {phase.results}/{cell.name}", results)
 
 
-def portable(value):
-    """``value`` with the shared data folder written as ``../shared/data/...`` wherever the
-    checkout that ran it lives (cells made in another clone or worktree stay valid)."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable(v) for v in value]
-    if isinstance(value, str) and "/shared/data/" in value:
-        return "../shared/data/" + value.split("/shared/data/", 1)[1]
-    return value
-
-
-def run_cell(cell: Cell) -> dict:
-    from qpeft.train import train
-
-    settings = cell_settings(cell)
-    target = RESULTS / cell.name / "cell.json"
-    if target.is_file():
-        done = json.loads(target.read_text())
-        if portable(done["settings"]) != settings or done["cell"] != dataclasses.asdict(cell):
-            raise ValueError(
-                f"{target} was made with other settings ({done['settings']} / {done['cell']}); "
-                f"use another --results directory instead of mixing settings"
-            )
-        return done
-    out = RUNS / cell.name
-    if out.exists():
-        shutil.rmtree(out)  # an unfinished earlier attempt: cells are short, start it again
-    logger.info("cell %s (lr %g, %d steps)", cell.name, cell.lr, cell.steps)
-    summary = train(train_config(cell, out))
-    if not summary.get("finished"):
-        raise RuntimeError(f"cell {cell.name} was interrupted; run the study again to redo it")
-    record = {
-        "cell": dataclasses.asdict(cell),
-        "settings": settings,
-        "parameters": summary["parameters"],
-        "final_train_loss": summary["final_train_loss"],
-        "losses": summary["losses"],
-        "seconds_per_step": summary["seconds_per_step"],
-        "train_seconds": summary["train_seconds"],
-        "eval": summary["eval"],
-        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    if cell.kind == "grid":
-        record["validation_loss"] = validation_loss(cell, out / "adapter")
-    if cell.dataset == "gsm8k" and cell.kind == "main":
-        record["gsm8k_test"] = gsm8k_test(out / "adapter", cell.seed)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if cell.kind == "main" and cell.seed == 0:
-        shutil.copytree(out / "adapter", target.parent / "adapter", dirs_exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(target)  # a cell is finished only once its whole record is on disk
-    return record
-
-
-def chosen_lr(grid: dict[float, dict]) -> float:
-    """The grid point with the lowest validation loss."""
-    return min(grid, key=lambda lr: grid[lr]["validation_loss"])
-
-
-def commit(message: str) -> None:
-    subprocess.run(["git", "add", str(RESULTS)], cwd=ROOT, check=True)
-    staged = subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=ROOT).returncode
-    if staged:
-        subprocess.run(["git", "commit", "-q", "-m", message], cwd=ROOT, check=True)
-
-
-def study_settings(steps: int, tune_steps: int) -> dict:
+def results_settings(folder: str, args) -> dict:
+    """The settings of one results directory (its study.json and its report's header)."""
+    phases = {n: p for n, p in PHASES.items() if p.results == folder}
+    steps = {p.steps for p in phases.values()}
+    tune_steps = {min(args.tune_steps or p.tune_steps, p.steps) for p in phases.values()}
     return {
-        "model": MODEL,
-        "steps": steps,
-        "tune_steps": tune_steps,
-        "lr_grid": list(LR_GRID),
-        "tune_seed": TUNE_SEED,
-        "seeds": list(SEEDS),
-        "common": COMMON,
-        "datasets": portable(DATASETS),
-        "methods": {k: list(v) for k, v in METHODS.items()},
+        "model": cells.MODEL,
+        "steps": max(steps),
+        "tune_steps": max(tune_steps),
+        "lr_grid": list(cells.LR_GRID),
+        "tune": {"seed": cells.TUNE_SEED, "val_examples": cells.TUNE_VAL, "search": "grid", "prune": "median"},
+        "seeds": list(cells.SEEDS),
+        "common": cells.COMMON,
+        "datasets": cells.portable(cells.DATASETS),
+        "methods": {m: list(METHODS[m]) for p in phases.values() for m in p.methods},
+        "phases": {n: dataclasses.asdict(p) for n, p in phases.items()},
+        "matched_lora": args.matched,
     }
+
+
+def run_original(args, machine: dict) -> None:
+    """The committed 40-step study: rates from its finished CPsyCounD grid (fixed for every data
+    set), main cells, the arithmetic rate check, then the emulated-chip row."""
+    from quality_report import write_report
+    from quality_stats import metrics
+
+    results = cells.RESULTS
+    settings = {
+        "model": cells.MODEL,
+        "steps": 40,
+        "tune_steps": 25,
+        "lr_grid": list(cells.LR_GRID),
+        "tune_seed": cells.TUNE_SEED,
+        "seeds": list(cells.SEEDS),
+        "common": cells.COMMON,
+        "datasets": cells.portable(cells.DATASETS),
+        "methods": {k: list(METHODS[k]) for k in (*SIX, WUKONG)},
+        "tune_dataset": cells.TUNE_DATASET,
+        "matched_lora": args.matched,
+    }
+    (results / "study.json").write_text(json.dumps({"settings": settings, "machine": machine}, indent=1))
+    methods = [m for m in args.methods if m in (*SIX, WUKONG)]
+    lrs = {}
+    for method in [m for m in methods if m not in LR_FROM]:
+        grid = {}
+        for lr in cells.LR_GRID:
+            cell = Cell(cells.TUNE_DATASET, method, cells.TUNE_SEED, lr, 25, "grid")
+            grid[lr] = cells.finished_cell(cell, results)
+            if grid[lr] is None:
+                raise SystemExit(f"the original study's grid cell {cell.name} is missing from {results}")
+        lrs[method] = cells.chosen_lr(grid)
+    for method, source in LR_FROM.items():
+        if method in methods:
+            if source not in lrs:
+                raise SystemExit(f"{method} takes the learning rate tuned for {source}: include {source}")
+            lrs[method] = lrs[source]
+
+    def run_and_report(cell: Cell) -> dict:
+        record = cells.run_cell(cell, results)
+        write_report(results, settings, machine)
+        if args.commit:
+            cells.commit(f"Quality study: cell {cell.name}", results)
+        return record
+
+    # the emulated-chip row is slow (noisy density matrices): it comes after everything else
+    phases = [[m for m in methods if m != WUKONG], [m for m in methods if m == WUKONG]]
+    for phase, dataset in [(p, d) for p in phases for d in args.datasets]:
+        for seed in cells.SEEDS:  # seeds outermost: a partial study still has every method paired
+            for method in phase:
+                run_and_report(Cell(dataset, method, seed, lrs[method], 40, "main"))
+        if dataset not in cells.LR_CHECK:
+            continue
+        for method in [m for m in phase if m not in LR_FROM]:
+            chosen = cells.run_cell(Cell(dataset, method, cells.SEEDS[0], lrs[method], 40, "main"), results)
+            for lr in sorted(set(lrs.values()) - {lrs[method]}):
+                check = run_and_report(Cell(dataset, method, cells.SEEDS[0], lr, 40, "lrcheck"))
+                if metrics(check)["heldout_loss"] < metrics(chosen)["heldout_loss"]:  # it mattered: all seeds
+                    for seed in cells.SEEDS[1:]:
+                        run_and_report(Cell(dataset, method, seed, lr, 40, "lrcheck"))
+
+
+def status(names: list[str], args) -> str:
+    """What is finished and what is left of each phase, with the training hours left on a
+    quiet machine (steps x SECONDS_PER_STEP; evaluation not counted)."""
+    lines, left = [], 0.0
+    for name in names:
+        phase = PHASES[name]
+        results = cells.RESULTS_ROOT / phase.results
+        tune_steps = min(args.tune_steps or phase.tune_steps, phase.steps)
+        per_step = cells.SECONDS_PER_STEP.get(phase.dataset, 4.0) / 3600
+        lines.append(f"phase {name} ({phase.results}/{phase.dataset}, {phase.steps} steps, tuning {tune_steps}):")
+        lrs = {}
+        for method in phase.methods:
+            folder = results / phase.dataset / f"tune-{tune_steps}" / method
+            done = folder / "tune.json"
+            if done.is_file():
+                lrs[method] = json.loads(done.read_text())["chosen"]["lr"]
+                lines.append(f"  tuned {method}: lr {lrs[method]:g}")
+            else:
+                n = _finished_trials(folder)
+                left += max(0, len(cells.LR_GRID) - n) * tune_steps * per_step
+                lines.append(f"  tuning {method}: {n} of {len(cells.LR_GRID)}+ trials finished")
+        if tune_steps < phase.steps:
+            for method in phase.check:
+                folder = results / phase.dataset / f"tune-check-{phase.steps}" / method
+                if (folder / "tune.json").is_file():
+                    full = json.loads((folder / "tune.json").read_text())["chosen"]["lr"]
+                    agrees = method in lrs and math.isclose(full, lrs[method])
+                    lines.append(
+                        f"  full-length check of {method}: lr {full:g} ({'agrees' if agrees else 'DISAGREES'})"
+                    )
+                    continue
+                n = _finished_trials(folder)
+                left += max(0, 3 - n) * phase.steps * per_step
+                lines.append(f"  full-length check of {method}: {n} of 3 trials finished")
+        todo = [(s, m) for s in cells.SEEDS for m in phase.methods]
+        done = [(s, m) for s, m in todo if (results / phase.dataset / m / f"seed{s}" / "cell.json").is_file()]
+        left += (len(todo) - len(done)) * phase.steps * per_step
+        lines.append(f"  main cells: {len(done)} of {len(todo)} finished")
+    lines.append(f"about {left:.1f} h of training left on a quiet machine (evaluation not counted)")
+    return "\n".join(lines)
+
+
+def _finished_trials(folder: Path) -> int:
+    journal = folder / "optuna.journal"
+    if not journal.is_file():
+        return 0
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="tune", storage=JournalStorage(JournalFileBackend(str(journal))))
+    states = optuna.trial.TrialState
+    return len(study.get_trials(states=(states.COMPLETE, states.PRUNED)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    global RESULTS, RUNS
+    """Run (or report, or show the status of) the phases named by ``--phases``; 0 when every
+    phase went through, 4 when one stopped (its message says what to run instead)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, in the order to run")
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps of every main cell")
-    parser.add_argument("--tune-steps", type=int, default=25, help="optimizer steps of every grid cell")
-    parser.add_argument("--report-only", action="store_true", help="write the report from finished cells")
-    parser.add_argument("--commit", action="store_true", help="git-commit every finished cell")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where finished cells are kept")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset (a quick look)")
-    parser.add_argument("--tune-dataset", default=TUNE_DATASET, choices=sorted(DATASETS), help="where lr is tuned")
+    parser.add_argument(
+        "--phases",
+        default=",".join(DEFAULT_PHASES),
+        help=f"comma-separated, run in this order: {', '.join(PHASES)}, original",
+    )
+    parser.add_argument("--tune-steps", type=int, help="steps of every tuning run (default: each phase's own)")
+    parser.add_argument("--status", action="store_true", help="say what is finished and what is left; run nothing")
+    parser.add_argument("--report-only", action="store_true", help="write the reports from finished cells")
+    parser.add_argument("--commit", action="store_true", help="git-commit every finished cell and tuning trial")
+    parser.add_argument(
+        "--results-root", type=Path, default=cells.RESULTS_ROOT, help="where the results folders are (runs: beside it)"
+    )
+    parser.add_argument("--model", default=cells.MODEL, help="(for a quick trial of the schedule) another model")
+    parser.add_argument("--max-steps", type=int, help="(for a quick trial of the schedule) cap every phase's steps")
+    parser.add_argument("--datasets", default=",".join(cells.DATASETS), help="original phase: comma-separated")
+    parser.add_argument("--methods", default=",".join((*SIX, WUKONG)), help="original phase: comma-separated subset")
     args = parser.parse_args(argv)
-    RESULTS, RUNS = args.results.resolve(), RUNS / args.results.name
+    names = [n.strip() for n in args.phases.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(PHASES) - {"original"})
+    if unknown:
+        raise SystemExit(f"unknown phase(s) {unknown}; choose from {[*PHASES, 'original']}")
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if sorted(set(args.methods) - set(METHODS)):
+        raise SystemExit(f"unknown method(s) {sorted(set(args.methods) - set(METHODS))}; choose from {list(METHODS)}")
+    if sorted(set(args.datasets) - set(cells.DATASETS)):
+        raise SystemExit(f"unknown data set(s) {sorted(set(args.datasets) - set(cells.DATASETS))}")
+    if args.results_root.resolve() != cells.RESULTS_ROOT:  # (a trial elsewhere: its runs beside it)
+        cells.RUNS_ROOT = args.results_root.resolve().parent / "runs"
+    cells.RESULTS_ROOT = args.results_root.resolve()
+    cells.RESULTS = cells.RESULTS_ROOT / "quality"
+    cells.MODEL = args.model
+    if args.max_steps:
+        for n, p in PHASES.items():
+            PHASES[n] = dataclasses.replace(
+                p, steps=min(p.steps, args.max_steps), tune_steps=min(p.tune_steps, args.max_steps)
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("qiskit").setLevel(logging.WARNING)  # the chip row's transpiler logs every pass
+    if args.status:
+        print(status([n for n in names if n != "original"], args))
+        return 0
 
-    from quality_report import metrics, write_report  # the sibling file: tables, paired comparisons, plots
+    from quality_report import write_report  # the sibling file: tables, paired comparisons, plots
 
-    rank, matched = matched_lora_rank()
-    METHODS[MATCHED] = ("lora", {"r": rank, "alpha": 2.0 * rank})  # alpha/r = 2, as LoRA r=8 alpha 16
-    settings = study_settings(args.steps, args.tune_steps)
-    settings["tune_dataset"] = args.tune_dataset
-    settings["matched_lora"] = {"r": rank, **matched}
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if sorted(set(methods) - set(METHODS)):
-        raise SystemExit(f"unknown method(s) {sorted(set(methods) - set(METHODS))}; choose from {list(METHODS)}")
-    unknown = sorted(set(datasets) - set(DATASETS))
-    if unknown:
-        raise SystemExit(f"unknown data set(s) {unknown}; choose from {sorted(DATASETS)}")
     from qpeft.sysinfo import cpu_model
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    rank, matched = cells.matched_lora_rank()
+    METHODS[MATCHED] = ("lora", {"r": rank, "alpha": 2.0 * rank})  # alpha/r = 2, as LoRA r=8 alpha 16
+    args.matched = {"r": rank, **matched}
     machine = {"cpu": cpu_model(), "platform": platform.platform(), "python": sys.version.split()[0]}
-    (RESULTS / "study.json").write_text(json.dumps({"settings": settings, "machine": machine}, indent=1))
-    if not args.report_only:
-        lrs = {}
-        for method in [m for m in methods if m not in LR_FROM]:  # lr tuned once on the tuning data set
-            grid = {}
-            for lr in LR_GRID:
-                cell = Cell(args.tune_dataset, method, TUNE_SEED, lr, args.tune_steps, "grid")
-                grid[lr] = run_cell(cell)
-                if args.commit:
-                    commit(f"Quality study: grid cell {cell.name}")
-            lrs[method] = chosen_lr(grid)
-        for method, source in LR_FROM.items():
-            if method in methods:
-                if source not in lrs:
-                    raise SystemExit(f"{method} takes the learning rate tuned for {source}: include {source}")
-                lrs[method] = lrs[source]
-
-        def run_and_report(cell: Cell) -> dict:
-            record = run_cell(cell)
-            write_report(RESULTS, settings, machine)
+    stopped: list[str] = []
+    for name in names:
+        if name == "original":
+            cells.RESULTS.mkdir(parents=True, exist_ok=True)
+            if not args.report_only:
+                run_original(args, machine)
+            write_report(cells.RESULTS, json.loads((cells.RESULTS / "study.json").read_text())["settings"], machine)
+            continue
+        phase = PHASES[name]
+        results = cells.RESULTS_ROOT / phase.results
+        if not args.report_only:
+            try:
+                run_phase(name, phase, args, machine)
+            except PhaseStopped as err:
+                logger.error("[study] phase %s stopped: %s", name, err)
+                stopped.append(name)
+        if results.is_dir():
+            write_report(results, results_settings(phase.results, args), machine)
             if args.commit:
-                commit(f"Quality study: cell {cell.name}")
-            return record
-
-        # the emulated-chip row is slow (noisy density matrices): it comes after everything else
-        phases = [[m for m in methods if m != WUKONG], [m for m in methods if m == WUKONG]]
-        for phase, dataset in [(p, d) for p in phases for d in datasets]:
-            # seeds outermost: a partial study still has every method paired
-            for seed in SEEDS:
-                for method in phase:
-                    run_and_report(Cell(dataset, method, seed, lrs[method], args.steps, "main"))
-            if dataset not in LR_CHECK:
-                continue
-            for method in [m for m in phase if m not in LR_FROM]:
-                chosen = run_cell(Cell(dataset, method, SEEDS[0], lrs[method], args.steps, "main"))
-                for lr in sorted(set(lrs.values()) - {lrs[method]}):
-                    check = run_and_report(Cell(dataset, method, SEEDS[0], lr, args.steps, "lrcheck"))
-                    if metrics(check)["heldout_loss"] < metrics(chosen)["heldout_loss"]:  # it mattered: all seeds
-                        for seed in SEEDS[1:]:
-                            run_and_report(Cell(dataset, method, seed, lr, args.steps, "lrcheck"))
-    write_report(RESULTS, settings, machine)
-    if args.commit:
-        commit("Quality study: report")
+                cells.commit(f"Quality study: {phase.results} report", results)
+    if stopped:
+        logger.error("[study] stopped phase(s): %s (see the messages above)", ", ".join(stopped))
+        return 4
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     raise SystemExit(main())

@@ -5,19 +5,21 @@ is finished and says what is missing)."""
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
+
+from quality_sections import budget_lines, capacity_lines, tuning_lines
+from quality_stats import fmt, mean_std, metrics, paired
 
 REFERENCE, MATCHED = "lora-r8", "lora-matched"
 CHIP, CHIP_OF = "qtha-weights-wukong72", "qtha-weights"  # the emulated-chip row and its exact twin
 ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp", "qtha-weights-wukong72"]
-# two-sided 95 % quantiles of Student's t for n - 1 degrees of freedom (paired tests over seeds)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+ORDER += ["qtha-angle", "qtha-mlp-angle", "qtha-deep", "qtha-mlp-deep"]  # the capacity check
 
 
 def load_cells(results: Path) -> dict:
-    """{dataset: {"main": {method: {seed: record}}, "grid": {method: {lr: record}},
+    """The finished cells under ``results`` by data set and kind:
+    {dataset: {"main": {method: {seed: record}}, "grid": {method: {lr: record}},
     "lrcheck": {method: {lr: {seed: record}}}}}"""
     cells: dict = {}
     for path in sorted(results.glob("*/**/cell.json")):
@@ -40,65 +42,6 @@ def load_cells(results: Path) -> dict:
     return cells
 
 
-def metrics(record: dict) -> dict:
-    """The study's metrics of one finished main cell."""
-    out = {
-        "final_train_loss": record["final_train_loss"],
-        "heldout_loss": record["eval"]["eval_loss"],
-        "accuracy": record["eval"].get("accuracy"),
-        "seconds_per_step": record["seconds_per_step"],
-    }
-    test = record.get("gsm8k_test")
-    if test:
-        out["heldout_loss"] = test["test_loss"]  # GSM8K: its own test file
-        out["accuracy"] = test.get("test_accuracy")
-    return out
-
-
-def _mean_std(values: list[float]) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _fmt(pair, digits: int = 4) -> str:
-    if pair is None:
-        return "n/a"
-    mean, std = pair
-    return f"{mean:.{digits}f} +- {std:.{digits}f}"
-
-
-def paired(a: dict[int, dict], b: dict[int, dict], key: str) -> dict | None:
-    """a - b per common seed: mean, std, the relative change of the means, the paired t
-    statistic, whether it is significant at 95 %, and whether |mean| exceeds the larger of
-    the two methods' seed-to-seed standard deviations."""
-    seeds = sorted(set(a) & set(b))
-    pairs = [(metrics(a[s])[key], metrics(b[s])[key]) for s in seeds]
-    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-    if not pairs:
-        return None
-    diffs = [x - y for x, y in pairs]
-    mean_a, mean_b = statistics.mean(x for x, _ in pairs), statistics.mean(y for _, y in pairs)
-    result = {
-        "seeds": len(pairs),
-        "mean_diff": statistics.mean(diffs),
-        "relative": (mean_a - mean_b) / abs(mean_b) if mean_b else None,
-        "diffs": diffs,
-    }
-    if len(pairs) > 1:
-        sd = statistics.stdev(diffs)
-        spread = max(statistics.stdev([x for x, _ in pairs]), statistics.stdev([y for _, y in pairs]))
-        t = result["mean_diff"] / (sd / math.sqrt(len(pairs))) if sd > 0 else math.inf
-        result.update(
-            std_diff=sd,
-            t=t,
-            significant_95=abs(t) > T95.get(len(pairs) - 1, 1.96),
-            exceeds_seed_spread=abs(result["mean_diff"]) > spread,
-        )
-    return result
-
-
 def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], dict]:
     main, grid = data["main"], data["grid"]
     lines = [f"## {name}", ""]
@@ -117,11 +60,25 @@ def dataset_section(name: str, data: dict, results: Path) -> tuple[list[str], di
             lines.append(f"| {method} | " + " | ".join(row) + " |")
             summary["grid"][method] = {str(lr): p["validation_loss"] for lr, p in points.items()}
         lines.append("")
+    if (results / name).is_dir():
+        lines += tuning_lines(results, name, summary)
     if not main:
         lines += ["No main cell finished yet.", ""]
         return lines, summary
     lines += comparison_lines(main, summary)
     lines += lr_check_lines(main, data.get("lrcheck", {}), summary)
+    lines += capacity_lines(main, summary)
+    original = results.parent / "quality"
+    if results.name != "quality" and original.is_dir():  # the same data set in the original study
+        other = load_cells(original).get(name, {}).get("main", {})
+        if other:
+            steps = {r["cell"]["steps"] for runs in main.values() for r in runs.values()}
+            before = {r["cell"]["steps"] for runs in other.values() for r in runs.values()}
+            label = f"{'/'.join(map(str, sorted(steps)))} steps, tuned on {name}"
+            study = original / "study.json"
+            source = json.loads(study.read_text())["settings"].get("tune_dataset") if study.is_file() else None
+            rates = f"rates tuned on {source}" if source else "original"
+            lines += budget_lines(main, other, label, f"{'/'.join(map(str, sorted(before)))} steps, {rates}", summary)
     plot = results / f"{name}-loss.png"
     plot_curves(main, plot, name)
     lines += [f"![{name} training loss]({plot.name})", ""]
@@ -141,7 +98,7 @@ def comparison_lines(main: dict, summary: dict) -> list[str]:
     for method, runs in main.items():
         first = next(iter(runs.values()))
         params = first["parameters"]["trainable"]
-        stats = {k: _mean_std([metrics(r)[k] for r in runs.values()]) for k in metrics(first)}
+        stats = {k: mean_std([metrics(r)[k] for r in runs.values()]) for k in metrics(first)}
         summary["methods"][method] = {
             "lr": first["cell"]["lr"],
             "seeds": sorted(runs),
@@ -150,13 +107,13 @@ def comparison_lines(main: dict, summary: dict) -> list[str]:
         }
         ratio = f"{params / ref_params:.3f}" if ref_params else "n/a"
         scored = sum(metrics(r)["accuracy"] is not None for r in runs.values())
-        accuracy = _fmt(stats["accuracy"], 3)
+        accuracy = fmt(stats["accuracy"], 3)
         if 0 < scored < len(runs):  # (GSM8K: generated for seed 0 only) a mean of fewer seeds, no spread
             accuracy = f"{stats['accuracy'][0]:.3f} ({scored} seed{'s' * (scored > 1)})"
         lines.append(
             f"| {method} | {first['cell']['lr']:g} | {len(runs)} | {params:,} | {ratio} | "
-            f"{_fmt(stats['final_train_loss'])} | {_fmt(stats['heldout_loss'])} | "
-            f"{accuracy} | {_fmt(stats['seconds_per_step'], 2)} |"
+            f"{fmt(stats['final_train_loss'])} | {fmt(stats['heldout_loss'])} | "
+            f"{accuracy} | {fmt(stats['seconds_per_step'], 2)} |"
         )
     lines.append("")
     references = [(REFERENCE, None), (MATCHED, None)]
@@ -282,7 +239,21 @@ def plot_curves(main: dict, path: Path, title: str, window: int = 5) -> None:
 
 
 def write_report(results: Path, settings: dict, machine: dict) -> Path:
+    """Write ``summary.md``, ``summary.json`` and the loss plots of the finished cells in
+    ``results`` (one study folder); returns the path of summary.md."""
     cells = load_cells(results)
+    if "phases" in settings:  # a tuned study: every rate chosen per method and data set by qpeft.tune
+        phases = settings["phases"].values()
+        checks = sorted({m for p in phases for m in p["check"]})
+        tuning = (
+            f"rates tuned per method and data set by `qpeft.tune` (grid {settings['lr_grid']}, extended at an edge; "
+            f"{settings['tune_steps']}-step runs with Optuna's MedianPruner; {settings['tune']['val_examples']} "
+            f"validation examples carved from the training examples; seed {settings['tune']['seed']})"
+        )
+        if checks and settings["tune_steps"] < settings["steps"]:
+            tuning += f", checked at full length for {', '.join(checks)}"
+    else:
+        tuning = f"lr grid {settings['lr_grid']} of {settings['tune_steps']}-step runs"
     lines = [
         "# Quality study: results so far",
         "",
@@ -290,13 +261,15 @@ def write_report(results: Path, settings: dict, machine: dict) -> Path:
         "see RESULTS.md at the top of the repository for the discussion.",
         "",
         f"Machine: {machine['cpu']} ({machine['platform']}, Python {machine['python']}).  ",
-        f"Settings: model `{settings['model']}`, {settings['steps']} steps per cell (grid: "
-        f"{settings['tune_steps']}), batch {settings['common']['batch_size']}, lr grid {settings['lr_grid']}, "
-        f"seeds {settings['seeds']}, matched LoRA r = {settings['matched_lora']['r']}.",
+        f"Settings: model `{settings['model']}`, {settings['steps']} steps per cell; {tuning}; "
+        f"batch {settings['common']['batch_size']}, seeds {settings['seeds']}, "
+        f"matched LoRA r = {settings['matched_lora']['r']}.",
         "",
     ]
     summary = {"settings": settings, "machine": machine, "datasets": {}}
-    for name, data in cells.items():
+    tuned_only = [d.name for d in sorted(results.iterdir()) if any(d.glob("tune-*")) and d.name not in cells]
+    for name in [*cells, *tuned_only]:  # (a data set whose tuning finished before any main cell)
+        data = cells.get(name, {"main": {}, "grid": {}, "lrcheck": {}})
         section, summary["datasets"][name] = dataset_section(name, data, results)
         lines += section
     path = results / "summary.md"

@@ -1,63 +1,83 @@
-"""The quality study's bookkeeping (benchmarks/quality.py): finished cells stay valid in any
-checkout and are never run again; cells made with other settings are refused."""
+"""The quality study's bookkeeping (benchmarks/quality.py, quality_cells.py): finished cells
+stay valid in any checkout and are never run again; cells made with other settings are refused;
+a phase tunes every method with qpeft.tune, then runs complete seeds first."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
+import math
 from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def quality(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("quality_study", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "quality_study", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
-    return module
+def cells(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import quality_cells
+
+    monkeypatch.setattr(quality_cells, "RESULTS_ROOT", tmp_path / "results")
+    monkeypatch.setattr(quality_cells, "RESULTS", tmp_path / "results" / "quality")
+    monkeypatch.setattr(quality_cells, "RUNS_ROOT", tmp_path / "runs")
+    return quality_cells
 
 
-def _finished(quality, cell, settings):
-    target = quality.RESULTS / cell.name / "cell.json"
+@pytest.fixture
+def quality(cells):
+    import quality
+
+    return quality
+
+
+def _finished(cells, cell, settings, results=None):
+    target = (results or cells.RESULTS) / cell.name / "cell.json"
     target.parent.mkdir(parents=True)
     target.write_text(json.dumps({"cell": dataclasses.asdict(cell), "settings": settings, "final_train_loss": 1.5}))
 
 
-def test_a_cell_made_in_another_checkout_is_reused(quality, monkeypatch):
-    cell = quality.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
-    settings = json.loads(json.dumps(quality.cell_settings(cell)))
+def test_a_cell_made_in_another_checkout_is_reused(cells, monkeypatch):
+    cell = cells.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
+    settings = json.loads(json.dumps(cells.cell_settings(cell)))
     settings["dataset"]["data"] = "/somewhere/else/shared/data/cpsycound/Data"  # where that checkout lived
-    _finished(quality, cell, settings)
+    _finished(cells, cell, settings)
     monkeypatch.setattr("qpeft.train.train", lambda config: pytest.fail("a finished cell was trained again"))
-    assert quality.run_cell(cell)["final_train_loss"] == 1.5
-    assert quality.cell_settings(cell)["dataset"]["data"] == "../shared/data/cpsycound/Data"
+    assert cells.run_cell(cell)["final_train_loss"] == 1.5
+    assert cells.cell_settings(cell)["dataset"]["data"] == "../shared/data/cpsycound/Data"
 
 
-def test_a_cell_made_with_other_settings_is_refused(quality):
-    cell = quality.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
-    settings = json.loads(json.dumps(quality.cell_settings(cell)))
+def test_a_cell_made_with_other_settings_is_refused(cells):
+    cell = cells.Cell("cpsycound", "lora-r8", 0, 8e-3, 40, "main")
+    settings = json.loads(json.dumps(cells.cell_settings(cell)))
     settings["dataset"]["max_length"] = 512
-    _finished(quality, cell, settings)
+    _finished(cells, cell, settings)
     with pytest.raises(ValueError, match="made with other settings"):
-        quality.run_cell(cell)
+        cells.run_cell(cell)
 
 
-def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quality, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+def test_a_new_main_cell_reuses_the_same_run_of_the_original_study(cells, monkeypatch):
+    """(arithmetic's rate check ran qtha-none at 8e-3 for every seed: a tuned phase that picks 8e-3 reuses it)"""
+    check = cells.Cell("arithmetic", "qtha-none", 1, 8e-3, 40, "lrcheck")
+    _finished(cells, check, cells.cell_settings(check))
+    monkeypatch.setattr(
+        "qpeft.train.train", lambda config: pytest.fail("a run finished in the original study ran again")
+    )
+    tuned = cells.RESULTS_ROOT / "quality-tuned"
+    cell = dataclasses.replace(check, kind="main")
+    record = cells.run_cell(cell, tuned)
+    assert record["reused_from"] == "quality/arithmetic/lrcheck/qtha-none-lr0.008/seed1"
+    assert json.loads((tuned / cell.name / "cell.json").read_text())["cell"] == dataclasses.asdict(cell)
+    assert cells.reused_cell(dataclasses.replace(cell, lr=2e-3)) is None  # another rate is another run
+    assert cells.reused_cell(dataclasses.replace(cell, steps=400)) is None
+
+
+def test_the_original_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(cells, quality, monkeypatch):
     import quality_report
 
     best = {"lora-r8": 8e-3, "qtha-none": 3.2e-2, "qtha-weights": 8e-3}
     ran = []
 
-    def run_cell(cell):  # stands in for training: grid losses favour `best`, held-out losses 8e-3
-        if cell not in ran:
-            ran.append(cell)
+    def record(cell):  # stands in for training: grid losses favour `best`, held-out losses 8e-3
         return {
             "validation_loss": abs(cell.lr - best.get(cell.method, 0.0)),
             "eval": {"eval_loss": abs(cell.lr - 8e-3)},
@@ -65,27 +85,109 @@ def test_the_schedule_runs_main_cells_then_the_rate_check_on_its_data_sets(quali
             "seconds_per_step": 1.0,
         }
 
-    monkeypatch.setattr(quality, "run_cell", run_cell)
-    monkeypatch.setattr(quality, "matched_lora_rank", lambda: (2, {}))
+    def run_cell(cell, results=None):
+        if cell not in ran:
+            ran.append(cell)
+        return record(cell)
+
+    cells.RESULTS.mkdir(parents=True)
+    monkeypatch.setattr(cells, "finished_cell", lambda cell, results: record(cell) if cell.kind == "grid" else None)
+    monkeypatch.setattr(cells, "run_cell", run_cell)
+    monkeypatch.setattr(cells, "matched_lora_rank", lambda: (2, {}))
     monkeypatch.setattr(quality_report, "write_report", lambda *args: None)
     methods = "lora-r8,qtha-none,qtha-weights,qtha-weights-wukong72"
-    assert quality.main(["--datasets", "arithmetic,cpsycound", "--methods", methods]) == 0
-    grid = [c for c in ran if c.kind == "grid"]
-    assert len(grid) == 3 * len(quality.LR_GRID) and {c.dataset for c in grid} == {"cpsycound"}
-    rest = [(c.dataset, c.kind, c.method, c.seed, c.lr) for c in ran if c.kind != "grid"]
+    args = ["--phases", "original", "--datasets", "arithmetic,cpsycound", "--methods", methods]
+    assert quality.main([*args, "--results-root", str(cells.RESULTS_ROOT)]) == 0
+    assert not [c for c in ran if c.kind == "grid"]  # the grid is read, never run
+    rest = [(c.dataset, c.kind, c.method, c.seed, c.lr) for c in ran]
     plain = ["lora-r8", "qtha-none", "qtha-weights"]
-    expected = [("arithmetic", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
+    expected = [("arithmetic", "main", m, s, best[m]) for s in cells.SEEDS for m in plain]
     # seed 0 at the other chosen rate; where it does better (qtha-none at 8e-3), seeds 1 and 2
     # too; the chip row takes qtha-weights' rate and is not checked
     expected += [("arithmetic", "lrcheck", "lora-r8", 0, 3.2e-2)]
-    expected += [("arithmetic", "lrcheck", "qtha-none", s, 8e-3) for s in quality.SEEDS]
+    expected += [("arithmetic", "lrcheck", "qtha-none", s, 8e-3) for s in cells.SEEDS]
     expected += [("arithmetic", "lrcheck", "qtha-weights", 0, 3.2e-2)]
-    expected += [("cpsycound", "main", m, s, best[m]) for s in quality.SEEDS for m in plain]
+    expected += [("cpsycound", "main", m, s, best[m]) for s in cells.SEEDS for m in plain]
     expected += [(d, "main", "qtha-weights-wukong72", s, 8e-3) for d in ("arithmetic", "cpsycound") for s in (0, 1, 2)]
     assert rest == expected
-    check = quality.Cell("arithmetic", "qtha-none", 0, 8e-3, 40, "lrcheck")
+    check = cells.Cell("arithmetic", "qtha-none", 0, 8e-3, 40, "lrcheck")
     assert check.name == "arithmetic/lrcheck/qtha-none-lr0.008"  # (seed 0's name predates the follow-ups)
     assert dataclasses.replace(check, seed=2).name == "arithmetic/lrcheck/qtha-none-lr0.008/seed2"
+
+
+def test_a_disagreeing_full_length_check_stops_its_phase_and_the_next_goes_on(cells, quality, monkeypatch):
+    import quality_report
+
+    searched, ran = [], []
+
+    def search(phase, method, spec, folder, commit):  # stands in for qpeft.tune: the check prefers 2e-3
+        searched.append((phase.dataset, folder, method, spec.steps, tuple(spec.lrs)))
+        return {"chosen": {"lr": 2e-3 if folder.startswith("tune-check") else 8e-3}}
+
+    monkeypatch.setattr(quality, "search", search)
+    monkeypatch.setattr(cells, "run_cell", lambda cell, results=None: ran.append(cell) or {})
+    monkeypatch.setattr(cells, "matched_lora_rank", lambda: (2, {}))
+    monkeypatch.setattr(quality_report, "write_report", lambda *args: None)
+    monkeypatch.setitem(
+        quality.PHASES, "long", quality.Phase("q-long", "cpsycound", ("lora-r8",), 400, 100, ("lora-r8",))
+    )
+    monkeypatch.setitem(quality.PHASES, "short", quality.Phase("q-short", "arithmetic", ("lora-r8",), 40, 40))
+    assert quality.main(["--phases", "long,short", "--results-root", str(cells.RESULTS_ROOT)]) == 4
+    assert searched == [
+        ("cpsycound", "tune-100", "lora-r8", 100, tuple(cells.LR_GRID)),
+        ("cpsycound", "tune-check-400", "lora-r8", 400, (2e-3, 8e-3, 3.2e-2)),  # the chosen rate and its neighbours
+        ("arithmetic", "tune-40", "lora-r8", 40, tuple(cells.LR_GRID)),
+    ]
+    assert [(c.dataset, c.seed, c.lr) for c in ran] == [("arithmetic", s, 8e-3) for s in cells.SEEDS]
+
+
+@pytest.mark.slow
+def test_a_phase_tunes_every_method_then_runs_complete_seeds_first(cells, quality, monkeypatch, tmp_path):
+    """quality.py on a tiny model: the product's tuner chooses each method's rate (and the short
+    tuning is checked at full length), then the main cells run at those rates, seed by seed."""
+    pytest.importorskip("optuna")
+    from qpeft.testing import tiny_model_dir
+
+    monkeypatch.setattr(cells, "MODEL", str(tiny_model_dir(tmp_path / "tiny")))
+    monkeypatch.setattr(cells, "TUNE_VAL", 4)
+    monkeypatch.setattr(cells, "LR_GRID", (1e-3, 1e-2))
+    monkeypatch.setattr(cells, "SEEDS", (0, 1))
+    monkeypatch.setattr(
+        cells, "DATASETS", {"arithmetic": {"data": "arithmetic:1", "max_length": 64, "eval_examples": 2}}
+    )
+    monkeypatch.setattr(cells, "COMMON", {**cells.COMMON, "batch_size": 2, "max_examples": 48})
+    monkeypatch.setitem(cells.METHODS, "lora-r8", ("lora", {"r": 2}))
+    phase = quality.Phase(
+        "quality-t", "arithmetic", ("lora-r8", "qtha-none"), steps=2, tune_steps=1, check=("lora-r8",)
+    )
+    monkeypatch.setitem(quality.PHASES, "tiny", phase)
+    order = []
+    run_cell = cells.run_cell
+    monkeypatch.setattr(cells, "run_cell", lambda cell, results=None: order.append(cell) or run_cell(cell, results))
+    args = type("Args", (), {"tune_steps": None, "commit": False, "matched": {"r": 2}})()
+    machine = {"cpu": "c", "platform": "p", "python": "3"}
+    results = cells.RESULTS_ROOT / "quality-t" / "arithmetic"
+    try:
+        quality.run_phase("tiny", phase, args, machine)
+        stopped = None
+    except quality.PhaseStopped as err:
+        stopped = str(err)
+    chosen = {m: json.loads((results / "tune-1" / m / "tune.json").read_text()) for m in phase.methods}
+    for search in chosen.values():
+        assert search["steps"] == 1 and search["seed"] == cells.TUNE_SEED
+        assert {1e-3, 1e-2} <= {t["params"]["lr"] for t in search["trials"]}
+    lr = chosen["lora-r8"]["chosen"]["lr"]
+    check = json.loads((results / "tune-check-2" / "lora-r8" / "tune.json").read_text())
+    assert check["steps"] == 2 and check["lrs"] == pytest.approx([lr / 10, lr, lr * 10])
+    if not math.isclose(check["chosen"]["lr"], lr):  # the short tuning disagreed: nothing runs at its rates
+        assert "--tune-steps 2" in stopped and order == []
+        return
+    assert stopped is None
+    assert [(c.seed, c.method) for c in order] == [(0, "lora-r8"), (0, "qtha-none"), (1, "lora-r8"), (1, "qtha-none")]
+    for cell in order:
+        record = json.loads((results / cell.method / f"seed{cell.seed}" / "cell.json").read_text())
+        assert record["cell"]["lr"] == chosen[cell.method]["chosen"]["lr"] and record["cell"]["steps"] == 2
+    assert "main cells: 4 of 4 finished" in quality.status(["tiny"], args)
 
 
 def _record(method, kind, lr, heldout, accuracy, seed=0):
@@ -101,7 +203,7 @@ def _record(method, kind, lr, heldout, accuracy, seed=0):
 
 
 def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import quality_report
 
     records = {  # made-up numbers: this checks the tables, not a result
@@ -132,7 +234,7 @@ def test_the_report_puts_the_rate_check_beside_the_chosen_rate(tmp_path, monkeyp
 
 
 def test_the_chip_row_is_paired_with_its_exact_twin(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import quality_report
 
     records = {  # made-up numbers: this checks the table, not a result
@@ -155,7 +257,7 @@ def test_the_chip_row_is_paired_with_its_exact_twin(tmp_path, monkeypatch):
 
 def test_an_accuracy_of_fewer_seeds_says_so(tmp_path, monkeypatch):
     """(GSM8K generates answers for seed 0 only: its mean is one seed's, not '+- 0')"""
-    monkeypatch.syspath_prepend(str(BENCHMARK.parent))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import quality_report
 
     records = {}  # made-up numbers: this checks the table, not a result
@@ -173,3 +275,112 @@ def test_an_accuracy_of_fewer_seeds_says_so(tmp_path, monkeypatch):
     settings |= {"seeds": [0, 1, 2], "matched_lora": {"r": 2}}
     text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
     assert "| 1.1500 +- 0.1000 | 0.040 (1 seed) | 1.00 +- 0.00 |" in text
+
+
+def _search(method, steps, values, chosen, pruned=(), extensions=()):
+    """A finished search's tune.json (made-up losses) as qpeft.tune writes it."""
+    trials = []
+    for k, (lr, value) in enumerate(values.items()):
+        state = "pruned" if lr in pruned else "complete"
+        trials.append(
+            {
+                "number": k,
+                "kind": "extension" if lr in [e["params"]["lr"] for e in extensions] else "grid",
+                "params": {"lr": lr},
+                "state": state,
+                "value": value if state == "complete" else None,
+                "pruned_at": steps // 2 if state == "pruned" else None,
+                "intermediate": {str(steps // 2): value},
+            }
+        )
+    return {
+        "method": method,
+        "steps": steps,
+        "seed": 100,
+        "val_examples": 64,
+        "train_examples": 900,
+        "lrs": sorted(values),
+        "fields": {},
+        "trials": trials,
+        "chosen": {"lr": chosen},
+        "best_value": values[chosen],
+        "extensions": list(extensions),
+        "at_edge": False,
+        "finished": True,
+    }
+
+
+def test_the_tuned_report_shows_traces_rates_budgets_and_the_capacity_check(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import quality_report
+
+    here, original = tmp_path / "quality-400", tmp_path / "quality"
+    cpsy = {"dataset": "cpsycound"}
+    for method, lr, losses in (("lora-r8", 2e-3, (1.00, 1.02)), ("qtha-default", 8e-3, (1.10, 1.11))):
+        for seed, loss in enumerate(losses):  # made-up numbers: this checks the tables, not a result
+            record = _record(method, "main", lr, loss, None, seed=seed)
+            record["cell"] |= cpsy | {"steps": 400}
+            (here / "cpsycound" / method / f"seed{seed}").mkdir(parents=True)
+            (here / "cpsycound" / method / f"seed{seed}" / "cell.json").write_text(json.dumps(record))
+            old = _record(method, "main", 8e-3, loss + 0.3, None, seed=seed)
+            old["cell"] |= cpsy
+            (original / "cpsycound" / method / f"seed{seed}").mkdir(parents=True)
+            (original / "cpsycound" / method / f"seed{seed}" / "cell.json").write_text(json.dumps(old))
+    extension = {"edge": "low", "from": 5e-4, "params": {"lr": 1.25e-4}}
+    searches = {
+        "tune-100/lora-r8": _search("lora", 100, {5e-4: 1.9, 2e-3: 1.5, 8e-3: 1.6, 3.2e-2: 5.0}, 2e-3, [3.2e-2]),
+        "tune-100/qtha-default": _search(
+            "qtha-default", 100, {1.25e-4: 2.3, 5e-4: 2.0, 2e-3: 1.7, 8e-3: 1.6}, 8e-3, extensions=[extension]
+        ),
+        "tune-check-400/lora-r8": _search("lora", 400, {5e-4: 1.3, 2e-3: 1.2, 8e-3: 1.25}, 2e-3),
+        "tune-check-400/qtha-default": _search("qtha-default", 400, {2e-3: 1.3, 8e-3: 1.35, 3.2e-2: 4.0}, 2e-3),
+    }
+    for where, search in searches.items():
+        (here / "cpsycound" / where).mkdir(parents=True)
+        (here / "cpsycound" / where / "tune.json").write_text(json.dumps(search))
+    phase = {"check": ["lora-r8", "qtha-default"], "steps": 400, "tune_steps": 100}
+    settings = {"model": "m", "steps": 400, "tune_steps": 100, "common": {"batch_size": 4}, "lr_grid": [5e-4, 2e-3]}
+    settings |= {"seeds": [0, 1], "matched_lora": {"r": 2}, "phases": {"cpsycound-400": phase}}
+    settings |= {"tune": {"seed": 100, "val_examples": 64}}
+    text = quality_report.write_report(here, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "checked at full length for lora-r8, qtha-default" in text
+    # the 100-step trace: every rate tried, the pruned one with its step, the chosen one in bold
+    assert "| lora-r8 | – | 1.9000 | **1.5000** | 1.6000 | pruned at 50: 5.0000 | 0.002 |" in text
+    assert "qtha-default: the best rate 0.0005 was at the low edge; 0.000125 was added" in text
+    # the full-length check: lora-r8 agrees, qtha-default does not
+    assert "| lora-r8 | 1.3000 | **1.2000** | 1.2500 | – | 0.002 | yes (0.002 at the short budget) |" in text
+    assert "| qtha-default | – | **1.3000** | 1.3500 | 4.0000 | 0.002 | NO (0.008 at the short budget) |" in text
+    # the main table says which rate each row used
+    assert "| lora-r8 | 0.002 | 2 |" in text and "| qtha-default | 0.008 | 2 |" in text
+    # 40 steps (original) beside 400 steps
+    assert "| lora-r8 | 0.008 | 1.3100 +- 0.0141 | +0.0 % | 1 | 0.002 | 1.0100 +- 0.0141 | +0.0 % | 1 |" in text
+    assert "| qtha-default | 0.008 | 1.4050 +- 0.0071 | +7.3 % | 2 | 0.008 | 1.1050 +- 0.0071 | +9.4 % | 2 |" in text
+    summary = json.loads((here / "summary.json").read_text())["datasets"]["cpsycound"]
+    assert summary["tuning"]["tune-check-400"]["qtha-default"]["agrees"] is False
+    assert summary["tuning"]["tune-100"]["lora-r8"]["pruned"] == {"0.032": 50}
+    assert summary["budgets"]["methods"]["qtha-default"]["heldout_loss"]["this"]["lr"] == 8e-3
+
+
+def test_the_capacity_check_pairs_each_circuit_with_its_mlp(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import quality_report
+
+    losses = {  # made-up numbers: this checks the table, not a result
+        "qtha-default": (0.12, 0.13),
+        "qtha-mlp": (0.10, 0.10),
+        "qtha-angle": (0.11, 0.15),
+        "qtha-mlp-angle": (0.10, 0.11),
+    }
+    for method, values in losses.items():
+        for seed, loss in enumerate(values):
+            path = tmp_path / "arithmetic" / method / f"seed{seed}"
+            path.mkdir(parents=True)
+            path.joinpath("cell.json").write_text(json.dumps(_record(method, "main", 8e-3, loss, 0.3, seed=seed)))
+    settings = {"model": "m", "steps": 40, "tune_steps": 25, "common": {"batch_size": 4}, "lr_grid": [8e-3]}
+    settings |= {"seeds": [0, 1], "matched_lora": {"r": 2}}
+    text = quality_report.write_report(tmp_path, settings, {"cpu": "c", "platform": "p", "python": "3"}).read_text()
+    assert "Capacity check of the quantum branch" in text
+    assert "| qtha-angle | 100 | qtha-mlp-angle | 100 | heldout_loss | 2 | +0.0250 | +0.0100, +0.0400 |" in text
+    assert "| qtha-default | 100 | qtha-mlp | 100 | heldout_loss | 2 | +0.0250 | +0.0200, +0.0300 |" in text
+    capacity = json.loads((tmp_path / "summary.json").read_text())["datasets"]["arithmetic"]["capacity"]
+    assert capacity["qtha-angle - qtha-default"]["heldout_loss"]["diffs"] == pytest.approx([-0.01, 0.02])

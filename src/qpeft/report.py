@@ -15,6 +15,7 @@ from pathlib import Path
 from qpeft.rundir import differences
 from qpeft.sysinfo import cpu_model
 from qpeft.train import TrainConfig, latest_checkpoint, train
+from qpeft.tune import TuneSpec, apply_params, trials_table, tune
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def _run(config: TrainConfig, callbacks: list | None = None) -> dict:
     return train(dataclasses.replace(config, resume=resume), callbacks)
 
 
-def _fields_of(method: str, overrides: dict) -> dict:
-    """The adapter overrides that ``method`` has (e.g. bond_dim applies to mpo and qtha, not lora)."""
+def _known_fields(method: str) -> set[str]:
+    """The adapter config fields of ``method`` (a --method shortcut or a preset name)."""
     from qpeft.adapters.presets import PRESETS
     from qpeft.adapters.registry import config_class
     from qpeft.train import METHOD_PRESETS
@@ -51,11 +52,26 @@ def _fields_of(method: str, overrides: dict) -> dict:
     name = METHOD_PRESETS.get(method, method)
     if name not in PRESETS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_PRESETS)} or a preset name")
-    known = {f.name for f in dataclasses.fields(config_class(PRESETS[name][0]))}
+    return {f.name for f in dataclasses.fields(config_class(PRESETS[name][0]))}
+
+
+def _fields_of(method: str, overrides: dict) -> dict:
+    """The adapter overrides that ``method`` has (e.g. bond_dim applies to mpo and qtha, not lora)."""
+    known = _known_fields(method)
     dropped = sorted(set(overrides) - known)
     if dropped:
         logger.info("qpeft compare: %s has no field(s) %s; not applied to it", method, dropped)
     return {k: v for k, v in overrides.items() if k in known}
+
+
+def _spec_of(method: str, spec: TuneSpec) -> TuneSpec:
+    """``spec`` without the searched adapter fields that ``method`` does not have."""
+    known = _known_fields(method)
+    fields = {k: v for k, v in spec.fields.items() if not k.startswith("adapter.") or k[8:] in known}
+    if fields != spec.fields:
+        dropped = sorted(set(spec.fields) - set(fields))
+        logger.info("qpeft compare: %s has no field(s) %s; not searched for it", method, dropped)
+    return dataclasses.replace(spec, fields=fields)
 
 
 def _mean_std(values: list[float | None]) -> str:
@@ -68,22 +84,45 @@ def _mean_std(values: list[float | None]) -> str:
 
 
 def table(results: dict[str, list[dict]]) -> str:
+    """The Markdown table of a comparison: per method, the learning rate its runs used, its
+    trainable parameters and mean +- std over seeds of each metric."""
     head = (
-        "| method | trainable params | ratio to LoRA | final train loss | eval loss | accuracy | s/step |\n"
-        "|---|---|---|---|---|---|---|"
+        "| method | lr | trainable params | ratio to LoRA | final train loss | eval loss | accuracy | s/step |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for method, runs in results.items():
         p = runs[0]["parameters"]
         accuracy = [r["eval"].get("accuracy") for r in runs]
         rows.append(
-            f"| {method} | {p['trainable']:,} | {p['trainable'] / p['lora_equivalent']:.3f} | "
+            f"| {method} | {runs[0]['config']['lr']:g} | {p['trainable']:,} | "
+            f"{p['trainable'] / p['lora_equivalent']:.3f} | "
             f"{_mean_std([r['final_train_loss'] for r in runs])} | "
             f"{_mean_std([r['eval']['eval_loss'] for r in runs])} | "
             f"{_mean_std(accuracy) if any(a is not None for a in accuracy) else 'n/a'} | "
             f"{_mean_std([r['seconds_per_step'] for r in runs])} |"
         )
     return "\n".join(rows)
+
+
+def tuning_lines(tuned: dict[str, dict]) -> list[str]:
+    """The report's section on per-method tuning: every method's trials and chosen values."""
+    if not tuned:
+        return []
+    first = next(iter(tuned.values()))
+    lines = [
+        "## Learning rates, tuned per method",
+        "",
+        f"{first['search']} search, {first['steps']}-step runs (seed {first['seed']}) scored by the loss on "
+        f"{first['val_examples']} validation examples carved from the training examples "
+        f"({first['train_examples']} left to train on; no example any seed holds out is used). "
+        "Pruned: stopped early, worse than the median of finished runs at the same step.",
+        "",
+    ]
+    for method, result in tuned.items():
+        chosen = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in result["chosen"].items())
+        lines += [f"### {method}: {chosen}", "", *trials_table(result), ""]
+    return lines
 
 
 def plot_losses(results: dict[str, list[dict]], path: Path) -> None:
@@ -113,9 +152,19 @@ def plot_losses(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, callbacks: list | None = None) -> dict:
+def compare(
+    base: TrainConfig,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    callbacks: list | None = None,
+    tune_spec: TuneSpec | None = None,
+) -> dict:
     """Train every method x seed (one run directory each under ``out``), then write the report.
 
+    ``tune_spec``: first search each method's learning rate (and the spec's other fields) with
+    :func:`qpeft.tune.tune` in ``out/tune/METHOD``, then run its main runs at the chosen values;
+    without it every method uses ``base.lr`` (the report says the rate is shared).
     Ctrl-C / SIGTERM stops the running cell with a resumable checkpoint and the comparison with
     it: the result then has ``interrupted`` (that cell's directory) and no report. The same call
     again reuses the finished cells and resumes the interrupted one. ``callbacks``: extra
@@ -125,12 +174,17 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, 
         raise ValueError("compare needs at least one method (--methods) and one seed (--seeds)")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
+    tuned: dict[str, dict] = {}
     for method in methods:
-        adapter = _fields_of(method, base.adapter)
+        method_base = dataclasses.replace(base, method=method, adapter=_fields_of(method, base.adapter))
+        if tune_spec is not None:
+            search = tune(method_base, _spec_of(method, tune_spec), out / "tune" / method, seeds, callbacks)
+            if "interrupted" in search:
+                return {"interrupted": Path(search["interrupted"]), "results": results, "tuned": tuned}
+            tuned[method] = search
+            method_base = apply_params(method_base, search["chosen"])
         for seed in seeds:
-            config = dataclasses.replace(
-                base, method=method, seed=seed, adapter=adapter, out=str(out / f"{method}-seed{seed}")
-            )
+            config = dataclasses.replace(method_base, seed=seed, out=str(out / f"{method}-seed{seed}"))
             summary = _run(config, callbacks)
             if not summary["finished"]:  # the caller says so (the command line: one line)
                 return {"interrupted": Path(config.out), "results": results}
@@ -138,11 +192,16 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, 
     text = table(results)
     plot = out / "loss.png"
     plot_losses(results, plot)
+    rate = (
+        "lr tuned per method (the lr column; see below)"
+        if tuned
+        else f"lr {base.lr} shared by every method (--lr; `--tune` searches one per method)"
+    )
     lines = [
         "# qpeft compare",
         "",
         f"Model `{base.model}`, data `{base.data}`, {base.steps} steps, batch {base.batch_size} x "
-        f"{base.grad_accum}, lr {base.lr}, max length {base.max_length}; seeds {seeds}.  ",
+        f"{base.grad_accum}, {rate}, max length {base.max_length}; seeds {seeds}.  ",
         f"Command: `qpeft {' '.join(sys.argv[1:]) if sys.argv[1:] else 'compare'}`  ",
         f"Machine: {cpu_model()}, {platform.platform()}; {time.strftime('%Y-%m-%d %H:%M')}",
         "",
@@ -151,6 +210,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, 
         "",
         text,
         "",
+        *tuning_lines(tuned),
         "![training loss](loss.png)",
         "",
     ]
@@ -158,8 +218,13 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: Path, 
     report.write_text("\n".join(lines))
     (out / "compare.json").write_text(
         json.dumps(
-            {m: [{k: r[k] for k in r if k != "config"} for r in runs] for m, runs in results.items()},
+            {
+                m: [{**{k: r[k] for k in r if k != "config"}, "lr": r["config"]["lr"]} for r in runs]
+                for m, runs in results.items()
+            },
             indent=2,
         )
     )
-    return {"table": text, "report": report, "plot": plot, "results": results}
+    if tuned:
+        (out / "tune.json").write_text(json.dumps(tuned, indent=1))
+    return {"table": text, "report": report, "plot": plot, "results": results, "tuned": tuned}

@@ -182,14 +182,20 @@ def adapter_config(config: TrainConfig):
     return preset(METHOD_PRESETS.get(config.method, config.method), **fields)
 
 
-def prepare(config: TrainConfig):
-    """(model with adapters, tokenizer, train dataset, held-out examples)."""
+def prepare(config: TrainConfig, examples: tuple[list, list] | None = None):
+    """(model with adapters, tokenizer, train dataset, held-out examples).
+
+    ``examples``: (training, held-out) examples to use instead of the run's split of
+    ``config.data`` (the tuner's: a validation split carved from the training part).
+    """
     from qpeft.adapters import get_model
     from qpeft.data import EncodedDataset, run_split
     from qpeft.models import load_model
 
     torch.manual_seed(config.seed)
-    train_examples, held_out = run_split(config.data, config.seed, config.val_fraction, config.max_examples)
+    if examples is None:
+        examples = run_split(config.data, config.seed, config.val_fraction, config.max_examples)
+    train_examples, held_out = examples
     base, tokenizer = load_model(config.model, getattr(torch, config.dtype))
     model = get_model(base, adapter_config(config))
     dataset = EncodedDataset(tokenizer, train_examples, config.max_length)
@@ -348,14 +354,22 @@ def start(config: TrainConfig, overwrite: bool = False) -> RunStart:
     return rundir.start_point(config.out, dataclasses.asdict(config), config.resume, overwrite)
 
 
-def train(config: TrainConfig, callbacks: list | None = None, overwrite: bool = False) -> dict:
+def train(
+    config: TrainConfig,
+    callbacks: list | None = None,
+    overwrite: bool = False,
+    examples: tuple[list, list] | None = None,
+    samples: int = 8,
+) -> dict:
     """Train, save the final adapter to ``out/adapter``, evaluate, write ``results.json``.
 
     In a directory that holds a run already: continues the same settings' run from its newest
     checkpoint (or returns its ``results.json`` when it finished), continues from the newest
     checkpoint with ``config.resume``, deletes the earlier run with ``overwrite``, and raises
     ValueError for a run of other settings (:mod:`qpeft.rundir`). ``callbacks``: extra
-    ``transformers.TrainerCallback`` objects.
+    ``transformers.TrainerCallback`` objects. ``examples``: (training, held-out) examples instead
+    of the run's split of ``config.data`` (see :func:`prepare`). ``samples``: how many generated
+    answers go to ``samples.jsonl`` (0: none; a tuning run is scored by its loss alone).
     """
     from qpeft.data import EncodedDataset
     from qpeft.evaluate import evaluate
@@ -369,7 +383,7 @@ def train(config: TrainConfig, callbacks: list | None = None, overwrite: bool = 
         rundir.prepare(out, begin)
     resume_from = begin.checkpoint
     provider = quantum_provider(config, out)  # credentials and the service are checked before the model loads
-    model, tokenizer, dataset, held_out = prepare(config)
+    model, tokenizer, dataset, held_out = prepare(config, examples)
     eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
     runner, scope = quantum_runner(config, model, out, provider)
     trainer = make_trainer(config, model, tokenizer, dataset, [*(callbacks or []), *scope], eval_dataset)
@@ -413,6 +427,7 @@ def train(config: TrainConfig, callbacks: list | None = None, overwrite: bool = 
         samples_path=out / "samples.jsonl",
         progress=None if config.progress else False,
         label=f"final adapter, {len(held_out)} held-out examples",
+        n_samples=samples,
     )
     losses = [loss for _, loss in summary["losses"]]
     tail = max(1, math.ceil(0.1 * len(losses)))

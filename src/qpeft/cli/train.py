@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from qpeft.cli.flags import adapter_fields_help, add_train_flags, config_from_args, given_fields
+from qpeft.cli.tune import add_tune_flags, spec_from_args
 from qpeft.rundir import recorded_settings
 from qpeft.train import METHOD_PRESETS, TrainConfig
 
@@ -75,7 +76,8 @@ def cmd_compare(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     base = config_from_args(args)
-    report = compare(base, methods, seeds, Path(base.out))
+    spec = spec_from_args(args) if args.tune else None
+    report = compare(base, methods, seeds, Path(base.out), tune_spec=spec)
     if "interrupted" in report:
         print(
             f"qpeft compare: stopped in {report['interrupted']} with a checkpoint; run the same command again to "
@@ -121,13 +123,21 @@ def add_parsers(sub) -> None:
         "compare",
         help="train several methods x seeds on the same data and write a report",
         description="Train every method for every seed on the same data; write report.md and "
-        "loss-curve PNGs under --out.",
+        "loss-curve PNGs under --out. Every method runs at --lr (shared), or with --tune at its own rate: "
+        "searched first by short runs on a validation split of the training examples (see `qpeft tune`).",
         epilog=adapter_fields_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--methods", default="lora,qtha", help=f"comma-separated methods ({', '.join(METHOD_PRESETS)})")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="search each method's learning rate (and --tune-field values) first, in --out/tune/METHOD, and run "
+        "its seeds at the chosen values (the --tune-* flags below); without it --lr is shared by every method",
+    )
     add_train_flags(p, skip=("method", "seed"))
+    add_tune_flags(p)
     p.set_defaults(
         func=cmd_compare,
         interrupted="the same command again reuses the finished cells and continues the others from their checkpoints",
