@@ -152,4 +152,5 @@ def test_a_corrupt_middle_ledger_line_is_repaired_and_the_run_re_attaches(tmp_pa
         np.stack(got), np.stack([np.cos(thetas / 2) ** 2, np.sin(thetas / 2) ** 2], 1), atol=1e-6
     )
     assert len(served) == 2  # the job of the bad line was found by its tag, not paid again
+    gc.collect()  # (the engine of the rerun lets go of the run directory, as its process would on exit)
     assert main(["jobs", str(run), "--repair"]) == 0 and "nothing to repair" in capsys.readouterr().out

@@ -69,12 +69,8 @@ def repair(run_dir: Path, as_json: bool = False) -> int:
 
     try:
         summary = repair_ledger(run_dir)
-    except CacheInUse:
-        print(
-            f"qpeft jobs: error: {run_dir} is open in a running training or evaluation; repair it after that "
-            "process ends",
-            file=sys.stderr,
-        )
+    except CacheInUse as err:
+        print(f"qpeft jobs: error: {err}; repair the ledger after that process ends", file=sys.stderr)
         return 2
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -120,7 +116,7 @@ def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool
     try:
         summary = compact(run_dir / "jobs" / "results", keep)
     except CacheInUse as err:
-        print(f"qpeft jobs: error: {err}", file=sys.stderr)
+        print(f"qpeft jobs: error: {err}; compact the results after that process ends", file=sys.stderr)
         return 2
     if as_json:
         print(json.dumps({"last_steps": steps, "older_steps_kept": extra, **summary}, indent=2))

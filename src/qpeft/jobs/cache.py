@@ -204,7 +204,7 @@ def _lock(directory: Path, exclusive: bool):
             f.close()
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise CacheInUse(
-                    f"{directory} is open in a running training or evaluation; compact it after that process ends"
+                    f"{directory} is open in a running training or evaluation (its lock is held)"
                 ) from None
             why = f"its file system does not support file locks ({err.strerror})"
     if exclusive:
