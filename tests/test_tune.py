@@ -208,3 +208,20 @@ def test_the_tune_flags_are_documented(capsys):
         build_parser().parse_args(["tune", "--tune-lrs", "1e-4,1e-3", "--tune-field", "adapter.r=2,4"])
     )
     assert spec.lrs == [1e-4, 1e-3] and spec.fields == {"adapter.r": [2, 4]}
+
+
+def test_a_search_recorded_before_a_config_field_existed_still_resumes():
+    """Settings that do not change a run (tracking, the spending cap) are no search settings, and
+    a TrainConfig field added after a search was recorded counts at its default."""
+    from qpeft.tune.search import _settings, _with_new_fields
+
+    spec = TuneSpec(lrs=[1e-3, 1e-2])
+    base = TrainConfig(model="m", data="arithmetic")
+    settings = _settings(base, spec, [0], 10, 0)
+    tracked = _settings(dataclasses.replace(base, report_to="tensorboard", max_spend={"jobs": 3}), spec, [0], 10, 0)
+    assert tracked == settings
+    older = json.loads(json.dumps(settings))
+    del older["config"]["gradient_checkpointing"]  # as recorded by a qpeft without the field
+    assert _with_new_fields(older, settings) == settings
+    changed = _settings(dataclasses.replace(base, gradient_checkpointing=True), spec, [0], 10, 0)
+    assert _with_new_fields(older, changed) != changed  # set to something else: other settings

@@ -11,6 +11,7 @@ import logging
 import math
 from pathlib import Path
 
+from qpeft.rundir import NOT_SETTINGS
 from qpeft.train import TrainConfig, train
 from qpeft.tune.spec import TuneSpec, apply_params
 from qpeft.tune.split import tuning_examples
@@ -57,10 +58,21 @@ def _reporter(trial):
 
 def _settings(base: TrainConfig, spec: TuneSpec, seeds: list[int], steps: int, seed: int) -> dict:
     """What a search's trials depend on: a journal made with other settings is refused."""
-    skip = ("out", "lr", "seed", "steps", "resume", "progress", "eval_steps", "eval_examples", "save_steps")
+    skip = ("out", "lr", "seed", "steps", *NOT_SETTINGS, "eval_steps", "eval_examples", "save_steps")
     config = {k: v for k, v in dataclasses.asdict(base).items() if k not in skip}
     search = {k: v for k, v in dataclasses.asdict(spec).items() if k not in (*_NOT_SETTINGS, "steps", "seed")}
     return json.loads(json.dumps({"config": config, "search": search, "steps": steps, "seed": seed, "seeds": seeds}))
+
+
+def _with_new_fields(recorded: dict | None, settings: dict) -> dict | None:
+    """Recorded settings with the TrainConfig fields added since they were recorded, at their
+    defaults (a field a later qpeft adds does not make an earlier search "other settings" unless
+    this search sets it to something else)."""
+    if recorded is None or "config" not in recorded:
+        return recorded
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    added = {k: defaults[k] for k in settings["config"] if k not in recorded["config"] and k in defaults}
+    return {**recorded, "config": {**recorded["config"], **added}}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -95,7 +107,7 @@ class Search:
         startup = min(10, spec.trials // 2 + 1)
         self.study.sampler = optuna.samplers.TPESampler(seed=self.seed * 1000 + n, n_startup_trials=startup)
         settings = _settings(base, spec, seeds, self.steps, self.seed)
-        recorded = self.study.user_attrs.get("settings")
+        recorded = _with_new_fields(self.study.user_attrs.get("settings"), settings)
         if recorded is None:
             self.study.set_user_attr("settings", settings)
         elif recorded != settings:
