@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: the distribution whose entry points are the built-ins (already known from the code)
 BUILTIN_DIST = "qpeft"
+#: where a built-in comes from, as listings show it
+BUILTIN_ORIGIN = "qpeft (built in)"
 #: what an unknown-name error adds after the known names
 LIST_HINT = " (`qpeft providers` lists every name and where it comes from; a plugin package adds more)"
 
@@ -47,7 +49,8 @@ class Entry:
         kind: ``provider``, ``backend`` or ``device``.
         name: the name users type.
         target: ``module:attribute`` it loads.
-        origin: ``qpeft`` for a built-in, else the distribution that registered it (``name version``).
+        origin: ``qpeft (built in)`` for a built-in, else the distribution that registered it
+            (``name version``).
         builtin: whether it is one of qpeft's own.
     """
 
@@ -115,7 +118,7 @@ class Registry:
             return self._scanned
 
     def _read(self) -> tuple[dict[str, Entry], list[Conflict]]:
-        entries = {name: Entry(self.kind, name, target, BUILTIN_DIST, True) for name, target in self._builtins.items()}
+        entries = {name: Entry(self.kind, name, to, BUILTIN_ORIGIN, True) for name, to in self._builtins.items()}
         claims: dict[str, dict[tuple[str, str], Entry]] = {}
         try:
             found = importlib.metadata.entry_points(group=self.group)
