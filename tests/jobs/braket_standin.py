@@ -17,6 +17,7 @@ without them). ``bill`` lists every task created, those the service has since fo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import itertools
 import json
@@ -29,6 +30,7 @@ DM1 = "arn:aws:braket:::device/quantum-simulator/amazon/dm1"
 SECRET = "standin/SECRET/key"
 
 
+@functools.cache
 def _capabilities(backend: str, program_sets: bool) -> str:
     from braket.devices import LocalSimulator
 
@@ -54,18 +56,24 @@ class StandInBraketService:
         self.bill: list[str] = []  # the ARN of every task created
         self.objects: dict[tuple[str, str], bytes] = {}  # (bucket, key) -> S3 object
         self.faults: dict[str, list[str]] = {}  # operation -> error codes its next calls answer with
+        self.fault_message = "stand-in fault"  # (what those errors say)
         self.created_but_lost = 0  # CreateQuantumTask calls whose answer is lost after the task was made
         self.fail_next = ""  # the next task created ends FAILED with this reason
+        self.hold_next = 0  # the next tasks created stay RUNNING until they are cancelled
+        self.cancel_polls = 2  # GetQuantumTask calls a cancelled task reads CANCELLING first
+        self.seen_at_create: list[dict[str, str]] = []  # per create: the status of every task then
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
     # ---- wiring ---------------------------------------------------------------------------
 
-    def session(self, region: str = "eu-north-1"):
-        """A boto3 session whose Braket and S3 clients reach this stand-in."""
+    def session(self, region: str = "eu-north-1", factory=None):
+        """A boto3 session whose Braket and S3 clients reach this stand-in (``factory``: the
+        boto3.Session class to build it with)."""
         import boto3
 
-        session = boto3.Session(aws_access_key_id="AKIASTANDIN", aws_secret_access_key=SECRET, region_name=region)
+        factory = factory or boto3.Session
+        session = factory(aws_access_key_id="AKIASTANDIN", aws_secret_access_key=SECRET, region_name=region)
         for service in ("braket", "s3"):
             session.events.register(f"before-parameter-build.{service}", self._keep_params)
             session.events.register(f"before-call.{service}", self._answer)
@@ -77,6 +85,14 @@ class StandInBraketService:
 
         return AwsSession(boto_session=self.session(region))
 
+    def install(self, monkeypatch) -> None:
+        """Every boto3 session made from now on (the provider's own, made from a spec on the
+        command line) reaches this stand-in."""
+        import boto3
+
+        real = boto3.Session
+        monkeypatch.setattr(boto3, "Session", lambda *a, region_name=None, **k: self.session(region_name, real))
+
     @staticmethod
     def _keep_params(params, context, **_):
         context["stand_in_params"] = dict(params)
@@ -87,7 +103,7 @@ class StandInBraketService:
         with self._lock:
             codes = self.faults.get(name) or []
             if codes:
-                return self._error(codes.pop(0), f"stand-in {name} fault")
+                return self._error(codes.pop(0), self.fault_message)
             try:
                 return getattr(self, f"_{name}")(params)
             except KeyError as err:
@@ -130,8 +146,20 @@ class StandInBraketService:
 
         if params["deviceArn"] not in self.devices:
             return self._error("ValidationException", f"no device {params['deviceArn']}")
+        self.seen_at_create.append({arn: t["status"] for arn, t in self.tasks.items()})
         action = json.loads(params["action"])
         kind = ProgramSet if action["braketSchemaHeader"]["name"] == "braket.ir.openqasm.program_set" else Program
+        program = kind.parse_obj(action)
+        limits = json.loads(_capabilities(*self.devices[params["deviceArn"]]))["action"]
+        if kind is ProgramSet and "braket.ir.openqasm.program_set" not in limits:
+            return self._error("ValidationException", "this device does not run program sets")
+        if kind is ProgramSet:  # the service validates a program set against the device's limits
+            executables = sum(max(1, len(next(iter((p.inputs or {}).values()), [0]))) for p in program.programs)
+            allowed = limits["braket.ir.openqasm.program_set"]
+            if executables > allowed["maximumExecutables"] or params["shots"] > allowed["maximumTotalShots"]:
+                return self._error("ValidationException", f"{executables} executables, {params['shots']} shots")
+            if params["shots"] % executables:
+                return self._error("ValidationException", "shots must divide among the executables")
         number = next(self._ids)
         arn = f"arn:aws:braket:eu-north-1:123456789012:quantum-task/standin-{number}"
         prefix = f"{params['outputS3KeyPrefix']}/standin-{number}"
@@ -146,11 +174,13 @@ class StandInBraketService:
             "createdAt": dt.datetime.now(dt.timezone.utc),
             "tags": dict(params.get("tags") or {}),
             "actionMetadata": {"actionType": action["braketSchemaHeader"]["name"]},
-            "_program": kind.parse_obj(action),
+            "_program": program,
             "_polls": self.polls,
             "_fail": self.fail_next,
+            "_hold": self.hold_next > 0,
         }
         self.fail_next = ""
+        self.hold_next = max(self.hold_next - 1, 0)
         self.bill.append(arn)
         if self.created_but_lost:
             self.created_but_lost -= 1
@@ -164,10 +194,12 @@ class StandInBraketService:
                 task["_polls"] -= 1
             elif task["status"] == "QUEUED":
                 task["status"] = "RUNNING"
-            else:
+            elif not task["_hold"]:
                 self._run(task)
         elif task["status"] == "CANCELLING":
-            task["status"] = "CANCELLED"
+            task["_cancel_polls"] -= 1
+            if task["_cancel_polls"] < 0:
+                task["status"] = "CANCELLED"
         return self._ok(
             {
                 **{k: v for k, v in task.items() if not k.startswith("_")},
@@ -192,7 +224,7 @@ class StandInBraketService:
         task = self.tasks[params["quantumTaskArn"]]
         if task["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
             return self._error("ConflictException", f"quantum task is {task['status']}: it cannot be cancelled")
-        task["status"] = "CANCELLING"
+        task["status"], task["_cancel_polls"] = "CANCELLING", self.cancel_polls
         return self._ok({"quantumTaskArn": task["quantumTaskArn"], "cancellationStatus": "CANCELLING"})
 
     def _SearchQuantumTasks(self, params):

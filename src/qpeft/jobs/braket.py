@@ -203,6 +203,10 @@ class BraketProvider(Provider):
                 aws_session = aws.AwsSession(boto3.Session(region_name=arn.split(":")[3] or region))
             self._session = aws_session  # (secrets() reads its credentials from here on)
             device = aws.AwsDevice(arn, aws_session)
+        except ValueError as err:  # (the SDK's answer to a device its region does not list)
+            raise ValueError(
+                f"Amazon Braket has no device {arn} ({err}; retired or misspelled?); short names: {', '.join(DEVICES)}"
+            ) from None
         except exceptions.NoCredentialsError:
             raise ValueError(
                 "no AWS credentials for Amazon Braket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
