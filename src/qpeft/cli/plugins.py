@@ -15,6 +15,8 @@ def _registries():
 
 
 def cmd_providers(args) -> int:
+    """Print every registered name with its origin and target (``--json``: as JSON); with
+    ``--check`` import each one. Returns 1 when a checked one fails to load, else 0."""
     registries = _registries()
     listing = {}
     for title, registry in registries.items():
@@ -47,6 +49,7 @@ def cmd_providers(args) -> int:
 
 
 def add_parsers(sub) -> None:
+    """Add the ``providers`` subcommand to the CLI's subparsers."""
     p = sub.add_parser(
         "providers",
         help="list the quantum providers, backends and device presets, and where each comes from",

@@ -290,6 +290,10 @@ class BraketProvider(Provider):
         return {op.lower() for op in action.supportedOperations} if action is not None else None
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        """Create one quantum task of ``circuits`` (``shots`` each), tagged ``tag``; returns its ARN
+        (a ``local-...`` id on the LocalSimulator, which has run it by then). Raises ValueError for
+        missing shots, too many circuits for one task, a circuit wider than the device or a gate it
+        lacks; the SDK's errors otherwise (a create of unknown outcome is settled by the tag)."""
         if shots is None:
             raise ValueError("Braket samples: the braket provider needs `shots`")
         if len(circuits) > self.limits.chunk_size(shots):
@@ -368,6 +372,8 @@ class BraketProvider(Provider):
             raise
 
     def status(self, job_id: str) -> Status:
+        """The task's state from GetQuantumTask (module docstring); JobLostError for an ARN the
+        service does not know, or a LocalSimulator task of another process."""
         if self.local:
             if job_id not in self._results:
                 raise JobLostError(f"braket local task {job_id} ended with its process")
@@ -383,6 +389,7 @@ class BraketProvider(Provider):
         return Status(state, self.redact(str(message)))
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        """One probability vector per circuit (input order) from the finished task's counts."""
         result = self._results[job_id] if self.local else self._task(job_id).result()
         order = [i for members in _templates(circuits).values() for i in members]  # (the executables' order)
         executables = _executables(result)
