@@ -172,6 +172,13 @@ theirs = get_backend("toysim").run(circuit, inputs, weights, "probs")
 assert torch.allclose(ours, theirs), (ours, theirs)
 assert get_device("toy5").n_qubits == 5 and get_device("toy5").edges[-1] == (3, 4)
 assert QTHAConfig(r=4, backend="noisy", noise="toy5").noise == "toy5"
+from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs.providers import get_provider
+
+bound = [BoundCircuit(circuit, tuple(weights.tolist()), tuple(row)) for row in inputs.tolist()]
+noisy = JobEngine(get_provider("noisy:toy5"), None, progress=False).run(bound, None)  # transpiled onto toy5
+exact = JobEngine(get_provider("local:toysim"), None, progress=False).run(bound, None)
+assert torch.allclose(torch.tensor(exact), ours) and not torch.allclose(torch.tensor(noisy), ours, atol=1e-3)
 assert QTHAConfig(r=4, backend="toysim").backend == "toysim"
 print("PLUGINS OK")
 """

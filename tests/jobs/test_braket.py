@@ -131,7 +131,7 @@ def test_program_sets_are_split_within_the_devices_limits_as_the_plan_counts(tmp
     assert provider.limits == provider_limits("braket:iqm_garnet") == Limits(*PROGRAM_SET_LIMITS)
     out = JobEngine(provider, tmp_path, **FAST).run(_circuits(25), shots, scope="s")
     np.testing.assert_allclose(np.stack(out), _expected(25), atol=0.02)
-    assert [service.tasks[a]["shots"] for a in service.bill] == [200_000, 200_000, 100_000]
+    assert sorted(service.tasks[a]["shots"] for a in service.bill) == [100_000, 200_000, 200_000]  # (in parallel)
     assert all(t["deviceArn"] == IQM_GARNET for t in service.tasks.values())
 
 

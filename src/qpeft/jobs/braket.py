@@ -40,13 +40,12 @@ import threading
 import time
 import uuid
 import warnings
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
 from qpeft.backends.base import require
-from qpeft.backends.braket import counts_to_probs, noise_model, to_braket
+from qpeft.backends.braket import noise_model
 from qpeft.jobs.base import (
     BoundCircuit,
     JobLostError,
@@ -55,9 +54,8 @@ from qpeft.jobs.base import (
     State,
     Status,
     TransientError,
-    circuit_text,
 )
-from qpeft.quantum.circuit import Const
+from qpeft.jobs.braket_tasks import probabilities, result_usage, task_specification, task_usage
 
 #: short device names -> ARN (the SDK's ``braket.devices.Devices``, amazon-braket-sdk 1.127)
 DEVICES = {
@@ -98,15 +96,6 @@ def _code(error: BaseException) -> str:
     """The AWS error code of a botocore ClientError ('' for anything else)."""
     response = getattr(error, "response", None)
     return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
-
-
-def _templates(circuits: Sequence[BoundCircuit]) -> dict[str, list[int]]:
-    """Circuit template text -> the indices of the circuits that share it (one binding each)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    texts: dict[int, str] = {}
-    for i, c in enumerate(circuits):
-        groups[texts.setdefault(id(c.circuit), circuit_text(c.circuit))].append(i)
-    return groups
 
 
 class BraketProvider(Provider):
@@ -258,32 +247,6 @@ class BraketProvider(Provider):
 
     # ---- submitting ----------------------------------------------------------------------
 
-    def _program(self, circuits: Sequence[BoundCircuit], shots: int):
-        """The task's specification: a ProgramSet (or, where a task holds one circuit, that
-        circuit) whose executables are the circuits grouped by template (:func:`_templates`), in
-        input order within each group."""
-        sets = require("braket.program_sets", "braket")
-        free = require("braket.circuits", "braket").FreeParameter
-        supported = self._supported()
-        entries = []
-        for members in _templates(circuits).values():
-            template = circuits[members[0]].circuit
-            slots = [p for op in template.ops for p in op.params]
-            free_slots = [k for k, p in enumerate(slots) if not isinstance(p, Const)]
-            names = {k: f"t{k}" for k in free_slots}  # (Braket reserves the names q and b)
-            parameters = [free(names[k]) if k in names else p.value for k, p in enumerate(slots)]
-            circuit = to_braket(template, parameters=parameters, measure=True, supported=supported)
-            circuit = self._noise.apply(circuit) if self._noise is not None else circuit
-            values = np.array([circuits[i].angles() for i in members], dtype=np.float64)
-            if not free_slots or self.limits.max_circuits == 1:
-                entries += [circuit.make_bound_circuit({names[k]: row[k] for k in free_slots}) for row in values]
-            else:
-                inputs = {names[k]: values[:, k].tolist() for k in free_slots}
-                entries.append(sets.CircuitBinding(circuit, input_sets=inputs))
-        if self.limits.max_circuits == 1:
-            return entries[0]
-        return sets.ProgramSet(entries, shots_per_executable=shots)
-
     def _supported(self) -> set[str] | None:
         action_type = require("braket.device_schema", "braket").DeviceActionType
         action = self._properties.action.get(action_type.OPENQASM)
@@ -305,7 +268,8 @@ class BraketProvider(Provider):
         widest = max(c.circuit.n_qubits for c in circuits)
         if widest > qubits:
             raise ValueError(f"a {widest}-qubit circuit does not fit Braket device {self.backend} ({qubits} qubits)")
-        spec = self._program(circuits, shots)
+        one_per_task = self.limits.max_circuits == 1
+        spec = task_specification(circuits, shots, one_per_task, self._supported(), self._noise)
         total = shots * len(circuits)
         if self.local:
             return self._run_local(spec, total, tag)
@@ -385,25 +349,18 @@ class BraketProvider(Provider):
         state = _STATES.get(metadata.get("status", ""), State.QUEUED)
         message = metadata.get("failureReason", "") if state is State.FAILED else ""
         if state.terminal:
-            self._usage[job_id] = _usage(metadata)
+            self._usage[job_id] = task_usage(metadata)
         return Status(state, self.redact(str(message)))
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
         """One probability vector per circuit (input order) from the finished task's counts."""
         result = self._results[job_id] if self.local else self._task(job_id).result()
-        order = [i for members in _templates(circuits).values() for i in members]  # (the executables' order)
-        executables = _executables(result)
-        if len(executables) != len(circuits):
-            raise RuntimeError(f"braket task {job_id} returned {len(executables)} results for {len(circuits)} circuits")
-        out: list[np.ndarray | None] = [None] * len(circuits)
-        for i, (counts, measured) in zip(order, executables):
-            out[i] = counts_to_probs(counts, measured, circuits[i].circuit.n_qubits)
-        metadata = getattr(result, "task_metadata", None)
-        if job_id in self._usage and metadata is not None and hasattr(metadata, "successfulShots"):
-            self._usage[job_id].update(
-                successful_shots=metadata.successfulShots, failed_executables=metadata.totalFailedExecutables
-            )
-        return out
+        if job_id in self._usage:  # (a remote task's GetQuantumTask figures, from its last status)
+            self._usage[job_id].update(result_usage(result))
+        try:
+            return probabilities(result, circuits)
+        except RuntimeError as err:
+            raise RuntimeError(f"braket task {job_id}: {err}") from None
 
     def cancel(self, job_id: str) -> bool | None:
         """Ask the service to cancel a task; False when it refuses (a task that already ended).
@@ -422,7 +379,8 @@ class BraketProvider(Provider):
 
     def usage(self, job_id: str) -> dict | None:
         """The finished task's ``shots`` and ``seconds`` from creation to end (GetQuantumTask), and
-        a program set's ``successful_shots`` and ``failed_executables``."""
+        a program set's ``successful_shots`` and ``failed_executables``
+        (:mod:`qpeft.jobs.braket_tasks`)."""
         return self._usage.pop(job_id, None) or None
 
     def find(self, tag: str) -> str | None:
@@ -443,19 +401,3 @@ class BraketProvider(Provider):
                 if (summary.get("tags") or {}).get(TAG_KEY) == tag:
                     return summary["quantumTaskArn"]
         return None
-
-
-def _usage(metadata: dict) -> dict:
-    """What GetQuantumTask says a finished task used: its shots and seconds from creation to end."""
-    out = {"shots": metadata.get("shots")}
-    created, ended = metadata.get("createdAt"), metadata.get("endedAt")
-    if isinstance(created, dt.datetime) and isinstance(ended, dt.datetime):
-        out["seconds"] = (ended - created).total_seconds()
-    return {k: v for k, v in out.items() if isinstance(v, int | float)}
-
-
-def _executables(result) -> list[tuple[dict, list[int]]]:
-    """(counts, measured qubits) of every executable of a task's result, in the task's order."""
-    if hasattr(result, "entries"):  # a program set: result[program][executable]
-        return [(e.counts, list(e.measured_qubits)) for program in result.entries for e in program.entries]
-    return [(result.measurement_counts, list(result.measured_qubits))]
