@@ -9,7 +9,7 @@ as a Braket ``NoiseModel``, and Braket's counts as qpeft probabilities.
   one of them, except U3 (``rz(lam) ry(theta) rz(phi)``: the same unitary up to a global phase)
   and the controlled rotations (two CNOTs and two half-angle rotations, as Qiskit's definitions).
   Braket's rotations, ``xx``, ``yy`` and ``zz`` use qpeft's conventions (``exp(-i theta P / 2)``);
-  ``tests/backends/test_braket.py`` checks every gate's unitary against qpeft's simulator.
+  ``tests/backends/test_braket_convert.py`` checks every gate's unitary against qpeft's simulator.
 * Noise: a qpeft :class:`~qpeft.quantum.density.NoiseModel` (depolarizing after one- and
   two-qubit gates, amplitude and phase damping on each wire a gate touched, readout error) is the
   same Braket ``NoiseModel`` (Braket's depolarizing channels have qpeft's convention, p/3 per
