@@ -196,6 +196,7 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 def plugins(tmp_path_factory) -> Path:
     """A directory holding the two plugin packages, pip-installed into it (no network, no build
     isolation: the current environment's setuptools builds them), and stale metadata of qpeft."""
+    pytest.importorskip("setuptools", reason="building the plugin packages offline needs setuptools installed")
     root = tmp_path_factory.mktemp("plugins")
     target = root / "site"
     sources = [_write(root / "toyq", TOYQ), _write(root / "broken", BROKEN)]
