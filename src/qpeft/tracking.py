@@ -21,8 +21,8 @@ import json
 
 from transformers import TrainerCallback
 
+from qpeft.jobs.budget import priced
 from qpeft.jobs.ledger import totals
-from qpeft.jobs.plan import RATES
 
 #: the trackers tested with qpeft (any other name transformers integrates is accepted too)
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -109,19 +109,13 @@ def ledger_values(records: list[dict]) -> dict[str, float]:
         "quantum/retries": total["retries"],
         "quantum/failures": total["failures"],
     }
-    providers = {p.split(":", 1)[0] for p in total["providers"]}
-    rates = [RATES[p] for p in providers if p in RATES and RATES[p].price_per_qpu_s is not None]
-    if len(rates) == 1 and len(providers) == 1:
-        rate = rates[0]
-        # QPU time = jobs x per-job overhead + circuits x per-circuit time + shots x per-shot time (as qpeft plan)
+    bills = priced(records)  # (as qpeft plan prices them)
+    bill = next(iter(bills.values())) if len(bills) == 1 else None
+    if bill is not None and bill["cost"] is not None:
         for i, bound in enumerate(("low", "high")):
-            seconds = (
-                total["jobs"] * rate.per_job_s[i]
-                + total["circuits"] * rate.per_circuit_s[i]
-                + total["shots"] * rate.per_shot_s[i]
-            )
-            values[f"quantum/qpu_seconds_{bound}"] = seconds
-            values[f"quantum/spend_{rate.currency.lower()}_{bound}"] = seconds * rate.price_per_qpu_s[i]
+            if any(bill["qpu_seconds"]):  # (Braket bills tasks and shots and publishes no time figures)
+                values[f"quantum/qpu_seconds_{bound}"] = bill["qpu_seconds"][i]
+            values[f"quantum/spend_{bill['currency'].lower()}_{bound}"] = bill["cost"][i]
     return values
 
 

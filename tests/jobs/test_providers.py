@@ -1,7 +1,9 @@
 """One contract over the provider table: local backends, IBM (local testing mode on a fake
 backend: the provider's real Sampler code path, offline; and its remote path against a stand-in
-for the unreachable runtime service) and Origin (a stand-in for the unreachable QCloud service,
-at the service boundary only; see standins.py). A job id the service does not know is
+for the unreachable runtime service), Origin (a stand-in for the unreachable QCloud service,
+at the service boundary only; see standins.py) and Amazon Braket (its LocalSimulator, state vector
+and density matrix; and its remote path, program sets and one circuit per task, against a stand-in
+for the unreachable service, braket_standin.py). A job id the service does not know is
 JobLostError on every provider, so the engine submits such a job again instead of stopping."""
 
 import math
@@ -10,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from braket_standin import IQM_GARNET, SV1, StandInBraketService
 from standins import StandInQCloudService, StandInRuntimeService
 
 from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, State
@@ -50,6 +53,17 @@ def _ibm_remote(service=None):
     return get_provider("ibm:ibm_nairobi", service=service, sampler_factory=service.sampler)
 
 
+def _braket_local(device="local"):
+    pytest.importorskip("braket.default_simulator")
+    return get_provider(f"braket:{device}")
+
+
+def _braket_remote(service=None, device=IQM_GARNET):
+    pytest.importorskip("braket.default_simulator")
+    service = service or StandInBraketService()
+    return get_provider(f"braket:{device}", aws_session=service.aws_session(), s3_folder="s3://bucket/qpeft")
+
+
 PROVIDERS = {
     "local:torch": (lambda: get_provider("local:torch"), None, 1e-6),
     "local:shots": (lambda: get_provider("local:shots"), SHOTS, 0.03),
@@ -59,6 +73,10 @@ PROVIDERS = {
     "ibm:fake_nairobi": (_ibm, SHOTS, 0.12),  # the snapshot noise (readout error up to ~8 %)
     "ibm:stand-in": (_ibm_remote, SHOTS, 0.12),
     "origin:stand-in": (_origin, SHOTS, 0.03),
+    "braket:local": (_braket_local, SHOTS, 0.03),
+    "braket:local_dm": (lambda: _braket_local("local_dm"), SHOTS, 0.03),
+    "braket:stand-in": (_braket_remote, SHOTS, 0.03),  # a QPU's ARN: program sets
+    "braket:stand-in-sv1": (lambda: _braket_remote(device=SV1), SHOTS, 0.03),  # one circuit per task
 }
 
 
@@ -75,7 +93,8 @@ def _wait(provider, job_id):
 def test_provider_contract(name):
     make, shots, atol = PROVIDERS[name]
     provider = make()
-    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
+    fits = provider.limits.chunk_size(shots, 1)  # (a provider may take fewer circuits per job)
+    circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES][:fits]
     job_id = provider.submit(circuits, shots, tag="contract.1")
     assert isinstance(job_id, str) and job_id
     assert _wait(provider, job_id).state is State.DONE
@@ -94,8 +113,9 @@ def test_provider_contract(name):
 
 def test_spec_parsing():
     assert parse_spec("origin:WK_C180") == ("origin", "WK_C180") and parse_spec("ibm") == ("ibm", None)
-    with pytest.raises(ValueError, match="unknown quantum provider 'braket'"):
-        parse_spec("braket:sv1")
+    assert parse_spec("braket:arn:aws:braket:::device/x") == ("braket", "arn:aws:braket:::device/x")
+    with pytest.raises(ValueError, match="unknown quantum provider 'aws'.*braket.*qpeft providers"):
+        parse_spec("aws:sv1")
     with pytest.raises(ValueError, match="unknown local backend 'gpu'"):
         get_provider("local:gpu")
 
@@ -162,17 +182,21 @@ def _origin_remote(service):
 REMOTE = {  # (a service stand-in whose jobs wait `polls` status queries, the provider on it)
     "origin": (lambda polls: StandInQCloudService(polls=polls), _origin_remote),
     "ibm": (lambda polls: StandInRuntimeService(polls=polls), _ibm_remote),
+    "braket": (lambda polls: StandInBraketService(polls=polls), _braket_remote),
 }
+SDK = {"origin": "pyqpanda3", "ibm": "qiskit_aer", "braket": "braket.default_simulator"}
 FAST = dict(poll_interval=0.001, max_poll_interval=0.002, progress=False)
 
 
 def _submissions(service) -> int:
+    if isinstance(service, StandInBraketService):
+        return len(service.bill)
     return len(service.submissions) if isinstance(service.submissions, list) else service.submissions
 
 
 @pytest.mark.parametrize("name", REMOTE)
 def test_an_open_job_the_service_no_longer_knows_is_submitted_again(tmp_path, name):
-    pytest.importorskip("pyqpanda3" if name == "origin" else "qiskit_aer")
+    pytest.importorskip(SDK[name])
     make_service, make = REMOTE[name]
     service = make_service(polls=10_000)  # the job waits in the queue past the first run's deadline
     circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]
@@ -191,7 +215,7 @@ def test_an_open_job_the_service_no_longer_knows_is_submitted_again(tmp_path, na
 
 @pytest.mark.parametrize("name", REMOTE)
 def test_a_finished_job_gone_from_cache_and_service_is_submitted_again(tmp_path, name):
-    pytest.importorskip("pyqpanda3" if name == "origin" else "qiskit_aer")
+    pytest.importorskip(SDK[name])
     make_service, make = REMOTE[name]
     service = make_service(polls=0)
     circuits = [BoundCircuit(BELL_FREE, a) for a in ANGLES]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qpeft.plugins import Registry, subclass_of
 from qpeft.quantum.statevector import expval_z_from_probs
 
 if TYPE_CHECKING:
@@ -68,8 +69,9 @@ class ProbabilityBackend(Backend):
         return expval_z_from_probs(probs, circuit.n_qubits).to(ref.device)
 
 
-# name -> "module:Class"; external SDK backends are imported only when asked for.
-_REGISTRY = {
+#: qpeft's own backends, name -> "module:Class" (also its entry points in the ``qpeft.backends``
+#: group); external SDK backends are imported only when asked for.
+BUILTIN_BACKENDS = {
     "torch": "qpeft.backends.torch_sim:TorchBackend",
     "shots": "qpeft.backends.torch_sim:ShotsBackend",
     "noisy": "qpeft.backends.torch_sim:NoisyBackend",
@@ -77,16 +79,22 @@ _REGISTRY = {
     "pennylane": "qpeft.backends.pennylane:PennyLaneBackend",
     "pyqpanda3": "qpeft.backends.pyqpanda3:PyQPanda3Backend",
 }
-BACKENDS = tuple(_REGISTRY)
+#: the built-in backends' names (:func:`backend_names` adds the plugins')
+BACKENDS = tuple(BUILTIN_BACKENDS)
+#: the built-ins plus the backends other packages register in the ``qpeft.backends`` entry-point group
+REGISTRY = Registry("backend", "qpeft.backends", BUILTIN_BACKENDS, subclass_of(Backend, "a qpeft backend"))
+
+
+def backend_names() -> list[str]:
+    """Every backend name: the built-ins, then those plugin packages register."""
+    return REGISTRY.names()
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The class of backend ``name`` (imports its module, not its SDK)."""
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The class of backend ``name`` (imports its module, not its SDK). Raises ValueError for an
+    unknown name (listing the known ones), ImportError for a plugin that fails to load (naming
+    its distribution)."""
+    return REGISTRY.load(name)
 
 
 def check_options(name: str, options: dict) -> None:
@@ -103,7 +111,7 @@ def check_options(name: str, options: dict) -> None:
 
 def get_backend(name: str | Backend, **options) -> Backend:
     """A backend instance from its name (``torch``, ``shots``, ``noisy``, ``qiskit``,
-    ``pennylane``, ``pyqpanda3``) and its options (recorded as its ``spec``), or the given
+    ``pennylane``, ``pyqpanda3``, or a plugin's) and its options (recorded as its ``spec``), or the given
     instance unchanged. Raises ValueError for an unknown name or option."""
     if isinstance(name, Backend):
         return name

@@ -1,10 +1,10 @@
-"""The ``qpeft`` command line: train, tune, eval, generate, compare, export, plan, jobs.
+"""The ``qpeft`` command line: train, tune, eval, generate, compare, export, plan, jobs, providers.
 
 Every training flag is a field of :class:`qpeft.train.TrainConfig` with the same help text;
 ``--config FILE`` (YAML or JSON) sets fields first, flags on the command line win. Each
 subcommand lives in the module of its concern: :mod:`qpeft.cli.train` (train, compare, plan),
 :mod:`qpeft.cli.tune` (tune), :mod:`qpeft.cli.evaluate` (eval, generate, export),
-:mod:`qpeft.cli.jobs` (jobs).
+:mod:`qpeft.cli.jobs` (jobs), :mod:`qpeft.cli.plugins` (providers).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import sys
 
 from qpeft import __version__
-from qpeft.cli import evaluate, jobs, train, tune
+from qpeft.cli import evaluate, jobs, plugins, train, tune
 from qpeft.cli.flags import add_train_flags, config_from_args
 
 __all__ = ["add_train_flags", "build_parser", "config_from_args", "main"]
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_parsers(sub)
     jobs.add_parsers(sub)
     evaluate.add_parsers(sub)
+    plugins.add_parsers(sub)
     return parser
 
 

@@ -35,8 +35,10 @@ def cmd_jobs(args) -> int:
         print(f"{key:{width}s}{', '.join(value) if isinstance(value, list) else value}")
     for provider, e in estimates.items():
         low, high = e["qpu_seconds"]
-        cost = f", {e['cost'][0]:,.2f} - {e['cost'][1]:,.2f} {e['currency']}" if e["cost"] else ""
-        what = f"{provider}: {low:,.0f} - {high:,.0f} QPU s{cost} (the plan's rates, for these jobs)"
+        parts = [f"{low:,.0f} - {high:,.0f} QPU s"] if high or not e["cost"] else []  # (Braket: priced, no time)
+        if e["cost"]:
+            parts.append(f"{e['cost'][0]:,.2f} - {e['cost'][1]:,.2f} {e['currency']}")
+        what = f"{provider}: {', '.join(parts)} (the plan's rates, for these jobs)"
         print(f"{'estimate':{width}s}{what}")
     if reported:
         figures = ", ".join(f"{name} {value:,.6g}" for name, value in reported.items())
@@ -49,18 +51,9 @@ def cmd_jobs(args) -> int:
 
 def estimate(records: list[dict]) -> dict:
     """Per provider of the ledger's jobs: QPU seconds and cost (low, high) from the plan's rates."""
-    from qpeft.jobs.rates import RATES
-    from qpeft.jobs.rates import estimate as price
+    from qpeft.jobs.budget import priced
 
-    out = {}
-    for name in sorted({r["provider"] for r in records if r["event"] == "submitted"}):
-        mine = [r for r in records if r["event"] == "submitted" and r["provider"] == name]
-        circuits = sum(r["circuits"] for r in mine)
-        shots = sum(r["circuits"] * (r["shots"] or 0) for r in mine)
-        seconds, cost = price(name, len(mine), circuits, shots)
-        rate = RATES.get(name)
-        out[name] = {"qpu_seconds": seconds, "cost": cost, "currency": rate.currency if rate else ""}
-    return out
+    return priced(records)
 
 
 def repair(run_dir: Path, as_json: bool = False) -> int:

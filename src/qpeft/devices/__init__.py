@@ -2,6 +2,6 @@
 backends), calibration dumps, transpilation to the chip, its noise, readout mitigation."""
 
 from qpeft.devices.device import Device
-from qpeft.devices.presets import DEVICES, get_device
+from qpeft.devices.presets import DEVICES, device_names, get_device
 
-__all__ = ["DEVICES", "Device", "get_device"]
+__all__ = ["DEVICES", "Device", "device_names", "get_device"]

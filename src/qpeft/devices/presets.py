@@ -1,6 +1,7 @@
 """The device presets: Origin Wukong from its published figures, IBM chips from
-qiskit-ibm-runtime's offline fake backends. One table, :data:`DEVICES`; :func:`get_device`
-builds one by name (and applies a calibration dump or unavailable marks on top).
+qiskit-ibm-runtime's offline fake backends. One table, :data:`DEVICES` (plus the presets plugin
+packages register, :data:`REGISTRY`); :func:`get_device` builds one by name (and applies a
+calibration dump or unavailable marks on top).
 
 Sources: shared/reference/hardware.md sections 2 (Wukong) and 3.6 (IBM snapshots).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from qpeft.devices.calibration import apply_calibration
 from qpeft.devices.device import Device
+from qpeft.plugins import Registry
 
 WUKONG_ROWS, WUKONG_COLS = 12, 6
 #: Seed of the per-qubit spread of the Wukong preset (reproducible figures).
@@ -172,16 +174,72 @@ def ibm_device(name: str) -> Device:
     )
 
 
-#: name -> builder. A new device joins this table and the contract test covers it.
+def ibm_torino() -> Device:
+    """IBM Torino (Heron r1, 133 qubits) from its offline snapshot (:func:`ibm_device`)."""
+    return ibm_device("ibm_torino")
+
+
+def ibm_fez() -> Device:
+    """IBM Fez (Heron r2, 156 qubits) from its offline snapshot (:func:`ibm_device`)."""
+    return ibm_device("ibm_fez")
+
+
+def ibm_marrakesh() -> Device:
+    """IBM Marrakesh (Heron r2, 156 qubits) from its offline snapshot (:func:`ibm_device`)."""
+    return ibm_device("ibm_marrakesh")
+
+
+def ibm_aachen() -> Device:
+    """IBM Aachen (Heron r2, 156 qubits) from its offline snapshot (:func:`ibm_device`)."""
+    return ibm_device("ibm_aachen")
+
+
+#: qpeft's own presets, name -> builder (also its entry points in the ``qpeft.devices`` group). A
+#: new device joins this table and the contract test covers it; plugin packages add theirs
+#: through the entry points (:data:`REGISTRY`).
 DEVICES: dict[str, Callable[[], Device]] = {
     "wukong72": wukong72,
-    **{name: functools.partial(ibm_device, name) for name in IBM_FAKES},
+    "ibm_torino": ibm_torino,
+    "ibm_fez": ibm_fez,
+    "ibm_marrakesh": ibm_marrakesh,
+    "ibm_aachen": ibm_aachen,
 }
+
+
+def _as_device(obj: object) -> Callable[[], Device]:
+    """A registry check: a Device, or a function that returns one (called when the preset is used)."""
+    if isinstance(obj, Device):
+        return lambda: obj
+    if callable(obj) and not isinstance(obj, type):
+        return obj
+    raise TypeError(f"it is {obj!r}, not a qpeft.devices.Device or a function returning one")
+
+
+#: the built-in presets plus those other packages register in the ``qpeft.devices`` entry-point group
+REGISTRY = Registry(
+    "device",
+    "qpeft.devices",
+    {name: f"{fn.__module__}:{fn.__name__}" for name, fn in DEVICES.items()},
+    _as_device,
+    choices="known devices:",
+)
+
+
+def device_names() -> list[str]:
+    """Every device preset's name: the built-ins, then those plugin packages register."""
+    return REGISTRY.names()
 
 
 @functools.cache
 def _preset(name: str) -> Device:
-    return DEVICES[name]()
+    device = REGISTRY.load(name)()
+    if not isinstance(device, Device):
+        entry = REGISTRY.entries()[name]
+        raise TypeError(
+            f"the device preset {name!r} from {entry.origin} ({entry.target}) returned {type(device).__name__}, "
+            "not a qpeft.devices.Device"
+        )
+    return device
 
 
 def get_device(
@@ -190,15 +248,12 @@ def get_device(
     unavailable_qubits: Iterable[int] = (),
     unavailable_pairs: Iterable[Iterable[int]] = (),
 ) -> Device:
-    """A device preset by name (or the given Device), with an optional calibration dump
-    (a JSON file or dict, see :mod:`qpeft.devices.calibration`) and unavailable qubits / pairs
-    applied on top. Every change is checked before any is applied."""
-    if isinstance(name, Device):
-        device = name
-    elif name in DEVICES:
-        device = _preset(name)
-    else:
-        raise ValueError(f"unknown device {name!r}; known devices: {', '.join(DEVICES)}")
+    """A device preset by name (a built-in or a plugin's, see :data:`REGISTRY`; or the given
+    Device), with an optional calibration dump (a JSON file or dict, see
+    :mod:`qpeft.devices.calibration`) and unavailable qubits / pairs applied on top. Every change
+    is checked before any is applied. Raises ValueError for an unknown name (listing the known
+    ones), ImportError for a plugin preset that fails to load (naming its distribution)."""
+    device = name if isinstance(name, Device) else _preset(name)
     if calibration is not None:
         device = apply_calibration(device, calibration)
     if unavailable_qubits or unavailable_pairs:

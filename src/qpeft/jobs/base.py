@@ -250,6 +250,18 @@ class Provider(ABC):
         return two_qubit_gates(circuit)
 
     @classmethod
+    def backend_name(cls, backend: str | None) -> str | None:
+        """The name this provider records for a backend asked for as ``backend`` (what its
+        ledger records and its prices are keyed by), offline; by default ``backend`` itself."""
+        return backend
+
+    @classmethod
+    def plan_limits(cls, backend: str | None, **options) -> Limits:
+        """The per-job limits of ``backend``, offline (what ``qpeft plan`` splits with): the
+        class's :attr:`limits` unless the provider's limits depend on the backend."""
+        return cls.limits
+
+    @classmethod
     def plan_gate_count(cls, backend: str | None, **options) -> tuple[Callable[[Circuit], int], str]:
         """(two-qubit gates per circuit as :meth:`two_qubit_gates` counts them, offline, for
         ``qpeft plan``; what they were counted on)."""

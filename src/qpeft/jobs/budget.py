@@ -15,7 +15,7 @@ import math
 import threading
 from dataclasses import dataclass, fields
 
-from qpeft.jobs.rates import RATES, estimate
+from qpeft.jobs.rates import estimate, rate_of
 
 
 class BudgetExceededError(RuntimeError):
@@ -68,10 +68,11 @@ class SpendCap:
         return [name for name, cap in caps.items() if cap is not None and getattr(spend, name) > cap]
 
 
-def job_spend(provider: str, circuits: int, shots: int | None) -> Spend:
-    """One job of ``circuits`` circuits: 1 job, its shots, and the high end of its estimated price."""
+def job_spend(provider: str, circuits: int, shots: int | None, backend: str | None = None) -> Spend:
+    """One job of ``circuits`` circuits on ``provider`` (and ``backend``, where prices differ by
+    device): 1 job, its shots, and the high end of its estimated price."""
     total_shots = circuits * (shots or 0)
-    _, cost = estimate(provider, 1, circuits, total_shots)
+    _, cost = estimate(provider, 1, circuits, total_shots, backend)
     return Spend(1, total_shots, cost[1] if cost else 0.0)
 
 
@@ -87,21 +88,46 @@ def spent_in(records: list[dict], provider: str) -> Spend:
             maybe.pop(tag, None)
     total = Spend()
     for r in maybe.values():
-        one = job_spend(r.get("provider", ""), r.get("circuits", 0), r.get("shots"))
+        one = job_spend(r.get("provider", ""), r.get("circuits", 0), r.get("shots"), r.get("backend"))
         total += one if r.get("provider") == provider else Spend(one.jobs, one.shots)
     return total
 
 
-class Budget:
-    """A run's spending cap and what its ledger has spent; thread-safe."""
+def priced(records: list[dict]) -> dict[str, dict]:
+    """Per provider of a ledger's submitted jobs: ``qpu_seconds`` and ``cost`` (low, high; cost
+    None where there is no price) from the plan's rates, the jobs of each backend priced on its
+    own figures where they differ by device, and ``currency``."""
+    counts: dict[tuple[str, str | None], list[int]] = {}  # (provider, backend) -> [jobs, circuits, shots]
+    for r in records:
+        if r["event"] == "submitted":
+            c = counts.setdefault((r["provider"], r.get("backend")), [0, 0, 0])
+            c[0], c[1], c[2] = c[0] + 1, c[1] + r["circuits"], c[2] + r["circuits"] * (r["shots"] or 0)
+    out: dict[str, dict] = {}
+    for (provider, backend), (jobs, circuits, shots) in sorted(counts.items(), key=lambda kv: str(kv[0])):
+        seconds, cost = estimate(provider, jobs, circuits, shots, backend)
+        rate = rate_of(provider, backend)
+        total = out.setdefault(provider, {"qpu_seconds": None, "cost": None, "currency": ""})
+        total["qpu_seconds"] = seconds if total["qpu_seconds"] is None else _add(total["qpu_seconds"], seconds)
+        if cost is not None:
+            total["cost"] = cost if total["cost"] is None else _add(total["cost"], cost)
+        total["currency"] = total["currency"] or (rate.currency if rate is not None else "")
+    return dict(sorted(out.items()))
 
-    def __init__(self, cap: SpendCap | None, provider: str, records: list[dict]):
-        self.cap, self.provider = cap, provider
-        rate = RATES.get(provider)
-        if cap is not None and cap.amount is not None and (rate is None or rate.price_per_qpu_s is None):
-            raise ValueError(
-                f"`max_spend` amount: there is no price figure for the {provider} provider; cap jobs or shots instead"
-            )
+
+def _add(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return (a[0] + b[0], a[1] + b[1])
+
+
+class Budget:
+    """A run's spending cap and what its ledger has spent; thread-safe. ``backend``: the
+    provider's backend, where its prices differ by device (Braket)."""
+
+    def __init__(self, cap: SpendCap | None, provider: str, records: list[dict], backend: str | None = None):
+        self.cap, self.provider, self.backend = cap, provider, backend
+        rate = rate_of(provider, backend)
+        if cap is not None and cap.amount is not None and (rate is None or not rate.priced):
+            where = f"the {provider} provider" + (f" on {backend}" if backend else "")
+            raise ValueError(f"`max_spend` amount: there is no price figure for {where}; cap jobs or shots instead")
         self.currency = rate.currency if rate is not None else ""
         self.spent = spent_in(records, provider) if cap is not None else Spend()
         self._lock = threading.Lock()
@@ -111,7 +137,7 @@ class Budget:
         nothing) when it would take the run past the cap."""
         if self.cap is None:  # (nothing to count: no work per job)
             return Spend()
-        need = job_spend(self.provider, circuits, shots)
+        need = job_spend(self.provider, circuits, shots, self.backend)
         with self._lock:
             passed = self.cap.passed_by(self.spent + need)
             if passed:

@@ -73,7 +73,9 @@ class JobEngine:
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
         self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
         check_backend(self.ledger, provider, self.options.switch_backend)
-        self.budget = Budget(SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records)
+        self.budget = Budget(
+            SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records, provider.backend
+        )
         self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
         self._started = time.time()  # the run deadline counts from here
         self._scope = ""

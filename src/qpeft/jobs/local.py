@@ -23,11 +23,17 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
+from qpeft.backends.base import REGISTRY as BACKEND_REGISTRY
 from qpeft.backends.base import get_backend
 from qpeft.jobs.base import BoundCircuit, JobLostError, Limits, Provider, State, Status, circuit_text, fast_digest
 
-#: backend specs of the local provider; ``noisy:DEVICE`` passes ``noise=DEVICE``
+#: qpeft's backends the local provider runs; ``noisy:DEVICE`` passes ``noise=DEVICE``
 LOCAL_BACKENDS = ("torch", "shots", "noisy", "qiskit", "pyqpanda3")
+
+
+def local_backend_names() -> list[str]:
+    """The backends the local provider runs: qpeft's (:data:`LOCAL_BACKENDS`) and plugins'."""
+    return [*LOCAL_BACKENDS, *BACKEND_REGISTRY.plugin_names()]
 
 
 def exact_probabilities(backend, circuits: Sequence[BoundCircuit]) -> list[np.ndarray]:
@@ -61,7 +67,7 @@ def sample(probs: np.ndarray, shots: int, seed: bytes) -> np.ndarray:
 
 class LocalProvider(Provider):
     """Runs jobs on an in-process backend (``torch``, ``shots``, ``noisy[:DEVICE]``, ``qiskit``
-    (Aer), ``pyqpanda3`` (CPUQVM))."""
+    (Aer), ``pyqpanda3`` (CPUQVM), or one a plugin package registers)."""
 
     name = "local"
     can_find = True
@@ -79,8 +85,8 @@ class LocalProvider(Provider):
         **backend_options,
     ):
         kind, _, device = backend.partition(":")
-        if kind not in LOCAL_BACKENDS:
-            raise ValueError(f"unknown local backend {backend!r}; choose one of {', '.join(LOCAL_BACKENDS)}")
+        if kind not in local_backend_names():
+            raise ValueError(f"unknown local backend {backend!r}; choose one of {', '.join(local_backend_names())}")
         if device:
             if kind != "noisy":
                 raise ValueError(f"only the noisy backend takes a device (noisy:DEVICE), got {backend!r}")

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 from qpeft.jobs.base import jobs_for
 from qpeft.jobs.budget import Spend, SpendCap
-from qpeft.jobs.providers import parse_spec, plan_gate_count, provider_limits
-from qpeft.jobs.rates import RATES, Rate, estimate  # noqa: F401 (Rate: public here too)
+from qpeft.jobs.providers import plan_gate_count, plan_rate, provider_limits
+from qpeft.jobs.rates import RATES, Rate, estimate  # noqa: F401 (RATES, Rate: public here too)
 from qpeft.jobs.step import circuits_per_module, step_templates
 from qpeft.quantum.circuit import Circuit
 
@@ -56,6 +56,8 @@ class Plan:
     gates_counted_on: str = "the logical circuit"
     cap: str = ""
     warning: str = ""
+    #: whether the provider has time figures (Braket bills tasks and shots, and publishes none)
+    timed: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +88,7 @@ def plan_run(
     were counted on); by default :func:`qpeft.jobs.providers.plan_gate_count`. max_spend: the
     run's spending cap, checked against the plan.
     """
-    name, _ = parse_spec(spec)
+    name, backend, rate = plan_rate(spec)
     options = provider_options or {}
     count, counted_on = gate_count or plan_gate_count(spec, **options)
     per_module = [circuits_per_module(c, diff_method) for c in circuits]
@@ -100,8 +102,7 @@ def plan_run(
     run_circuits = steps * step_circuits + eval_circuits
     run_jobs = steps * step_jobs + eval_jobs
     run_shots = run_circuits * (shots or 0)
-    rate = RATES[name]
-    seconds, cost = estimate(name, run_jobs, run_circuits, run_shots)
+    seconds, cost = estimate(name, run_jobs, run_circuits, run_shots, backend)
     warning = ""
     if activation_modules:
         act_circuits = tokens_per_step * activation_modules
@@ -131,6 +132,8 @@ def plan_run(
         gates_counted_on=counted_on,
         cap=_cap_note(max_spend, Spend(run_jobs, run_shots, cost[1] if cost else 0.0), rate.currency),
         warning=warning,
+        # (a simulator's 0 s is a figure; a provider priced without time figures, or without any, has none)
+        timed=any(rate.per_job_s + rate.per_circuit_s + rate.per_shot_s) or (rate.official and not rate.priced),
     )
 
 
@@ -177,10 +180,11 @@ def format_plan(plan: Plan) -> str:
             f"per run ({_n(plan.steps, 'step')})",
             f"{_n(plan.circuits_per_run, 'circuit')}, {_n(plan.jobs_per_run, 'job')}, {_n(plan.shots_per_run, 'shot')}",
         ),
-        ("QPU time", f"{_span(*plan.qpu_seconds_per_run)} s ({hours} h)"),
+        ("QPU time", f"{_span(*plan.qpu_seconds_per_run)} s ({hours} h)" if plan.timed else "not estimated"),
     ]
     if plan.cost_per_run is not None:
-        rows.append(("cost", f"{_span(*plan.cost_per_run)} {plan.currency}"))
+        money = "{:,.0f}" if plan.cost_per_run[1] >= 100 else "{:,.2f}"
+        rows.append(("cost", f"{_span(*plan.cost_per_run, money)} {plan.currency}"))
     kind = "published figures" if plan.rate_official else "NO official figures; observed values, wide range"
     rows.append(("rates", f"{kind}: {plan.rate_source}"))
     if plan.two_qubit_gates_per_circuit:

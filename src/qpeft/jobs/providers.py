@@ -2,56 +2,84 @@
 
 | spec | what runs | credentials |
 |---|---|---|
-| ``local[:torch|shots|noisy[:DEVICE]|qiskit|pyqpanda3]`` | qpeft's in-process backends | none |
+| ``local[:torch|shots|noisy[:DEVICE]|qiskit|pyqpanda3|PLUGIN]`` | qpeft's in-process backends (or a plugin's) | none |
 | ``torch``, ``noisy:DEVICE``, ... (a local backend's name) | the same, shorthand for ``local:...`` | none |
 | ``origin[:CHIP]`` | Origin QCloud QPU (chip from the service's list) | ``QPEFT_ORIGIN_API_KEY`` |
 | ``ibm[:BACKEND]`` | IBM Quantum Sampler; ``fake_*``: local testing mode | ``QPEFT_IBM_TOKEN`` / saved account |
+| ``braket[:DEVICE]`` | Amazon Braket (short name or ARN); ``local``, ``local_dm``: LocalSimulator | AWS credentials |
+| ``NAME[:BACKEND]`` | a provider a plugin package registers (``qpeft.providers`` entry points) | the plugin's |
+
+The names come from :data:`REGISTRY` (:mod:`qpeft.plugins`): qpeft's own, plus what installed
+packages register in the ``qpeft.providers`` entry-point group.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from qpeft.backends.base import REGISTRY as BACKEND_REGISTRY
 from qpeft.jobs.base import Limits, Provider
+from qpeft.jobs.local import LOCAL_BACKENDS, local_backend_names
+from qpeft.jobs.rates import Rate, rate_of
+from qpeft.plugins import LIST_HINT, Registry, subclass_of
 from qpeft.quantum.circuit import Circuit
 
 #: environment variables holding credentials (their values never reach a message)
-SECRET_ENV = ("QPEFT_ORIGIN_API_KEY", "QPEFT_IBM_TOKEN")
+SECRET_ENV = ("QPEFT_ORIGIN_API_KEY", "QPEFT_IBM_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
-PROVIDERS = {
+#: qpeft's own providers, name -> "module:Class" (also its entry points in the ``qpeft.providers`` group)
+BUILTIN_PROVIDERS = {
     "local": "qpeft.jobs.local:LocalProvider",
     "origin": "qpeft.jobs.origin:OriginProvider",
     "ibm": "qpeft.jobs.ibm:IBMProvider",
+    "braket": "qpeft.jobs.braket:BraketProvider",
 }
-#: in-process backends a spec may name without ``local:`` (``noisy:wukong72`` = ``local:noisy:wukong72``)
-LOCAL_BACKENDS = ("torch", "shots", "noisy", "qiskit", "pyqpanda3")
+#: the built-ins plus the providers other packages register in the ``qpeft.providers`` entry-point group
+REGISTRY = Registry("provider", "qpeft.providers", BUILTIN_PROVIDERS, subclass_of(Provider, "a qpeft job provider"))
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``"origin:WK_C180"`` -> ("origin", "WK_C180"); ``"ibm"`` -> ("ibm", None);
-    ``"noisy:wukong72"`` -> ("local", "noisy:wukong72")."""
+    ``"noisy:wukong72"`` -> ("local", "noisy:wukong72"). Raises ValueError for a name no provider
+    or local backend has (listing the known ones)."""
     name, _, backend = spec.partition(":")
-    if name in LOCAL_BACKENDS:
+    if name in LOCAL_BACKENDS:  # (a local backend's name is shorthand: ``noisy:wukong72`` = ``local:noisy:wukong72``)
         return "local", spec
-    if name not in PROVIDERS:
-        raise ValueError(
-            f"unknown quantum provider {name!r} in {spec!r}; use PROVIDER[:BACKEND] with PROVIDER one of "
-            f"{', '.join(PROVIDERS)}, or a local backend ({', '.join(LOCAL_BACKENDS)})"
-        )
-    return name, backend or None
+    if name in REGISTRY:
+        return name, backend or None
+    if name in BACKEND_REGISTRY.plugin_names():
+        return "local", spec
+    if any(c.name == name for c in REGISTRY.conflicts()):
+        raise REGISTRY.unknown(name)
+    raise ValueError(
+        f"unknown quantum provider {name!r} in {spec!r}; use PROVIDER[:BACKEND] with PROVIDER one of "
+        f"{', '.join(REGISTRY.names())}, or a local backend ({', '.join(local_backend_names())}){LIST_HINT}"
+    )
 
 
 def provider_limits(spec: str, **options) -> Limits:
     """A provider's per-job limits without connecting to it (for ``qpeft plan``)."""
-    name, _ = parse_spec(spec)
+    name, backend = parse_spec(spec)
     if name == "local":
         return Limits(max_circuits=options.get("max_circuits", 200))
-    module, cls = PROVIDERS[name].split(":")
-    return getattr(importlib.import_module(module), cls).limits
+    return REGISTRY.load(name).plan_limits(backend, **options)
+
+
+def plan_rate(spec: str) -> tuple[str, str | None, Rate]:
+    """(provider name, the backend name it records, its time and price figures) of ``spec``,
+    offline; a provider without figures (a plugin's) gets an unpriced placeholder."""
+    name, backend = parse_spec(spec)
+    if name != "local":
+        backend = REGISTRY.load(name).backend_name(backend)
+    rate = rate_of(name, backend)
+    if rate is None:
+        none = (0.0, 0.0)
+        words = f"no figures for the {name} provider in qpeft's table (qpeft.jobs.rates): time and cost not estimated"
+        rate = Rate(none, none, none, None, "", words, "-", False)
+    return name, backend, rate
 
 
 class ServiceUnreachableError(ConnectionError):
@@ -61,9 +89,10 @@ class ServiceUnreachableError(ConnectionError):
 
 def _provider_class(name: str, options: dict) -> type[Provider]:
     if name == "local" and "spool" in options:  # jobs served by another process (qpeft.jobs.spool)
-        name = "spool"
-    module, cls = {**PROVIDERS, "spool": "qpeft.jobs.spool:SpoolProvider"}[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+        from qpeft.jobs.spool import SpoolProvider
+
+        return SpoolProvider
+    return REGISTRY.load(name)
 
 
 def get_provider(spec: str | Provider, **options) -> Provider:

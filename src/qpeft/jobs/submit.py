@@ -125,7 +125,8 @@ class Submitter:
         if job_id is None:
             message = f"no job with tag {tag} at the provider after a restart: the submission created nothing"
             self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
-            self.budget.release(job_spend(self.provider.name, len(circuits), shots))  # (counted as maybe spent)
+            # (counted as maybe spent)
+            self.budget.release(job_spend(self.provider.name, len(circuits), shots, self.provider.backend))
             logger.info("job key %s: %s; submitting it", key, message)
             return None
         self.record("submitted", key, job_id, attempt, circuits, shots, tag)

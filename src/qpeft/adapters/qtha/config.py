@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from qpeft.adapters.config import TensorTrainFields, _choice, _positive_int, doc
-from qpeft.backends.base import BACKENDS, check_options
-from qpeft.devices import DEVICES
+from qpeft.backends.base import backend_names, check_options
+from qpeft.devices import DEVICES, device_names
 from qpeft.qnn import DIFF_METHODS
 from qpeft.quantum.ansatz import ANSATZE
 from qpeft.quantum.density import NoiseModel
@@ -45,7 +45,9 @@ class QTHAConfig(TensorTrainFields):
     )
     fusion: str = doc("linear", "activation mode: 'linear' z = h + gamma*q, or 'weighted' z = h*(1 + gamma*q)")
     branch: str = doc("qnn", "'qnn'; 'mlp': a classical MLP with the same parameter count (control); 'none': pure MPO")
-    backend: str = doc("torch", "circuit backend: torch, shots, noisy, qiskit, pennylane, pyqpanda3")
+    backend: str = doc(
+        "torch", "circuit backend: torch, shots, noisy, qiskit, pennylane, pyqpanda3, or a plugin's (`qpeft providers`)"
+    )
     shots: int | None = doc(None, "shots per circuit for sampling backends (None: exact)")
     diff_method: str = doc("backprop", f"QNN gradients: one of {', '.join(DIFF_METHODS)}")
     noise: dict | str | None = doc(
@@ -70,7 +72,7 @@ class QTHAConfig(TensorTrainFields):
         _choice("fusion", self.fusion, FUSIONS)
         _choice("branch", self.branch, BRANCHES)
         _choice("diff_method", self.diff_method, DIFF_METHODS)
-        _choice("backend", self.backend, BACKENDS)
+        _choice("backend", self.backend, tuple(backend_names()))  # (plugin packages' backends included)
         if self.shots is not None:
             _positive_int("shots", self.shots)
             if self.backend not in SAMPLING_BACKENDS:
@@ -114,10 +116,10 @@ class QTHAConfig(TensorTrainFields):
                 ) from err
 
     def _check_noise(self) -> None:
-        if isinstance(self.noise, str) and self.noise not in DEVICES:
+        if isinstance(self.noise, str) and self.noise not in device_names():
             raise ValueError(
-                f"`noise` = {self.noise!r} is not a known device; choose one of {', '.join(DEVICES)}, or give a "
-                f"dict of NoiseModel fields ({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01}}"
+                f"`noise` = {self.noise!r} is not a known device; choose one of {', '.join(device_names())}, or "
+                f"give a dict of NoiseModel fields ({', '.join(NOISE_FIELDS)}), e.g. {{'depolarizing': 0.01}}"
             )
         if self.noise is not None and not isinstance(self.noise, dict | str):
             raise ValueError(f"`noise` must be a device name, a dict of NoiseModel fields or None, got {self.noise!r}")

@@ -1,0 +1,403 @@
+"""The ``braket`` provider: Amazon Braket through the amazon-braket-sdk (reference/hardware.md §5, §7).
+
+* ``braket:DEVICE``: a short name of :data:`DEVICES` (``ionq_forte``, ``iqm_garnet``,
+  ``rigetti_ankaa``, ``sv1``, ...) or a device ARN. ``braket:local`` and ``braket:local_dm`` run
+  Braket's LocalSimulator (state vector; density matrix, where ``noise`` (a dict of qpeft's
+  :class:`~qpeft.quantum.density.NoiseModel` fields) becomes a Braket noise model): in-process,
+  offline and free; their jobs end with the process.
+* A job is one quantum task. Where the device lists program sets (``braket.ir.openqasm.program_set``
+  in its action map: Braket's local simulators and its gate-based QPUs), the task is a
+  ``ProgramSet`` with one ``CircuitBinding`` per circuit template holding the angles of its
+  circuits, within the device's ``maximumExecutables`` and ``maximumTotalShots``; the per-task fee is
+  paid once per program set. Elsewhere a task holds one circuit (Braket's ``run_batch`` convention:
+  one task per circuit), and the engine's ``max_parallel`` plays ``run_batch``'s (10 by default in
+  both). ``CreateQuantumTask`` is limited to 20 per second per account (burst 40).
+* Every task is tagged ``{"qpeft-tag": TAG}``. :meth:`BraketProvider.find` looks a task up by it:
+  ``SearchQuantumTasks`` filters by device and creation time only (not by tag), so the tags of the
+  summaries of the device's tasks created in the last ``find_days`` are read.
+* States: CREATED and QUEUED are QUEUED; RUNNING and CANCELLING are RUNNING; COMPLETED is DONE;
+  FAILED (with the service's ``failureReason``) and CANCELLED end the job. A task ARN the service
+  does not know (``ResourceNotFoundException``) is :class:`JobLostError`.
+* Transient (retried by the engine; on a submit, the service created nothing): ``ThrottlingException``,
+  ``ServiceQuotaExceededException`` (a concurrent-task quota), and a connection that could not be
+  made. A create call whose outcome is unknown (``InternalServiceException``, a read timeout or a
+  dropped connection after the request was sent) is settled by the task's tag: looked up for
+  ``settle_s`` seconds, its ARN returned if it exists; only then is it taken as created nothing.
+* What a finished task used: its shots, the seconds from creation to end, and for a program set
+  its successful shots and failed executables (GetQuantumTask and the result's metadata).
+* Credentials: boto3's chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+  ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, SSO); the secret key and session token never reach a
+  ledger, log or message. Results go to ``s3_folder`` (``s3://bucket/prefix``), by default the
+  SDK's ``amazon-braket-{region}-{account}/tasks``.
+* Checked when the provider is made: no credentials, an unknown device, a device that is not
+  ONLINE, or a refused request is a ValueError saying what to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from qpeft.backends.base import require
+from qpeft.backends.braket import noise_model
+from qpeft.jobs.base import (
+    BoundCircuit,
+    JobLostError,
+    Limits,
+    Provider,
+    State,
+    Status,
+    TransientError,
+)
+from qpeft.jobs.braket_tasks import probabilities, result_usage, task_specification, task_usage
+
+#: short device names -> ARN (the SDK's ``braket.devices.Devices``, amazon-braket-sdk 1.127)
+DEVICES = {
+    "sv1": "arn:aws:braket:::device/quantum-simulator/amazon/sv1",
+    "dm1": "arn:aws:braket:::device/quantum-simulator/amazon/dm1",
+    "ionq_forte": "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-1",
+    "ionq_forte_enterprise": "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-Enterprise-1",
+    "iqm_garnet": "arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet",
+    "iqm_emerald": "arn:aws:braket:eu-north-1::device/qpu/iqm/Emerald",
+    "rigetti_ankaa": "arn:aws:braket:us-west-1::device/qpu/rigetti/Ankaa-3",
+    "rigetti_cepheus": "arn:aws:braket:us-west-1::device/qpu/rigetti/Cepheus-1-108Q",
+}
+#: the LocalSimulator backends
+LOCAL = {"local": "braket_sv", "local_dm": "braket_dm"}
+#: program-set limits (maximumExecutables, maximumTotalShots) of the LocalSimulator's properties
+#: (amazon-braket-default-simulator 1.41); ``qpeft plan`` assumes them for remote devices too,
+#: whose own properties (read when the provider connects) decide the split of a run
+PROGRAM_SET_LIMITS = (100, 200_000)
+#: the tag key every task carries (its value: the engine's tag)
+TAG_KEY = "qpeft-tag"
+_STATES = {
+    "CREATED": State.QUEUED,
+    "QUEUED": State.QUEUED,
+    "RUNNING": State.RUNNING,
+    "CANCELLING": State.RUNNING,
+    "COMPLETED": State.DONE,
+    "FAILED": State.FAILED,
+    "CANCELLED": State.CANCELLED,
+}
+# error codes that say the service created nothing and the request may succeed later
+_TRANSIENT_CODES = ("ThrottlingException", "ServiceQuotaExceededException", "InternalServiceException")
+# botocore exceptions: no connection was made (safe) / the request may have reached the service
+_NOT_SENT = ("EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError")
+_MAYBE_SENT = ("ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError")
+
+
+def _code(error: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ('' for anything else)."""
+    response = getattr(error, "response", None)
+    return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+
+
+class BraketProvider(Provider):
+    """Amazon Braket devices, or its LocalSimulator for ``local`` / ``local_dm`` (see module docstring).
+
+    aws_session: a ``braket.aws.AwsSession`` (default: one on boto3's credentials in the device's
+    region; tests pass one whose boto3 session answers for the unreachable service).
+    """
+
+    name = "braket"
+    limits = Limits(max_circuits=PROGRAM_SET_LIMITS[0], max_executions=PROGRAM_SET_LIMITS[1])
+    can_find = True
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        noise: dict | None = None,
+        s3_folder: str | None = None,
+        region: str | None = None,
+        aws_session=None,
+        find_days: float = 90.0,
+        settle_s: float = 60.0,
+    ):
+        if not backend:
+            raise ValueError(
+                "name a Braket device: braket:local or braket:local_dm (LocalSimulator, offline), "
+                f"braket:{', braket:'.join(DEVICES)}, or braket:ARN"
+            )
+        require("braket.circuits", "braket")
+        self.backend = self.backend_name(backend)
+        self.local = self.backend in LOCAL
+        self.durable = self.remote = not self.local  # LocalSimulator tasks end with the process
+        if noise and self.backend != "local_dm":
+            raise ValueError(f"`noise` needs the density-matrix simulator, braket:local_dm (not braket:{backend})")
+        self._noise = noise_model(noise) if noise else None
+        self.options = {"noise": repr(sorted(noise.items()))} if noise else {}
+        self.find_days, self.settle_s = find_days, settle_s
+        self._tasks: dict[str, object] = {}  # task ARN (or local id) -> its AwsQuantumTask
+        self._tags: dict[str, str] = {}
+        self._results: dict[str, object] = {}  # local tasks: id -> result (or the exception it raised)
+        self._usage: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        if self.local:
+            self._session, self._s3 = None, None
+            self._device = require("braket.devices", "braket").LocalSimulator(LOCAL[self.backend])
+        else:
+            self._session, self._device = self._connect(aws_session, region)
+            self._s3 = self._folder(s3_folder)
+        self._properties = self._device.properties
+        self.limits = self._limits()
+
+    # ---- naming and limits (offline) -----------------------------------------------------
+
+    @classmethod
+    def backend_name(cls, backend: str | None) -> str | None:
+        """The short name of a device asked for by its ARN (``...ionq/Forte-1`` -> ``ionq_forte``),
+        else ``backend`` itself."""
+        by_arn = {arn: name for name, arn in DEVICES.items()}
+        return by_arn.get(backend, backend) if backend else backend
+
+    @classmethod
+    def plan_limits(cls, backend: str | None, **options) -> Limits:
+        """The program-set limits :data:`PROGRAM_SET_LIMITS` (offline, for ``qpeft plan``)."""
+        return cls.limits
+
+    def _limits(self) -> Limits:
+        action_type = require("braket.device_schema", "braket").DeviceActionType
+        action = self._properties.action
+        task_shots = self._properties.service.shotsRange[1]
+        program_set = action.get(action_type.OPENQASM_PROGRAM_SET)
+        if program_set is None:  # one circuit per task (Braket's run_batch)
+            return Limits(max_circuits=1, max_executions=task_shots)
+        total = min(x for x in (program_set.maximumTotalShots, task_shots) if x)
+        return Limits(max_circuits=program_set.maximumExecutables, max_executions=total)
+
+    # ---- connecting ----------------------------------------------------------------------
+
+    def _connect(self, aws_session, region: str | None):
+        """(AwsSession, AwsDevice); a missing credential, an unknown device, a device that is not
+        ONLINE or a refused request is a ValueError saying what to fix (transient errors are raised
+        as they are, for :func:`qpeft.jobs.providers.connect` to retry)."""
+        aws = require("braket.aws", "braket")
+        exceptions = require("botocore.exceptions", "braket")
+        arn = DEVICES.get(self.backend, self.backend)
+        if not arn.startswith("arn:aws:braket:"):
+            raise ValueError(
+                f"unknown Braket device {self.backend!r}: use local, local_dm, one of {', '.join(DEVICES)}, or a "
+                "device ARN (arn:aws:braket:REGION::device/...; `aws braket search-devices` lists them)"
+            )
+        try:
+            if aws_session is None:
+                boto3 = require("boto3", "braket")
+                aws_session = aws.AwsSession(boto3.Session(region_name=arn.split(":")[3] or region))
+            self._session = aws_session  # (secrets() reads its credentials from here on)
+            device = aws.AwsDevice(arn, aws_session)
+        except ValueError as err:  # (the SDK's answer to a device its region does not list)
+            raise ValueError(
+                f"Amazon Braket has no device {arn} ({err}; retired or misspelled?); short names: {', '.join(DEVICES)}"
+            ) from None
+        except exceptions.NoCredentialsError:
+            raise ValueError(
+                "no AWS credentials for Amazon Braket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                "AWS_PROFILE), or run `aws configure` / `aws sso login`"
+            ) from None
+        except exceptions.NoRegionError:
+            raise ValueError(
+                f"{self.backend} is not tied to a region: set AWS_REGION (or pass quantum option `region`)"
+            ) from None
+        except exceptions.ClientError as err:
+            if _code(err) in _TRANSIENT_CODES:
+                raise
+            if _code(err) == "ResourceNotFoundException":
+                raise ValueError(
+                    f"Amazon Braket has no device {arn} (retired or misspelled?); short names: {', '.join(DEVICES)}"
+                ) from None
+            raise ValueError(
+                f"Amazon Braket refused the request ({self.redact(str(err))}): check the AWS credentials and their "
+                "braket:* permissions"
+            ) from None
+        if device.status != "ONLINE":
+            raise ValueError(
+                f"Braket device {self.backend} is {device.status}, not ONLINE: no task can be created on it now; "
+                "rerun when it is back (the Braket console shows its availability)"
+            )
+        return aws_session, device
+
+    def _folder(self, s3_folder: str | None):
+        if s3_folder is None:
+            return None  # the SDK's default bucket, made on the first submission
+        if not s3_folder.startswith("s3://") or "/" not in s3_folder[5:]:
+            raise ValueError(f"`s3_folder` must read s3://BUCKET/PREFIX, got {s3_folder!r}")
+        bucket, _, prefix = s3_folder[5:].partition("/")
+        return (bucket, prefix.rstrip("/"))
+
+    def secrets(self) -> list[str]:
+        session = getattr(self, "_session", None)
+        credentials = session.boto_session.get_credentials() if session is not None else None
+        if credentials is None:
+            return []
+        frozen = credentials.get_frozen_credentials()
+        return [s for s in (frozen.secret_key, frozen.token) if s]
+
+    @classmethod
+    def is_transient_error(cls, error: BaseException) -> bool:
+        if isinstance(error, TransientError):
+            return True
+        return _code(error) in _TRANSIENT_CODES or type(error).__name__ in (*_NOT_SENT, *_MAYBE_SENT)
+
+    # ---- submitting ----------------------------------------------------------------------
+
+    def _supported(self) -> set[str] | None:
+        action_type = require("braket.device_schema", "braket").DeviceActionType
+        action = self._properties.action.get(action_type.OPENQASM)
+        return {op.lower() for op in action.supportedOperations} if action is not None else None
+
+    def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        """Create one quantum task of ``circuits`` (``shots`` each), tagged ``tag``; returns its ARN
+        (a ``local-...`` id on the LocalSimulator, which has run it by then). Raises ValueError for
+        missing shots, too many circuits for one task, a circuit wider than the device or a gate it
+        lacks; the SDK's errors otherwise (a create of unknown outcome is settled by the tag)."""
+        if shots is None:
+            raise ValueError("Braket samples: the braket provider needs `shots`")
+        if len(circuits) > self.limits.chunk_size(shots):
+            raise ValueError(
+                f"{len(circuits)} circuits of {shots} shots pass Braket device {self.backend}'s per-task limits "
+                f"{self.limits}; the job engine splits calls within them"
+            )
+        qubits = self._properties.paradigm.qubitCount
+        widest = max(c.circuit.n_qubits for c in circuits)
+        if widest > qubits:
+            raise ValueError(f"a {widest}-qubit circuit does not fit Braket device {self.backend} ({qubits} qubits)")
+        one_per_task = self.limits.max_circuits == 1
+        spec = task_specification(circuits, shots, one_per_task, self._supported(), self._noise)
+        total = shots * len(circuits)
+        if self.local:
+            return self._run_local(spec, total, tag)
+        try:
+            task = self._device.run(spec, s3_destination_folder=self._s3, shots=total, tags={TAG_KEY: tag}, quiet=True)
+            arn = task.id
+        except Exception as err:
+            if type(err).__name__ not in _MAYBE_SENT and _code(err) != "InternalServiceException":
+                raise
+            arn = self._settle(tag, err)
+            task = None
+        with self._lock:
+            self._tasks[arn] = task
+            self._tags[tag] = arn
+        return arn
+
+    def _run_local(self, spec, total: int, tag: str) -> str:
+        task_id = f"local-{uuid.uuid4().hex}"
+        try:
+            with warnings.catch_warnings():  # (its density-matrix simulator warns about a noiseless circuit)
+                warnings.filterwarnings("ignore", message="You are running a noise-free circuit")
+                result = self._device.run(spec, shots=total).result()
+        except Exception as err:  # a failed task is a FAILED status, as on the service
+            result = err
+        with self._lock:
+            self._results[task_id] = result
+            self._tags[tag] = task_id
+        return task_id
+
+    def _settle(self, tag: str, error: BaseException) -> str:
+        """A create call of unknown outcome: the task's ARN if a task with ``tag`` shows up within
+        ``settle_s`` seconds; else TransientError (the call created nothing: submit again)."""
+        give_up = time.time() + self.settle_s
+        while True:
+            arn = self.find(tag)
+            if arn is not None or time.time() >= give_up:
+                break
+            time.sleep(min(2.0, max(give_up - time.time(), 0.0)))
+        if arn is None:
+            raise TransientError(
+                f"the create call failed ({type(error).__name__}: {self.redact(str(error))}) and no task with tag "
+                f"{tag} appeared within {self.settle_s:g} s: nothing was created"
+            )
+        return arn
+
+    # ---- following -----------------------------------------------------------------------
+
+    def _task(self, job_id: str):
+        with self._lock:
+            task = self._tasks.get(job_id)
+        if task is None:  # re-attach (a task submitted by another process, or whose create call gave no answer)
+            task = require("braket.aws", "braket").AwsQuantumTask(job_id, aws_session=self._session, quiet=True)
+            with self._lock:
+                self._tasks[job_id] = task
+        return task
+
+    def _metadata(self, job_id: str) -> dict:
+        try:
+            return self._task(job_id).metadata()
+        except Exception as err:
+            if _code(err) == "ResourceNotFoundException":
+                words = self.redact(str(err))
+                raise JobLostError(f"braket task {job_id}: the service does not know it ({words})") from None
+            raise
+
+    def status(self, job_id: str) -> Status:
+        """The task's state from GetQuantumTask (module docstring); JobLostError for an ARN the
+        service does not know, or a LocalSimulator task of another process."""
+        if self.local:
+            if job_id not in self._results:
+                raise JobLostError(f"braket local task {job_id} ended with its process")
+            failure = self._results[job_id]
+            if isinstance(failure, Exception):
+                return Status(State.FAILED, self.redact(f"{type(failure).__name__}: {failure}"))
+            return Status(State.DONE)
+        metadata = self._metadata(job_id)
+        state = _STATES.get(metadata.get("status", ""), State.QUEUED)
+        message = metadata.get("failureReason", "") if state is State.FAILED else ""
+        if state.terminal:
+            self._usage[job_id] = task_usage(metadata)
+        return Status(state, self.redact(str(message)))
+
+    def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        """One probability vector per circuit (input order) from the finished task's counts."""
+        result = self._results[job_id] if self.local else self._task(job_id).result()
+        if job_id in self._usage:  # (a remote task's GetQuantumTask figures, from its last status)
+            self._usage[job_id].update(result_usage(result))
+        try:
+            return probabilities(result, circuits)
+        except RuntimeError as err:
+            raise RuntimeError(f"braket task {job_id}: {err}") from None
+
+    def cancel(self, job_id: str) -> bool | None:
+        """Ask the service to cancel a task; False when it refuses (a task that already ended).
+        LocalSimulator tasks run inside ``submit``: they have always ended."""
+        if self.local:
+            return False
+        try:
+            self._task(job_id).cancel()
+        except Exception as err:
+            if _code(err) == "ResourceNotFoundException":
+                raise JobLostError(f"braket task {job_id}: the service does not know it") from None
+            if _code(err) == "ConflictException":
+                return False
+            raise
+        return True
+
+    def usage(self, job_id: str) -> dict | None:
+        """The finished task's ``shots`` and ``seconds`` from creation to end (GetQuantumTask), and
+        a program set's ``successful_shots`` and ``failed_executables``
+        (:mod:`qpeft.jobs.braket_tasks`)."""
+        return self._usage.pop(job_id, None) or None
+
+    def find(self, tag: str) -> str | None:
+        """The ARN of the task tagged ``tag`` (see module docstring), or None."""
+        with self._lock:
+            if tag in self._tags:
+                return self._tags[tag]
+        if self.local:
+            return None
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=self.find_days)
+        filters = [
+            {"name": "deviceArn", "operator": "EQUAL", "values": [self._device.arn]},
+            {"name": "createdAt", "operator": "GTE", "values": [since.strftime("%Y-%m-%dT%H:%M:%SZ")]},
+        ]
+        pages = self._session.braket_client.get_paginator("search_quantum_tasks").paginate(filters=filters)
+        for page in pages:
+            for summary in page["quantumTasks"]:
+                if (summary.get("tags") or {}).get(TAG_KEY) == tag:
+                    return summary["quantumTaskArn"]
+        return None
