@@ -141,9 +141,9 @@ class QuantumMetrics(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         """Remember the ledger's totals at the start (a resumed run's earlier jobs are not this step's)."""
-        runner = _runner(model)
-        if runner is not None:
-            self._last = (state.global_step, ledger_values(list(runner.engine.ledger.records)))
+        ledger = _ledger(_runner(model))
+        if ledger is not None:
+            self._last = (state.global_step, ledger_values(list(ledger.records)))
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         """Add the quantum values to a training record (one with ``loss``); other records are left alone."""
@@ -162,8 +162,10 @@ class QuantumMetrics(TrainerCallback):
         if not self._described:
             self._described = True
             if runner is not None:
-                provider = runner.engine.provider
-                out["quantum/backend"] = f"{provider.name}:{provider.backend}" if provider.backend else provider.name
+                provider = runner.engine.provider  # (None on the ranks > 0 of torchrun: rank 0 submits)
+                if provider is not None:
+                    name = provider.name
+                    out["quantum/backend"] = f"{name}:{provider.backend}" if provider.backend else name
             elif config is not None:
                 out["quantum/backend"] = config.backend
             noise = getattr(config, "noise", None)
@@ -172,9 +174,10 @@ class QuantumMetrics(TrainerCallback):
         shots = runner.shots if runner is not None else getattr(config, "shots", None)
         if shots is not None:
             out["quantum/shots_per_circuit"] = shots
-        if runner is None:
+        ledger = _ledger(runner)
+        if ledger is None:
             return out
-        now = ledger_values(list(runner.engine.ledger.records))
+        now = ledger_values(list(ledger.records))
         last_step, last = self._last if self._last is not None else (0, dict.fromkeys(now, 0))
         steps = max(1, step - last_step)
         for name in ("circuits", "jobs", "shots"):
@@ -182,6 +185,12 @@ class QuantumMetrics(TrainerCallback):
         out.update(now)
         self._last = (step, now)
         return out
+
+
+def _ledger(runner):
+    """The job ledger of ``runner``'s engine; None without a runner, and on the ranks > 0 of
+    torchrun (rank 0 alone runs the engine and writes the ledger)."""
+    return runner.engine.ledger if runner is not None else None
 
 
 def _runner(model):

@@ -40,6 +40,17 @@ class RankZeroEngine:
         self.engine = engine
         self.together = True
 
+    @property
+    def ledger(self):
+        """Rank 0's job ledger (:class:`qpeft.jobs.ledger.Ledger`); None on the other ranks, which
+        write none."""
+        return self.engine.ledger if self.engine is not None else None
+
+    @property
+    def provider(self):
+        """Rank 0's provider; None on the other ranks, which submit nothing."""
+        return self.engine.provider if self.engine is not None else None
+
     def alone(self) -> None:
         """From now on only rank 0 calls :meth:`run` (no broadcast)."""
         self.together = False
