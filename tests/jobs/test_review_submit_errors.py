@@ -138,3 +138,25 @@ def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(t
     assert service.submissions == 1  # found by its tag and re-attached
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
     assert _events(tmp_path) == ["intent", "unknown", "submitted", "done"]
+
+
+def test_a_late_answer_that_refuses_the_job_stops_the_run_and_is_not_submitted_again(tmp_path):
+    """A submit past submit_timeout whose late answer is a refusal (not transient): the run stops
+    with the provider's words; the job is not submitted again (a refusal for a cause that a new
+    submission would hit again, or one the engine cannot tell from a lost answer, is not retried)."""
+    from qpeft.jobs.calls import ProviderError
+
+    service = StandInQCloudService()
+    provider = _origin(service)
+    calls = []
+
+    def slow_refusal(*args):
+        calls.append(1)
+        time.sleep(0.5)
+        raise RuntimeError("QCloud HTTP request failed with status 400: program not valid for this chip")
+
+    provider._chip.run = slow_refusal
+    with pytest.raises(ProviderError, match="status 400"):
+        JobEngine(provider, tmp_path, **FAST).run(_circuits(), 200, scope="s")
+    assert len(calls) == 1
+    assert _events(tmp_path) == ["intent", "unknown", "rejected"]

@@ -1,0 +1,69 @@
+"""Engine paths where a restart or a cap decides what is paid: a re-attached job counts as an
+attempt, and every submission of a job key has its own tag (the cap counts submissions by tag);
+a submission a crash cut off that turned out to create nothing is not counted against the cap of
+any later run. The scripted provider keeps its own log of the jobs it created (the bill)."""
+
+import numpy as np
+import pytest
+from standins import ScriptedProvider
+
+from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError
+from qpeft.jobs.budget import BudgetExceededError
+from qpeft.jobs.ledger import read_ledger
+from qpeft.quantum.circuit import Circuit, Weight
+
+RY = Circuit(1).add("RY", [0], Weight(0))
+FAST = dict(poll_interval=0.001, max_poll_interval=0.004, max_parallel=1, progress=False)
+NO_FAULTS = dict(transient=0, throttle=0, hang=0, slow=0, failed=0, lost=0)
+
+
+class Crash(BaseException):
+    """The process dies here (nothing after this line runs in it)."""
+
+
+def _circuits(n, start=0.1):
+    return [BoundCircuit(RY, (float(t),)) for t in np.linspace(start, 3.0, n)]
+
+
+def test_a_re_attached_job_counts_as_an_attempt_and_the_next_one_gets_a_new_tag(tmp_path):
+    """max_attempts=2: the job submitted before the crash is attempt 1, so after it fails one more
+    job is paid for, tagged KEY.2; then the key's attempts are used up."""
+    provider = ScriptedProvider(**{**NO_FAULTS, "failed": 1.0})  # every job fails, for a transient cause
+    status = provider.status
+
+    def crashing(job_id):
+        raise Crash
+
+    provider.status = crashing  # the process dies while it polls its first job
+    with pytest.raises(Crash):
+        JobEngine(provider, tmp_path, max_attempts=2, **FAST).run(_circuits(2), None, scope="s")
+    provider.status = status
+    with pytest.raises(JobFailedError, match="after 2 attempt"):
+        JobEngine(provider, tmp_path, max_attempts=2, **FAST).run(_circuits(2), None, scope="s")
+    ((key, jobs),) = provider.created.items()
+    assert len(jobs) == 2  # paid twice in all: max_attempts
+    assert sorted(provider.jobs[j]["tag"] for j in jobs) == [f"{key}.1", f"{key}.2"]
+
+
+def test_a_cut_off_submission_that_created_nothing_is_not_counted_by_a_later_cap(tmp_path):
+    """A crash before the service created the job leaves an intent (counted as maybe spent). The
+    restart finds nothing under its tag and submits the job: one job paid in all, so a later run
+    with a cap of 2 jobs may still submit one more."""
+    provider = ScriptedProvider(**NO_FAULTS)
+    submit = provider.submit
+
+    def crashing(circuits, shots, tag):
+        raise Crash  # before the request left: nothing was created
+
+    provider.submit = crashing
+    with pytest.raises(Crash):
+        JobEngine(provider, tmp_path, **FAST).run(_circuits(2), None, scope="a")
+    provider.submit = submit
+    JobEngine(provider, tmp_path, max_spend={"jobs": 1}, submit_timeout=0.05, **FAST).run(_circuits(2), None, "a")
+    events = [r["event"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "rejected", "intent", "submitted", "done"]
+    later = JobEngine(provider, tmp_path, max_spend={"jobs": 2}, **FAST)
+    later.run(_circuits(2, start=0.2), None, scope="b")  # the second job of the run: within the cap
+    assert sum(len(jobs) for jobs in provider.created.values()) == 2
+    with pytest.raises(BudgetExceededError, match="spent 2 job"):
+        later.run(_circuits(2, start=0.3), None, scope="c")
