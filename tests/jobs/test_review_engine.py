@@ -67,3 +67,21 @@ def test_a_cut_off_submission_that_created_nothing_is_not_counted_by_a_later_cap
     assert sum(len(jobs) for jobs in provider.created.values()) == 2
     with pytest.raises(BudgetExceededError, match="spent 2 job"):
         later.run(_circuits(2, start=0.3), None, scope="c")
+
+
+@pytest.mark.parametrize("call", ["status", "result"])
+def test_a_provider_error_while_following_a_job_names_the_job_and_the_providers_words(tmp_path, call):
+    from qpeft.jobs.calls import ProviderError
+
+    provider = ScriptedProvider(**NO_FAULTS)
+
+    def refusing(*args):
+        raise RuntimeError("permission denied for this instance")
+
+    setattr(provider, call, refusing)
+    with pytest.raises(ProviderError) as info:
+        JobEngine(provider, tmp_path, **FAST).run(_circuits(2), None, scope="s")
+    (job_id,) = provider.fate
+    assert job_id in str(info.value) and "permission denied for this instance" in str(info.value)
+    live = [r for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    assert [r["job_id"] for r in live] == [job_id]  # still open: a rerun re-attaches to it

@@ -86,8 +86,10 @@ class ProviderCalls:
                 raise MayHaveCreated(self.clean(err)) from None
             raise self.clean(err) from None
 
-    def clean(self, err: BaseException) -> ProviderError:
-        return ProviderError(f"{self.provider.name}: {type(err).__name__}: {self.provider.redact(str(err))}")
+    def clean(self, err: BaseException, job_id: str | None = None) -> ProviderError:
+        """``err`` as a :class:`ProviderError` with secrets removed, naming ``job_id`` if given."""
+        about = f" job {job_id}" if job_id else ""
+        return ProviderError(f"{self.provider.name}{about}: {type(err).__name__}: {self.provider.redact(str(err))}")
 
     def poll(self, job_id: str, submitted_at: float, deadline: Deadline) -> tuple[State | str, str, float]:
         """(the job's terminal state, 'lost' (the provider does not know it), or 'timeout' (past
@@ -132,7 +134,7 @@ class ProviderCalls:
         except JobLostError as err:
             return "lost", self.provider.redact(str(err)), 0.0
         except Exception as err:
-            raise self.clean(err) from None
+            raise self.clean(err, job_id) from None
         return status.state, self.provider.redact(status.message), self._queued(started, submitted_at)
 
     def _watch(self, job_id: str, check: Callable[[], Status], stop_at: Callable[[], float]) -> Status:
@@ -179,7 +181,7 @@ class ProviderCalls:
         try:
             probs = self.retried(lambda: self.provider.result(job_id, circuits, shots))
         except Exception as err:
-            raise self.clean(err) from None
+            raise self.clean(err, job_id) from None
         if isinstance(probs, np.ndarray) and probs.ndim == 2:  # one row per circuit, all of one width
             fits = probs.shape == (len(widths), widths[0]) and widths.count(widths[0]) == len(widths)
             probs = probs.astype(np.float64, copy=False) if fits else None
