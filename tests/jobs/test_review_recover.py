@@ -47,3 +47,18 @@ def test_a_submission_that_lands_after_the_restart_is_found_not_paid_again(tmp_p
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
     events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
     assert events == ["intent", "submitted", "done"]
+
+
+def test_a_submit_that_does_not_answer_is_found_by_its_tag_while_the_call_still_hangs(tmp_path):
+    """The service created the job, the answer is 3 s late (past submit_timeout): the engine finds
+    the job by its tag at once and uses it, instead of waiting for the answer or giving up on it."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    with SpoolService(spool) as service:
+        provider = SpoolProvider(spool=spool, answer_delay=3.0)
+        engine = JobEngine(provider, run, submit_timeout=0.2, job_timeout=1.5, **FAST)
+        out = engine.run(CIRCUITS, None, scope="s")
+        served = service.drain()
+    assert len(served) == 1
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "unknown", "submitted", "done"]
