@@ -62,3 +62,31 @@ def test_a_submit_that_does_not_answer_is_found_by_its_tag_while_the_call_still_
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
     events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
     assert events == ["intent", "unknown", "submitted", "done"]
+
+
+def test_a_deadline_that_cuts_the_settling_wait_short_does_not_conclude_nothing_was_created(tmp_path):
+    """The restart's deadline (0.3 s) comes before submit_timeout (5 s) has passed since the
+    intent: the submission is not yet settled, so it stays open; the job lands at the service
+    afterwards, and the next run finds it by its tag instead of paying for it again."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    with SpoolService(spool) as service:
+        first = SpoolProvider(spool=spool)
+        landing = []
+
+        def in_flight(circuits, shots, tag):
+            timer = threading.Timer(1.5, SpoolProvider(spool=spool).submit, (circuits, shots, tag))
+            timer.start()
+            landing.append(timer)
+            raise Crash
+
+        first.submit = in_flight
+        with pytest.raises(Crash):
+            JobEngine(first, run, **FAST).run(CIRCUITS, None, scope="s")
+        hurried = JobEngine(SpoolProvider(spool=spool), run, submit_timeout=5.0, deadline=0.3, **FAST)
+        with pytest.raises(TimeoutError):
+            hurried.run(CIRCUITS, None, scope="s")
+        landing[0].join()
+        out = JobEngine(SpoolProvider(spool=spool), run, submit_timeout=5.0, **FAST).run(CIRCUITS, None, scope="s")
+        served = service.drain()
+    assert len(served) == 1
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)

@@ -132,6 +132,11 @@ class Submitter:
         if job_id is None and time.time() < settled_at:
             time.sleep(min(settled_at - time.time(), deadline.left()))
             job_id = self.calls.find(tag, deadline)
+        if job_id is None and time.time() < settled_at:  # the deadline cut the wait short: not settled
+            raise TimeoutError(
+                f"{deadline.what} reached before the submission of job key {key} (tag {tag}) was settled: a job "
+                "it created may still appear at the provider; it stays open in the ledger: rerun to look it up again"
+            )
         if job_id is None:
             message = f"the provider has no job with tag {tag}: the submission created nothing"
             self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
