@@ -85,3 +85,23 @@ def test_a_provider_error_while_following_a_job_names_the_job_and_the_providers_
     assert job_id in str(info.value) and "permission denied for this instance" in str(info.value)
     live = [r for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
     assert [r["job_id"] for r in live] == [job_id]  # still open: a rerun re-attaches to it
+
+
+def test_a_refused_submission_gives_its_reservation_back_within_the_same_engine(tmp_path):
+    """A submit the provider refuses (not transient: nothing created) counts nothing; calling the
+    same engine again (a notebook after the cause was fixed) may still spend the whole cap."""
+    from qpeft.jobs.calls import ProviderError
+
+    provider = ScriptedProvider(**NO_FAULTS)
+    submit = provider.submit
+
+    def refusing(circuits, shots, tag):
+        raise RuntimeError("400 Bad Request: the instance has no access to this backend")
+
+    provider.submit = refusing
+    engine = JobEngine(provider, tmp_path, max_spend={"jobs": 1}, **FAST)
+    with pytest.raises(ProviderError, match="nothing was created"):
+        engine.run(_circuits(2), None, scope="s")
+    provider.submit = submit
+    engine.run(_circuits(2), None, scope="s")
+    assert sum(len(jobs) for jobs in provider.created.values()) == 1
