@@ -105,3 +105,34 @@ def test_a_refused_submission_gives_its_reservation_back_within_the_same_engine(
     provider.submit = submit
     engine.run(_circuits(2), None, scope="s")
     assert sum(len(jobs) for jobs in provider.created.values()) == 1
+
+
+@pytest.mark.parametrize("forgotten", ["before-the-cancel", "after-the-cancel"])
+def test_a_job_past_its_limit_that_the_service_forgets_on_cancel_is_submitted_again(tmp_path, forgotten):
+    """Past queue_timeout the engine cancels the job; the service no longer knows it (its cancel,
+    or the status read after it, answers 404): the job will never run, so it is submitted again
+    and the run goes on (it does not stop as if the job might still run)."""
+    pytest.importorskip("pyqpanda3")
+    from standins import StandInQCloudService
+
+    from qpeft.jobs.origin import OriginProvider
+
+    service = StandInQCloudService(polls=10**6)  # the first job waits in the queue
+    provider = OriginProvider(api_key="sk-test-KEY", service=service, job_factory=service.job)
+    cancel = provider.cancel
+
+    def forgetting(job_id):
+        service.polls = 1  # the next job runs at once
+        if forgotten == "before-the-cancel":
+            service.forget(job_id)
+            return cancel(job_id)
+        answer = cancel(job_id)
+        service.forget(job_id)
+        return answer
+
+    provider.cancel = forgetting
+    engine = JobEngine(provider, tmp_path, queue_timeout=0.2, cancel_wait=5, **FAST)
+    out = engine.run(_circuits(2), 200, scope="s")
+    assert len(service.submissions) == 2 and len(out) == 2
+    events = [r["event"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "submitted", "timeout", "intent", "submitted", "done"]
