@@ -21,8 +21,8 @@ import json
 
 from transformers import TrainerCallback
 
-from qpeft.jobs.budget import priced
 from qpeft.jobs.ledger import totals
+from qpeft.jobs.plan import RATES
 
 #: the trackers tested with qpeft (any other name transformers integrates is accepted too)
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -109,13 +109,19 @@ def ledger_values(records: list[dict]) -> dict[str, float]:
         "quantum/retries": total["retries"],
         "quantum/failures": total["failures"],
     }
-    bills = priced(records)  # (as qpeft plan prices them)
-    bill = next(iter(bills.values())) if len(bills) == 1 else None
-    if bill is not None and bill["cost"] is not None:
+    providers = {p.split(":", 1)[0] for p in total["providers"]}
+    rates = [RATES[p] for p in providers if p in RATES and RATES[p].price_per_qpu_s is not None]
+    if len(rates) == 1 and len(providers) == 1:
+        rate = rates[0]
+        # QPU time = jobs x per-job overhead + circuits x per-circuit time + shots x per-shot time (as qpeft plan)
         for i, bound in enumerate(("low", "high")):
-            if any(bill["qpu_seconds"]):  # (Braket bills tasks and shots and publishes no time figures)
-                values[f"quantum/qpu_seconds_{bound}"] = bill["qpu_seconds"][i]
-            values[f"quantum/spend_{bill['currency'].lower()}_{bound}"] = bill["cost"][i]
+            seconds = (
+                total["jobs"] * rate.per_job_s[i]
+                + total["circuits"] * rate.per_circuit_s[i]
+                + total["shots"] * rate.per_shot_s[i]
+            )
+            values[f"quantum/qpu_seconds_{bound}"] = seconds
+            values[f"quantum/spend_{rate.currency.lower()}_{bound}"] = seconds * rate.price_per_qpu_s[i]
     return values
 
 
@@ -135,13 +141,13 @@ class QuantumMetrics(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         """Remember the ledger's totals at the start (a resumed run's earlier jobs are not this step's)."""
-        runner = _runner(model)
-        if runner is not None and state.is_world_process_zero:  # (under torchrun rank 0 keeps the ledger)
-            self._last = (state.global_step, ledger_values(list(runner.engine.ledger.records)))
+        ledger = _ledger(_runner(model))
+        if ledger is not None:
+            self._last = (state.global_step, ledger_values(list(ledger.records)))
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         """Add the quantum values to a training record (one with ``loss``); other records are left alone."""
-        if logs is None or "loss" not in logs or model is None or not state.is_world_process_zero:
+        if logs is None or "loss" not in logs or model is None:
             return
         modules = quantum_modules(model)
         if not modules:
@@ -156,8 +162,10 @@ class QuantumMetrics(TrainerCallback):
         if not self._described:
             self._described = True
             if runner is not None:
-                provider = runner.engine.provider
-                out["quantum/backend"] = f"{provider.name}:{provider.backend}" if provider.backend else provider.name
+                provider = runner.engine.provider  # (None on the ranks > 0 of torchrun: rank 0 submits)
+                if provider is not None:
+                    name = provider.name
+                    out["quantum/backend"] = f"{name}:{provider.backend}" if provider.backend else name
             elif config is not None:
                 out["quantum/backend"] = config.backend
             noise = getattr(config, "noise", None)
@@ -166,9 +174,10 @@ class QuantumMetrics(TrainerCallback):
         shots = runner.shots if runner is not None else getattr(config, "shots", None)
         if shots is not None:
             out["quantum/shots_per_circuit"] = shots
-        if runner is None:
+        ledger = _ledger(runner)
+        if ledger is None:
             return out
-        now = ledger_values(list(runner.engine.ledger.records))
+        now = ledger_values(list(ledger.records))
         last_step, last = self._last if self._last is not None else (0, dict.fromkeys(now, 0))
         steps = max(1, step - last_step)
         for name in ("circuits", "jobs", "shots"):
@@ -176,6 +185,12 @@ class QuantumMetrics(TrainerCallback):
         out.update(now)
         self._last = (step, now)
         return out
+
+
+def _ledger(runner):
+    """The job ledger of ``runner``'s engine; None without a runner, and on the ranks > 0 of
+    torchrun (rank 0 alone runs the engine and writes the ledger)."""
+    return runner.engine.ledger if runner is not None else None
 
 
 def _runner(model):

@@ -145,8 +145,9 @@ def jobs_for(n_circuits: int, limits: Limits, shots: int | None, two_qubit_per_c
 
 
 class TransientError(RuntimeError):
-    """A provider error that is safe to retry: the provider guarantees nothing was created
-    (submit) or changed (status / result)."""
+    """A provider error that is safe to retry: the provider guarantees nothing was changed
+    (status / result) or created (submit; unless :meth:`Provider.created_nothing` says it may
+    have been)."""
 
 
 class JobLostError(RuntimeError):
@@ -279,6 +280,15 @@ class Provider(ABC):
         """Whether an error of this provider's SDK is safe to retry (also while the provider is
         being made, e.g. a service that did not answer)."""
         return isinstance(error, TransientError)
+
+    def created_nothing(self, error: BaseException) -> bool:
+        """Whether a submit call that failed with ``error`` (one :meth:`is_transient` calls
+        transient) certainly created no job, so the engine may make the call again: True by
+        default (:class:`TransientError`'s contract). A provider whose transient errors include
+        timeouts or dropped connections (the request may have reached the service, and the job
+        exist) answers False for those; the engine then looks the job up by its tag, or reports
+        the submission unresolved, and never repeats it blindly."""
+        return True
 
     def is_transient_failure(self, message: str) -> bool:
         """Whether a FAILED job's message names a cause that a new submission may not hit."""

@@ -41,6 +41,16 @@ class NoAnswer(Exception):
         self.future = future
 
 
+class MayHaveCreated(Exception):
+    """A submit that failed with a transient error that does not say whether the service created
+    the job (a timeout, a dropped connection: :meth:`Provider.created_nothing` is False): its
+    outcome is unknown. ``error``: the provider's error, secrets removed."""
+
+    def __init__(self, error: ProviderError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class ProviderCalls:
     """One provider's calls, with the engine's options (timeouts, backoff, attempts)."""
 
@@ -50,8 +60,9 @@ class ProviderCalls:
         self._pool = ThreadPoolExecutor(max_workers=2 * options.max_parallel, thread_name_prefix="qpeft-sdk")
 
     def submit(self, circuits: list[BoundCircuit], shots, tag: str, deadline: Deadline) -> str:
-        """The new job's id; transient rejections retried with backoff (the provider guarantees
-        they created nothing); raises :class:`NoAnswer` when a remote submit does not answer."""
+        """The new job's id; transient rejections that certainly created nothing retried with
+        backoff; raises :class:`NoAnswer` when a remote submit does not answer, and
+        :class:`MayHaveCreated` for a transient error after which the job may exist."""
         opts = self.options
 
         def call():
@@ -63,15 +74,22 @@ class ProviderCalls:
             except FutureTimeout:
                 raise NoAnswer(future) from None
 
+        provider = self.provider
         try:
-            return self.retried(call, deadline)
+            return self.retried(
+                call, deadline, lambda err: provider.is_transient(err) and provider.created_nothing(err)
+            )
         except NoAnswer:
             raise
         except Exception as err:
+            if provider.is_transient(err) and not provider.created_nothing(err):
+                raise MayHaveCreated(self.clean(err)) from None
             raise self.clean(err) from None
 
-    def clean(self, err: BaseException) -> ProviderError:
-        return ProviderError(f"{self.provider.name}: {type(err).__name__}: {self.provider.redact(str(err))}")
+    def clean(self, err: BaseException, job_id: str | None = None) -> ProviderError:
+        """``err`` as a :class:`ProviderError` with secrets removed, naming ``job_id`` if given."""
+        about = f" job {job_id}" if job_id else ""
+        return ProviderError(f"{self.provider.name}{about}: {type(err).__name__}: {self.provider.redact(str(err))}")
 
     def poll(self, job_id: str, submitted_at: float, deadline: Deadline) -> tuple[State | str, str, float]:
         """(the job's terminal state, 'lost' (the provider does not know it), or 'timeout' (past
@@ -116,7 +134,7 @@ class ProviderCalls:
         except JobLostError as err:
             return "lost", self.provider.redact(str(err)), 0.0
         except Exception as err:
-            raise self.clean(err) from None
+            raise self.clean(err, job_id) from None
         return status.state, self.provider.redact(status.message), self._queued(started, submitted_at)
 
     def _watch(self, job_id: str, check: Callable[[], Status], stop_at: Callable[[], float]) -> Status:
@@ -136,21 +154,23 @@ class ProviderCalls:
     def _queued(started: list[float], submitted_at: float) -> float:
         return max(0.0, (started[0] if started else time.time()) - submitted_at)
 
-    def retried(self, call, deadline: Deadline | None = None):
-        """``call()``, its transient errors retried with exponential backoff, ``max_attempts``
-        calls at most (and none past the deadline). The first call runs without tenacity (most
+    def retried(self, call, deadline: Deadline | None = None, transient: Callable[[BaseException], bool] | None = None):
+        """``call()``, its transient errors (``transient``, by default the provider's
+        :meth:`~Provider.is_transient`) retried with exponential backoff, ``max_attempts`` calls
+        at most (and none past the deadline). The first call runs without tenacity (most
         succeed; a retry loop costs more than an in-process job's bookkeeping); the loop then
         waits as tenacity's would have from the first call: poll_interval * 2**(n-1) after call n."""
         opts = self.options
         deadline = deadline or Deadline()
+        transient = transient or self.provider.is_transient
         try:
             return call()
         except Exception as err:
-            if not self.provider.is_transient(err) or opts.max_attempts == 1 or deadline.passed():
+            if not transient(err) or opts.max_attempts == 1 or deadline.passed():
                 raise
         time.sleep(min(opts.poll_interval, opts.max_poll_interval))
         return Retrying(
-            retry=retry_if_exception(self.provider.is_transient),
+            retry=retry_if_exception(transient),
             wait=wait_exponential(multiplier=2 * opts.poll_interval, max=opts.max_poll_interval),
             stop=stop_after_attempt(opts.max_attempts - 1) | stop_after_delay(deadline.left()),
             reraise=True,
@@ -161,7 +181,7 @@ class ProviderCalls:
         try:
             probs = self.retried(lambda: self.provider.result(job_id, circuits, shots))
         except Exception as err:
-            raise self.clean(err) from None
+            raise self.clean(err, job_id) from None
         if isinstance(probs, np.ndarray) and probs.ndim == 2:  # one row per circuit, all of one width
             fits = probs.shape == (len(widths), widths[0]) and widths.count(widths[0]) == len(widths)
             probs = probs.astype(np.float64, copy=False) if fits else None

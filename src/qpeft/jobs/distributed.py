@@ -42,12 +42,13 @@ class RankZeroEngine:
 
     @property
     def ledger(self):
-        """Rank 0's job ledger (None on the other ranks: they write none)."""
+        """Rank 0's job ledger (:class:`qpeft.jobs.ledger.Ledger`); None on the other ranks, which
+        write none."""
         return self.engine.ledger if self.engine is not None else None
 
     @property
     def provider(self):
-        """Rank 0's provider (None on the other ranks: they submit nothing)."""
+        """Rank 0's provider; None on the other ranks, which submit nothing."""
         return self.engine.provider if self.engine is not None else None
 
     def alone(self) -> None:

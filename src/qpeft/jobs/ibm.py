@@ -156,6 +156,15 @@ class IBMProvider(Provider):
             return True
         return bool(_TRANSIENT_CODES.search(str(error))) or type(error).__name__ in ("ConnectionError", "Timeout")
 
+    def created_nothing(self, error: BaseException) -> bool:
+        """Whether a transient submit error certainly created no job: the 5xx codes IBM's API
+        documents as safe to retry, yes; a timeout or a dropped connection (the request may have
+        reached the service), no: the engine looks the job up by its tag."""
+        return not isinstance(error, ConnectionError | TimeoutError) and type(error).__name__ not in (
+            "ConnectionError",
+            "Timeout",
+        )
+
     @classmethod
     def plan_gate_count(
         cls, backend: str | None, optimization_level: int = 1, seed: int | None = 0, **_

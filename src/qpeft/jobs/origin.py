@@ -12,7 +12,10 @@
   is answered with an HTTP 404 (``RuntimeError: QCloud HTTP request failed with status 404``):
   :class:`JobLostError`, so the engine submits the job again.
 * No lookup by tag: the SDK lists no jobs by tag or ``batch_id`` (reference/hardware.md §1.2),
-  so a submission of unknown outcome is settled by hand (``qpeft jobs RUN --resolve``).
+  so a submission of unknown outcome is settled by hand (``qpeft jobs RUN --resolve``). That
+  includes a submit that timed out, lost its connection or got a 5xx other than 503: the job may
+  exist (:meth:`OriginProvider.created_nothing`); only a refusal (429, 503, maintenance) or a
+  connection never made is retried.
 * What a job used: ``QCloudResult.timing_info()`` (``qpuRunTime``, ``totalTime``, ...: the
   SDK's names and units), kept from the result fetch, no extra call.
 """
@@ -49,6 +52,10 @@ _TRANSIENT = (
     "server connection failed",
     "under maintenance",
 )
+# Of those, what a submit may be retried after: the service refused the request (a throttle, a
+# 503, maintenance) or it never left (no connection). After a timeout, a dropped connection or
+# another 5xx the job may exist; its outcome is unknown (settled by hand: Origin cannot find jobs).
+_REFUSED = ("status 429", "status 503", "under maintenance", "couldn't connect", "couldn't resolve")
 #: the HTTP answer to a job id the service does not know
 _NOT_FOUND = "status 404"
 
@@ -145,6 +152,11 @@ class OriginProvider(Provider):
         if isinstance(error, TransientError):
             return True
         return isinstance(error, RuntimeError) and any(t in str(error).lower() for t in _TRANSIENT)
+
+    def created_nothing(self, error: BaseException) -> bool:
+        """Whether a transient submit error certainly created no job: a refusal (429, 503,
+        maintenance) or a connection never made; not a timeout, a dropped connection or another 5xx."""
+        return any(t in str(error).lower() for t in _REFUSED)
 
     def is_transient_failure(self, message: str) -> bool:
         return any(t in message.lower() for t in _TRANSIENT)

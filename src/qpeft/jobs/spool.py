@@ -95,8 +95,15 @@ class SpoolProvider(LocalProvider):
         return job_id
 
     def status(self, job_id: str) -> Status:
-        """DONE, RUNNING, QUEUED or CANCELLED from the job's files; JobLostError when there are none."""
-        for kind, state in (("result.npz", State.DONE), ("running.json", State.RUNNING), ("job.json", State.QUEUED)):
+        """QUEUED, DONE, RUNNING or CANCELLED from the job's files; JobLostError when there are none.
+
+        The queued file is looked at first: the service (another process) may rename it to
+        running (or a cancel to cancelled) at any moment, and those files stay, so a job not
+        found queued is found under its later name (looked at in the other order, a job taken
+        between two looks was found nowhere, and the engine paid for it again)."""
+        if self._path(job_id, "job.json").is_file():
+            return Status(State.QUEUED)
+        for kind, state in (("result.npz", State.DONE), ("running.json", State.RUNNING)):
             if self._path(job_id, kind).is_file():
                 return Status(state)
         if self._path(job_id, "cancelled.json").is_file():

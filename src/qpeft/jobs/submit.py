@@ -5,7 +5,9 @@ preceded by an ``intent`` record (fsynced: key, tag, provider, backend), so what
 the call, the ledger knows a job may exist:
 
 * the call answers with an id: ``submitted`` (fsynced), then the job is followed;
-* it answers with an error: the provider created nothing (``rejected``);
+* it answers with an error: the provider created nothing (``rejected``); a transient error
+  that does not say so (a timeout, a dropped connection: :meth:`Provider.created_nothing`)
+  is ``unknown``, settled by the tag as after a crash (below), never retried blindly;
 * it gives no answer within ``submit_timeout``: ``unknown``; the engine waits for the late
   answer or looks the job up by its tag, and never submits it again blindly;
 * the process dies while the call is in flight: the next run finds the ``intent`` (or
@@ -28,7 +30,7 @@ from concurrent.futures import Future
 
 from qpeft.jobs.base import BoundCircuit, Provider, SubmissionUnknownError
 from qpeft.jobs.budget import Budget, Spend, job_spend
-from qpeft.jobs.calls import NoAnswer, ProviderCalls, ProviderError
+from qpeft.jobs.calls import MayHaveCreated, NoAnswer, ProviderCalls, ProviderError
 from qpeft.jobs.ledger import Ledger
 from qpeft.jobs.options import Deadline, EngineOptions
 
@@ -66,6 +68,9 @@ class Submitter:
             job_id = self.calls.submit(circuits, shots, tag, deadline)
         except NoAnswer as no_answer:
             return self._await(no_answer.future, key, tag, attempt, circuits, shots, deadline, reserved)
+        except MayHaveCreated as unsure:  # the job may exist: settled by its tag, never submitted again blindly
+            unknown = self.record("unknown", key, None, attempt, circuits, shots, tag, message=str(unsure.error))
+            return self.recover(unknown, circuits, shots, deadline)
         except Exception as err:  # the provider answered with an error: it created nothing
             self.budget.release(reserved)
             if durable:
@@ -81,7 +86,7 @@ class Submitter:
     def _await(self, future: Future, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend):
         """A submit that gave no answer in time, in this process: wait for its late answer or find
         the job by its tag; never submit it again blindly. None: the late answer was a rejection."""
-        self.record("unknown", key, None, attempt, circuits, shots, tag)
+        unknown = self.record("unknown", key, None, attempt, circuits, shots, tag)
         opts = self.options
         give_up = min(time.time() + opts.job_timeout, deadline.at)
         wait_s = opts.poll_interval
@@ -91,6 +96,8 @@ class Submitter:
                 if err is None:
                     job_id = future.result()
                     break
+                if self.provider.is_transient(err) and not self.provider.created_nothing(err):
+                    return self.recover(unknown, circuits, shots, deadline)  # (the late answer does not say either)
                 message = self.provider.redact(str(err))
                 self.budget.release(reserved)
                 self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
@@ -109,21 +116,29 @@ class Submitter:
 
     def recover(self, live: dict, circuits: list[BoundCircuit], shots, deadline: Deadline) -> str | None:
         """A submission an earlier process left without a job id (an ``intent`` a crash cut off,
-        or an ``unknown``): the job's id if the provider has a job with its tag (recorded as
+        or an ``unknown``: no answer, or an error that does not say whether it created the job):
+        the job's id if the provider has a job with its tag (recorded as
         ``submitted``: the caller re-attaches), None if it has none (``rejected``: the caller
         submits the next attempt). Raises :class:`SubmissionUnknownError` where the provider
         cannot look jobs up by tag."""
         key, tag, attempt = live["key"], live["tag"], live["attempt"]
         if not self.provider.can_find:
             why = "was cut off by a crash" if live["event"] == "intent" else "gave no answer"
+            if live.get("message"):
+                why = f"failed with an error that does not say whether it created the job ({live['message']})"
             raise SubmissionUnknownError(self._unresolved(key, tag, why))
         job_id = self.calls.find(tag, deadline)
         settled_at = live["time"] + self.options.submit_timeout  # a call still in flight could create it until then
         if job_id is None and time.time() < settled_at:
             time.sleep(min(settled_at - time.time(), deadline.left()))
             job_id = self.calls.find(tag, deadline)
+        if job_id is None and time.time() < settled_at:  # the deadline cut the wait short: not settled
+            raise TimeoutError(
+                f"{deadline.what} reached before the submission of job key {key} (tag {tag}) was settled: a job "
+                "it created may still appear at the provider; it stays open in the ledger: rerun to look it up again"
+            )
         if job_id is None:
-            message = f"no job with tag {tag} at the provider after a restart: the submission created nothing"
+            message = f"the provider has no job with tag {tag}: the submission created nothing"
             self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
             # (counted as maybe spent)
             self.budget.release(job_spend(self.provider.name, len(circuits), shots, self.provider.backend))
