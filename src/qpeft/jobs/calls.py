@@ -71,6 +71,8 @@ class ProviderCalls:
             raise self.clean(err) from None
 
     def clean(self, err: BaseException) -> ProviderError:
+        """The :class:`ProviderError` the engine raises for ``err``: the provider's name, the error's
+        type and its message with every secret redacted."""
         return ProviderError(f"{self.provider.name}: {type(err).__name__}: {self.provider.redact(str(err))}")
 
     def poll(self, job_id: str, submitted_at: float, deadline: Deadline) -> tuple[State | str, str, float]:
