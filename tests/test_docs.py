@@ -159,7 +159,9 @@ def _parse(args: list[str]) -> str | None:
     try:
         with contextlib.redirect_stderr(err):
             parsed = build_parser().parse_args(args)
-    except SystemExit:
+    except SystemExit as stop:
+        if stop.code == 0:  # --version, --help: accepted, argparse exits after printing
+            return None
         return err.getvalue().strip().splitlines()[-1]
     if parsed.command in ("train", "compare", "plan") and parsed.config is None:
         try:
@@ -190,6 +192,7 @@ def test_a_renamed_flag_is_caught():
     assert "unrecognized arguments: --stepz" in _parse(["train", "--stepz", "3"])
     assert "`report_to`" in _parse(["train", "--report-to", "tensorbord"])
     assert _parse(["train", "--steps", "3", "--report-to", "tensorboard"]) is None
+    assert _parse(["--version"]) is None and _parse(["--verzion"]) is not None
 
 
 def test_skipped_blocks_are_few():

@@ -65,7 +65,9 @@ class TrainConfig:
     quantum_backend: str | None = doc(
         None,
         "run the QNN circuits through the job engine on PROVIDER[:BACKEND]: local[:torch|shots|noisy[:DEVICE]|"
-        "qiskit|pyqpanda3], origin[:CHIP], ibm[:BACKEND] (fake_* = IBM local testing mode); needs qtha-weights",
+        "qiskit|pyqpanda3], origin[:CHIP], ibm[:BACKEND] (fake_* = IBM local testing mode), braket:DEVICE "
+        "(local, local_dm = its offline LocalSimulator), or a plugin's provider (`qpeft providers`); needs "
+        "qtha-weights",
     )
     shots: int | None = doc(None, "shots per circuit on --quantum-backend (a QPU needs it; None: exact simulator)")
     diff_method: str = doc("parameter_shift", "QNN gradients on --quantum-backend: parameter_shift, spsa, hybrid")

@@ -21,6 +21,13 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def normalise_number(text: str) -> str | None:
+    """The first number in ``text``, normalised for exact-match comparison: thousands separators
+    removed, trailing zeros of a decimal dropped (``"1,200.50"`` -> ``"1200.5"``, ``"3.0"`` ->
+    ``"3"``).
+
+    Returns:
+        The number as a string, or None when ``text`` holds no number.
+    """
     match = _NUMBER.search(text)
     if match is None:
         return None

@@ -23,6 +23,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BuiltinModel:
+    """A model shipped inside a PyPI package as one GGUF file.
+
+    Attributes:
+        package: the import name of the package that holds the file (located, never imported).
+        gguf_file: the file's name inside the package.
+        install: the command that installs the package (for the error when it is missing).
+    """
+
     package: str
     gguf_file: str
     install: str
@@ -37,6 +45,8 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 def cache_dir() -> Path:
+    """Where built-in models are cached after their first load: ``$QPEFT_CACHE``, default
+    ``~/.cache/qpeft``."""
     return Path(os.environ.get("QPEFT_CACHE", Path.home() / ".cache" / "qpeft"))
 
 

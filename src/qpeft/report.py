@@ -126,6 +126,13 @@ def tuning_lines(tuned: dict[str, dict]) -> list[str]:
 
 
 def plot_losses(results: dict[str, list[dict]], path: Path) -> None:
+    """Draw every run's training loss against its step (one colour per method, one line per
+    seed) and save the figure as a PNG.
+
+    Args:
+        results: {method: [run summary with ``"losses"``: [(step, loss), ...]], ...}.
+        path: the PNG to write (overwritten).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

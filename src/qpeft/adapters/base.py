@@ -48,6 +48,14 @@ register_optimizer_step_post_hook(_count_step)
 
 
 def is_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a layer an adapter can wrap: an ``nn.Linear`` or a GPT-2 ``Conv1D``.
+
+    Args:
+        module: any module of the model.
+
+    Returns:
+        True for ``nn.Linear`` and ``transformers``' ``Conv1D`` (when transformers is installed).
+    """
     return isinstance(module, nn.Linear) or (Conv1D is not None and isinstance(module, Conv1D))
 
 
@@ -78,10 +86,13 @@ class AdapterLayer(nn.Module):
 
     @property
     def weight_dtype(self) -> torch.dtype:
+        """The dtype of the wrapped base layer's weight, which the adapter's parameters and the
+        delta's input use."""
         return self.base_layer.weight.dtype
 
     @property
     def weight_device(self) -> torch.device:
+        """The device of the wrapped base layer's weight, where the adapter's parameters are made."""
         return self.base_layer.weight.device
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +110,8 @@ class AdapterLayer(nn.Module):
         return up @ down
 
     def not_mergeable_reason(self) -> str:
+        """Why this layer's delta cannot be merged into the base weight: the text of the ValueError
+        that :meth:`merge` and :meth:`delta_factors` raise (methods override it with their own reason)."""
         return f"{type(self).__name__} is not linear in x, so it cannot be merged into the base weight"
 
     @property
@@ -173,6 +186,12 @@ class AdapterLayer(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        """Fold the scaled delta into the base layer's weight (``W0 += scaling * up @ down``); the
+        layer then computes with the base layer alone. Does nothing when already merged.
+
+        Raises:
+            ValueError: the delta is not linear in its input (activation-mode QTHA), with the reason.
+        """
         if not self.config.mergeable:
             raise ValueError(f"cannot merge: {self.not_mergeable_reason()}")
         if not self.merged:
@@ -182,6 +201,9 @@ class AdapterLayer(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        """Subtract the scaled delta that :meth:`merge` added, so the adapter computes beside the
+        base weight again. Does nothing when not merged. (The result equals the weight before the
+        merge up to floating-point rounding.)"""
         if self.merged:
             self.base_layer.weight -= self._scaled_delta_for_base()
             self.merged = False
@@ -211,6 +233,16 @@ def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in the place of the submodule called ``name`` (a dotted path) in ``model``.
+
+    Args:
+        model: the model that holds the submodule.
+        name: its full dotted name, e.g. ``"model.layers.0.self_attn.q_proj"``.
+        new: the module to set in its place.
+
+    Raises:
+        AttributeError: ``name``'s parent path is not a submodule of ``model``.
+    """
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

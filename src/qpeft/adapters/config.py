@@ -91,6 +91,7 @@ class AdapterConfig:
 
     @property
     def scaling(self) -> float:
+        """The factor the delta is multiplied by: ``alpha / r``."""
         return self.alpha / self.r
 
     def matches(self, name: str) -> bool:
@@ -103,6 +104,8 @@ class AdapterConfig:
         return any(name == t or name.endswith("." + t) for t in self.target_modules)
 
     def to_dict(self) -> dict:
+        """The config as a JSON-ready dict: every field, plus ``"method"`` (what
+        :func:`qpeft.adapters.registry.config_from_dict` rebuilds it from)."""
         return {"method": self.method, **dataclasses.asdict(self)}
 
 

@@ -73,6 +73,21 @@ def write_adapter(directory: str | Path, meta: dict, tensors: dict[str, torch.Te
 
 
 def read_adapter_config(directory: str | Path) -> dict:
+    """Read and check ``adapter_config.json`` in ``directory``.
+
+    Args:
+        directory: an adapter directory written by ``save_pretrained`` / ``save_adapter``.
+
+    Returns:
+        The file's dict: ``"config"`` (the adapter config's fields), ``"modules"`` (each adapted
+        module's shapes) and the format entries.
+
+    Raises:
+        FileNotFoundError: there is no ``adapter_config.json`` in ``directory``.
+        ValueError: the file is not valid JSON, is a PEFT adapter's config (load it with PEFT),
+            lacks the ``config`` / ``modules`` entries, or has a format version newer than this
+            qpeft reads.
+    """
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}; point to a directory written by save_pretrained()")
@@ -103,6 +118,18 @@ def tensor_prefix(meta: dict) -> str:
 
 
 def read_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Read the adapter's weights, ``adapter_model.safetensors`` in ``directory``.
+
+    Args:
+        directory: an adapter directory.
+
+    Returns:
+        {tensor name: tensor}, as saved (names start with the adapter's tensor prefix).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file cannot be read (corrupt or truncated).
+    """
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory}; the adapter directory is incomplete")

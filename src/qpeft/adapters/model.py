@@ -71,6 +71,9 @@ class QPeftModel(PreTrainedModel):
         )
 
     def generate(self, *args, **kwargs):
+        """Generate with the wrapped causal LM (``transformers``' ``generate``, same arguments and
+        return value); the adapter takes part in every forward pass. In no-grad forwards a mergeable
+        adapter reuses its delta's factors, so a token costs what it costs with a LoRA."""
         return self.model.generate(*args, **kwargs)
 
     def __getattr__(self, name: str):
@@ -96,6 +99,7 @@ class QPeftModel(PreTrainedModel):
         return self.model.get_input_embeddings()
 
     def get_output_embeddings(self) -> nn.Module | None:
+        """The wrapped model's output layer (``lm_head``), or None when it has none."""
         return self.model.get_output_embeddings()
 
     @property
@@ -138,6 +142,8 @@ class QPeftModel(PreTrainedModel):
         }
 
     def trainable_parameter_count(self) -> int:
+        """The number of parameters with ``requires_grad`` (the adapter's, the base model being
+        frozen)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def lora_equivalent_count(self) -> int:
@@ -146,6 +152,13 @@ class QPeftModel(PreTrainedModel):
         return sum(r * (layer.d_in + layer.d_out) for layer in self.adapter_layers.values())
 
     def parameter_summary(self) -> dict:
+        """Parameter counts of the adapted model, as :meth:`print_trainable_parameters` prints them.
+
+        Returns:
+            ``{"trainable", "total", "trainable_share", "lora_equivalent", "reduction_vs_lora"}``:
+            trainable and total parameter counts, their ratio, the count of a LoRA of the same r on the
+            same modules, and ``1 - trainable / lora_equivalent``.
+        """
         trainable = self.trainable_parameter_count()
         total = sum(p.numel() for p in self.parameters())
         lora = self.lora_equivalent_count()
@@ -189,6 +202,8 @@ class QPeftModel(PreTrainedModel):
             layer.merge()
 
     def unmerge(self) -> None:
+        """Undo :meth:`merge` on every adapter layer: subtract each delta from its base weight again
+        (layers that are not merged are left alone)."""
         for layer in self.adapter_layers.values():
             layer.unmerge()
 

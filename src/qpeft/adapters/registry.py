@@ -28,10 +28,32 @@ def _check(method: str | None) -> str:
 
 
 def config_class(method: str | None) -> type[AdapterConfig]:
+    """The config class of an adapter method.
+
+    Args:
+        method: ``"lora"``, ``"mpo"`` or ``"qtha"``.
+
+    Returns:
+        :class:`LoraConfig`, :class:`MPOConfig` or :class:`QTHAConfig`.
+
+    Raises:
+        ValueError: an unknown method, listing the known ones.
+    """
     return _METHODS[_check(method)][0]
 
 
 def layer_class(method: str) -> type[AdapterLayer]:
+    """The adapter layer class of an adapter method.
+
+    Args:
+        method: ``"lora"``, ``"mpo"`` or ``"qtha"``.
+
+    Returns:
+        :class:`LoraLayer`, :class:`MPOLayer` or :class:`QTHALayer`.
+
+    Raises:
+        ValueError: an unknown method, listing the known ones.
+    """
     return _METHODS[_check(method)][1]
 
 

@@ -26,6 +26,15 @@ OBSERVABLES = ("z", "probs")
 
 
 class Backend(ABC):
+    """What runs circuits: the interface every backend implements (the module docstring gives the
+    shapes and readouts).
+
+    A subclass implements :meth:`run`; ``supports_backprop`` says whether ``run`` is
+    differentiable by autograd (``diff_method="backprop"``). Backends are made by name with
+    :func:`get_backend`, which records ``spec`` (name, options) so that quantum layers built
+    alike share one instance. Plugins register subclasses under the ``qpeft.backends`` entry
+    points."""
+
     name: str = "backend"
     #: True when ``run`` is differentiable by autograd (diff_method="backprop" allowed).
     supports_backprop: bool = False
@@ -45,6 +54,14 @@ class Backend(ABC):
 
     @staticmethod
     def check_observable(observable: str) -> None:
+        """Check a readout name.
+
+        Args:
+            observable: ``"z"`` (Pauli-Z expectation per wire) or ``"probs"`` (basis probabilities).
+
+        Raises:
+            ValueError: any other name, listing the two.
+        """
         if observable not in OBSERVABLES:
             raise ValueError(f"unknown observable {observable!r}; choose one of {OBSERVABLES}")
 

@@ -21,6 +21,13 @@ __all__ = ["add_train_flags", "build_parser", "config_from_args", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qpeft`` argument parser with every subcommand (train, compare, plan, tune, jobs,
+    eval, generate, export, providers); each subcommand's ``func`` default is the function that
+    runs it.
+
+    Returns:
+        The ``argparse.ArgumentParser``; ``parse_args`` exits with code 2 on a bad flag.
+    """
     parser = argparse.ArgumentParser(prog="qpeft", description="Hybrid quantum-classical PEFT for causal LMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--version", action="version", version=f"qpeft {__version__}")

@@ -118,6 +118,24 @@ def _describe(args, model_spec: str, examples: list, generate: bool) -> str:
 
 
 def cmd_eval(args) -> int:
+    """``qpeft eval``: evaluate an adapter (or the base model alone) and print the result as JSON.
+
+    Picks the examples (the run's held-out split unless flags override its recorded settings,
+    or every example with ``--split all``; warns when they include training examples), loads the
+    model, optionally adds the emulated-chip report (``--emulate``, or a ``noisy:DEVICE``
+    backend) and runs the circuits through the job engine (``--quantum-backend``).
+
+    Args:
+        args: the parsed flags of ``qpeft eval``.
+
+    Returns:
+        0 (exit code).
+
+    Raises:
+        ValueError: ``--quantum-backend`` / ``--emulate`` without ``--adapter``, or ``--samples``
+            with ``--loss-only``.
+        FileNotFoundError: ``--adapter`` is not an adapter directory.
+    """
     from qpeft.evaluate import evaluate
 
     if args.adapter is None and (args.quantum_backend or args.emulate):
@@ -169,6 +187,19 @@ def cmd_eval(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    """``qpeft generate``: greedy generation of up to ``--max-new-tokens`` tokens for
+    ``--prompt`` (one user message, the chat template applied), with the adapter or the base
+    model alone; prints the answer.
+
+    Args:
+        args: the parsed flags of ``qpeft generate``.
+
+    Returns:
+        0 (exit code).
+
+    Raises:
+        FileNotFoundError: ``--adapter`` is not an adapter directory.
+    """
     import torch
 
     from qpeft.data import Example, encode_prompt
@@ -190,6 +221,19 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """``qpeft export``: write the mergeable adapter in ``--adapter`` as a standard PEFT LoRA in
+    ``--out`` (exact rank-r factors of each merged delta).
+
+    Args:
+        args: the parsed flags of ``qpeft export``.
+
+    Returns:
+        0 (exit code).
+
+    Raises:
+        ValueError: the adapter is not mergeable (activation-mode QTHA).
+        FileNotFoundError: ``--adapter`` is not an adapter directory.
+    """
     model, _ = _load_adapted(args.adapter, args.model)
     out = model.export_peft_lora(args.out)
     print(f"PEFT LoRA written to {out} (load it with peft.PeftModel.from_pretrained)")
@@ -197,6 +241,8 @@ def cmd_export(args) -> int:
 
 
 def add_parsers(sub) -> None:
+    """Register ``qpeft eval``, ``qpeft generate`` and ``qpeft export`` on ``sub`` (the
+    subparsers of :func:`qpeft.cli.build_parser`), with their flags."""
     for name, func, text in (
         ("eval", cmd_eval, "evaluate a saved adapter, or the base model alone, on held-out data"),
         ("generate", cmd_generate, "generate from a prompt with a saved adapter, or the base model alone"),

@@ -11,6 +11,20 @@ from pathlib import Path
 
 
 def cmd_jobs(args) -> int:
+    """``qpeft jobs RUN_DIR``: print the totals of the run's job ledger, the plan's estimate for
+    its jobs and what the providers reported they used; or, with a flag, repair the ledger,
+    settle a submission of unknown outcome (``--resolve``) or compact the result cache.
+
+    Args:
+        args: the parsed flags of ``qpeft jobs``.
+
+    Returns:
+        The exit code: 0 done, 2 when the ledger or cache is in use by a live run.
+
+    Raises:
+        FileNotFoundError: the run directory has no ledger.
+        ValueError: ``--resolve`` names a tag that is not an unsettled submission.
+    """
     from qpeft.jobs.ledger import Ledger, read_ledger, totals
 
     path = args.run_dir / "jobs" / "ledger.jsonl"
@@ -57,6 +71,18 @@ def estimate(records: list[dict]) -> dict:
 
 
 def repair(run_dir: Path, as_json: bool = False) -> int:
+    """``qpeft jobs RUN_DIR --repair``: rewrite a ledger with unreadable lines, keeping every
+    readable record (the original is kept beside it), and print which job each dropped line may
+    have been and what the next run will do about it.
+
+    Args:
+        run_dir: the run directory.
+        as_json: print the summary of :func:`qpeft.jobs.repair.repair_ledger` as JSON.
+
+    Returns:
+        The exit code: 0 done (also when nothing needed repair), 2 when a live run has the run
+        directory open (nothing is changed).
+    """
     from qpeft.jobs.cache import CacheInUse
     from qpeft.jobs.repair import repair_ledger
 
@@ -100,6 +126,19 @@ def _unfinished(run_dir: Path) -> bool:
 
 
 def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool = False) -> int:
+    """``qpeft jobs RUN_DIR --compact-results N``: drop the cached results of every job outside
+    the run's last ``last`` steps (and, while the run is unfinished, outside its training steps,
+    which a rerun replays), then print what was kept and removed. The ledger is unchanged.
+
+    Args:
+        run_dir: the run directory.
+        records: its ledger's records.
+        last: how many of the newest steps to keep.
+        as_json: print the summary as JSON.
+
+    Returns:
+        The exit code: 0 done, 2 when a live run has the cache open (nothing is changed).
+    """
     from qpeft.jobs.cache import CacheInUse, compact
     from qpeft.jobs.ledger import recent_steps
 
@@ -138,6 +177,9 @@ def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool
 
 
 def add_parsers(sub) -> None:
+    """Register ``qpeft jobs RUN_DIR`` on ``sub`` (the subparsers of
+    :func:`qpeft.cli.build_parser`), with ``--json``, ``--resolve`` / ``--job-id``,
+    ``--repair`` and ``--compact-results``."""
     p = sub.add_parser("jobs", help="totals of a run's job ledger", description="Totals of RUN_DIR/jobs/ledger.jsonl.")
     p.add_argument("run_dir", type=Path, help="a run directory trained with --quantum-backend")
     p.add_argument("--json", action="store_true", help="print the totals (with --compact-results: its summary) as JSON")

@@ -45,6 +45,20 @@ def train_config(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    """``qpeft train``: start, continue or reuse the run in ``--out`` (see
+    :mod:`qpeft.rundir`), train it and print its summary as JSON.
+
+    Args:
+        args: the parsed flags of ``qpeft train``.
+
+    Returns:
+        The exit code: 0 finished (or already finished: its results are printed), 3 stopped by
+        Ctrl-C / SIGTERM with a checkpoint (the same command again continues).
+
+    Raises:
+        ValueError: a bad setting, or ``--out`` holds a run of other settings (use ``--resume`` or
+            ``--overwrite``).
+    """
     from qpeft.train import start, train
 
     config = train_config(args)
@@ -71,6 +85,20 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """``qpeft compare``: train every method of ``--methods`` for every seed of ``--seeds`` (first
+    tuning each method's learning rate with ``--tune``), then print the table and the paths of
+    ``report.md`` and the loss plot.
+
+    Args:
+        args: the parsed flags of ``qpeft compare``.
+
+    Returns:
+        The exit code: 0 done, 3 stopped by Ctrl-C / SIGTERM with a checkpoint (the same command
+        again reuses the finished cells and continues).
+
+    Raises:
+        ValueError: no method or no seed, or a bad setting (from ``TrainConfig``).
+    """
     from qpeft.report import compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -92,6 +120,20 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    """``qpeft plan``: print what a run would submit on ``--quantum-backend`` (circuits, jobs,
+    shots per step and per run, QPU time and cost with their sources, whether it fits
+    ``--max-spend``), as text or with ``--json`` as JSON. Nothing is submitted.
+
+    Args:
+        args: the parsed flags of ``qpeft plan``.
+
+    Returns:
+        0 (exit code).
+
+    Raises:
+        ValueError: no ``--quantum-backend``, or a bad setting. (A method whose circuits take
+            inputs, activation mode, is not an error: the plan says it is for simulators only.)
+    """
     from qpeft.train import plan
 
     result = plan(config_from_args(args))
@@ -100,6 +142,10 @@ def cmd_plan(args) -> int:
 
 
 def add_parsers(sub) -> None:
+    """Register ``qpeft train``, ``qpeft compare`` and ``qpeft plan`` on ``sub`` (the subparsers
+    of :func:`qpeft.cli.build_parser`): one flag per ``TrainConfig`` field, plus ``--overwrite``
+    (train), ``--methods`` / ``--seeds`` / ``--tune`` and the ``--tune-*`` flags (compare) and
+    ``--json`` (plan)."""
     p = sub.add_parser(
         "train",
         help="fine-tune one adapter",

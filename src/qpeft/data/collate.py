@@ -84,6 +84,22 @@ def encode_prompt(tokenizer, example: Example) -> list[int]:
 
 
 class EncodedDataset(torch.utils.data.Dataset):
+    """A ``torch`` dataset of tokenised examples, as ``Trainer`` takes them.
+
+    Each item is ``{"input_ids", "attention_mask", "labels"}`` (lists of ints) from
+    :func:`encode_example`: the chat template applied, labels on assistant tokens only, whole
+    leading exchanges dropped to fit ``max_length``. Examples left with no label to learn from are
+    dropped.
+
+    Args:
+        tokenizer: the model's tokenizer (with a chat template).
+        examples: the examples to encode.
+        max_length: the most tokens per sequence.
+
+    Raises:
+        ValueError: ``max_length`` below 8 tokens.
+    """
+
     def __init__(self, tokenizer, examples: list[Example], max_length: int):
         if max_length < 8:
             raise ValueError(f"`max_length` must be at least 8 tokens, got {max_length}")

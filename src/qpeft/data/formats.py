@@ -17,6 +17,11 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass
 class Example:
+    """One training or evaluation example: a conversation in the chat ``messages`` format
+    (``[{"role": "system" | "user" | "assistant", "content": str}, ...]``; the loss covers the
+    assistant turns), with the reference ``answer`` of a math task, the ``source`` it was read
+    from (for messages) and any ``meta`` data a reader keeps."""
+
     messages: list[dict[str, str]]
     answer: str | None = None
     """reference final answer (math tasks), compared by exact match after number extraction"""
@@ -33,6 +38,20 @@ def _where(path: Path, line: int | None = None) -> str:
 
 
 def check_conversation(messages: list, where: str) -> list[dict[str, str]]:
+    """Check one conversation and keep only the ``role`` and ``content`` of each message.
+
+    Args:
+        messages: the conversation as read from a file.
+        where: what to name in an error (file and line).
+
+    Returns:
+        ``[{"role", "content"}, ...]``, the same messages.
+
+    Raises:
+        DataError: (a ValueError) not a non-empty list, a message without role or content, an
+            unknown role, a non-string content, or no assistant turn (nothing to learn); the
+            message names ``where`` and the message index.
+    """
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: a conversation must be a non-empty list of messages")
     clean = []
@@ -85,6 +104,8 @@ _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
 def gsm8k_final_answer(solution: str) -> str:
+    """The final answer of a GSM8K solution: the text after its last ``####``, stripped, with
+    thousands separators removed (``"... #### 1,234"`` -> ``"1234"``)."""
     return solution.rsplit("####", 1)[-1].strip().replace(",", "")
 
 

@@ -108,10 +108,12 @@ class Device:
 
     @property
     def two_qubit_gate(self) -> str:
+        """The device's one native two-qubit gate (e.g. ``"cz"``)."""
         return next(g for g in self.native_gates if NATIVE_GATES[g] == 2)
 
     @property
     def available_qubits(self) -> tuple[int, ...]:
+        """The qubits a circuit may be placed on: every qubit but ``unavailable_qubits``, in order."""
         return tuple(q for q in range(self.n_qubits) if q not in self.unavailable_qubits)
 
     @property
@@ -122,9 +124,16 @@ class Device:
         )
 
     def has_edge(self, a: int, b: int) -> bool:
+        """Whether qubits ``a`` and ``b`` (in either order) share a coupler."""
         return _pair(a, b) in self._edge_index
 
     def pair_index(self, a: int, b: int) -> int:
+        """The position of the coupler between ``a`` and ``b`` (either order) in ``edges``, which
+        indexes its ``pair_fidelity``.
+
+        Raises:
+            KeyError: the two qubits share no coupler.
+        """
         return self._edge_index[_pair(a, b)]
 
     @property

@@ -141,6 +141,22 @@ class DeviceExecutor:
         return probs
 
     def run(self, circuit: Circuit, inputs, weights, observable: str = "z") -> torch.Tensor:
+        """Run ``circuit`` as the chip would and return a readout (the backend interface).
+
+        Args:
+            circuit: the logical circuit (transpiled once per structure, then cached).
+            inputs: ``(batch, n_inputs)`` or None.
+            weights: ``(n_weights,)`` or ``(batch, n_weights)``.
+            observable: ``"z"`` for <Z> per wire, ``"probs"`` for basis probabilities.
+
+        Returns:
+            ``(batch, n_qubits)`` expectations, or ``(batch, 2^n)`` probabilities of the original
+            wires (readout error, shots and mitigation as configured; with ``zne_scales`` the
+            extrapolated probabilities are clipped at 0 and renormalised).
+
+        Raises:
+            ValueError: the transpiled circuit's density matrix would not fit in memory.
+        """
         probs = self.probabilities(circuit, inputs, weights)
         if observable != "probs":
             return expval_z_from_probs(probs, circuit.n_qubits)

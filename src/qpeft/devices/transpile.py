@@ -103,6 +103,7 @@ class TranspileReport:
     """the device qubits the circuit uses, in the order of the compact circuit's wires"""
 
     def as_dict(self) -> dict:
+        """The report as a JSON-ready dict (tuples as lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 

@@ -63,6 +63,9 @@ class BoundCircuit:
         return out
 
     def bound(self) -> Circuit:
+        """The template with this circuit's inputs and weights written in as constants: a
+        :class:`~qpeft.quantum.circuit.Circuit` with every angle a ``Const`` (what exporters and SDK
+        converters take)."""
         return self.circuit.bind(self.inputs or None, self.weights or None)
 
 
@@ -81,18 +84,27 @@ def circuit_text(circuit: Circuit) -> str:
 
 
 def digest(*parts) -> str:
+    """A 32-hex-digit SHA-256 digest of ``parts`` (JSON-encoded compactly): a stable key for
+    values that JSON can encode."""
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
 def fast_digest(data: str | bytes) -> str:
+    """A 32-hex-digit BLAKE2b digest of ``data`` (text is UTF-8 encoded): the quick hash for
+    circuit contents and sampling seeds."""
     return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=16).hexdigest()
 
 
 def two_qubit_gates(circuit: Circuit) -> int:
+    """The number of two-qubit gates in ``circuit`` (ops on two wires), as written (before any
+    transpilation)."""
     return sum(len(op.wires) == 2 for op in circuit.ops)
 
 
 class State(enum.Enum):
+    """The state of a job, as every provider's status is mapped onto it: QUEUED, RUNNING, DONE,
+    FAILED or CANCELLED (the last three are terminal)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -101,11 +113,15 @@ class State(enum.Enum):
 
     @property
     def terminal(self) -> bool:
+        """Whether the job has ended (DONE, FAILED or CANCELLED): nothing about it changes any more."""
         return self in (State.DONE, State.FAILED, State.CANCELLED)
 
 
 @dataclass(frozen=True)
 class Status:
+    """What a provider says about a job: its :class:`State` and, for a failure, the provider's
+    message (secrets removed)."""
+
     state: State
     message: str = ""
 
@@ -218,15 +234,58 @@ class Provider(ABC):
     remote: bool = True
 
     @abstractmethod
-    def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str: ...
+    def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        """Create one job of ``circuits`` on the provider's backend and return its id at once.
+
+        Args:
+            circuits: the job's bound circuits (within :attr:`limits`), in the order results must come
+                back.
+            shots: shots per circuit, or None for exact probabilities (simulators only).
+            tag: the engine's name for this submission (job key and attempt); a provider that can
+                look jobs up by it (:attr:`can_find`) stores it with the job.
+
+        Returns:
+            The provider's job id (what the ledger records).
+
+        Raises:
+            TransientError: (or an SDK error :meth:`is_transient` accepts) only when the service
+                created nothing; any other error is final for the job.
+        """
 
     @abstractmethod
-    def status(self, job_id: str) -> Status: ...
+    def status(self, job_id: str) -> Status:
+        """The job's state as the provider reports it now; must not block on the job.
+
+        Args:
+            job_id: the id :meth:`submit` returned (possibly in an earlier process).
+
+        Returns:
+            A :class:`Status`: QUEUED, RUNNING, DONE, FAILED (with the provider's message) or
+            CANCELLED.
+
+        Raises:
+            JobLostError: the service does not know this id; only then does the engine submit the
+                job again.
+            TransientError: (or an SDK error :meth:`is_transient` accepts) a call that may be repeated.
+        """
 
     @abstractmethod
-    def result(
-        self, job_id: str, circuits: Sequence[BoundCircuit], shots: int | None
-    ) -> list[np.ndarray] | np.ndarray: ...
+    def result(self, job_id: str, circuits: Sequence[BoundCircuit], shots: int | None) -> list[np.ndarray] | np.ndarray:
+        """The results of a finished job (called only after :meth:`status` said DONE).
+
+        Args:
+            job_id: the id :meth:`submit` returned (possibly in an earlier process).
+            circuits: the job's circuits, in the order they were submitted.
+            shots: the shots per circuit of the job, or None (exact).
+
+        Returns:
+            One probability vector per circuit, in job order (qpeft's bit order: wire 0 the most
+            significant bit): a list of float64 arrays, or a 2-D float64 array with one row per
+            circuit when all have one width.
+
+        Raises:
+            JobLostError: the service does not know the job (any more).
+        """
 
     @abstractmethod
     def cancel(self, job_id: str) -> bool | None:
@@ -273,6 +332,16 @@ class Provider(ABC):
         time.sleep(seconds)
 
     def is_transient(self, error: BaseException) -> bool:
+        """Whether ``error`` (raised by one of this provider's calls) is safe to retry; by default
+        :meth:`is_transient_error` of the class.
+
+        Args:
+            error: the exception a call raised.
+
+        Returns:
+            True when retrying cannot create or change anything twice (a submit the service answered
+            having created nothing; a status or result call).
+        """
         return type(self).is_transient_error(error)
 
     @classmethod
@@ -299,12 +368,16 @@ class Provider(ABC):
         return []
 
     def redact(self, text: str) -> str:
+        """``text`` with every value of :meth:`secrets` replaced by ``***`` (applied to every error
+        message and status text the engine records or raises)."""
         for secret in self.secrets():
             if secret:
                 text = text.replace(secret, "***")
         return text
 
     def fingerprint(self) -> str:
+        """A JSON text of the provider's name, backend and result-changing ``options``: part of
+        every job and template key, so results of another backend or setting are never reused."""
         return json.dumps([self.name, self.backend, self.options], sort_keys=True, default=str)
 
     def __repr__(self) -> str:

@@ -57,6 +57,20 @@ class CacheInUse(RuntimeError):
 
 
 class ResultCache:
+    """The on-disk content cache of finished jobs' results (the module docstring gives the files
+    and the crash rules).
+
+    Opening it takes a shared lock on ``<directory>.lock`` for the cache's lifetime (so that
+    ``qpeft jobs --compact-results`` refuses while it is open), finishes a compaction a crash
+    interrupted, and reads the index. :meth:`get_job` returns a job's results by its key (None
+    for a miss or damaged data), :meth:`put_job` appends them, :meth:`refresh` reads what other
+    engines added. Thread-safe.
+
+    Args:
+        directory: the cache directory (``RUN_DIR/jobs/results``), created if missing; None keeps
+            nothing (every lookup misses).
+    """
+
     def __init__(self, directory: str | Path | None):
         self.directory = Path(directory) if directory is not None else None  # None: nothing kept
         self._lock = threading.Lock()
@@ -158,6 +172,8 @@ class Entry(NamedTuple):
     crc: int | None = None
 
     def line(self, key: str) -> bytes:
+        """The index line of this entry for job ``key``: JSON of key, offset, byte count and CRC,
+        newline-terminated, as bytes (what ``index.jsonl`` holds)."""
         return (json.dumps({"key": key, "offset": self.offset, "bytes": self.bytes, "crc": self.crc}) + "\n").encode()
 
     def damage(self, data) -> str:

@@ -87,7 +87,8 @@ class ProviderCalls:
             raise self.clean(err) from None
 
     def clean(self, err: BaseException, job_id: str | None = None) -> ProviderError:
-        """``err`` as a :class:`ProviderError` with secrets removed, naming ``job_id`` if given."""
+        """The :class:`ProviderError` the engine raises for ``err``: the provider's name, the job's id
+        (if given), the error's type and its message with every secret redacted."""
         about = f" job {job_id}" if job_id else ""
         return ProviderError(f"{self.provider.name}{about}: {type(err).__name__}: {self.provider.redact(str(err))}")
 

@@ -210,6 +210,21 @@ class IBMProvider(Provider):
         return self._isa_template(circuit)[0].num_nonlocal_gates()
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        """One Sampler job: one PUB per circuit template, transpiled once to the backend's ISA, with
+        a row of parameter values per circuit; the job carries ``tag`` as a job tag, so a lost answer
+        is found again by it.
+
+        Args:
+            circuits: the job's circuits.
+            shots: shots per circuit (required).
+            tag: the engine's submission tag.
+
+        Returns:
+            The runtime job id.
+
+        Raises:
+            ValueError: ``shots`` is None (a QPU samples).
+        """
         if shots is None:
             raise ValueError("a QPU samples: the ibm provider needs `shots`")
         pubs = []
@@ -237,6 +252,12 @@ class IBMProvider(Provider):
         return job
 
     def status(self, job_id: str) -> Status:
+        """The job's runtime status mapped onto :class:`State` (INITIALIZING, QUEUED, VALIDATING:
+        queued; ERROR: failed, with the job's error message, secrets removed).
+
+        Raises:
+            JobLostError: ``RuntimeJobNotFound``, or a local-testing job that ended with its process.
+        """
         job = self._job(job_id)
         raw = job.status()
         state = _STATES.get(getattr(raw, "name", str(raw)).upper(), State.QUEUED)
@@ -246,6 +267,13 @@ class IBMProvider(Provider):
         return Status(state, self.redact(message))
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        """The job's counts as probabilities in qpeft's bit order, one per circuit in job order (the
+        job's PUBs are per template; each row is put back at its circuit's place).
+
+        Raises:
+            JobLostError: the service does not know the job, or a local-testing job ended with its
+                process.
+        """
         pub_results = self._job(job_id).result()
         out: list[np.ndarray | None] = [None] * len(circuits)
         for pub, members in zip(pub_results, _templates(circuits).values()):

@@ -33,6 +33,9 @@ def template_content(circuit: Circuit) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Template:
+    """A circuit template as the engine keys it: the circuit, its key (a digest of the provider's
+    fingerprint and the template's content) and its two-qubit gates as the provider runs it."""
+
     circuit: Circuit
     key: bytes  # KEY_BYTES digest of the provider fingerprint and the template's content
     two_qubit: int
@@ -50,10 +53,14 @@ class Templates:
         self._known: dict[int, Template] = {}  # id(circuit) -> template; holds the circuit, so ids stay unique
 
     def reset(self, fingerprint: str) -> None:
+        """Forget every template when the provider's ``fingerprint`` differs from the one they were
+        keyed with (their keys include it); a no-op for the same fingerprint."""
         if fingerprint != self._fingerprint:
             self._fingerprint, self._known = fingerprint, {}
 
     def get(self, circuit: Circuit) -> Template:
+        """The :class:`Template` of ``circuit``: made (content hashed, two-qubit gates counted) the
+        first time this circuit object is seen, then looked up by identity."""
         known = self._known.get(id(circuit))
         if known is None or known.circuit is not circuit:
             content = f"{self._fingerprint}|{template_content(circuit)}"
@@ -75,6 +82,7 @@ class Keyed:
     templates: list[Template]  # one per template content in the call
 
     def content(self, i: int) -> tuple[bytes, bytes]:
+        """The content of distinct circuit ``i``: (its template's key, its angles' float64 bytes)."""
         return self.keys[i], self.rows[i]
 
 

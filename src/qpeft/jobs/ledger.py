@@ -80,6 +80,22 @@ class Ledger:
                 del self._open[key]
 
     def append(self, event: str, **fields) -> dict:
+        """Append one record to the ledger and index it.
+
+        The line is written with one unbuffered write; ``intent``, ``submitted`` and ``unknown``
+        records are fsynced before this returns (when the ledger was made with ``fsync``), so a job
+        that may exist is never forgotten by a crash.
+
+        Args:
+            event: the record's event (``intent``, ``submitted``, ``done``, ...; the module docstring).
+            **fields: the record's other fields (key, job id, tag, attempt, ...); no secret.
+
+        Returns:
+            The record written (with ``event`` and ``time``).
+
+        Raises:
+            OSError: a short write (a full disk).
+        """
         record = {"event": event, "time": time.time(), **fields}
         line = (_ENCODE(record) + "\n").encode()
         with self._lock:

@@ -125,6 +125,9 @@ class LocalProvider(Provider):
         return probs
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        """Run the job on the in-process backend (inside this call, or on the worker pool when
+        ``workers`` > 0) and return a new job id; ``tag`` is kept for :meth:`find`. A failure of the
+        simulation is the job's FAILED status, not an error of this call."""
         job_id = uuid.uuid4().hex
         if self._pool is None:
             future: Future = Future()
@@ -146,6 +149,11 @@ class LocalProvider(Provider):
         return future
 
     def status(self, job_id: str) -> Status:
+        """DONE, FAILED (with the error), or, with a worker pool, QUEUED / RUNNING / CANCELLED.
+
+        Raises:
+            JobLostError: an id this provider did not create (local jobs end with their process).
+        """
         future = self._future(job_id)
         if future.cancelled():
             return Status(State.CANCELLED)
@@ -155,6 +163,12 @@ class LocalProvider(Provider):
         return Status(State.FAILED, f"{type(err).__name__}: {err}") if err else Status(State.DONE)
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray] | np.ndarray:
+        """The job's probabilities, one per circuit in job order (a 2-D array when all have one
+        width); with shots, sampled from the exact ones, seeded by each circuit's content.
+
+        Raises:
+            JobLostError: an id this provider did not create (local jobs end with their process).
+        """
         return self._future(job_id).result()
 
     def cancel(self, job_id: str) -> bool:

@@ -162,6 +162,22 @@ class OriginProvider(Provider):
         return any(t in message.lower() for t in _TRANSIENT)
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
+        """One QCloud batch job: every circuit as a measured QProg, one shot count for all.
+
+        Origin cannot look jobs up by tag, so ``tag`` is not sent; a submission whose answer never
+        comes is settled by hand (``qpeft jobs RUN_DIR --resolve TAG``).
+
+        Args:
+            circuits: the job's circuits (at most 200 programs).
+            shots: shots per program (required).
+            tag: the engine's submission tag (unused by the service).
+
+        Returns:
+            The QCloud job id.
+
+        Raises:
+            ValueError: ``shots`` is None (a QPU samples).
+        """
         if shots is None:
             raise ValueError("a QPU samples: the origin provider needs `shots`")
         progs = [measured_qprog(c) for c in circuits]
@@ -177,6 +193,12 @@ class OriginProvider(Provider):
         return job
 
     def status(self, job_id: str) -> Status:
+        """The job's QCloud status mapped onto :class:`State` (WAITING, QUEUING: queued; COMPUTING:
+        running; FINISHED: done; FAILED: failed, with the result's error message, secrets removed).
+
+        Raises:
+            JobLostError: the service answers HTTP 404 for the job.
+        """
         s = self._qcloud.JobStatus
         state = self._call(self._job(job_id).status, job_id=job_id)
         if state == s.FINISHED:
@@ -189,6 +211,13 @@ class OriginProvider(Provider):
         return Status(State.QUEUED)  # WAITING, QUEUING
 
     def result(self, job_id: str, circuits, shots) -> list[np.ndarray]:
+        """The job's counts as probabilities in qpeft's bit order, one per program in job order; keeps
+        the result's ``timing_info`` for :meth:`usage`.
+
+        Raises:
+            RuntimeError: the service returned another number of results than programs.
+            JobLostError: the service answers HTTP 404 for the job.
+        """
         result = self._call(self._job(job_id).result, job_id=job_id)
         counts = result.get_counts_list()
         if len(counts) != len(circuits):

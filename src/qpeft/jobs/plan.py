@@ -32,6 +32,12 @@ ACTIVATION_WARNING = (
 
 @dataclass
 class Plan:
+    """What ``qpeft plan`` reports for one run (each field below): the provider and its settings;
+    circuits, jobs and shots per module, step, evaluation pass and run; the estimated QPU seconds
+    and cost of the run as (low, high) with the currency and the source of the rates; the
+    two-qubit gates per circuit and what they were counted on; whether the run fits its spending
+    cap; and a warning for circuits that take inputs (activation mode)."""
+
     provider: str
     shots: int | None
     diff_method: str
@@ -60,6 +66,7 @@ class Plan:
     timed: bool = True
 
     def as_dict(self) -> dict:
+        """The plan as a dict of its fields (what ``qpeft plan --json`` prints)."""
         return asdict(self)
 
 

@@ -19,16 +19,22 @@ from qpeft.quantum.gates import GATES, get_gate
 
 @dataclass(frozen=True)
 class Const:
+    """An angle that is a fixed number (radians), e.g. after transpilation."""
+
     value: float
 
 
 @dataclass(frozen=True)
 class Input:
+    """An angle read from input feature ``index`` of each circuit's row of inputs."""
+
     index: int
 
 
 @dataclass(frozen=True)
 class Weight:
+    """An angle read from trainable weight ``index`` of the circuit's weight vector."""
+
     index: int
 
 
@@ -37,12 +43,18 @@ Param = Const | Input | Weight
 
 @dataclass(frozen=True)
 class Op:
+    """One gate application: the gate's name (a :data:`qpeft.quantum.gates.GATES` entry), the
+    wires it acts on (wire 0 the most significant bit) and where each of its angles comes from
+    (:class:`Const`, :class:`Input` or :class:`Weight`)."""
+
     gate: str
     wires: tuple[int, ...]
     params: tuple[Param, ...] = ()
 
     @property
     def depends_on_input(self) -> bool:
+        """Whether any angle of this op reads an input feature (such ops cannot be folded into an
+        input-independent block)."""
         return any(isinstance(p, Input) for p in self.params)
 
 

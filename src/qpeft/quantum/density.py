@@ -60,6 +60,7 @@ class NoiseModel:
 
     @property
     def is_noiseless(self) -> bool:
+        """Whether every channel's probability is 0 (the noisy simulation then equals the exact one)."""
         return all(getattr(self, f) == 0 for f in self.__dataclass_fields__)
 
     def noise_superop(self, gate: str, wires: tuple[int, ...], dtype, device) -> torch.Tensor | None:
@@ -103,6 +104,19 @@ def apply_channel(rho: torch.Tensor, kraus: list[torch.Tensor], wires) -> torch.
 
 
 def depolarizing_kraus(p: float, n_wires: int, dtype, device) -> list[torch.Tensor]:
+    """The Kraus operators of the ``n_wires``-qubit depolarizing channel with probability ``p``:
+    ``sqrt(1 - p) I`` and ``sqrt(p / (4^n - 1)) P`` for every other Pauli string ``P`` (PennyLane's
+    convention: p spread evenly over the non-identity Paulis).
+
+    Args:
+        p: the depolarizing probability, in [0, 1].
+        n_wires: 1 or 2 (any n works; 4^n operators).
+        dtype: a complex torch dtype.
+        device: the torch device.
+
+    Returns:
+        ``4^n_wires`` matrices of shape (2^n, 2^n), the identity term first.
+    """
     paulis = [gate_matrix(g, dtype=dtype, device=device) for g in "XYZ"]
     eye = torch.eye(2, dtype=dtype, device=device)
     ops = [eye] + paulis
@@ -117,12 +131,34 @@ def depolarizing_kraus(p: float, n_wires: int, dtype, device) -> list[torch.Tens
 
 
 def amplitude_damping_kraus(gamma: float, dtype, device) -> list[torch.Tensor]:
+    """The two Kraus operators of amplitude damping with probability ``gamma`` (|1> decays to |0>):
+    ``[[1, 0], [0, sqrt(1 - gamma)]]`` and ``[[0, sqrt(gamma)], [0, 0]]``.
+
+    Args:
+        gamma: the damping probability, in [0, 1].
+        dtype: a complex torch dtype.
+        device: the torch device.
+
+    Returns:
+        ``[K0, K1]``, each (2, 2).
+    """
     k0 = torch.tensor([[1, 0], [0, math.sqrt(1 - gamma)]], dtype=dtype, device=device)
     k1 = torch.tensor([[0, math.sqrt(gamma)], [0, 0]], dtype=dtype, device=device)
     return [k0, k1]
 
 
 def phase_damping_kraus(lam: float, dtype, device) -> list[torch.Tensor]:
+    """The two Kraus operators of phase damping with probability ``lam`` (coherences shrink by
+    ``sqrt(1 - lam)``): ``[[1, 0], [0, sqrt(1 - lam)]]`` and ``[[0, 0], [0, sqrt(lam)]]``.
+
+    Args:
+        lam: the damping probability, in [0, 1].
+        dtype: a complex torch dtype.
+        device: the torch device.
+
+    Returns:
+        ``[K0, K1]``, each (2, 2).
+    """
     k0 = torch.tensor([[1, 0], [0, math.sqrt(1 - lam)]], dtype=dtype, device=device)
     k1 = torch.tensor([[0, 0], [0, math.sqrt(lam)]], dtype=dtype, device=device)
     return [k0, k1]

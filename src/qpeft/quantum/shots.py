@@ -12,6 +12,9 @@ from qpeft.quantum.statevector import apply_gate, probabilities, z_signs
 
 @dataclass
 class ShotEstimate:
+    """Expectation values estimated from ``shots`` samples per circuit, with their standard
+    errors (``mean`` and ``stderr``: (batch, n_observables))."""
+
     mean: torch.Tensor
     """(batch, n_observables) sample means"""
     stderr: torch.Tensor

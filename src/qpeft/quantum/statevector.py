@@ -17,6 +17,7 @@ _LETTERS = string.ascii_letters
 
 
 def real_dtype_of(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype that goes with a complex state dtype: float64 for complex128, else float32."""
     return torch.float64 if dtype == torch.complex128 else torch.float32
 
 
@@ -95,11 +96,40 @@ def apply_gate(state: torch.Tensor, matrix: torch.Tensor, wires: tuple[int, ...]
 
 
 def op_matrix(circuit: Circuit, op: Op, inputs, weights, dtype, device) -> torch.Tensor:
+    """The matrix of one op of ``circuit`` with its angles taken from constants, ``inputs`` and
+    ``weights``.
+
+    Args:
+        circuit: the circuit the op belongs to (it maps the op's angle sources).
+        op: the op.
+        inputs: ``(batch, n_inputs)`` or None.
+        weights: ``(n_weights,)`` or ``(batch, n_weights)``.
+        dtype: the complex dtype of the matrix.
+        device: its device.
+
+    Returns:
+        ``(2^k, 2^k)``, or ``(batch, 2^k, 2^k)`` when an angle differs per row (k = the op's wires).
+    """
     angles = circuit.angles(op, inputs, weights, real_dtype_of(dtype), device)
     return gate_matrix(op.gate, angles, dtype=dtype, device=device)
 
 
 def resolve_batch(circuit: Circuit, inputs, weights, device):
+    """The batch size and device of a simulation of ``circuit``.
+
+    Args:
+        circuit: the circuit (it checks the arguments' shapes first).
+        inputs: ``(batch, n_inputs)`` or None.
+        weights: ``(n_weights,)`` or ``(batch, n_weights)`` or None.
+        device: the requested device, or None to take the arguments'.
+
+    Returns:
+        ``(batch, device)``: the rows of ``inputs``, else of 2-D ``weights``, else 1; the given
+        device, else that of the tensor the batch came from.
+
+    Raises:
+        ValueError: inputs or weights of the wrong shape for the circuit (saying what to pass).
+    """
     circuit.check_args(inputs, weights)
     if inputs is not None and inputs.dim() == 2:
         batch, device = inputs.shape[0], device or inputs.device

@@ -138,6 +138,7 @@ class CalibratedNoise:
 
     @property
     def n_wires(self) -> int:
+        """The number of wires the noise covers (one calibrated qubit each)."""
         return len(self.fidelity_1q)
 
     def depolarizing(self, gate: str, wires: tuple[int, ...]) -> float:

@@ -13,6 +13,17 @@ from qpeft.adapters.lora.config import LoraConfig
 
 
 class LoraLayer(AdapterLayer):
+    """A frozen linear layer plus a LoRA delta ``scaling * B (A x)``.
+
+    ``A`` (``lora_A``, (r, d_in)) starts Kaiming-uniform, as in PEFT, and ``B`` (``lora_B``,
+    (d_out, r)) at zero, so a fresh adapter changes nothing. Mergeable: ``delta_factors()`` is
+    ``(A, B)``.
+
+    Args:
+        base_layer: the ``nn.Linear`` (or GPT-2 ``Conv1D``) to wrap; its weights stay frozen.
+        config: the :class:`~qpeft.adapters.lora.config.LoraConfig` (r, alpha, dropout).
+    """
+
     def __init__(self, base_layer: nn.Module, config: LoraConfig):
         super().__init__(base_layer, config)
         kw = {"dtype": self.weight_dtype, "device": self.weight_device}

@@ -34,6 +34,18 @@ def make_factors(layer: AdapterLayer, config: TensorTrainFields) -> tuple[Tensor
 
 
 class MPOLayer(AdapterLayer):
+    """A frozen linear layer plus an MPO delta ``scaling * B (A x)``, with ``A``: d_in -> r and
+    ``B``: r -> d_out each a :class:`~qpeft.adapters.mpo.tensor_train.TensorTrain`.
+
+    ``B``'s last core starts at zero, so a fresh adapter changes nothing. Mergeable:
+    ``delta_factors()`` contracts both trains to dense (r, d_in) and (d_out, r) matrices.
+
+    Args:
+        base_layer: the ``nn.Linear`` (or GPT-2 ``Conv1D``) to wrap; its weights stay frozen.
+        config: an :class:`~qpeft.adapters.mpo.config.MPOConfig` (or any config with the tensor-train
+            fields: r, bond_dim, n_cores, factorisations).
+    """
+
     def __init__(self, base_layer: nn.Module, config: TensorTrainFields):
         super().__init__(base_layer, config)
         self.mpo_A, self.mpo_B = make_factors(self, config)

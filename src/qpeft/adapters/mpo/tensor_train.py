@@ -42,6 +42,20 @@ def balanced_factors(d: int, k: int) -> list[int]:
 
 
 def check_factors(name: str, factors: list[int], d: int) -> list[int]:
+    """Check an explicit factorisation of a dimension.
+
+    Args:
+        name: the config field it came from (for the message), e.g. ``"in_factors"``.
+        factors: the factors given.
+        d: the dimension they must multiply to.
+
+    Returns:
+        ``factors`` as a new list.
+
+    Raises:
+        ValueError: the product of ``factors`` is not ``d`` (naming the field, the factors and both
+            numbers).
+    """
     if math.prod(factors) != d:
         raise ValueError(f"`{name}` {factors} multiply to {math.prod(factors)}, but the dimension is {d}")
     return list(factors)
@@ -93,10 +107,12 @@ class TensorTrain(nn.Module):
 
     @property
     def d_in(self) -> int:
+        """Input size of the map, the product of ``in_factors``."""
         return math.prod(self.in_factors)
 
     @property
     def d_out(self) -> int:
+        """Output size of the map, the product of ``out_factors``."""
         return math.prod(self.out_factors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -162,6 +162,9 @@ class QTHAConfig(TensorTrainFields):
         return "qnn_mode='weights'" if self.qnn_mode == "weights" else f"encoding={self.encoding!r}"
 
     def derived_qubits(self) -> int:
+        """The number of qubits the QNN needs for this config: ``2 log2 r`` in weights mode (its r^2
+        basis probabilities form the r x r mixing matrix), else ``r`` for angle encoding and
+        ``log2 r`` for amplitude encoding. ``n_qubits``, when given, must equal it."""
         if self.qnn_mode == "weights":
             return 2 * int(math.log2(self.r))
         return self.r if self.encoding == "angle" else int(math.log2(self.r))

@@ -24,6 +24,22 @@ QNN_INIT_STD = 0.1  # small angles: the circuit starts close to its encoding, no
 
 
 def build_qnn(config: QTHAConfig) -> QuantumLayer:
+    """The quantum layer of a QTHA config: its ansatz on ``n_qubits`` wires, with the config's
+    backend, gradient method, shots, noise and backend options.
+
+    Args:
+        config: the adapter's :class:`~qpeft.adapters.qtha.config.QTHAConfig`.
+
+    Returns:
+        A :class:`~qpeft.qnn.QuantumLayer` whose weights start small (std ``QNN_INIT_STD``). In
+        weights mode the circuit takes no input and reads out basis probabilities; in activation
+        mode it encodes the features (angle: <Z> per wire; amplitude: basis probabilities).
+
+    Raises:
+        ValueError: the backend refuses an option (the backend checks them against its
+            constructor's signature).
+        ImportError: the backend's SDK is not installed (naming the extra).
+    """
     weights_mode = config.qnn_mode == "weights"
     encoding = None if weights_mode else config.encoding
     circuit = build_ansatz(config.ansatz, config.n_qubits, config.qnn_layers, encoding=encoding)
@@ -66,6 +82,21 @@ class MLPBranch(nn.Module):
 
 
 class QTHALayer(AdapterLayer):
+    """A frozen linear layer plus a QTHA delta (the module docstring gives the math).
+
+    ``mpo_A`` (d_in -> r) and ``mpo_B`` (r -> d_out) are tensor trains; between them runs the
+    branch ``config.branch`` selects: the quantum layer ``qnn`` (a
+    :class:`~qpeft.qnn.QuantumLayer` built by :func:`build_qnn`), the classical control ``mlp``
+    of the same parameter count, or nothing. Activation mode also has ``gamma`` (r,), the fusion
+    scale, initialised to 1. In weights mode the delta is ``B (I + M) A x``, linear in x and so
+    mergeable; a job-engine step runner (``step_runner``) may run the module's circuit together
+    with every other module's. ``B``'s last core starts at zero: a fresh adapter changes nothing.
+
+    Args:
+        base_layer: the ``nn.Linear`` (or GPT-2 ``Conv1D``) to wrap; its weights stay frozen.
+        config: the :class:`~qpeft.adapters.qtha.config.QTHAConfig`.
+    """
+
     def __init__(self, base_layer: nn.Module, config: QTHAConfig):
         super().__init__(base_layer, config)
         self.mpo_A, self.mpo_B = make_factors(self, config)
@@ -131,6 +162,8 @@ class QTHALayer(AdapterLayer):
         return self.mpo_B(z)
 
     def not_mergeable_reason(self) -> str:
+        """Why activation-mode QTHA cannot merge: its circuit runs on each token's features, so its
+        delta is not linear in x; names ``qnn_mode='weights'`` as the mergeable alternative."""
         return (
             "QTHA in activation mode applies the quantum circuit to each token's features, so its delta "
             "is not linear in x; use qnn_mode='weights' (preset qtha-weights) for a mergeable adapter"
