@@ -245,3 +245,9 @@ def test_docstring_check_finds_what_is_missing(tmp_path):
 def test_every_public_qpeft_module_is_on_an_api_page():
     pytest.importorskip("griffe")
     assert _hook().unrendered_modules() == []
+
+
+def test_every_public_qpeft_name_has_a_docstring():
+    pytest.importorskip("griffe")
+    missing, checked = _hook().missing_docstrings()
+    assert checked > 500 and missing == [], "public names without a docstring:\n" + "\n".join(missing)
