@@ -9,13 +9,21 @@ on a real step (forward + backward through the step runner) with ``local:shots``
 
     python benchmarks/qpu.py              # writes benchmarks/results/qpu.{json,md}
     python benchmarks/qpu.py --rounds 2   # a quick look
+    python benchmarks/qpu.py --baseline-src ../old-checkout   # this tree against another, interleaved
+
+With ``--baseline-src`` the script runs itself and the other tree's ``benchmarks/qpu.py`` in
+turns (``--repeats`` each, alternating which goes first, each in a fresh process with its own
+tree's ``src`` on the path) and writes ``qpu-baseline.{json,md}``: the engine's overhead per
+circuit of this tree over the other's, per configuration, at the median over the repeats.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +37,8 @@ from _bench import add_load_flag, load_note, load_start, run_meta, write_results
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["parameter_shift", "spsa", "hybrid"]
 TARGET = {"max_engine_overhead_ratio": 0.05, "provider": "local:shots", "gradients": "parameter_shift"}
+#: the engine's overhead per circuit may grow by at most this factor against a baseline tree
+BASELINE_TARGET = 1.10
 SHOTS = 1000
 
 
@@ -186,15 +196,124 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], limits: list[dict])
     path.write_text("\n".join(lines) + "\n")
 
 
+def _run_tree(tree: Path, rounds: int, out: Path, allow_load: bool) -> list[dict]:
+    """Run ``tree``'s ``benchmarks/qpu.py`` in a fresh process with ``tree/src`` first on the path;
+    its result rows."""
+    command = [sys.executable, str(tree / "benchmarks" / "qpu.py"), "--rounds", str(rounds), "--out", str(out)]
+    if allow_load:
+        command.append("--allow-load")
+    env = os.environ | {"PYTHONPATH": str(tree / "src")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads((out / "qpu.json").read_text())["results"]
+
+
+def compare_baseline(baseline: Path, rounds: int, repeats: int) -> tuple[list[dict], list[str]]:
+    """This tree's and ``baseline``'s engine overhead per circuit, each configuration at the
+    median over ``repeats`` alternating runs; returns the rows and the order the runs went in."""
+    here = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[list[dict]]] = {"this": [], "baseline": []}
+    order = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            for name in ("this", "baseline") if i % 2 == 0 else ("baseline", "this"):
+                tree = here if name == "this" else baseline
+                # the other run of the pair is the load here: only the parent checks the machine
+                runs[name].append(_run_tree(tree, rounds, Path(tmp) / f"{name}-{i}", allow_load=name == "this"))
+                order.append(name)
+                print(f"[qpu] {name} run {i + 1} of {repeats} done", flush=True)
+    rows = []
+    for k, row in enumerate(runs["this"][0]):
+        mine = [r[k]["engine_overhead_per_circuit_us"] for r in runs["this"]]
+        theirs = [r[k]["engine_overhead_per_circuit_us"] for r in runs["baseline"]]
+        assert all(r[k]["method"] == row["method"] and r[k]["batching"] == row["batching"] for r in runs["baseline"])
+        rows.append(
+            {
+                "method": row["method"],
+                "batching": row["batching"],
+                "circuits_per_step": row["circuits_per_step"],
+                "this_us": mine,
+                "baseline_us": theirs,
+                "this_median_us": statistics.median(mine),
+                "baseline_median_us": statistics.median(theirs),
+                "ratio": statistics.median(mine) / statistics.median(theirs),
+                "this_provider_us": statistics.median(r[k]["provider_per_circuit_us"] for r in runs["this"]),
+                "baseline_provider_us": statistics.median(r[k]["provider_per_circuit_us"] for r in runs["baseline"]),
+            }
+        )
+    return rows, order
+
+
+def write_baseline_markdown(path: Path, meta: dict, rows: list[dict]) -> None:
+    lines = [
+        "# Job engine overhead per circuit: this tree against a baseline tree",
+        "",
+        f"`benchmarks/qpu.py --rounds {meta['rounds']}` of this tree and of `{meta['baseline_src']}` "
+        f"(commit {meta['baseline_commit']}; this tree at {meta['this_commit']}), {meta['repeats']} runs each in "
+        "fresh processes, alternating which goes first (order: "
+        f"{', '.join(meta['order'])}). Each run measures every configuration as `qpu.md` describes; the "
+        "engine overhead per circuit (wall time of the engine calls minus the provider's, per circuit, median "
+        "over the steps of a run) is taken at the median over the runs.",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['cpu']}, {meta['threads']} torch threads; torch {meta['torch']}; {meta['date']}",
+        "",
+        "| gradients | batching | circuits / step | overhead / circuit, this (us) | baseline (us) | this / baseline "
+        "| runs, this | runs, baseline | provider / circuit, this / baseline (us) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['batching']} | {r['circuits_per_step']:,} | {r['this_median_us']:.1f} | "
+            f"{r['baseline_median_us']:.1f} | {r['ratio']:.2f}x | "
+            f"{', '.join(f'{v:.1f}' for v in r['this_us'])} | {', '.join(f'{v:.1f}' for v in r['baseline_us'])} | "
+            f"{r['this_provider_us']:.1f} / {r['baseline_provider_us']:.1f} |"
+        )
+    row = next(r for r in rows if r["batching"] == "step" and r["method"] == TARGET["gradients"])
+    met = row["ratio"] <= BASELINE_TARGET
+    lines += [
+        "",
+        f"Target: the engine's overhead per circuit grows by at most {100 * (BASELINE_TARGET - 1):.0f} % for a "
+        f"step of `qtha-weights` with its default gradients ({TARGET['gradients']}), step batching: "
+        f"{row['ratio']:.2f}x: **{'met' if met else 'NOT met'}**. {load_note(meta)}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _commit(tree: Path) -> str:
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--rounds", type=int, default=15, help="steps measured per configuration (after one first step)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--baseline-src", type=Path, help="compare with this checkout's benchmarks/qpu.py")
+    parser.add_argument("--repeats", type=int, default=3, help="--baseline-src: runs of each tree")
     add_load_flag(parser)
     args = parser.parse_args(argv)
     loadavg_start = load_start(args.allow_load)
+    if args.baseline_src is not None:
+        baseline = args.baseline_src.resolve()
+        if not (baseline / "benchmarks" / "qpu.py").is_file():
+            parser.error(f"--baseline-src {args.baseline_src}: no benchmarks/qpu.py there (give a checkout's root)")
+        rows, order = compare_baseline(baseline, args.rounds, args.repeats)
+        meta = run_meta("qpu.py", argv, loadavg_start=loadavg_start, finished=True)
+        meta |= {
+            "rounds": args.rounds,
+            "repeats": args.repeats,
+            "order": order,
+            "baseline_src": str(args.baseline_src),
+            "baseline_commit": _commit(baseline),
+            "this_commit": _commit(Path(__file__).resolve().parents[1]),
+            "target_ratio": BASELINE_TARGET,
+        }
+        write_results(args.out, "qpu-baseline", {"meta": meta, "results": rows}, write_baseline_markdown, meta, rows)
+        return 0
 
     from qpeft.jobs.plan import plan_run
 
