@@ -189,7 +189,7 @@ def write_paired_markdown(path: Path, meta: dict, rows: dict) -> None:
         f"One training step (forward + backward + AdamW) on {meta['batch']} x {meta['seq']} tokens, fp32, "
         f"{meta['device']}. All methods live in one process; each of {meta['cycles']} cycles takes one step of "
         f"every method in turn (order rotating), after {meta['warmup']} warm-up step(s) each, so each ratio to "
-        "LoRA compares steps taken seconds apart. Cells: median over the cycles (min-max).",
+        f"`{meta['reference']}` compares steps taken seconds apart. Cells: median over the cycles (min-max).",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['cpu']}, {meta['threads']} torch threads; torch {meta['torch']}; {meta['date']}.  ",
