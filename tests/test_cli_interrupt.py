@@ -128,8 +128,9 @@ def _weights_adapter(tiny, run) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", [False, True], ids=["base-model", "job-engine"])
 def test_ctrl_c_in_eval_is_one_line_and_exit_130(tiny, tmp_path, engine):
-    # 400 problems answered: long enough to be interrupted in the evaluation
-    cmd = ["eval", "--model", tiny, "--data", "arithmetic:1", "--split", "all", "--examples", "400"]
+    # all 2,000 built-in problems answered: long enough to be interrupted in the evaluation (400 were
+    # answered within the 2 s below on a fast moment of the machine: the run ended with exit 0)
+    cmd = ["eval", "--model", tiny, "--data", "arithmetic:1", "--split", "all", "--examples", "2000"]
     cmd += ["--max-length", "64"]
     what, kept = (
         f"base model {tiny} (no adapter)",
@@ -156,7 +157,7 @@ def test_ctrl_c_in_eval_is_one_line_and_exit_130(tiny, tmp_path, engine):
     assert code == 130 and out == "" and "Traceback" not in err and "KeyboardInterrupt" not in err, err
     # (an adapter saved outside a run: eval warns that the training split is unknown)
     assert [line for line in _ours(err) if ": warning: " not in line] == [
-        f"qpeft eval: {what}: 400 examples: loss, accuracy of greedy answers and generated samples",
+        f"qpeft eval: {what}: 2000 examples: loss, accuracy of greedy answers and generated samples",
         f"qpeft eval: interrupted; {kept}",
     ]
 
