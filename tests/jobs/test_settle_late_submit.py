@@ -25,23 +25,30 @@ class Crash(BaseException):
     """The process dies here (nothing after this line runs in it)."""
 
 
+def _crash_with_the_request_in_flight(spool, run, delay: float) -> threading.Timer:
+    """A first run dies while its submit request is on its way: the request reaches the service
+    ``delay`` s later, after the restart began. Returns the timer that delivers it."""
+    first = SpoolProvider(spool=spool)
+    landing = []
+
+    def in_flight(circuits, shots, tag):
+        timer = threading.Timer(delay, SpoolProvider(spool=spool).submit, (circuits, shots, tag))
+        timer.start()
+        landing.append(timer)
+        raise Crash
+
+    first.submit = in_flight
+    with pytest.raises(Crash):
+        JobEngine(first, run, **FAST).run(CIRCUITS, None, scope="s")
+    return landing[0]
+
+
 def test_a_submission_that_lands_after_the_restart_is_found_not_paid_again(tmp_path):
     spool, run = tmp_path / "spool", tmp_path / "run"
     with SpoolService(spool) as service:
-        first = SpoolProvider(spool=spool)
-        landing = []
-
-        def in_flight(circuits, shots, tag):  # the request is on its way when the process dies
-            timer = threading.Timer(1.0, SpoolProvider(spool=spool).submit, (circuits, shots, tag))
-            timer.start()
-            landing.append(timer)
-            raise Crash
-
-        first.submit = in_flight
-        with pytest.raises(Crash):
-            JobEngine(first, run, **FAST).run(CIRCUITS, None, scope="s")
+        landing = _crash_with_the_request_in_flight(spool, run, delay=1.0)
         out = JobEngine(SpoolProvider(spool=spool), run, submit_timeout=5.0, **FAST).run(CIRCUITS, None, scope="s")
-        landing[0].join()
+        landing.join()
         served = service.drain()
     assert len(served) == 1  # the late job was found by its tag and used; nothing else ran
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
@@ -70,22 +77,11 @@ def test_a_deadline_that_cuts_the_settling_wait_short_does_not_conclude_nothing_
     afterwards, and the next run finds it by its tag instead of paying for it again."""
     spool, run = tmp_path / "spool", tmp_path / "run"
     with SpoolService(spool) as service:
-        first = SpoolProvider(spool=spool)
-        landing = []
-
-        def in_flight(circuits, shots, tag):
-            timer = threading.Timer(1.5, SpoolProvider(spool=spool).submit, (circuits, shots, tag))
-            timer.start()
-            landing.append(timer)
-            raise Crash
-
-        first.submit = in_flight
-        with pytest.raises(Crash):
-            JobEngine(first, run, **FAST).run(CIRCUITS, None, scope="s")
+        landing = _crash_with_the_request_in_flight(spool, run, delay=1.5)
         hurried = JobEngine(SpoolProvider(spool=spool), run, submit_timeout=5.0, deadline=0.3, **FAST)
         with pytest.raises(TimeoutError):
             hurried.run(CIRCUITS, None, scope="s")
-        landing[0].join()
+        landing.join()
         out = JobEngine(SpoolProvider(spool=spool), run, submit_timeout=5.0, **FAST).run(CIRCUITS, None, scope="s")
         served = service.drain()
     assert len(served) == 1
