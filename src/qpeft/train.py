@@ -10,6 +10,7 @@ also goes to ``metrics.jsonl`` in the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -170,52 +171,53 @@ def train(
     model, tokenizer, dataset, held_out = prepare(config, examples)
     eval_dataset = EncodedDataset(tokenizer, held_out, config.max_length) if config.eval_steps else None
     runner, scope = quantum_runner(config, model, out, provider)
-    trainer = make_trainer(config, model, tokenizer, dataset, [*(callbacks or []), *scope], eval_dataset)
-    if trainer.is_world_process_zero():
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    started = time.time()
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    finally:
-        for callback in trainer.callback_handler.callbacks:
-            if hasattr(callback, "restore_signals"):
-                callback.restore_signals()
-    seconds = time.time() - started
-    state = trainer.state
-    finished = state.global_step >= config.steps
-    summary = {
-        "config": dataclasses.asdict(config),
-        "finished": finished,
-        "global_step": state.global_step,
-        "train_seconds": seconds,
-        "train_loss_mean": result.training_loss,
-        "losses": [(r["step"], r["loss"]) for r in state.log_history if "loss" in r],
-        "parameters": model.parameter_summary(),
-    }
-    if not trainer.is_world_process_zero():
-        return summary
-    if not finished:
-        summary["interrupted"] = True
-        summary["checkpoint"] = str(latest_checkpoint(out))
+    with runner if runner is not None else contextlib.nullcontext():  # (the job engine's files let go at the end)
+        trainer = make_trainer(config, model, tokenizer, dataset, [*(callbacks or []), *scope], eval_dataset)
+        if trainer.is_world_process_zero():
+            (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        started = time.time()
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        finally:
+            for callback in trainer.callback_handler.callbacks:
+                if hasattr(callback, "restore_signals"):
+                    callback.restore_signals()
+        seconds = time.time() - started
+        state = trainer.state
+        finished = state.global_step >= config.steps
+        summary = {
+            "config": dataclasses.asdict(config),
+            "finished": finished,
+            "global_step": state.global_step,
+            "train_seconds": seconds,
+            "train_loss_mean": result.training_loss,
+            "losses": [(r["step"], r["loss"]) for r in state.log_history if "loss" in r],
+            "parameters": model.parameter_summary(),
+        }
+        if not trainer.is_world_process_zero():
+            return summary
+        if not finished:
+            summary["interrupted"] = True
+            summary["checkpoint"] = str(latest_checkpoint(out))
+            (out / "results.json").write_text(json.dumps(summary, indent=2))
+            return summary
+        model.save_adapter(out / "adapter")
+        if runner is not None:
+            runner.scope = "eval"
+            runner.alone()  # (under torchrun only rank 0 evaluates: no more circuits shared by broadcast)
+        summary["eval"] = evaluate(
+            model,
+            tokenizer,
+            held_out,
+            config.max_length,
+            samples_path=out / "samples.jsonl",
+            progress=None if config.progress else False,
+            label=f"final adapter, {len(held_out)} held-out examples",
+            n_samples=samples,
+        )
+        losses = [loss for _, loss in summary["losses"]]
+        tail = max(1, math.ceil(0.1 * len(losses)))
+        summary["final_train_loss"] = sum(losses[-tail:]) / tail if losses else None
+        summary["seconds_per_step"] = seconds / max(1, state.global_step - begin.step)
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         return summary
-    model.save_adapter(out / "adapter")
-    if runner is not None:
-        runner.scope = "eval"
-        runner.alone()  # (under torchrun only rank 0 evaluates: no more circuits shared by broadcast)
-    summary["eval"] = evaluate(
-        model,
-        tokenizer,
-        held_out,
-        config.max_length,
-        samples_path=out / "samples.jsonl",
-        progress=None if config.progress else False,
-        label=f"final adapter, {len(held_out)} held-out examples",
-        n_samples=samples,
-    )
-    losses = [loss for _, loss in summary["losses"]]
-    tail = max(1, math.ceil(0.1 * len(losses)))
-    summary["final_train_loss"] = sum(losses[-tail:]) / tail if losses else None
-    summary["seconds_per_step"] = seconds / max(1, state.global_step - begin.step)
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    return summary

@@ -4,6 +4,7 @@ adapter (eval and generate also run the base model alone, without ``--adapter``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -170,15 +171,16 @@ def cmd_eval(args) -> int:
             model, args.quantum_backend, args.shots, "parameter_shift", args.adapter.parent, args.quantum_options
         )
         runner.scope = f"eval-{args.adapter.name}"
-    result = evaluate(
-        model,
-        tokenizer,
-        examples,
-        max_length,
-        samples_path=args.samples,
-        generate=not args.loss_only,
-        progress=None,
-    )
+    with runner if args.quantum_backend is not None else contextlib.nullcontext():  # (the engine's files let go)
+        result = evaluate(
+            model,
+            tokenizer,
+            examples,
+            max_length,
+            samples_path=args.samples,
+            generate=not args.loss_only,
+            progress=None,
+        )
     if emulated is not None:
         result["emulated"] = emulated
     adapter = str(args.adapter) if args.adapter is not None else None

@@ -77,11 +77,12 @@ class ResultCache:
         self._where: dict[str, Entry] = {}  # job key -> where its results are
         self._index_read = 0  # bytes of the index read so far
         self._data = self._index = None
+        self._release = None  # closes the lock file (at close(), or when the cache is garbage)
         if self.directory is not None:
             self.directory.parent.mkdir(parents=True, exist_ok=True)
             self._lock_file = _lock(self.directory, exclusive=False)  # held while the cache lives
             if self._lock_file is not None:
-                weakref.finalize(self, self._lock_file.close)
+                self._release = weakref.finalize(self, self._lock_file.close)
             _recover(self.directory)
             self.directory.mkdir(exist_ok=True)
             self._data_path, self._index_path = self.directory / "results.f64", self.directory / "index.jsonl"
@@ -101,6 +102,17 @@ class ResultCache:
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self._index_read += len(complete)
         self._where.update(_parse_index(complete))
+
+    def close(self) -> None:
+        """Close the data and index files and release the lock (idempotent); later lookups still
+        read the files, a later :meth:`put_job` opens them again (without the lock)."""
+        with self._lock:
+            for f in (self._data, self._index):
+                if f is not None:
+                    f.close()
+            self._data = self._index = None
+            if self._release is not None:
+                self._release()
 
     def refresh(self) -> None:
         """Learn the jobs other engines (e.g. an earlier process) finished since the last look;

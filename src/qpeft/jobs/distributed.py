@@ -55,6 +55,11 @@ class RankZeroEngine:
         """From now on only rank 0 calls :meth:`run` (no broadcast)."""
         self.together = False
 
+    def close(self, raise_errors: bool = True) -> None:
+        """Close rank 0's engine (:meth:`JobEngine.close`); nothing to do on the other ranks."""
+        if self.engine is not None:
+            self.engine.close(raise_errors)
+
     def run(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str = "") -> list[np.ndarray]:
         """:meth:`JobEngine.run` on rank 0; the same results on every rank."""
         if not self.together:

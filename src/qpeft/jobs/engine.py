@@ -19,6 +19,10 @@ finished whose results the cache no longer has (its step compacted away, or data
 damaged) is fetched again from the provider by its id; only where the provider no longer has it
 is it submitted again. Each submission is counted against the run's spending cap
 (``max_spend``), and the run stays on the backend its ledger records (:mod:`qpeft.jobs.pin`).
+
+An engine holds its result cache's lock (and a writer thread) until :meth:`JobEngine.close`, the
+end of a ``with JobEngine(...)`` block, or, failing both, until it is garbage (nothing in it refers
+back to it, so dropping the last reference is enough).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -82,11 +87,37 @@ class JobEngine:
         self._templates = Templates(provider.two_qubit_gates)
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self.calls = ProviderCalls(provider, self.options)
-        self.submitter = Submitter(provider, self.calls, self.ledger, self.options, self.budget, self._record)
+        record = weakref.WeakMethod(self._record)  # (no engine <-> submitter cycle: a dropped engine is freed at once)
+        self.submitter = Submitter(
+            provider, self.calls, self.ledger, self.options, self.budget, lambda *a, **kw: record()(*a, **kw)
+        )
         # one thread writes finished jobs (results to the cache, then their `done` record), in
         # order, while the next job runs; every write ends before run() returns
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
         self._writes: list[Future] = []
+        self._closed = False
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Let the run's files go: wait for the finished jobs' writes (the first failed one is
+        raised, or logged with ``raise_errors=False``, e.g. while another error is on its way),
+        stop the writer thread and release the result cache's lock (so that ``qpeft jobs RUN
+        --compact-results`` can run). Idempotent; :meth:`run` refuses afterwards. Open jobs stay
+        in the ledger for a later engine to re-attach to."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._drain_writes(raise_errors)
+        finally:
+            self._writer.shutdown(wait=True)
+            self.cache.close()
+            self.ledger.close()
+
+    def __enter__(self) -> JobEngine:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(raise_errors=kind is None)
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -97,6 +128,8 @@ class JobEngine:
         unless ``reuse_results`` is on. A rerun of the same scope after a crash finds its jobs.
         Circuit templates are keyed once per object: do not change a circuit after running it.
         """
+        if self._closed:
+            raise RuntimeError("this JobEngine was closed; make a new one on the same run_dir to run more circuits")
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")
         deadline = Deadline.earliest(self.options, self._started)

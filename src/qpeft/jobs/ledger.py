@@ -111,6 +111,13 @@ class Ledger:
             self._index(record)
         return record
 
+    def close(self) -> None:
+        """Close the ledger file (idempotent; a later :meth:`append` opens it again)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
     def live(self) -> dict[str, dict]:
         """key -> the newest ``submitted`` (or unsettled ``intent`` / ``unknown``) record of jobs
         with no terminal event."""

@@ -155,6 +155,18 @@ class StepRunner:
         self._entries: dict[int, _Entry] = {}
         self._templates: dict[int, _Template] = {}
 
+    def close(self, raise_errors: bool = True) -> None:
+        """Close the engine (:meth:`qpeft.jobs.engine.JobEngine.close`: the finished jobs'
+        writes land, the result cache's lock is released); the attached modules' next forward
+        raises until a new runner is attached."""
+        self.engine.close(raise_errors)
+
+    def __enter__(self) -> StepRunner:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(raise_errors=kind is None)
+
     def alone(self) -> None:
         """Under torchrun: from now on only this process (rank 0) runs circuits, e.g. the final
         evaluation after training, which the other ranks skip."""

@@ -1,0 +1,138 @@
+"""A job engine lets go of its run directory: at close(), at the end of a `with` block, when
+its last reference is dropped (no garbage collection needed), and when training or evaluation
+through a quantum backend ends, so that `qpeft jobs RUN --compact-results` can run in the same
+process. The finished jobs' results land before it lets go, and a closed engine runs nothing."""
+
+import gc
+import logging
+
+import numpy as np
+import pytest
+from standins import ScriptedProvider
+
+from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs import engine as engine_module
+from qpeft.jobs.cache import CacheInUse, exclusive_lock
+from qpeft.jobs.ledger import read_ledger
+from qpeft.quantum.circuit import Circuit, Weight
+from qpeft.testing import tiny_model_dir
+
+FAST = dict(poll_interval=0.001, max_poll_interval=0.004, progress=False)
+NO_FAULTS = dict(transient=0, throttle=0, hang=0, slow=0, failed=0, lost=0)
+RY = Circuit(1).add("RY", [0], Weight(0))
+CIRCUITS = [BoundCircuit(RY, (t,)) for t in (0.1, 0.2, 0.3)]
+
+
+def _submitted(run_dir) -> int:
+    return sum(r["event"] == "submitted" for r in read_ledger(run_dir / "jobs" / "ledger.jsonl"))
+
+
+def _lock_is_free(run_dir) -> bool:
+    try:
+        exclusive_lock(run_dir / "jobs" / "results").close()
+    except CacheInUse:
+        return False
+    return True
+
+
+@pytest.fixture
+def no_gc():
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_dropped_engine_lets_go_at_once_without_a_garbage_collection(tmp_path, no_gc):
+    engine = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+    engine.run(CIRCUITS, 100, scope="s")
+    assert not _lock_is_free(tmp_path)  # (the lock is real while the engine lives)
+    del engine
+    assert _lock_is_free(tmp_path)
+
+
+def test_with_block_and_close_land_the_results_and_let_go(tmp_path):
+    provider = ScriptedProvider(max_circuits=2, **NO_FAULTS)
+    with JobEngine(provider, tmp_path, **FAST) as engine:
+        first = np.stack(engine.run(CIRCUITS, 100, scope="s"))
+    assert _lock_is_free(tmp_path)  # (while `engine` is still referenced here)
+    with pytest.raises(RuntimeError, match="closed; make a new one"):
+        engine.run(CIRCUITS, 100, scope="s")
+    engine.close()  # idempotent
+    jobs = _submitted(tmp_path)
+    again = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+    np.testing.assert_array_equal(np.stack(again.run(CIRCUITS, 100, scope="s")), first)
+    assert _submitted(tmp_path) == jobs == 2  # served from the cache the closed engine wrote
+    again.close()
+    assert _lock_is_free(tmp_path)
+
+
+def test_a_failed_write_is_raised_by_close_and_only_logged_while_another_error_is_on_its_way(tmp_path, caplog):
+    engine = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    engine.run(CIRCUITS[:1], 100, scope="a")
+    failed = engine._writer.submit(full_disk)  # a finished job's write still pending at close()
+    engine._writes.append(failed)
+    with pytest.raises(OSError, match="No space left"):
+        engine.close()
+    assert _lock_is_free(tmp_path)  # let go all the same
+
+    other = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+    other._writes.append(other._writer.submit(full_disk))
+    with caplog.at_level(logging.ERROR, logger=engine_module.logger.name):
+        with pytest.raises(KeyboardInterrupt), other:
+            raise KeyboardInterrupt
+    assert "could not be written" in caplog.text and "No space left" in caplog.text
+    assert _lock_is_free(tmp_path)
+
+
+def test_training_and_evaluation_through_a_quantum_backend_let_go_of_the_run(tmp_path, no_gc):
+    from qpeft.cli import main
+    from qpeft.train import TrainConfig, train
+
+    out = tmp_path / "run"
+    config = TrainConfig(
+        model=str(tiny_model_dir(tmp_path / "tiny")),
+        data="arithmetic:1",
+        method="qtha-weights",
+        adapter={"r": 4, "bond_dim": 2, "qnn_layers": 1},
+        out=str(out),
+        steps=2,
+        batch_size=4,
+        max_examples=12,
+        max_length=64,
+        save_steps=100,
+        eval_examples=2,
+        lr=2e-2,
+        progress=False,
+        quantum_backend="local:shots",
+        shots=200,
+        quantum_options={"poll_interval": 0.001},
+    )
+    assert train(config)["finished"]
+    assert _lock_is_free(out)
+    assert main(["jobs", str(out), "--compact-results", "1"]) == 0
+
+    code = main(
+        [
+            "eval",
+            "--adapter",
+            str(out / "adapter"),
+            "--data",
+            "arithmetic:1",
+            "--examples",
+            "2",
+            "--loss-only",
+            "--quantum-backend",
+            "local:shots",
+            "--shots",
+            "200",
+        ]
+    )
+    assert code == 0
+    assert _lock_is_free(out)
