@@ -5,7 +5,8 @@ the command line (its printed error line), and nothing in the run directory hold
 The SDKs' network services are replaced by stand-ins (standins.py), and nothing else: Origin's
 QCloud service and IBM's Qiskit Runtime service, whose job submission fails as a service
 answers a refused request, echoing the credential. IBM is checked with the token from
-``QPEFT_IBM_TOKEN`` and with the token of a saved account (which qpeft never reads itself)."""
+``QPEFT_IBM_TOKEN`` and with the token of a saved account (which qpeft never reads itself). An
+SDK error that no provider's handler knows, raised while the provider is made, is redacted too."""
 
 import logging
 
@@ -91,3 +92,58 @@ def test_cli_error_line_is_redacted(name, monkeypatch, tmp_path, tiny_dir, capsy
     assert "401" in line and "***" in line
     assert SECRET not in err
     _no_secret_in(out)
+
+
+class _EchoingSDKError(Exception):
+    """An SDK's own exception type (none a provider's handler knows) whose text echoes the key."""
+
+
+def _origin_sdk_refusing_at_construction(monkeypatch, error: BaseException):
+    qcloud = pytest.importorskip("pyqpanda3.qcloud")
+
+    def service(api_key):  # the SDK's service class, refusing as it is made
+        raise error
+
+    monkeypatch.setattr(qcloud, "QCloudService", service)
+    monkeypatch.setenv("QPEFT_ORIGIN_API_KEY", SECRET)
+
+
+def _chain(err: BaseException):
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _EchoingSDKError(f"malformed api key {SECRET!r}"),
+        TypeError("the service answered nothing it can parse"),  # the key only in the error it chains to
+    ],
+    ids=["in-its-text", "in-its-cause"],
+)
+def test_an_error_no_provider_handler_knows_is_redacted_at_construction(monkeypatch, tmp_path, tiny_dir, capsys, error):
+    from qpeft.jobs.providers import connect
+
+    if isinstance(error, TypeError):
+        error.__cause__ = _EchoingSDKError(f"401 for key {SECRET}")
+    _origin_sdk_refusing_at_construction(monkeypatch, error)
+    with pytest.raises(ValueError, match="could not be made") as info:
+        connect("origin:WK_C180", attempts=1)
+    assert all(SECRET not in str(e) and all(SECRET not in repr(a) for a in e.args) for e in _chain(info.value))
+    args = ["train", "--model", tiny_dir, "--data", "arithmetic:1", "--method", "qtha-weights", "--steps", "1"]
+    args += ["--quantum-backend", "origin:WK_C180", "--shots", "100", "--out", str(tmp_path / "run")]
+    assert main(args) == 2  # one line saying what to check, no traceback
+    err = capsys.readouterr().err
+    assert SECRET not in err and "qpeft train: error: origin:WK_C180: the provider could not be made" in err
+    assert type(error).__name__ in err
+
+
+def test_an_error_without_a_secret_at_construction_is_raised_as_it_is(monkeypatch):
+    from qpeft.jobs.providers import connect
+
+    error = _EchoingSDKError("the chip list is malformed")
+    _origin_sdk_refusing_at_construction(monkeypatch, error)
+    with pytest.raises(_EchoingSDKError) as info:
+        connect("origin:WK_C180", attempts=1)
+    assert info.value is error

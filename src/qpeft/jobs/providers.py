@@ -121,16 +121,41 @@ def connect(spec: str, attempts: int = 4, wait: float = 1.0, max_wait: float = 3
             reraise=True,
         )(get_provider, spec, **options)
     except Exception as err:
-        if not provider_cls.is_transient_error(err):
+        words = f"{type(err).__name__}: {redact_environment(str(err))}"
+        if provider_cls.is_transient_error(err):
+            replacement: Exception = ServiceUnreachableError(
+                f"{spec}: the service did not answer after {attempts} attempt(s) ({words}); check the network and "
+                "the provider's status page, then rerun (nothing was submitted)"
+            )
+        elif _holds_a_secret(err):  # (a second line of defence: the provider's own handlers redact what they know)
+            replacement = ValueError(
+                f"{spec}: the provider could not be made ({words}); check its credentials and backend name"
+            )
+        else:
             raise
-        words = f"{type(err).__name__}: {err}"
-        for variable in SECRET_ENV:
-            if os.environ.get(variable):
-                words = words.replace(os.environ[variable], "***")
-        raise ServiceUnreachableError(
-            f"{spec}: the service did not answer after {attempts} attempt(s) ({words}); check the network and the "
-            "provider's status page, then rerun (nothing was submitted)"
-        ) from None
+    # raised out here, not in the except block: the replaced error (which may echo a credential)
+    # is not kept as its __context__
+    raise replacement
+
+
+def redact_environment(text: str) -> str:
+    """``text`` with the value of every :data:`SECRET_ENV` variable that is set replaced by ``***``."""
+    for variable in SECRET_ENV:
+        if os.environ.get(variable):
+            text = text.replace(os.environ[variable], "***")
+    return text
+
+
+def _holds_a_secret(err: BaseException | None) -> bool:
+    """Whether the text of ``err`` or of an error it chains to (what a traceback would print)
+    holds the value of a :data:`SECRET_ENV` variable."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if redact_environment(str(err)) != str(err) or any(redact_environment(repr(a)) != repr(a) for a in err.args):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def plan_gate_count(spec: str, **options) -> tuple[Callable[[Circuit], int], str]:
