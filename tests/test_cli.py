@@ -206,6 +206,18 @@ def test_eval_bad_adapter_fails_before_loading_a_model(tmp_path, monkeypatch, ca
     assert "--examples: must be a positive integer, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_eval_under_torchrun_is_refused_on_every_rank_before_loading_a_model(rank, monkeypatch, capsys):
+    def load_model(*args, **kwargs):
+        raise AssertionError("load_model must not be called under torchrun")
+
+    monkeypatch.setattr(qpeft.models, "load_model", load_model)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert main(["eval", "--quantum-backend", "local", "--shots", "100", "--adapter", "runs/x/adapter"]) == 2
+    assert "qpeft eval runs in one process: run it without torchrun" in capsys.readouterr().err
+
+
 def test_train_prints_the_run_directory_of_its_config_file(tiny_dir, tmp_path, capsys):
     out = tmp_path / "from-config"
     cfg = tmp_path / "run.json"

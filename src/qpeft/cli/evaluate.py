@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -133,12 +134,17 @@ def cmd_eval(args) -> int:
         0 (exit code).
 
     Raises:
-        ValueError: ``--quantum-backend`` / ``--emulate`` without ``--adapter``, or ``--samples``
-            with ``--loss-only``.
+        ValueError: ``--quantum-backend`` / ``--emulate`` without ``--adapter``, ``--samples``
+            with ``--loss-only``, or a launch by torchrun (one process evaluates).
         FileNotFoundError: ``--adapter`` is not an adapter directory.
     """
     from qpeft.evaluate import evaluate
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # (every rank would evaluate, write and pay for the same)
+        raise ValueError(
+            "qpeft eval runs in one process: run it without torchrun (a training run under torchrun evaluates "
+            "on rank 0 by itself)"
+        )
     if args.adapter is None and (args.quantum_backend or args.emulate):
         raise ValueError("--quantum-backend and --emulate run an adapter's circuits; pass --adapter RUN/adapter")
     if args.loss_only and args.samples is not None:
