@@ -123,8 +123,9 @@ class _QuietSDKError(Exception):
         return "the request was refused"
 
 
-def _caused_by(error: BaseException, cause: BaseException) -> BaseException:
-    error.__cause__ = cause
+def _chained(error: BaseException, cause: BaseException | None = None, context: BaseException | None = None):
+    """``error`` as ``raise error from cause`` leaves it, or (``context``) raising it while handling that."""
+    error.__cause__, error.__context__ = cause, context
     return error
 
 
@@ -137,17 +138,23 @@ def _noted(error: BaseException, note: str) -> BaseException:
     "make_error",
     [
         lambda: _EchoingSDKError(f"malformed api key {SECRET!r}"),
-        lambda: _caused_by(  # the key only in the error it chains to
-            TypeError("the service answered nothing it can parse"), _EchoingSDKError(f"401 for key {SECRET}")
+        lambda: _chained(  # the key only in the error it chains to
+            TypeError("the service answered nothing it can parse"), cause=_EchoingSDKError(f"401 for key {SECRET}")
+        ),
+        lambda: _chained(  # ... or that was being handled when it was raised
+            TypeError("the service answered nothing it can parse"), context=_EchoingSDKError(f"401 for key {SECRET}")
         ),
         lambda: _noted(_EchoingSDKError("401 Unauthorized"), f"request: GET /chips?key={SECRET}"),
         lambda: _QuietSDKError("refused", {"api_key": SECRET}),
         pytest.param(
-            lambda: ExceptionGroup("the service refused", [_EchoingSDKError(f"401 for key {SECRET}")]),  # noqa: F821 (3.11+)
+            lambda: ExceptionGroup(  # noqa: F821 (3.11+)
+                "the service refused",
+                [_chained(TypeError("the service answered nothing it can parse"), cause=_EchoingSDKError(SECRET))],
+            ),
             marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+"),
         ),
     ],
-    ids=["in-its-text", "in-its-cause", "in-its-note", "in-its-arguments", "in-a-group"],
+    ids=["in-its-text", "in-its-cause", "in-its-context", "in-its-note", "in-its-arguments", "in-a-group"],
 )
 def test_an_error_no_provider_handler_knows_is_redacted_at_construction(
     monkeypatch, tmp_path, tiny_dir, capsys, make_error
