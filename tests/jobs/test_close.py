@@ -5,6 +5,8 @@ process. The finished jobs' results land before it lets go, and a closed engine 
 
 import gc
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,9 @@ from standins import ScriptedProvider
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs import engine as engine_module
 from qpeft.jobs.cache import CacheInUse, exclusive_lock
+from qpeft.jobs.distributed import RankZeroEngine
 from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.step import StepRunner
 from qpeft.quantum.circuit import Circuit, Weight
 from qpeft.testing import tiny_model_dir
 
@@ -33,6 +37,29 @@ def _lock_is_free(run_dir) -> bool:
     except CacheInUse:
         return False
     return True
+
+
+def _open_files(run_dir) -> list[str]:
+    """The files under ``run_dir`` this process has open (Linux: /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd to list this process's open files")
+    names = []
+    for fd in fds.iterdir():
+        try:
+            names.append(os.readlink(fd))
+        except OSError:  # (the listing's own descriptor, closed by now)
+            continue
+    return sorted(name for name in names if name.startswith(str(Path(run_dir).resolve())))
+
+
+def _pending_failed_write(engine: JobEngine) -> None:
+    """A finished job's write that fails (a full disk), still pending when the engine is closed."""
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    engine._writes.append(engine._writer.submit(full_disk))
 
 
 @pytest.fixture
@@ -57,7 +84,9 @@ def test_with_block_and_close_land_the_results_and_let_go(tmp_path):
     provider = ScriptedProvider(max_circuits=2, **NO_FAULTS)
     with JobEngine(provider, tmp_path, **FAST) as engine:
         first = np.stack(engine.run(CIRCUITS, 100, scope="s"))
+        assert _open_files(tmp_path)  # (the ledger, the cache's files and its lock)
     assert _lock_is_free(tmp_path)  # (while `engine` is still referenced here)
+    assert _open_files(tmp_path) == []  # the ledger and the cache's data and index files too
     with pytest.raises(RuntimeError, match="closed; make a new one"):
         engine.run(CIRCUITS, 100, scope="s")
     engine.close()  # idempotent
@@ -71,19 +100,14 @@ def test_with_block_and_close_land_the_results_and_let_go(tmp_path):
 
 def test_a_failed_write_is_raised_by_close_and_only_logged_while_another_error_is_on_its_way(tmp_path, caplog):
     engine = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
-
-    def full_disk(*args):
-        raise OSError(28, "No space left on device")
-
     engine.run(CIRCUITS[:1], 100, scope="a")
-    failed = engine._writer.submit(full_disk)  # a finished job's write still pending at close()
-    engine._writes.append(failed)
+    _pending_failed_write(engine)
     with pytest.raises(OSError, match="No space left"):
         engine.close()
     assert _lock_is_free(tmp_path)  # let go all the same
 
     other = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
-    other._writes.append(other._writer.submit(full_disk))
+    _pending_failed_write(other)
     with caplog.at_level(logging.ERROR, logger=engine_module.logger.name):
         with pytest.raises(KeyboardInterrupt), other:
             raise KeyboardInterrupt
@@ -136,3 +160,25 @@ def test_training_and_evaluation_through_a_quantum_backend_let_go_of_the_run(tmp
     )
     assert code == 0
     assert _lock_is_free(out)
+
+
+def test_a_step_runner_closes_its_engine_and_an_interrupt_goes_through(tmp_path, caplog):
+    engine = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+    _pending_failed_write(engine)
+    with caplog.at_level(logging.ERROR, logger=engine_module.logger.name):
+        with pytest.raises(KeyboardInterrupt), StepRunner(engine, 100, "parameter_shift"):
+            raise KeyboardInterrupt  # (Ctrl-C in training: the failed write is logged, not raised instead)
+    assert "No space left" in caplog.text
+    assert _lock_is_free(tmp_path)
+
+
+def test_under_torchrun_rank_0_closes_its_engine_and_the_other_ranks_have_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # (what torchrun sets; nothing here talks to the other rank)
+    monkeypatch.setenv("RANK", "1")
+    with StepRunner(RankZeroEngine(None), 100, "parameter_shift"):
+        pass  # rank 1 has no engine: nothing to let go
+    monkeypatch.setenv("RANK", "0")
+    engine = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+    with StepRunner(RankZeroEngine(engine), 100, "parameter_shift"):
+        assert not _lock_is_free(tmp_path)
+    assert _lock_is_free(tmp_path)

@@ -9,6 +9,8 @@ answers a refused request, echoing the credential. IBM is checked with the token
 SDK error that no provider's handler knows, raised while the provider is made, is redacted too."""
 
 import logging
+import sys
+import traceback
 
 import numpy as np
 import pytest
@@ -114,22 +116,56 @@ def _chain(err: BaseException):
         err = err.__cause__ or err.__context__
 
 
+class _QuietSDKError(Exception):
+    """An SDK's exception whose message hides its arguments (its repr shows them: logs, debuggers)."""
+
+    def __str__(self):
+        return "the request was refused"
+
+
+def _chained(error: BaseException, cause: BaseException | None = None, context: BaseException | None = None):
+    """``error`` as ``raise error from cause`` leaves it, or (``context``) raising it while handling that."""
+    error.__cause__, error.__context__ = cause, context
+    return error
+
+
+def _noted(error: BaseException, note: str) -> BaseException:
+    error.__notes__ = [note]  # (what BaseException.add_note keeps, Python 3.11+: a traceback prints it)
+    return error
+
+
 @pytest.mark.parametrize(
-    "error",
+    "make_error",
     [
-        _EchoingSDKError(f"malformed api key {SECRET!r}"),
-        TypeError("the service answered nothing it can parse"),  # the key only in the error it chains to
+        lambda: _EchoingSDKError(f"malformed api key {SECRET!r}"),
+        lambda: _chained(  # the key only in the error it chains to
+            TypeError("the service answered nothing it can parse"), cause=_EchoingSDKError(f"401 for key {SECRET}")
+        ),
+        lambda: _chained(  # ... or that was being handled when it was raised
+            TypeError("the service answered nothing it can parse"), context=_EchoingSDKError(f"401 for key {SECRET}")
+        ),
+        lambda: _noted(_EchoingSDKError("401 Unauthorized"), f"request: GET /chips?key={SECRET}"),
+        lambda: _QuietSDKError("refused", {"api_key": SECRET}),
+        pytest.param(
+            lambda: ExceptionGroup(  # noqa: F821 (3.11+)
+                "the service refused",
+                [_chained(TypeError("the service answered nothing it can parse"), cause=_EchoingSDKError(SECRET))],
+            ),
+            marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+"),
+        ),
     ],
-    ids=["in-its-text", "in-its-cause"],
+    ids=["in-its-text", "in-its-cause", "in-its-context", "in-its-note", "in-its-arguments", "in-a-group"],
 )
-def test_an_error_no_provider_handler_knows_is_redacted_at_construction(monkeypatch, tmp_path, tiny_dir, capsys, error):
+def test_an_error_no_provider_handler_knows_is_redacted_at_construction(
+    monkeypatch, tmp_path, tiny_dir, capsys, make_error
+):
     from qpeft.jobs.providers import connect
 
-    if isinstance(error, TypeError):
-        error.__cause__ = _EchoingSDKError(f"401 for key {SECRET}")
+    error = make_error()
     _origin_sdk_refusing_at_construction(monkeypatch, error)
     with pytest.raises(ValueError, match="could not be made") as info:
         connect("origin:WK_C180", attempts=1)
+    assert SECRET not in "".join(traceback.format_exception(info.value))  # what a traceback would print
     assert all(SECRET not in str(e) and all(SECRET not in repr(a) for a in e.args) for e in _chain(info.value))
     args = ["train", "--model", tiny_dir, "--data", "arithmetic:1", "--method", "qtha-weights", "--steps", "1"]
     args += ["--quantum-backend", "origin:WK_C180", "--shots", "100", "--out", str(tmp_path / "run")]

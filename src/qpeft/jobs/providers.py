@@ -15,6 +15,7 @@ packages register in the ``qpeft.providers`` entry-point group.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Callable
 
@@ -146,15 +147,22 @@ def redact_environment(text: str) -> str:
     return text
 
 
-def _holds_a_secret(err: BaseException | None) -> bool:
-    """Whether the text of ``err`` or of an error it chains to (what a traceback would print)
-    holds the value of a :data:`SECRET_ENV` variable."""
-    seen = set()
-    while err is not None and id(err) not in seen:
+_GROUPS = getattr(builtins, "BaseExceptionGroup", ())  # (Python 3.11+: a traceback prints each error a group holds)
+
+
+def _holds_a_secret(err: BaseException) -> bool:
+    """Whether the text, arguments or notes of ``err``, of an error it chains to or of an error
+    it groups (what a traceback would print) hold the value of a :data:`SECRET_ENV` variable."""
+    seen, todo = set(), [err]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
         seen.add(id(err))
-        if redact_environment(str(err)) != str(err) or any(redact_environment(repr(a)) != repr(a) for a in err.args):
+        texts = [str(err), *map(repr, err.args), *map(str, getattr(err, "__notes__", ()))]
+        if any(redact_environment(text) != text for text in texts):
             return True
-        err = err.__cause__ or err.__context__
+        todo += [err.__cause__, err.__context__, *(err.exceptions if isinstance(err, _GROUPS) else ())]
     return False
 
 
