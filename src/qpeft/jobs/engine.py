@@ -102,7 +102,8 @@ class JobEngine:
         raised, or logged with ``raise_errors=False``, e.g. while another error is on its way),
         stop the writer thread and release the result cache's lock (so that ``qpeft jobs RUN
         --compact-results`` can run). Idempotent; :meth:`run` refuses afterwards. Open jobs stay
-        in the ledger for a later engine to re-attach to."""
+        in the ledger for a later engine to re-attach to. Call it from the thread that runs the
+        engine, once no :meth:`run` is in progress."""
         if self._closed:
             return
         self._closed = True
