@@ -8,11 +8,12 @@ import json
 
 import pytest
 from braket_standin import StandInBraketService
+from tiny_runs import tiny_run_config
 
 from qpeft.jobs.budget import priced
 from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.testing import tiny_model_dir
-from qpeft.train import TrainConfig, plan, train
+from qpeft.train import plan, train
 
 pytest.importorskip("braket.default_simulator")
 
@@ -23,23 +24,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def _config(tiny_dir, out, **kw):
-    fields = dict(
-        model=tiny_dir,
-        data="arithmetic:1",
-        method="qtha-weights",
-        adapter={"r": 4, "bond_dim": 2, "qnn_layers": 1},
-        out=str(out),
-        steps=3,
-        batch_size=4,
-        max_examples=12,
-        max_length=64,
-        save_steps=100,
-        eval_examples=2,
-        lr=2e-2,
-        shots=400,
-        progress=False,
-    )
-    return TrainConfig(**{**fields, **kw})
+    return tiny_run_config(tiny_dir, out, **{"shots": 400, **kw})
 
 
 def _losses(out):

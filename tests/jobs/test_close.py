@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from standins import ScriptedProvider
+from tiny_runs import tiny_run_config
 
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs import engine as engine_module
@@ -117,23 +118,13 @@ def test_a_failed_write_is_raised_by_close_and_only_logged_while_another_error_i
 
 def test_training_and_evaluation_through_a_quantum_backend_let_go_of_the_run(tmp_path, no_gc):
     from qpeft.cli import main
-    from qpeft.train import TrainConfig, train
+    from qpeft.train import train
 
     out = tmp_path / "run"
-    config = TrainConfig(
-        model=str(tiny_model_dir(tmp_path / "tiny")),
-        data="arithmetic:1",
-        method="qtha-weights",
-        adapter={"r": 4, "bond_dim": 2, "qnn_layers": 1},
-        out=str(out),
+    config = tiny_run_config(
+        tiny_model_dir(tmp_path / "tiny"),
+        out,
         steps=2,
-        batch_size=4,
-        max_examples=12,
-        max_length=64,
-        save_steps=100,
-        eval_examples=2,
-        lr=2e-2,
-        progress=False,
         quantum_backend="local:shots",
         shots=200,
         quantum_options={"poll_interval": 0.001},

@@ -8,10 +8,11 @@ import json
 
 import pytest
 from standins import StandInQCloudService
+from tiny_runs import tiny_run_config
 
 from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.testing import tiny_model_dir
-from qpeft.train import TrainConfig, plan, train
+from qpeft.train import plan, train
 
 
 @pytest.fixture(scope="module")
@@ -19,23 +20,7 @@ def tiny_dir(tmp_path_factory):
     return str(tiny_model_dir(tmp_path_factory.mktemp("tiny-llama")))
 
 
-def _config(tiny_dir, out, **kw):
-    fields = dict(
-        model=tiny_dir,
-        data="arithmetic:1",
-        method="qtha-weights",
-        adapter={"r": 4, "bond_dim": 2, "qnn_layers": 1},
-        out=str(out),
-        steps=3,
-        batch_size=4,
-        max_examples=12,
-        max_length=64,
-        save_steps=100,
-        eval_examples=2,
-        lr=2e-2,
-        progress=False,
-    )
-    return TrainConfig(**{**fields, **kw})
+_config = tiny_run_config
 
 
 def _check_against_plan(config):
