@@ -218,6 +218,14 @@ def test_eval_under_torchrun_is_refused_on_every_rank_before_loading_a_model(ran
     assert "qpeft eval runs in one process: run it without torchrun" in capsys.readouterr().err
 
 
+def test_eval_with_a_world_size_that_is_not_a_number_says_so(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    monkeypatch.delenv("RANK", raising=False)
+    assert main(["eval", "--adapter", "runs/x/adapter"]) == 2
+    err = capsys.readouterr().err
+    assert "WORLD_SIZE='two', not an integer" in err and "Traceback" not in err
+
+
 def test_train_prints_the_run_directory_of_its_config_file(tiny_dir, tmp_path, capsys):
     out = tmp_path / "from-config"
     cfg = tmp_path / "run.json"

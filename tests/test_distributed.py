@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from qpeft.adapters import load_adapter
+from qpeft.jobs.distributed import world
 from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.testing import DDP_GRAD_TOL, tiny_model_dir
 from qpeft.train import TrainConfig, plan
@@ -62,6 +63,38 @@ def _one_process_gradient(model_dir: Path, init: Path, batch: dict, max_grad_nor
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)  # as the Trainer does
     return {n: p.grad for n, p in params.items()}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, (0, 1)), ({"WORLD_SIZE": "1"}, (0, 1)), ({"RANK": "3", "WORLD_SIZE": "4"}, (3, 4))],
+)
+def test_world_reads_torchruns_rank_and_world_size(env, expected, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert world() == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two', not an integer"),
+        ({"RANK": "", "WORLD_SIZE": "2"}, "RANK='', not an integer"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 and WORLD_SIZE=2"),
+        ({"WORLD_SIZE": "0"}, "RANK=0 and WORLD_SIZE=0"),
+        ({"RANK": "-1", "WORLD_SIZE": "2"}, "RANK=-1 and WORLD_SIZE=2"),
+    ],
+)
+def test_world_names_a_bad_rank_or_world_size_and_how_to_fix_it(env, says, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="unset (it|both) to run in one process") as err:
+        world()
+    assert says in str(err.value)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from qpeft import rundir
 from qpeft.callbacks import MetricsFile, StopOnSignal, checkpointing_args
 from qpeft.config import METHOD_PRESETS, TrainConfig, adapter_config
+from qpeft.jobs.distributed import world
 from qpeft.qpu import plan, quantum_provider, quantum_runner
 from qpeft.rundir import RunStart, latest_checkpoint
 
@@ -74,7 +74,7 @@ def make_trainer(config: TrainConfig, model, tokenizer, dataset, callbacks: list
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = world()[1] > 1
 
     class QPeftTrainer(Trainer):
         """Checkpoints also record the run's TrainConfig (the model saves and resumes its
@@ -163,7 +163,7 @@ def train(
     begin = start(config, overwrite)
     if begin.finished is not None:
         return {**begin.finished, "reused": True}
-    if int(os.environ.get("RANK", "0")) == 0:
+    if world()[0] == 0:
         out.mkdir(parents=True, exist_ok=True)
         rundir.prepare(out, begin)
     resume_from = begin.checkpoint

@@ -6,6 +6,7 @@ process. The finished jobs' results land before it lets go, and a closed engine 
 import gc
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,43 @@ def test_under_torchrun_rank_0_closes_its_engine_and_the_other_ranks_have_none(t
     with StepRunner(RankZeroEngine(engine), 100, "parameter_shift"):
         assert not _lock_is_free(tmp_path)
     assert _lock_is_free(tmp_path)
+
+
+class _HeldAtSubmit(ScriptedProvider):
+    """Holds the first submission until the test lets it go (the run is then in progress)."""
+
+    def __init__(self):
+        super().__init__(max_circuits=2, **NO_FAULTS)
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def submit(self, circuits, shots, tag):
+        self.entered.set()
+        assert self.go.wait(30), "the test never let the submission go"
+        return super().submit(circuits, shots, tag)
+
+
+def test_close_while_another_thread_runs_refuses_and_keeps_the_run_directory_locked(tmp_path, caplog):
+    provider = _HeldAtSubmit()
+    engine = JobEngine(provider, tmp_path, **FAST)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(engine.run(CIRCUITS, 100, scope="s")))
+    worker.start()
+    try:
+        assert provider.entered.wait(30)
+        with pytest.raises(RuntimeError, match=r"close\(\) was called while run\(\) is in progress"):
+            engine.close()
+        assert not _lock_is_free(tmp_path)  # (a compaction now would race the run's writes)
+        with caplog.at_level(logging.ERROR, logger=engine_module.logger.name):
+            engine.close(raise_errors=False)  # (as `with` does while another error is on its way)
+        assert "the engine stays open" in caplog.text
+        assert not _lock_is_free(tmp_path)
+    finally:
+        provider.go.set()
+        worker.join(30)
+    assert len(results[0]) == len(CIRCUITS)  # the run finished and wrote its jobs
+    engine.close()
+    assert _lock_is_free(tmp_path)
+    again = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)
+    with again:
+        np.testing.assert_array_equal(np.stack(again.run(CIRCUITS, 100, scope="s")), np.stack(results[0]))
+    assert _submitted(tmp_path) == 2  # all served from what the first engine wrote

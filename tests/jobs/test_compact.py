@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -395,3 +396,48 @@ def test_compaction_reports_as_json(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["last_steps"] == ["train-2"] and report["older_steps_kept"] == ["train-0", "train-1"]
     assert (report["jobs_kept"], report["jobs_dropped"]) == (6, 0) and report["bytes_kept"] > 0
+
+
+def test_a_closed_cache_locks_again_to_write_and_finds_what_a_compaction_moved(tmp_path):
+    directory = tmp_path / "results"
+    cache = ResultCache(directory)
+    for key, p in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        cache.put_job(key, [np.array([p, 1 - p])])
+    cache.close()
+    compact(directory, keep=lambda key: key == "c")  # (c moves to the start of the data file)
+    cache.put_job("d", [np.array([0.4, 0.6])])  # the closed cache writes again...
+    with pytest.raises(CacheInUse):
+        compact(directory, keep=lambda key: True)  # ...holding the lock again while it is open
+    np.testing.assert_array_equal(cache.get_job("c", 1)[0], [0.3, 0.7])  # read where the compaction put it
+    assert cache.get_job("a", 1) is None
+    cache.close()
+    fresh = ResultCache(directory)
+    assert sorted(fresh._where) == ["c", "d"]
+    np.testing.assert_array_equal(fresh.get_job("d", 1)[0], [0.4, 0.6])
+    fresh.close()
+
+
+def test_closing_and_writing_again_does_not_pile_up_open_files_or_finalizers(tmp_path):
+    cache = ResultCache(tmp_path / "results")
+    cache.put_job("k0", [np.array([0.5, 0.5])])
+    cache.close()
+    finalizers = len(weakref.finalize._registry)
+    for i in range(1, 6):
+        cache.put_job(f"k{i}", [np.array([0.5, 0.5])])
+        cache.close()
+    assert len(weakref.finalize._registry) == finalizers  # one finalizer per opening, gone at close
+    assert not any(str(tmp_path) in name for name in _open_file_names())
+
+
+def _open_file_names() -> list[str]:
+    """What this process has open (Linux: /proc/self/fd)."""
+    fds = pathlib.Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("no /proc/self/fd to list this process's open files")
+    names = []
+    for fd in fds.iterdir():
+        try:
+            names.append(os.readlink(fd))
+        except OSError:  # (the listing's own descriptor, closed by now)
+            continue
+    return names

@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -139,8 +138,9 @@ def cmd_eval(args) -> int:
         FileNotFoundError: ``--adapter`` is not an adapter directory.
     """
     from qpeft.evaluate import evaluate
+    from qpeft.jobs.distributed import world
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # (every rank would evaluate, write and pay for the same)
+    if world()[1] > 1:  # (every rank would evaluate, write and pay for the same)
         raise ValueError(
             "qpeft eval runs in one process: run it without torchrun (a training run under torchrun evaluates "
             "on rank 0 by itself)"

@@ -74,19 +74,24 @@ class ResultCache:
     def __init__(self, directory: str | Path | None):
         self.directory = Path(directory) if directory is not None else None  # None: nothing kept
         self._lock = threading.Lock()
-        self._where: dict[str, Entry] = {}  # job key -> where its results are
-        self._index_read = 0  # bytes of the index read so far
         self._data = self._index = None
-        self._release = None  # closes the lock file (at close(), or when the cache is garbage)
+        self._release = None  # closes the lock file and the append handles (at close(), or as garbage)
         if self.directory is not None:
             self.directory.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_file = _lock(self.directory, exclusive=False)  # held while the cache lives
-            if self._lock_file is not None:
-                self._release = weakref.finalize(self, self._lock_file.close)
-            _recover(self.directory)
-            self.directory.mkdir(exist_ok=True)
             self._data_path, self._index_path = self.directory / "results.f64", self.directory / "index.jsonl"
-            self._read_index()  # what earlier engines finished
+            self._open()
+
+    def _open(self) -> None:
+        """Take the shared lock (held until close()), finish an interrupted compaction and read
+        the index from its start (a compaction between a close() and a reopen moved every entry)."""
+        lock_file = _lock(self.directory, exclusive=False)
+        self._files = [lock_file] if lock_file is not None else []  # what close() closes
+        self._release = weakref.finalize(self, _close_all, self._files)
+        _recover(self.directory)
+        self.directory.mkdir(exist_ok=True)
+        self._where: dict[str, Entry] = {}  # job key -> where its results are
+        self._index_read = 0  # bytes of the index read so far
+        self._read_index()  # what earlier engines finished
 
     def _read_index(self) -> None:
         """Index lines appended since the last read (by this or another engine); a torn last
@@ -104,12 +109,10 @@ class ResultCache:
         self._where.update(_parse_index(complete))
 
     def close(self) -> None:
-        """Close the data and index files and release the lock (idempotent); later lookups still
-        read the files, a later :meth:`put_job` opens them again (without the lock)."""
+        """Close the data and index files and release the lock (idempotent). Later lookups still
+        read the files (a compaction in between makes them miss, not misread: every entry is
+        checksummed); a later :meth:`put_job` takes the lock again and re-reads the index."""
         with self._lock:
-            for f in (self._data, self._index):
-                if f is not None:
-                    f.close()
             self._data = self._index = None
             if self._release is not None:
                 self._release()
@@ -159,11 +162,12 @@ class ResultCache:
             crc = zlib.crc32(part, crc)
         with self._lock:
             if self._data is None:
+                if not self._release.alive:  # closed: lock again before writing
+                    self._open()
                 # raw append handles: each write lands at the end, also with other writers
                 self._data = open(self._data_path, "ab", buffering=0)  # noqa: SIM115 (kept open)
                 self._index = open(self._index_path, "ab", buffering=0)  # noqa: SIM115 (kept open)
-                weakref.finalize(self, self._data.close)
-                weakref.finalize(self, self._index.close)
+                self._files += [self._data, self._index]
                 if self._index.tell() and not self._index_path.read_bytes().endswith(b"\n"):
                     self._index.write(b"\n")  # end a line torn by a crash, so the next one parses
             written = os.writev(self._data.fileno(), parts)  # one append
@@ -216,6 +220,13 @@ def _parse_index(data: bytes) -> dict[str, Entry]:
 def _swap_paths(directory: Path) -> tuple[Path, Path]:
     """``<dir>.new`` (a compacted copy being written) and ``<dir>.old`` (the copy swapped out)."""
     return directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+
+
+def _close_all(files: list) -> None:
+    """Close ``files`` (append handles first, the lock file last) and forget them."""
+    for f in reversed(files):
+        f.close()
+    files.clear()
 
 
 def _lock(directory: Path, exclusive: bool):

@@ -23,8 +23,31 @@ from qpeft.jobs.engine import JobEngine
 
 
 def world() -> tuple[int, int]:
-    """(rank, world size) of this process as torchrun sets them (0, 1 outside torchrun)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size) of this process as torchrun sets them (0, 1 outside torchrun).
+
+    Raises:
+        ValueError: ``RANK`` or ``WORLD_SIZE`` is not an integer, or not a rank of that world.
+    """
+    rank, size = _environ_int("RANK", 0), _environ_int("WORLD_SIZE", 1)
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(
+            f"the environment sets RANK={rank} and WORLD_SIZE={size}: torchrun sets WORLD_SIZE to the number "
+            "of processes (1 or more) and RANK to 0 .. WORLD_SIZE - 1; unset both to run in one process"
+        )
+    return rank, size
+
+
+def _environ_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"the environment sets {name}={text!r}, not an integer (torchrun sets it for each process); "
+            "unset it to run in one process"
+        ) from None
 
 
 class RankZeroEngine:

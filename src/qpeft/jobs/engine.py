@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -96,17 +97,35 @@ class JobEngine:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
         self._writes: list[Future] = []
         self._closed = False
+        self._running = 0  # run() calls in progress (close() refuses while one is)
+        self._state = threading.Lock()
 
     def close(self, raise_errors: bool = True) -> None:
         """Let the run's files go: wait for the finished jobs' writes (the first failed one is
         raised, or logged with ``raise_errors=False``, e.g. while another error is on its way),
         stop the writer thread and release the result cache's lock (so that ``qpeft jobs RUN
         --compact-results`` can run). Idempotent; :meth:`run` refuses afterwards. Open jobs stay
-        in the ledger for a later engine to re-attach to. Call it from the thread that runs the
-        engine, once no :meth:`run` is in progress."""
-        if self._closed:
-            return
-        self._closed = True
+        in the ledger for a later engine to re-attach to.
+
+        Raises:
+            RuntimeError: a :meth:`run` is in progress (in another thread, or this call comes from
+                a provider's or the writer's code inside it): its jobs would still write to the
+                files a closed engine lets go of. Close the engine once the run has returned. (With
+                ``raise_errors=False`` it is logged and the engine stays open.)
+        """
+        with self._state:
+            if self._closed:
+                return
+            if self._running:
+                why = (
+                    "JobEngine.close() was called while run() is in progress; close the engine after the run "
+                    "returns (its finished jobs are still being written)"
+                )
+                if raise_errors:
+                    raise RuntimeError(why)
+                logger.error("%s; the engine stays open", why)  # (another error is on its way: not masked)
+                return
+            self._closed = True
         try:
             self._drain_writes(raise_errors)
         finally:
@@ -129,10 +148,19 @@ class JobEngine:
         unless ``reuse_results`` is on. A rerun of the same scope after a crash finds its jobs.
         Circuit templates are keyed once per object: do not change a circuit after running it.
         """
-        if self._closed:
-            raise RuntimeError("this JobEngine was closed; make a new one on the same run_dir to run more circuits")
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"`shots` must be a positive integer or None (exact), got {shots!r}")
+        with self._state:
+            if self._closed:
+                raise RuntimeError("this JobEngine was closed; make a new one on the same run_dir to run more circuits")
+            self._running += 1
+        try:
+            return self._run(circuits, shots, scope)
+        finally:
+            with self._state:
+                self._running -= 1
+
+    def _run(self, circuits: Sequence[BoundCircuit], shots: int | None, scope: str) -> list[np.ndarray]:
         deadline = Deadline.earliest(self.options, self._started)
         fingerprint = self.provider.fingerprint()
         self._templates.reset(fingerprint)
