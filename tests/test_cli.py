@@ -226,6 +226,18 @@ def test_eval_with_a_world_size_that_is_not_a_number_says_so(monkeypatch, capsys
     assert "WORLD_SIZE='two', not an integer" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("rank", "says"), [("one", "RANK='one', not an integer"), ("2", "RANK=2 and WORLD_SIZE=2")])
+def test_train_with_a_rank_outside_its_world_says_so_before_making_the_run(rank, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    out = tmp_path / "run"
+    flags = ["--model", str(tmp_path / "no-model"), "--data", "arithmetic:1", "--method", "lora", "--out", str(out)]
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert not out.exists()  # (the error comes before the run directory and the model)
+
+
 def test_train_prints_the_run_directory_of_its_config_file(tiny_dir, tmp_path, capsys):
     out = tmp_path / "from-config"
     cfg = tmp_path / "run.json"

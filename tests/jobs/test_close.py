@@ -214,3 +214,37 @@ def test_close_while_another_thread_runs_refuses_and_keeps_the_run_directory_loc
     with again:
         np.testing.assert_array_equal(np.stack(again.run(CIRCUITS, 100, scope="s")), np.stack(results[0]))
     assert _submitted(tmp_path) == 2  # all served from what the first engine wrote
+
+
+class _InterruptedAtSecondSubmit(ScriptedProvider):
+    """Ctrl-C during the second submission (the first job has finished by then)."""
+
+    def __init__(self):
+        super().__init__(max_circuits=2, **NO_FAULTS)
+        self.submits = 0
+
+    def submit(self, circuits, shots, tag):
+        self.submits += 1
+        if self.submits == 2:
+            raise KeyboardInterrupt
+        return super().submit(circuits, shots, tag)
+
+
+def test_a_run_that_raises_is_no_longer_in_progress_and_the_with_block_lets_go(tmp_path, caplog):
+    """(found in review: a run counted as in progress until it returned normally would make every
+    later close() refuse, and a `with` block whose run raised would keep the run directory locked)"""
+    with caplog.at_level(logging.ERROR, logger=engine_module.logger.name):
+        with pytest.raises(KeyboardInterrupt), JobEngine(_InterruptedAtSecondSubmit(), tmp_path, **FAST) as engine:
+            engine.run(CIRCUITS, 100, scope="s")
+    assert "stays open" not in caplog.text
+    assert _lock_is_free(tmp_path)
+    engine = JobEngine(_InterruptedAtSecondSubmit(), tmp_path, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(CIRCUITS, 100, scope="t")
+    engine.close()  # (raises RuntimeError where the failed run still counted)
+    assert _lock_is_free(tmp_path)
+    jobs = _submitted(tmp_path)
+    # (the interrupted submission is settled by its tag: a short submit_timeout, nothing in flight)
+    with JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, submit_timeout=0.01, **FAST) as again:
+        again.run(CIRCUITS, 100, scope="s")
+    assert _submitted(tmp_path) == jobs + 1  # the job finished before the interrupt was kept

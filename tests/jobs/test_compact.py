@@ -6,10 +6,12 @@ compaction or of the recovery leaves a whole cache."""
 import errno
 import gc
 import json
+import logging
 import os
 import pathlib
 import shutil
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -422,11 +424,61 @@ def test_closing_and_writing_again_does_not_pile_up_open_files_or_finalizers(tmp
     cache.put_job("k0", [np.array([0.5, 0.5])])
     cache.close()
     finalizers = len(weakref.finalize._registry)
-    for i in range(1, 6):
-        cache.put_job(f"k{i}", [np.array([0.5, 0.5])])
-        cache.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for i in range(1, 6):
+            cache.put_job(f"k{i}", [np.array([0.5, 0.5])])
+            cache.close()
+        gc.collect()
     assert len(weakref.finalize._registry) == finalizers  # one finalizer per opening, gone at close
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # closed by close(), not dropped
     assert not any(str(tmp_path) in name for name in _open_file_names())
+
+
+def _three_jobs(directory):
+    cache = ResultCache(directory)
+    for key, p in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        cache.put_job(key, [np.array([p, 1 - p])])
+    cache.close()
+
+
+def test_a_closed_cache_opened_on_an_earlier_index_forgets_what_a_compaction_dropped(tmp_path, caplog):
+    """(found in review: a reopen must read the compacted index from its start, whatever this
+    cache had read of the old one, and forget the old one's entries)"""
+    directory = tmp_path / "results"
+    _three_jobs(directory)
+    cache = ResultCache(directory)  # (reads the three lines an earlier cache wrote)
+    cache.close()
+    compact(directory, keep=lambda key: key == "c")
+    with caplog.at_level(logging.WARNING, logger=cache_module.logger.name):
+        cache.put_job("d", [np.array([0.4, 0.6])])
+        assert cache.get_job("a", 1) is None and cache.get_job("b", 1) is None
+        np.testing.assert_array_equal(cache.get_job("c", 1)[0], [0.3, 0.7])
+        np.testing.assert_array_equal(cache.get_job("d", 1)[0], [0.4, 0.6])
+    assert caplog.text == ""  # a and b are plain misses, not entries read from where c lies now
+    cache.close()
+
+
+def test_a_closed_cache_finishes_an_interrupted_compaction_before_writing_again(tmp_path, monkeypatch):
+    """(found in review: a reopen that skipped the recovery would write into a new empty cache,
+    and the next opening would then remove the compacted copy with job c in it)"""
+    directory = tmp_path / "results"
+    _three_jobs(directory)
+    cache = ResultCache(directory)
+    cache.close()
+    _crash_at(monkeypatch, (pathlib.Path, "rename"), lambda path: path.name == "results.new")
+    with pytest.raises(KeyboardInterrupt):
+        compact(directory, keep=lambda key: key == "c")  # dies between its two renames
+    monkeypatch.undo()
+    gc.collect()  # (the lock file the interrupted compaction held)
+    cache.put_job("d", [np.array([0.4, 0.6])])
+    cache.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "results.lock"]
+    fresh = ResultCache(directory)
+    assert fresh.get_job("a", 1) is None
+    np.testing.assert_array_equal(fresh.get_job("c", 1)[0], [0.3, 0.7])
+    np.testing.assert_array_equal(fresh.get_job("d", 1)[0], [0.4, 0.6])
+    fresh.close()
 
 
 def _open_file_names() -> list[str]:
