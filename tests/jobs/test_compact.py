@@ -21,7 +21,7 @@ from standins import ScriptedProvider
 from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs import cache as cache_module
-from qpeft.jobs.cache import CacheInUse, ResultCache, compact
+from qpeft.jobs.cache import CacheInUse, ResultCache, compact, exclusive_lock
 from qpeft.jobs.ledger import Ledger, read_ledger, recent_steps
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -479,6 +479,43 @@ def test_a_closed_cache_finishes_an_interrupted_compaction_before_writing_again(
     np.testing.assert_array_equal(fresh.get_job("c", 1)[0], [0.3, 0.7])
     np.testing.assert_array_equal(fresh.get_job("d", 1)[0], [0.4, 0.6])
     fresh.close()
+
+
+def test_a_closed_cache_forgets_its_index_until_it_reads_it_again(tmp_path, caplog):
+    """Once the lock is gone a compaction may move every entry: a lookup on a closed cache misses
+    (no read from an old offset) until refresh() reads the index again from its start."""
+    directory = tmp_path / "results"
+    _three_jobs(directory)
+    cache = ResultCache(directory)
+    cache.close()
+    compact(directory, keep=lambda key: key == "c")
+    with caplog.at_level(logging.WARNING, logger=cache_module.logger.name):
+        assert cache.get_job("c", 1) is None  # a plain miss while closed...
+        cache.refresh()
+        np.testing.assert_array_equal(cache.get_job("c", 1)[0], [0.3, 0.7])  # ...found where it lies now
+        assert cache.get_job("a", 1) is None
+    assert caplog.text == ""  # no "damaged" entry read from where c used to lie
+
+
+def test_a_reopen_that_fails_lets_go_of_the_lock_and_the_next_write_opens_again(tmp_path, monkeypatch):
+    directory = tmp_path / "results"
+    _three_jobs(directory)
+    cache = ResultCache(directory)
+    cache.close()
+
+    def fails(path):
+        raise PermissionError(errno.EACCES, "denied")
+
+    monkeypatch.setattr(cache_module, "_recover", fails)
+    with pytest.raises(PermissionError):
+        cache.put_job("d", [np.array([0.4, 0.6])])
+    exclusive_lock(directory).close()  # the lock was not kept by the failed reopen
+    monkeypatch.undo()
+    cache.put_job("d", [np.array([0.4, 0.6])])
+    with pytest.raises(CacheInUse):
+        exclusive_lock(directory)  # opened (and locked) this time
+    np.testing.assert_array_equal(cache.get_job("a", 1)[0], [0.1, 0.9])
+    cache.close()
 
 
 def _open_file_names() -> list[str]:

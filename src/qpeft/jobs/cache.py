@@ -85,13 +85,21 @@ class ResultCache:
         """Take the shared lock (held until close()), finish an interrupted compaction and read
         the index from its start (a compaction between a close() and a reopen moved every entry)."""
         lock_file = _lock(self.directory, exclusive=False)
-        self._files = [lock_file] if lock_file is not None else []  # what close() closes
-        self._release = weakref.finalize(self, _close_all, self._files)
-        _recover(self.directory)
-        self.directory.mkdir(exist_ok=True)
+        files = [lock_file] if lock_file is not None else []  # what close() closes
+        try:
+            _recover(self.directory)
+            self.directory.mkdir(exist_ok=True)
+            self._forget()
+            self._read_index()  # what earlier engines finished
+        except BaseException:
+            _close_all(files)  # (not opened: a later put_job tries again)
+            raise
+        self._files = files
+        self._release = weakref.finalize(self, _close_all, files)
+
+    def _forget(self) -> None:
         self._where: dict[str, Entry] = {}  # job key -> where its results are
         self._index_read = 0  # bytes of the index read so far
-        self._read_index()  # what earlier engines finished
 
     def _read_index(self) -> None:
         """Index lines appended since the last read (by this or another engine); a torn last
@@ -109,13 +117,16 @@ class ResultCache:
         self._where.update(_parse_index(complete))
 
     def close(self) -> None:
-        """Close the data and index files and release the lock (idempotent). Later lookups still
-        read the files (a compaction in between makes them miss, not misread: every entry is
-        checksummed); a later :meth:`put_job` takes the lock again and re-reads the index."""
+        """Close the data and index files and release the lock (idempotent). The index is
+        forgotten too (a compaction may move every entry once the lock is gone): later lookups
+        miss until :meth:`refresh` reads it again from its start, and a later :meth:`put_job`
+        takes the lock again and re-reads it."""
         with self._lock:
             self._data = self._index = None
             if self._release is not None:
                 self._release()
+            if self.directory is not None:
+                self._forget()
 
     def refresh(self) -> None:
         """Learn the jobs other engines (e.g. an earlier process) finished since the last look;
