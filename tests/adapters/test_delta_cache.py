@@ -1,7 +1,8 @@
-"""The delta cache of mergeable adapters (adapters/base.py): in no-grad forwards the factors
-are computed once and reused, the cached forward equals the uncached one, and every way the
-weights change (an optimizer step, fused or not; load_state_dict; load_adapter; .to(); merge /
-unmerge; a swapped QTHA backend) gives the new delta, never a stale one."""
+"""The delta cache (adapters/base.py): in no-grad forwards a mergeable adapter's factors, and
+activation-mode QTHA's fixed parts (both MPO factors, the folded amplitude-encoded circuit), are
+computed once and reused; the cached forward equals the uncached one, and every way the weights
+change (an optimizer step, fused or not; load_state_dict; load_adapter; .to(); merge / unmerge;
+a swapped QTHA backend) gives the new delta, never a stale one."""
 
 import copy
 
@@ -14,6 +15,12 @@ from qpeft.backends import get_backend
 from qpeft.testing import TINY_TARGETS, tiny_causal_lm
 
 MERGEABLE = ["lora", "mpo", "qtha-weights", "qtha-none"]
+#: activation mode, not linear in x: the cache holds A, scaling * B, gamma and the folded circuit
+ACTIVATION = {
+    "qtha-default": {},
+    "qtha-default-weighted-fusion": {"fusion": "weighted"},
+    "qtha-mlp": {},
+}
 #: the cached path contracts the factors first: the same numbers summed in another order
 CACHE_TOL = {"atol": 1e-5, "rtol": 1e-5}
 
@@ -22,8 +29,9 @@ def _ids(seed=0):
     return torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(seed))
 
 
-def _model(preset):
-    model = get_model(tiny_causal_lm("llama"), preset, r=4, target_modules=TINY_TARGETS["llama"])
+def _model(preset, **overrides):
+    preset = preset.removesuffix("-weighted-fusion")
+    model = get_model(tiny_causal_lm("llama"), preset, r=4, target_modules=TINY_TARGETS["llama"], **overrides)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for p in model.adapter_state().values():
@@ -91,7 +99,7 @@ def _adam_step(fused):
 
 
 def _load_state(model):
-    other = _model("qtha-weights")
+    other = copy.deepcopy(model)
     with torch.no_grad():
         for p in other.adapter_state().values():
             p.mul_(-1.5)
@@ -120,9 +128,12 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("change", CHANGES)
-def test_a_weight_change_invalidates_the_cache(change):
-    model, ids = _model("qtha-weights"), _ids()
+@pytest.mark.parametrize(
+    "change, preset",
+    [(c, "qtha-weights") for c in CHANGES] + [(c, "qtha-default") for c in CHANGES if "merge" not in c],
+)
+def test_a_weight_change_invalidates_the_cache(change, preset):
+    model, ids = _model(preset), _ids()
     before = _cached(model, ids)
     cached, fresh = _logits_after(model, CHANGES[change], ids)
     torch.testing.assert_close(cached, fresh, **CACHE_TOL)
@@ -143,8 +154,9 @@ def test_load_adapter_and_a_copy_use_their_own_weights(tmp_path):
     torch.testing.assert_close(_cached(restored, ids), _cached(model, ids), **CACHE_TOL)
 
 
-def test_a_swapped_qtha_backend_gives_its_own_delta():
-    model, ids = _model("qtha-weights"), _ids()
+@pytest.mark.parametrize("preset", ["qtha-weights", "qtha-default"])
+def test_a_swapped_qtha_backend_gives_its_own_delta(preset):
+    model, ids = _model(preset), _ids()
     exact = _cached(model, ids)
     layers = list(model.adapter_layers.values())
     noisy = get_backend("noisy", noise={"depolarizing": 0.2})  # as emulate.evaluate_on_device swaps them
@@ -155,11 +167,59 @@ def test_a_swapped_qtha_backend_gives_its_own_delta():
     assert not torch.allclose(cached, exact, **CACHE_TOL)
 
 
-@pytest.mark.parametrize("preset", ["qtha-default", "qtha-mlp"])
-def test_adapters_that_are_not_linear_are_never_cached(preset, factor_calls):
-    model = _model(preset)
-    torch.testing.assert_close(_cached(model, _ids()), _uncached(model, _ids()), **CACHE_TOL)
-    assert not any(layer.uses_delta_cache() for layer in model.adapter_layers.values())
+@pytest.mark.parametrize("name", ACTIVATION)
+def test_activation_qtha_caches_its_fixed_parts(name, monkeypatch):
+    model, ids = _model(name, **ACTIVATION[name]), _ids()
+    layers = list(model.adapter_layers.values())
+    calls = []
+    real = type(layers[0]).cache_contents
+    monkeypatch.setattr(type(layers[0]), "cache_contents", lambda self: calls.append(self) or real(self))
+    expected = _uncached(model, ids)
+    assert not calls
+    torch.testing.assert_close(_cached(model, ids), expected, **CACHE_TOL)
+    torch.testing.assert_close(_cached(model, _ids(1)), _uncached(model, _ids(1)), **CACHE_TOL)
+    with torch.no_grad():
+        assert all(layer.uses_delta_cache() for layer in layers)
+        cached = model.generate(input_ids=ids[:1], max_new_tokens=6, do_sample=False, pad_token_id=0)
+        with _no_cache(layers):
+            fresh = model.generate(input_ids=ids[:1], max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(cached, fresh)
+    assert len(calls) == len(layers)  # once per module, for all these forwards
+    with model.disable_adapter():
+        assert not torch.allclose(expected, _cached(model, ids), **CACHE_TOL)  # the adapter does something
+
+
+class _no_cache:
+    """Within: every forward computes the delta anew (as benchmarks/generation.py's uncached rows)."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer.uses_delta_cache = lambda: False
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer.uses_delta_cache
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [None, get_backend("shots", shots=100, seed=0), get_backend("noisy", noise={"depolarizing": 0.1})],
+    ids=["angle-encoded", "shots", "noisy"],
+)
+def test_activation_qtha_circuits_that_do_not_fold_are_run_per_token(backend):
+    """An angle-encoded circuit reads each token's features in its gates; a sampling or noisy
+    backend is not the exact statevector: these run the circuit per token, as before."""
+    model = _model("qtha-angle") if backend is None else _model("qtha-default")
+    for layer in model.adapter_layers.values():
+        if backend is not None:
+            layer.qnn.backend = backend
+    with torch.no_grad():
+        assert not any(layer.uses_delta_cache() for layer in model.adapter_layers.values())
+    if backend is None:
+        torch.testing.assert_close(_cached(model, _ids()), _uncached(model, _ids()), **CACHE_TOL)
 
 
 def test_sampling_backends_and_dropout_in_training_are_not_cached():

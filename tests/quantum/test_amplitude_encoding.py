@@ -13,8 +13,9 @@ from qpeft.adapters.qtha.layer import QTHALayer
 from qpeft.backends import get_backend
 from qpeft.qnn import QuantumLayer
 from qpeft.quantum import Circuit, NoiseModel, hardware_efficient, probabilities, simulate, simulate_density
+from qpeft.quantum.ansatz import basic_entangler
 from qpeft.quantum.density import density_probabilities
-from qpeft.quantum.simulator import simulate_probabilities
+from qpeft.quantum.simulator import amplitude_probabilities, amplitude_readout, simulate_probabilities
 from qpeft.quantum.statevector import amplitude_state
 from qpeft.testing import SDK_TOL, TOL
 
@@ -30,6 +31,11 @@ def _real_path(c, x, w):
     # the real readout path folds the gates into one unitary only where that is cheaper, which
     # for 2 qubits it is from a batch of a few rows on: repeat the rows to be sure it is taken
     return simulate_probabilities(c, x.repeat(64, 1), w, dtype=C128)[: len(x)]
+
+
+def _folded(c, x, w):
+    """The input-free gates folded once (the QTHA delta cache's path), then applied to the rows."""
+    return amplitude_probabilities(c, x, amplitude_readout(c, w, dtype=C128))
 
 
 def _density(c, x, w):
@@ -67,6 +73,7 @@ PATHS = {
     "simulate-gates": (_simulate("gates"), TOL[C128], True),
     "simulate-fast": (_simulate("fast"), TOL[C128], True),
     "real-readout-path": (_real_path, TOL[C128], True),
+    "folded-readout": (_folded, TOL[C128], True),
     "density": (_density, TOL[C128], False),
     "backend-torch": (_backend("torch", dtype="complex128"), TOL[C128], True),
     "backend-noisy": (_backend("noisy", noise=NOISE, dtype="complex128"), TOL[C128], False),
@@ -106,3 +113,32 @@ def test_unnormalised_input_gives_the_normalised_state(path):
         torch.testing.assert_close(
             run(bare, x[:1], w).double(), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64), **tol
         )
+
+
+@pytest.mark.parametrize("real_gates", [True, False])
+def test_the_folded_readout_gives_the_simulators_probabilities(real_gates):
+    """amplitude_readout folds the circuit once; applied to any batch it gives what
+    simulate_probabilities gives gate by gate, with only real gates (one real GEMM against
+    Re(U^T)) and with complex ones (against [Re | Im])."""
+    if real_gates:
+        c = basic_entangler(3, 3, encoding="amplitude", rotation="RY")
+    else:
+        c = hardware_efficient(3, 3, encoding="amplitude")
+    w = torch.rand(c.n_weights, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 6
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    readout = amplitude_readout(c, w, dtype=C128)
+    assert readout.shape == ((8, 8) if real_gates else (8, 16)) and readout.dtype == torch.float64
+    expected = simulate_probabilities(c, x, w, method="gates", dtype=C128)
+    torch.testing.assert_close(amplitude_probabilities(c, x, readout), expected, **TOL[C128])
+    torch.testing.assert_close(amplitude_probabilities(c, x[2:3], readout), expected[2:3], **TOL[C128])
+
+
+def test_the_folded_readout_refuses_what_it_cannot_fold():
+    w = torch.zeros(hardware_efficient(2, 1).n_weights)
+    with pytest.raises(ValueError, match="amplitude-encoded"):
+        amplitude_readout(hardware_efficient(2, 1), w)  # angle encoding: its gates read the inputs
+    c = hardware_efficient(2, 1, encoding="amplitude")
+    with pytest.raises(ValueError, match="one set of weights"):
+        amplitude_readout(c, torch.zeros(3, c.n_weights))
+    with pytest.raises(ValueError, match="2-qubit circuit takes 4 features, got 3"):
+        amplitude_probabilities(c, torch.ones(1, 3), amplitude_readout(c, torch.zeros(c.n_weights)))

@@ -9,7 +9,9 @@ the last factor of every delta is zero-initialised.
 (d_out, k), k <= r; for MPO and QTHA-weights adapters, computing them contracts the tensor
 trains and (QTHA) runs the input-free circuit. In no-grad forwards (evaluation, ``generate``)
 a mergeable adapter computes them once and reuses them, so a generated token costs two thin
-GEMMs per module, as a LoRA does, until the weights change. What the cached factors depend on
+GEMMs per module, as a LoRA does, until the weights change. A method whose delta is not linear
+may cache the parts that are fixed (activation-mode QTHA: both MPO factors and its folded
+circuit, see :meth:`AdapterLayer.cache_contents`). What the cached contents depend on
 is checked at every forward: each adapter parameter's identity, storage and version counter
 (every in-place change bumps it: an optimizer step, ``load_state_dict``, ``load_adapter``), a
 count of optimizer steps in the process (fused optimizers update parameters without bumping
@@ -124,8 +126,7 @@ class AdapterLayer(nn.Module):
         if self.merged or self.disabled:
             return y
         if self.uses_delta_cache():
-            down, up = self.cached_delta_factors()
-            return y + F.linear(F.linear(x.to(down.dtype), down), up).to(y.dtype)
+            return y + self.cached_delta(x).to(y.dtype)
         x = self.dropout(x)
         if self.recompute and self.training and torch.is_grad_enabled():
             delta = checkpoint(self.delta, x, use_reentrant=False)
@@ -140,8 +141,9 @@ class AdapterLayer(nn.Module):
     # ---- the delta cache (module docstring) ----------------------------------------------
 
     def cacheable(self) -> bool:
-        """Whether :meth:`delta_factors` may be cached: the delta is linear and a deterministic
-        function of the adapter's parameters (methods narrow this down)."""
+        """Whether what the delta is computed from may be cached (:meth:`cache_contents`): the
+        delta is linear and a deterministic function of the adapter's parameters (methods narrow
+        this down, or widen it for a nonlinear delta with cacheable parts)."""
         return self.config.mergeable
 
     def uses_delta_cache(self) -> bool:
@@ -159,15 +161,25 @@ class AdapterLayer(nn.Module):
         tensors = tuple((id(p), p.data_ptr(), p._version) for p in self.adapter_parameters().values())
         return (_optimizer_steps[0], weight.dtype, weight.device, tensors)
 
-    def cached_delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(down, scaling * up), computed once and reused while :meth:`delta_cache_key` holds."""
+    def cache_contents(self) -> tuple:
+        """What the delta cache holds, computed under no_grad: ``(down, scaling * up)`` of a
+        linear delta (a method with a nonlinear delta returns its own, for :meth:`cached_delta`)."""
+        down, up = self.delta_factors()
+        return down.detach(), (up * self.scaling).detach()
+
+    def cached_contents(self) -> tuple:
+        """:meth:`cache_contents`, computed once and reused while :meth:`delta_cache_key` holds."""
         key = self.delta_cache_key()
         if self._delta_cache is None or self._delta_cache[0] != key:
             with torch.no_grad():
-                down, up = self.delta_factors()
                 # the tensors keyed stay referenced, so their ids and storages cannot be reused
-                self._delta_cache = (key, down.detach(), (up * self.scaling).detach(), self.adapter_parameters())
-        return self._delta_cache[1], self._delta_cache[2]
+                self._delta_cache = (key, self.cache_contents(), self.adapter_parameters())
+        return self._delta_cache[1]
+
+    def cached_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled delta from the cached contents: two thin GEMMs for a linear delta."""
+        down, up = self.cached_contents()
+        return F.linear(F.linear(x.to(down.dtype), down), up)
 
     def clear_delta_cache(self) -> None:
         """Drop the cached factors (recomputed at the next no-grad forward)."""

@@ -139,15 +139,49 @@ def simulate_probabilities(
 
 
 def _real_amplitude_probabilities(circuit: Circuit, inputs, steps, dtype, device) -> torch.Tensor:
-    n, dim = circuit.n_qubits, 2**circuit.n_qubits
-    check_memory(n, inputs.shape[0], dtype, device, 2)
-    real = real_dtype_of(dtype)
-    psi = amplitude_state(inputs.to(real), n, real).reshape(-1, dim)  # (batch, 2^n), real
-    unitary_t = block_unitary_t(n, steps, dtype, device)  # (2^n, 2^n)
+    check_memory(circuit.n_qubits, inputs.shape[0], dtype, device, 2)
+    readout = _readout_matrix(circuit, block_unitary_t(circuit.n_qubits, steps, dtype, device))
+    return amplitude_probabilities(circuit, inputs, readout)
+
+
+def amplitude_readout(circuit: Circuit, weights: torch.Tensor | None = None, *, dtype=torch.complex64, device=None):
+    """The input-independent part of an amplitude-encoded circuit, folded once: a real matrix
+    ``R`` with ``amplitude_probabilities(circuit, inputs, R) == simulate_probabilities(circuit,
+    inputs, weights)`` for every batch of real ``inputs``. ``R`` is ``Re(U^T)`` (2^n, 2^n) when
+    every gate is real, else ``[Re(U^T) | Im(U^T)]`` (2^n, 2 * 2^n). For callers that run the
+    same weights on many inputs (generation: one token at a time): building ``R`` is the whole
+    cost of a small circuit's forward; applying it is one GEMM.
+
+    Raises:
+        ValueError: the circuit is not amplitude-encoded, or ``weights`` is batched.
+    """
+    if not circuit.amplitude_encoding:
+        raise ValueError("amplitude_readout needs an amplitude-encoded circuit (its gates read no inputs)")
+    if weights is not None and weights.dim() != 1:
+        raise ValueError(f"amplitude_readout folds one set of weights, shape (n_weights,); got {tuple(weights.shape)}")
+    device = device if device is not None else (weights.device if weights is not None else None)
+    steps = list(block_steps(circuit.ops, op_matrices(circuit, circuit.ops, None, weights, dtype, device)))
+    return _readout_matrix(circuit, block_unitary_t(circuit.n_qubits, steps, dtype, device))
+
+
+def _readout_matrix(circuit: Circuit, unitary_t: torch.Tensor) -> torch.Tensor:
     if all(op.gate in REAL_GATES for op in circuit.ops):
-        return (psi @ unitary_t.real).square()
-    amps = psi @ torch.cat([unitary_t.real, unitary_t.imag], dim=1)  # (batch, 2 * 2^n): Re | Im
-    return amps.square().reshape(-1, 2, dim).sum(1)
+        return unitary_t.real
+    return torch.cat([unitary_t.real, unitary_t.imag], dim=1)
+
+
+def amplitude_probabilities(circuit: Circuit, inputs: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """Basis probabilities (..., 2^n) of real ``inputs`` (..., 2^n) through the folded
+    ``readout`` of :func:`amplitude_readout`, in ``readout``'s dtype. Few operations, for
+    callers that run it once per token: normalise, one GEMM, square (and add Re^2 + Im^2)."""
+    dim = 2**circuit.n_qubits
+    if inputs.shape[-1] != dim:
+        n = circuit.n_qubits
+        raise ValueError(f"an amplitude-encoded {n}-qubit circuit takes {dim} features, got {inputs.shape[-1]}")
+    x = inputs.to(readout.dtype)
+    psi = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)  # as amplitude_state
+    amps = (psi @ readout).square()  # (..., 2^n): Re^2, or (..., 2 * 2^n): Re^2 | Im^2
+    return amps if amps.shape[-1] == dim else amps[..., :dim] + amps[..., dim:]
 
 
 def _simulate_fast(circuit: Circuit, inputs, weights, batch, dtype, device) -> torch.Tensor:

@@ -11,14 +11,17 @@ weights mode: the input-free QNN's ``r^2`` probabilities give ``M = (r^2 p - 1) 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from qpeft.adapters.base import AdapterLayer
 from qpeft.adapters.mpo.layer import make_factors
 from qpeft.adapters.qtha.config import QTHAConfig
+from qpeft.backends.torch_sim import TorchBackend
 from qpeft.qnn import QuantumLayer
 from qpeft.quantum.ansatz import build_ansatz
+from qpeft.quantum.simulator import amplitude_probabilities, amplitude_readout
 
 QNN_INIT_STD = 0.1  # small angles: the circuit starts close to its encoding, no barren plateau
 
@@ -179,11 +182,46 @@ class QTHALayer(AdapterLayer):
         return a, b @ (eye + self.mixing())
 
     def cacheable(self) -> bool:
-        """Not while a job-engine step runner runs the circuit (it keeps its own results per
-        step), nor on a sampling backend (each run is a new estimate)."""
-        if not super().cacheable() or self.step_runner is not None:
+        """Linear deltas (weights mode, no branch) as every mergeable adapter, and activation mode
+        when its branch is deterministic: the MLP control, or an amplitude-encoded circuit on the
+        exact in-process simulator, whose input-free gates fold into one matrix
+        (:func:`~qpeft.quantum.simulator.amplitude_readout`). Not while a job-engine step runner
+        runs the circuit (it keeps its own results per step), nor on a sampling, noisy or remote
+        backend (each run is a new estimate, or the circuit must run where it is sent)."""
+        if self.step_runner is not None:
             return False
-        return self.qnn is None or getattr(self.qnn.backend, "shots", None) is None
+        if self.config.mergeable:
+            return super().cacheable() and (self.qnn is None or getattr(self.qnn.backend, "shots", None) is None)
+        return self.qnn is None or self._foldable_circuit()
+
+    def _foldable_circuit(self) -> bool:
+        return type(self.qnn.backend) is TorchBackend and self.qnn.executed_circuit.amplitude_encoding
+
+    def cache_contents(self) -> tuple:
+        """Activation mode: ``(A, scaling * B, gamma, R)`` with the MPO factors contracted to
+        (r, d_in) and (d_out, r) matrices and ``R`` the folded circuit (None for the MLP
+        control, which runs per token: it is two small GEMMs)."""
+        if self.config.mergeable:
+            return super().cache_contents()
+        down, up = self.mpo_A.dense(), self.mpo_B.dense() * self.scaling
+        readout = None
+        if self.qnn is not None:
+            weights = self.qnn.weights.float()  # as the uncached forward runs it: float32 inputs
+            readout = amplitude_readout(self.qnn.executed_circuit, weights, dtype=self.qnn.backend.dtype)
+        return down.detach(), up.detach(), self.gamma.detach(), readout
+
+    def cached_delta(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.mergeable:
+            return super().cached_delta(x)
+        down, up, gamma, readout = self.cached_contents()
+        h = F.linear(x.to(down.dtype), down)  # (..., r)
+        if readout is None:
+            q = self.mlp(h)
+        else:  # q = r p - 1, p: h's basis probabilities through the folded circuit
+            probs = amplitude_probabilities(self.qnn.executed_circuit, h, readout)  # float32, as uncached
+            q = (probs * self.config.r - 1).to(h.dtype)
+        z = torch.addcmul(h, gamma, q) if self.config.fusion == "linear" else h * (1 + gamma * q)  # h + gamma q
+        return F.linear(z, up)
 
     def delta_cache_key(self) -> tuple:
         # the backend object itself: swapping it (emulate.evaluate_on_device) changes the delta
