@@ -233,3 +233,45 @@ def test_sampling_backends_and_dropout_in_training_are_not_cached():
     assert isinstance(layer, AdapterLayer)
     with torch.no_grad():
         assert layer.train().uses_delta_cache() is False and layer.eval().uses_delta_cache() is True
+
+
+#: tolerances below the rounding the cached path used to add (one extra rounding per layer in
+#: half precision; float32 features on a complex128 simulator), above zero
+EXACT_PATH_TOL = {
+    torch.bfloat16: {"atol": 1e-3, "rtol": 0},
+    torch.float16: {"atol": 1e-4, "rtol": 0},
+    torch.float64: {"atol": 1e-12, "rtol": 0},
+}
+
+
+@pytest.mark.parametrize(
+    "name, dtype, options",
+    [
+        ("qtha-default", torch.bfloat16, {}),
+        ("qtha-default", torch.float16, {}),
+        ("qtha-default-weighted-fusion", torch.bfloat16, {}),
+        ("qtha-mlp", torch.bfloat16, {}),
+        ("qtha-default", torch.float64, {"dtype": "complex128"}),
+    ],
+)
+def test_activation_qtha_cache_rounds_as_the_uncached_forward(name, dtype, options):
+    """Half-precision models round h + gamma q as the uncached forward does (no fused addcmul),
+    and the circuit reads the float32 features the uncached forward gives it, also on a
+    complex128 simulator: the cached logits are the uncached ones, not one rounding apart."""
+    overrides = dict(ACTIVATION[name], backend_options=options) if options else ACTIVATION[name]
+    model, ids = _model(name, **overrides).to(dtype), _ids()
+    with torch.no_grad():
+        assert all(layer.uses_delta_cache() for layer in model.adapter_layers.values())
+    torch.testing.assert_close(_cached(model, ids), _uncached(model, ids), **EXACT_PATH_TOL[dtype])
+
+
+def test_a_swapped_exact_backend_of_another_precision_gives_its_own_delta():
+    """Activation mode keys its folded circuit by the backend too: an exact simulator of
+    another precision swapped in (as emulate.evaluate_on_device does) is folded anew."""
+    model, ids = _model("qtha-default").double(), _ids()
+    _cached(model, ids)  # the complex64 readouts
+    precise = get_backend("torch", dtype="complex128")
+    for layer in model.adapter_layers.values():
+        layer.qnn.backend = precise
+    torch.testing.assert_close(_cached(model, ids), _uncached(model, ids), **EXACT_PATH_TOL[torch.float64])
+

@@ -218,9 +218,11 @@ class QTHALayer(AdapterLayer):
         if readout is None:
             q = self.mlp(h)
         else:  # q = r p - 1, p: h's basis probabilities through the folded circuit
-            probs = amplitude_probabilities(self.qnn.executed_circuit, h, readout)  # float32, as uncached
+            # the float32 features the uncached forward feeds the circuit (also on complex128)
+            probs = amplitude_probabilities(self.qnn.executed_circuit, h.float(), readout)
             q = (probs * self.config.r - 1).to(h.dtype)
-        z = torch.addcmul(h, gamma, q) if self.config.fusion == "linear" else h * (1 + gamma * q)  # h + gamma q
+        # rounded as the uncached forward rounds it (a fused addcmul rounds once less in half precision)
+        z = h + gamma * q if self.config.fusion == "linear" else h * (1 + gamma * q)
         return F.linear(z, up)
 
     def delta_cache_key(self) -> tuple:
