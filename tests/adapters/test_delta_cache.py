@@ -275,3 +275,15 @@ def test_a_swapped_exact_backend_of_another_precision_gives_its_own_delta():
         layer.qnn.backend = precise
     torch.testing.assert_close(_cached(model, ids), _uncached(model, ids), **EXACT_PATH_TOL[torch.float64])
 
+
+@pytest.mark.parametrize("preset", ["qtha-default", "qtha-mlp", "qtha-weights", "mpo"])
+def test_a_cache_filled_under_autocast_serves_a_full_precision_forward(preset):
+    """An evaluation under torch.autocast (a Trainer with bf16=True on a float32 model) fills
+    the cache; a later plain forward (generate) uses it: the cached contents are computed in the
+    weights' own precision, not in autocast's (which crashed activation mode on mixed dtypes
+    and left the mergeable factors rounded to bfloat16)."""
+    model, ids = _model(preset), _ids()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids)
+    torch.testing.assert_close(_cached(model, ids), _uncached(model, ids), **CACHE_TOL)
+

@@ -23,6 +23,8 @@ With gradients on (training), the delta is computed anew at every forward, as be
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +69,14 @@ def in_out_features(module: nn.Module) -> tuple[int, int]:
         return module.in_features, module.out_features
     d_in, d_out = module.weight.shape  # Conv1D: y = x @ W + b
     return d_in, d_out
+
+
+def _no_autocast(device_type: str):
+    """Autocast off on ``device_type``: the cached contents keep the adapter's own precision (an
+    evaluation under autocast would otherwise leave them in its dtype for every later forward)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class AdapterLayer(nn.Module):
@@ -171,7 +181,7 @@ class AdapterLayer(nn.Module):
         """:meth:`cache_contents`, computed once and reused while :meth:`delta_cache_key` holds."""
         key = self.delta_cache_key()
         if self._delta_cache is None or self._delta_cache[0] != key:
-            with torch.no_grad():
+            with torch.no_grad(), _no_autocast(self.weight_device.type):
                 # the tensors keyed stay referenced, so their ids and storages cannot be reused
                 self._delta_cache = (key, self.cache_contents(), self.adapter_parameters())
         return self._delta_cache[1]
