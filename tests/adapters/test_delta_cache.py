@@ -287,3 +287,24 @@ def test_a_cache_filled_under_autocast_serves_a_full_precision_forward(preset):
         model(input_ids=ids)
     torch.testing.assert_close(_cached(model, ids), _uncached(model, ids), **CACHE_TOL)
 
+
+def test_a_step_runner_keeps_no_grad_forwards_on_its_jobs(tmp_path):
+    """A weights-mode module routed through a job-engine step runner runs its circuit there in
+    evaluation too: the in-process delta cache must not stand in for the runner's results."""
+    from torch import nn
+
+    from qpeft.adapters.presets import preset
+    from qpeft.adapters.qtha.layer import QTHALayer
+    from qpeft.jobs import JobEngine, LocalProvider
+    from qpeft.jobs.ledger import totals
+    from qpeft.jobs.step import StepRunner
+
+    layer = QTHALayer(nn.Linear(16, 16), preset("qtha-weights", r=4, diff_method="parameter_shift")).eval()
+    engine = JobEngine(LocalProvider("torch"), tmp_path, poll_interval=0.001, max_poll_interval=0.004, progress=False)
+    with StepRunner(engine, 1000, "parameter_shift") as runner:
+        assert runner.attach(nn.ModuleList([layer])) == 1
+        with torch.no_grad():
+            assert not layer.uses_delta_cache()
+            layer(torch.randn(2, 16))
+    assert totals(engine.ledger.records)["circuits"] == 1
+    assert layer._delta_cache is None
