@@ -32,6 +32,7 @@ from qpeft.quantum.statevector import (
     probabilities,
     real_dtype_of,
     resolve_batch,
+    unit_rows,
 )
 
 METHODS = ("auto", "fast", "gates")
@@ -178,9 +179,7 @@ def amplitude_probabilities(circuit: Circuit, inputs: torch.Tensor, readout: tor
     if inputs.shape[-1] != dim:
         n = circuit.n_qubits
         raise ValueError(f"an amplitude-encoded {n}-qubit circuit takes {dim} features, got {inputs.shape[-1]}")
-    x = inputs.to(readout.dtype)
-    psi = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)  # as amplitude_state
-    amps = (psi @ readout).square()  # (..., 2^n): Re^2, or (..., 2 * 2^n): Re^2 | Im^2
+    amps = (unit_rows(inputs.to(readout.dtype)) @ readout).square()  # (..., 2^n): Re^2, or (..., 2 * 2^n): Re^2 | Im^2
     return amps if amps.shape[-1] == dim else amps[..., :dim] + amps[..., dim:]
 
 

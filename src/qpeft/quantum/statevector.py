@@ -74,10 +74,14 @@ def zero_state(n_qubits: int, batch: int = 1, dtype=torch.complex64, device=None
     return state.reshape((batch,) + (2,) * n_qubits)
 
 
+def unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """``features`` (..., d) divided by their norms over the last axis (a zero row stays zero)."""
+    return features / features.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(features.dtype).tiny)
+
+
 def amplitude_state(features: torch.Tensor, n_qubits: int, dtype=torch.complex64) -> torch.Tensor:
     """Normalised (batch, 2^n) real features as (batch, 2, ..., 2) amplitudes."""
-    norm = features.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(features.dtype).tiny)
-    return (features / norm).to(dtype).reshape((-1,) + (2,) * n_qubits)
+    return unit_rows(features).to(dtype).reshape((-1,) + (2,) * n_qubits)
 
 
 def apply_gate(state: torch.Tensor, matrix: torch.Tensor, wires: tuple[int, ...] | list[int]) -> torch.Tensor:

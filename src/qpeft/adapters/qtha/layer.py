@@ -138,10 +138,18 @@ class QTHALayer(AdapterLayer):
             return self.mlp(h)
         if self.weights_mode:
             return self.qnn() if self.step_runner is None else self.step_runner(self.qnn)
-        q = self.qnn(h.float())  # the simulator works in complex64 / float32
+        return self._circuit_q(self.qnn(h.float()), h.dtype)  # the simulator works in complex64 / float32
+
+    def _circuit_q(self, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Activation mode: q from the circuit's readout, <Z> as it is (angle encoding) or
+        ``r p - 1`` from the basis probabilities (amplitude encoding), in ``dtype``."""
         if self.config.encoding == "amplitude":
-            q = self.config.r * q - 1
-        return q.to(h.dtype)
+            out = self.config.r * out - 1
+        return out.to(dtype)
+
+    def _fuse(self, h: torch.Tensor, gamma: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Activation mode: ``z`` from the bottleneck ``h`` and the branch's ``q`` (``config.fusion``)."""
+        return h + gamma * q if self.config.fusion == "linear" else h * (1 + gamma * q)
 
     def mixing(self) -> torch.Tensor:
         """weights mode: the (r, r) mixing matrix M."""
@@ -161,8 +169,7 @@ class QTHALayer(AdapterLayer):
                 return h @ (self.mpo_B.dense() @ mix).T  # B (I + M) folded: one GEMM on the tokens
             return self.mpo_B(h @ mix.T)
         q = self._checkpointed(self._branch, h, worth_it=self._recompute_qnn)
-        z = h + self.gamma * q if self.config.fusion == "linear" else h * (1 + self.gamma * q)
-        return self.mpo_B(z)
+        return self.mpo_B(self._fuse(h, self.gamma, q))
 
     def not_mergeable_reason(self) -> str:
         """Why activation-mode QTHA cannot merge: its circuit runs on each token's features, so its
@@ -217,13 +224,10 @@ class QTHALayer(AdapterLayer):
         h = F.linear(x.to(down.dtype), down)  # (..., r)
         if readout is None:
             q = self.mlp(h)
-        else:  # q = r p - 1, p: h's basis probabilities through the folded circuit
-            # the float32 features the uncached forward feeds the circuit (also on complex128)
-            probs = amplitude_probabilities(self.qnn.executed_circuit, h.float(), readout)
-            q = (probs * self.config.r - 1).to(h.dtype)
-        # rounded as the uncached forward rounds it (a fused addcmul rounds once less in half precision)
-        z = h + gamma * q if self.config.fusion == "linear" else h * (1 + gamma * q)
-        return F.linear(z, up)
+        else:  # h's basis probabilities through the folded circuit, from the float32 features
+            # the uncached forward feeds the circuit (also on complex128)
+            q = self._circuit_q(amplitude_probabilities(self.qnn.executed_circuit, h.float(), readout), h.dtype)
+        return F.linear(self._fuse(h, gamma, q), up)  # fused as the uncached forward: the same rounding
 
     def delta_cache_key(self) -> tuple:
         # the backend object itself: swapping it (emulate.evaluate_on_device) changes the delta
