@@ -8,6 +8,7 @@ import dataclasses
 import json
 
 import pytest
+from tiny_runs import tiny_run_config
 
 from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.testing import tiny_model_dir
@@ -18,25 +19,6 @@ from qpeft.train import TrainConfig, plan, train
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return str(tiny_model_dir(tmp_path_factory.mktemp("tiny-llama")))
-
-
-def _config(tiny_dir, out, **kw):
-    fields = dict(
-        model=tiny_dir,
-        data="arithmetic:1",
-        method="qtha-weights",
-        adapter={"r": 4, "bond_dim": 2, "qnn_layers": 1},
-        out=str(out),
-        steps=3,
-        batch_size=4,
-        max_examples=12,
-        max_length=64,
-        save_steps=100,
-        eval_examples=2,
-        lr=2e-2,
-        progress=False,
-    )
-    return TrainConfig(**{**fields, **kw})
 
 
 def _records(out) -> list[dict]:
@@ -66,7 +48,7 @@ def test_tensorboard_event_files_hold_the_losses_and_the_quantum_values(tiny_dir
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    config = _config(tiny_dir, out, quantum_backend="local:shots", shots=200, report_to="tensorboard")
+    config = tiny_run_config(tiny_dir, out, quantum_backend="local:shots", shots=200, report_to="tensorboard")
     assert train(config)["finished"]
     expected = plan(config)
 
@@ -98,7 +80,7 @@ def test_spend_so_far_follows_the_plan_and_reaches_mlflow(tiny_dir, tmp_path, mo
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's file store, offline (it prefers a database)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "qpeft-test")
     out = tmp_path / "ibm"
-    config = _config(
+    config = tiny_run_config(
         tiny_dir,
         out,
         quantum_backend="ibm:fake_nairobi",  # IBM's local testing mode: the real Sampler path, priced as IBM
@@ -108,7 +90,9 @@ def test_spend_so_far_follows_the_plan_and_reaches_mlflow(tiny_dir, tmp_path, mo
     )
     assert train(config)["finished"]
     # the plan's cost of one step more is the cost of one step (its evaluation part cancels)
-    low = [plan(_config(tiny_dir, out, steps=n, quantum_backend=config.quantum_backend, shots=200)) for n in (1, 2)]
+    low = [
+        plan(tiny_run_config(tiny_dir, out, steps=n, quantum_backend=config.quantum_backend, shots=200)) for n in (1, 2)
+    ]
     step_cost = low[1]["cost_per_run"][1] - low[0]["cost_per_run"][1]
     step_seconds = low[1]["qpu_seconds_per_run"][1] - low[0]["qpu_seconds_per_run"][1]
     assert step_cost > 0
@@ -133,7 +117,7 @@ def test_spend_so_far_follows_the_plan_and_reaches_mlflow(tiny_dir, tmp_path, mo
 
 
 def test_in_process_backends_log_their_settings_and_lora_logs_none(tiny_dir, tmp_path):
-    qtha = _config(
+    qtha = tiny_run_config(
         tiny_dir,
         tmp_path / "qtha",
         steps=1,
@@ -144,7 +128,7 @@ def test_in_process_backends_log_their_settings_and_lora_logs_none(tiny_dir, tmp
     assert first["quantum/backend"] == "shots" and first["quantum/shots_per_circuit"] == 64
     assert "quantum/circuits_per_step" not in first  # no job engine: nothing is counted
 
-    lora = _config(tiny_dir, tmp_path / "lora", steps=1, method="lora", adapter={"r": 4})
+    lora = tiny_run_config(tiny_dir, tmp_path / "lora", steps=1, method="lora", adapter={"r": 4})
     assert train(lora)["finished"]
     (first,) = [r for r in _records(tmp_path / "lora") if "loss" in r]
     assert not [k for k in first if k.startswith("quantum/")]
@@ -165,7 +149,7 @@ def test_wandb_offline_runs_receive_the_quantum_values_one_run_per_training(tiny
         def on_train_end(self, args, state, control, **kwargs):
             self.run_id, self.values = wandb.run.id, dict(wandb.run.summary)
 
-    config = _config(tiny_dir, tmp_path / "wb", quantum_backend="local:shots", shots=100, report_to="wandb")
+    config = tiny_run_config(tiny_dir, tmp_path / "wb", quantum_backend="local:shots", shots=100, report_to="wandb")
     seen = []
     try:
         for out in ("wb1", "wb2"):  # two trainings in one process, as the cells of `qpeft compare`

@@ -5,12 +5,11 @@ process. The finished jobs' results land before it lets go, and a closed engine 
 
 import gc
 import logging
-import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from open_files import open_files
 from standins import ScriptedProvider
 from tiny_runs import tiny_run_config
 
@@ -39,20 +38,6 @@ def _lock_is_free(run_dir) -> bool:
     except CacheInUse:
         return False
     return True
-
-
-def _open_files(run_dir) -> list[str]:
-    """The files under ``run_dir`` this process has open (Linux: /proc/self/fd)."""
-    fds = Path("/proc/self/fd")
-    if not fds.is_dir():
-        pytest.skip("no /proc/self/fd to list this process's open files")
-    names = []
-    for fd in fds.iterdir():
-        try:
-            names.append(os.readlink(fd))
-        except OSError:  # (the listing's own descriptor, closed by now)
-            continue
-    return sorted(name for name in names if name.startswith(str(Path(run_dir).resolve())))
 
 
 def _pending_failed_write(engine: JobEngine) -> None:
@@ -86,9 +71,9 @@ def test_with_block_and_close_land_the_results_and_let_go(tmp_path):
     provider = ScriptedProvider(max_circuits=2, **NO_FAULTS)
     with JobEngine(provider, tmp_path, **FAST) as engine:
         first = np.stack(engine.run(CIRCUITS, 100, scope="s"))
-        assert _open_files(tmp_path)  # (the ledger, the cache's files and its lock)
+        assert open_files(tmp_path)  # (the ledger, the cache's files and its lock)
     assert _lock_is_free(tmp_path)  # (while `engine` is still referenced here)
-    assert _open_files(tmp_path) == []  # the ledger and the cache's data and index files too
+    assert open_files(tmp_path) == []  # the ledger and the cache's data and index files too
     with pytest.raises(RuntimeError, match="closed; make a new one"):
         engine.run(CIRCUITS, 100, scope="s")
     engine.close()  # idempotent

@@ -16,6 +16,7 @@ import weakref
 
 import numpy as np
 import pytest
+from open_files import open_files
 from standins import ScriptedProvider
 
 from qpeft.cli import main
@@ -432,7 +433,7 @@ def test_closing_and_writing_again_does_not_pile_up_open_files_or_finalizers(tmp
         gc.collect()
     assert len(weakref.finalize._registry) == finalizers  # one finalizer per opening, gone at close
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # closed by close(), not dropped
-    assert not any(str(tmp_path) in name for name in _open_file_names())
+    assert not any(str(tmp_path) in name for name in open_files())
 
 
 def _three_jobs(directory):
@@ -516,17 +517,3 @@ def test_a_reopen_that_fails_lets_go_of_the_lock_and_the_next_write_opens_again(
         exclusive_lock(directory)  # opened (and locked) this time
     np.testing.assert_array_equal(cache.get_job("a", 1)[0], [0.1, 0.9])
     cache.close()
-
-
-def _open_file_names() -> list[str]:
-    """What this process has open (Linux: /proc/self/fd)."""
-    fds = pathlib.Path("/proc/self/fd")
-    if not fds.is_dir():
-        pytest.skip("no /proc/self/fd to list this process's open files")
-    names = []
-    for fd in fds.iterdir():
-        try:
-            names.append(os.readlink(fd))
-        except OSError:  # (the listing's own descriptor, closed by now)
-            continue
-    return names

@@ -1,6 +1,6 @@
-"""The small `qtha-weights` training run the job-engine tests send through a provider: a tiny
-random Llama (``qpeft.testing.tiny_model_dir``), 3 steps of 4 arithmetic examples, 4 quantum
-modules (q_proj and v_proj of 2 layers)."""
+"""The small `qtha-weights` training run the job-engine and tracking tests send through a
+provider or a tracker: a tiny random Llama (``qpeft.testing.tiny_model_dir``), 3 steps of 4
+arithmetic examples, 4 quantum modules (q_proj and v_proj of 2 layers)."""
 
 from qpeft.train import TrainConfig
 
