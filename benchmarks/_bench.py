@@ -83,7 +83,8 @@ def run_meta(
 ) -> dict:
     """A run's ``meta``, keys in this order: command, cpu (`` + <GPU name>`` when ``device`` is
     "cuda"), threads (unless ``threads=False``), ram_gib (with ``ram=True``), torch, date, cores,
-    loadavg_start (now, or the one given), then with ``finished=True`` loadavg_end and loaded
+    loadavg_start (now, or the one given), weights (only when ``$QPEFT_RANDOM_WEIGHTS`` says the
+    model has random weights), then with ``finished=True`` loadavg_end and loaded
     (else stamp them with :func:`finish`). The script adds its own keys after these:
     ``run_meta(...) | {...}``."""
     import torch
@@ -104,6 +105,8 @@ def run_meta(
     meta["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     meta["cores"] = cores()
     meta["loadavg_start"] = loadavg_start if loadavg_start is not None else os.getloadavg()
+    if os.environ.get("QPEFT_RANDOM_WEIGHTS"):  # benchmarks/gpu_device.sh: the model's shapes, random values
+        meta["weights"] = "random (the model's architecture and config; timings only)"
     return finish(meta) if finished else meta
 
 
@@ -221,6 +224,13 @@ def round_ratio(timed: dict[str, dict], a: str, b: str) -> dict:
 # ---- results -------------------------------------------------------------------------------
 
 
+#: the line a result's Markdown ends with when its model had random weights (``meta.weights``)
+RANDOM_WEIGHTS_NOTE = (
+    "\nWeights: random (the model's architecture and config; timings only): `benchmarks/gpu_device.sh` "
+    "ran this on a machine the model file could not reach.\n"
+)
+
+
 def write_results(out: Path, name: str, payload: dict, write_markdown: Callable[..., object], *args) -> str:
     """Write ``out/<name>.json`` (``payload``) and ``out/<name>.md`` (``write_markdown(path,
     *args)``), print the Markdown and return it."""
@@ -228,6 +238,9 @@ def write_results(out: Path, name: str, payload: dict, write_markdown: Callable[
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
     md = out / f"{name}.md"
     write_markdown(md, *args)
+    if payload.get("meta", {}).get("weights"):
+        with md.open("a") as f:
+            f.write(RANDOM_WEIGHTS_NOTE)
     text = md.read_text()
     print(text)
     return text

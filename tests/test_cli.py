@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import torch
 
 import qpeft.data
 import qpeft.evaluate
@@ -113,6 +114,8 @@ def test_compare_writes_report_and_plot(tiny_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert "| lora |" in report and "| qtha |" in report and "+-" in report
+    where = f"trained on {torch.cuda.get_device_name()} (CUDA)" if torch.cuda.is_available() else "trained on the CPU"
+    assert where in report
     assert (out / "loss.png").stat().st_size > 1000
     assert "report:" in printed and "loss plot:" in printed
     # a second run reuses the finished runs instead of training again

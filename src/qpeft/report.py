@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from qpeft.rundir import differences
-from qpeft.sysinfo import cpu_model
+from qpeft.sysinfo import accelerator, cpu_model
 from qpeft.train import TrainConfig, latest_checkpoint, train
 from qpeft.tune import TuneSpec, apply_params, trials_table, tune
 
@@ -210,7 +210,7 @@ def compare(
         f"Model `{base.model}`, data `{base.data}`, {base.steps} steps, batch {base.batch_size} x "
         f"{base.grad_accum}, {rate}, max length {base.max_length}; seeds {seeds}.  ",
         f"Command: `qpeft {' '.join(sys.argv[1:]) if sys.argv[1:] else 'compare'}`  ",
-        f"Machine: {cpu_model()}, {platform.platform()}; {time.strftime('%Y-%m-%d %H:%M')}",
+        f"Machine: {cpu_model()}, {platform.platform()}, trained on {accelerator()}; {time.strftime('%Y-%m-%d %H:%M')}",
         "",
         "Final train loss = mean of the last 10 % of logged steps; eval loss and accuracy on the held-out "
         "split (same for every method); mean +- std over seeds.",

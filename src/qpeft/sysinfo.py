@@ -15,3 +15,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def accelerator() -> str:
+    """Where qpeft trains: the GPU's name when PyTorch sees one (``qpeft train`` and ``compare``
+    train there then), else ``"the CPU"``. Imports torch on first call."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA)"
+    return "the CPU"

@@ -1,5 +1,7 @@
 """One contract for every adapter method and mode, on tiny random Llama, Qwen2 and GPT-2."""
 
+import copy
+
 import pytest
 import torch
 
@@ -182,12 +184,62 @@ def test_bf16(method):
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all() and not torch.equal(out, before)
 
 
+def _sgd(model, device, steps=2, lr=0.1):
+    """Plain SGD on the LM loss: an update proportional to the gradient, so a CPU and a CUDA run
+    that agree on the gradient agree on the weights (Adam's first steps amplify rounding)."""
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    ids = _tokens(1).to(device)
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 @pytest.mark.parametrize("method", list(METHODS))
-def test_cuda(method):
-    model = _adapted(method, "llama")
-    model.cuda()
-    _train(model, steps=2)
-    ids = _tokens().cuda()
+def test_cuda(method, tmp_path):
+    """On the GPU every method trains, evaluates (the cached no-grad path and the uncached one),
+    saves, loads, merges and generates like on the CPU: the same logits within fp32 rounding."""
+    cpu_model = _adapted(method, "llama")
+    gpu_model = copy.deepcopy(cpu_model).cuda()
+    assert all(p.device.type == "cuda" for p in gpu_model.parameters())
+    _sgd(cpu_model, "cpu")
+    _sgd(gpu_model, "cuda")
+    ids = _tokens()
     with torch.no_grad():
-        assert torch.isfinite(model(input_ids=ids).logits).all()
+        expected = cpu_model(input_ids=ids).logits
+        cached = gpu_model(input_ids=ids.cuda()).logits
+        again = gpu_model(input_ids=ids.cuda()).logits
+    uncached = gpu_model(input_ids=ids.cuda()).logits.detach()  # gradients on: no delta cache
+    assert cached.device.type == "cuda" and torch.isfinite(cached).all()
+    torch.testing.assert_close(cached.cpu(), expected, atol=2e-4, rtol=2e-4)
+    torch.testing.assert_close(again, cached, atol=0, rtol=0)
+    torch.testing.assert_close(uncached, cached, atol=1e-5, rtol=1e-5)
+
+    gpu_model.save_adapter(tmp_path)
+    restored = load_adapter(tiny_causal_lm("llama").cuda(), tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(restored(input_ids=ids.cuda()).logits, cached, atol=1e-5, rtol=1e-5)
+        out = gpu_model.generate(input_ids=ids[:1].cuda(), max_new_tokens=4, do_sample=False)
+    assert out.device.type == "cuda" and out.shape == (1, ids.shape[1] + 4)
+
+    # bf16 autocast, as Trainer(bf16=True) runs it on a GPU: a step and a forward stay finite
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        gpu_model.train()
+        loss = gpu_model(input_ids=ids.cuda(), labels=ids.cuda()).loss
+        loss.backward()
+        gpu_model.eval()
+        with torch.no_grad():
+            assert torch.isfinite(gpu_model(input_ids=ids.cuda()).logits).all()
+    assert torch.isfinite(loss)
+
+    if method in MERGEABLE:
+        gpu_model.zero_grad()
+        with torch.no_grad():
+            before = gpu_model(input_ids=ids.cuda()).logits
+            gpu_model.merge()
+            torch.testing.assert_close(gpu_model(input_ids=ids.cuda()).logits, before, atol=1e-4, rtol=1e-4)

@@ -32,6 +32,12 @@ def _expected(a, b):
     return np.array([(1 - p0) * (1 - p1), (1 - p0) * p1, p0 * (1 - p1), p0 * p1])  # wire 0 most significant
 
 
+def _local_sdk(name, module):
+    """A local provider that runs on an optional SDK: the test skips where it is not installed."""
+    pytest.importorskip(module)
+    return get_provider(name)
+
+
 def _origin(**kw):
     pytest.importorskip("pyqpanda3")
     from qpeft.jobs.origin import OriginProvider
@@ -68,8 +74,8 @@ PROVIDERS = {
     "local:torch": (lambda: get_provider("local:torch"), None, 1e-6),
     "local:shots": (lambda: get_provider("local:shots"), SHOTS, 0.03),
     "local:noisy": (lambda: get_provider("local:noisy"), None, 1e-6),
-    "local:qiskit": (lambda: get_provider("local:qiskit"), SHOTS, 0.03),
-    "local:pyqpanda3": (lambda: get_provider("local:pyqpanda3"), None, 1e-9),
+    "local:qiskit": (lambda: _local_sdk("local:qiskit", "qiskit_aer"), SHOTS, 0.03),
+    "local:pyqpanda3": (lambda: _local_sdk("local:pyqpanda3", "pyqpanda3"), None, 1e-9),
     "ibm:fake_nairobi": (_ibm, SHOTS, 0.12),  # the snapshot noise (readout error up to ~8 %)
     "ibm:stand-in": (_ibm_remote, SHOTS, 0.12),
     "origin:stand-in": (_origin, SHOTS, 0.03),
