@@ -67,3 +67,30 @@ def test_pennylane_backend_trains_by_backprop_and_shift():
 def test_missing_backend_name():
     with pytest.raises(ValueError, match="unknown backend 'ibm-magic'; choose one of torch"):
         get_backend("ibm-magic")
+
+
+def test_bound_circuit_angles_are_the_simulators_angles():
+    """The job engine's one-row ``BoundCircuit.angles`` reads every Const, Input and Weight angle
+    as the batched simulator does (``Circuit.angles``)."""
+    from qpeft.jobs.base import BoundCircuit
+
+    c, x, w = _case(seed=3)  # a circuit with Const, Input and Weight angles
+    for i in range(len(x)):
+        row = BoundCircuit(c, tuple(w.tolist()), tuple(x[i].tolist()))
+        batched = [a[i] if a.ndim else a for op in c.ops for a in c.angles(op, x, w, torch.float64, "cpu")]
+        torch.testing.assert_close(torch.tensor(row.angles(), dtype=torch.float64), torch.stack(batched))
+
+
+def test_one_row_qiskit_circuit_matches_the_simulator():
+    """``to_qiskit(c, x_row, w)`` (no parameters: every angle written in) gives the simulator's
+    probabilities for that row."""
+    pytest.importorskip("qiskit")
+    from qiskit.quantum_info import Statevector
+
+    from qpeft.backends.qiskit import to_qiskit
+
+    c, x, w = _case(seed=3)  # a circuit with Const, Input and Weight angles
+    exact = get_backend("torch", dtype=torch.complex128).run(c, x, w, "probs")
+    for i in range(len(x)):
+        probs = Statevector(to_qiskit(c, x[i], w)).reverse_qargs().probabilities()
+        torch.testing.assert_close(torch.from_numpy(probs), exact[i], **SDK_TOL)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 
 from qpeft.backends.base import require
-from qpeft.quantum.circuit import Circuit, Const, Input, Weight
+from qpeft.quantum.circuit import Circuit
 from qpeft.quantum.density import NoiseModel
 
 
@@ -111,18 +111,11 @@ def to_braket(
     out = bk.Circuit()
     slot = 0
     for op in circuit.ops:
-        angles = []
-        for p in op.params:
-            if parameters is not None:
-                angles.append(parameters[slot])
-            elif isinstance(p, Const):
-                angles.append(p.value)
-            elif isinstance(p, Input):
-                angles.append(float(inputs[p.index]))
-            else:
-                assert isinstance(p, Weight)
-                angles.append(float(weights[p.index]))
-            slot += 1
+        if parameters is not None:
+            angles = [parameters[slot + k] for k in range(len(op.params))]
+        else:
+            angles = op.row_angles(inputs, weights)
+        slot += len(op.params)
         add = BRAKET_GATES.get(op.gate)
         if add is None:
             raise ValueError(f"gate {op.gate} has no Braket form yet; add it to qpeft.backends.braket.BRAKET_GATES")

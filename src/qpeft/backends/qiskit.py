@@ -11,7 +11,7 @@ import numpy as np
 
 from qpeft.backends.base import ProbabilityBackend, require
 from qpeft.quantum.bitorder import reverse_bit_order
-from qpeft.quantum.circuit import Circuit, Const, Input, Weight
+from qpeft.quantum.circuit import Circuit, Const, Input
 from qpeft.quantum.gates import GATES
 from qpeft.quantum.shots import check_shots
 
@@ -30,18 +30,11 @@ def to_qiskit(circuit: Circuit, inputs=None, weights=None, parameters=None):
         qc.append(prep, range(circuit.n_qubits))
     slot = 0
     for op in circuit.ops:
-        angles = []
-        for p in op.params:
-            if parameters is not None:
-                angles.append(parameters[slot])
-                slot += 1
-            elif isinstance(p, Const):
-                angles.append(p.value)
-            elif isinstance(p, Input):
-                angles.append(float(inputs[p.index]))
-            else:
-                assert isinstance(p, Weight)
-                angles.append(float(weights[p.index]))
+        if parameters is not None:
+            angles = [parameters[slot + k] for k in range(len(op.params))]
+            slot += len(op.params)
+        else:
+            angles = op.row_angles(inputs, weights)
         getattr(qc, GATES[op.gate].qiskit)(*angles, *op.wires)
     return qc
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qpeft.quantum.circuit import Circuit, Const, Input, Weight
+from qpeft.quantum.circuit import Circuit, Const, Weight
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,17 +50,7 @@ class BoundCircuit:
 
     def angles(self) -> list[float]:
         """The value of every angle slot, in op order (what a parameterised template reads)."""
-        out = []
-        for op in self.circuit.ops:
-            for p in op.params:
-                if isinstance(p, Const):
-                    out.append(p.value)
-                elif isinstance(p, Input):
-                    out.append(self.inputs[p.index])
-                else:
-                    assert isinstance(p, Weight)
-                    out.append(self.weights[p.index])
-        return out
+        return [a for op in self.circuit.ops for a in op.row_angles(self.inputs, self.weights)]
 
     def bound(self) -> Circuit:
         """The template with this circuit's inputs and weights written in as constants: a

@@ -57,6 +57,21 @@ class Op:
         input-independent block)."""
         return any(isinstance(p, Input) for p in self.params)
 
+    def row_angles(self, inputs: Sequence[float] | None, weights: Sequence[float] | None) -> list[float]:
+        """This op's angles for one sample, as floats: a :class:`Const`'s value, ``inputs[i]`` for
+        ``Input(i)``, ``weights[i]`` for ``Weight(i)`` (what the SDK converters and the job engine
+        write into one bound circuit; :meth:`Circuit.angles` is the batched tensor form)."""
+        out = []
+        for p in self.params:
+            if isinstance(p, Const):
+                out.append(float(p.value))
+            elif isinstance(p, Input):
+                out.append(float(inputs[p.index]))
+            else:
+                assert isinstance(p, Weight)
+                out.append(float(weights[p.index]))
+        return out
+
 
 @dataclass
 class Circuit:
