@@ -127,7 +127,9 @@ def test_a_search_resumes_without_repeating_finished_trials(tiny_dir, tmp_path, 
     assert (out / "trials" / "trial-000" / "samples.jsonl").read_text() == ""  # scored by loss: nothing generated
 
     trained.clear()
+    journal = (out / "optuna.journal").read_bytes()
     assert tune(base, spec, out, [0])["chosen"] == result["chosen"] and trained == []  # finished: nothing runs
+    assert (out / "optuna.journal").read_bytes() == journal  # and nothing is written to its journal
     with pytest.raises(ValueError, match="other settings"):
         tune(base, _spec(lrs=[1e-3, 4e-3, 1.6e-2], val_examples=5), out, [0])
 
