@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from optional_sdks import missing_optional
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -118,7 +119,12 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
     for block in todo:
         if block.language == "python":
             # padded so that a traceback names the page and the line of the Markdown file
-            exec(compile("\n" * (block.line - 1) + block.code, str(page), "exec"), namespace)
+            try:
+                exec(compile("\n" * (block.line - 1) + block.code, str(page), "exec"), namespace)
+            except ImportError as err:  # qpeft's "needs X: pip install qpeft[...]" for an SDK not installed
+                if (name := missing_optional(err)) is None:
+                    raise
+                pytest.skip(f"{_id(page)}:{block.line} needs {name}, which is not installed")
         elif block.language == "bash" and block.marker == "run":
             for argv in commands(block.code):
                 args = qpeft_argv(argv)

@@ -9,24 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from optional_sdks import OPTIONAL
+
 TESTS = Path(__file__).resolve().parent
-#: the top-level modules of every optional extra (pyproject.toml's optional-dependencies)
-OPTIONAL = [
-    "pyqpanda3",
-    "qiskit",
-    "qiskit_aer",
-    "qiskit_ibm_runtime",
-    "qiskit_qasm3_import",
-    "pennylane",
-    "braket",
-    "optuna",
-    "peft",
-    "trl",
-    "datasets",
-    "tensorboard",
-    "mlflow",
-    "wandb",
-]
 
 # A module set to None in sys.modules raises ImportError on import (also for its submodules),
 # which is what pytest.importorskip and qpeft's own `require` see on a machine without it.

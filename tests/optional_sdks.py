@@ -1,0 +1,32 @@
+"""The optional SDKs (pyproject.toml's extras) as the tests see them: their top-level modules, and
+whether an ImportError came from one of them being absent (qpeft raises its own ImportError, naming
+the extra to install, from the SDK's)."""
+
+#: the top-level modules of every optional extra
+OPTIONAL = [
+    "pyqpanda3",
+    "qiskit",
+    "qiskit_aer",
+    "qiskit_ibm_runtime",
+    "qiskit_qasm3_import",
+    "pennylane",
+    "braket",
+    "optuna",
+    "peft",
+    "trl",
+    "datasets",
+    "tensorboard",
+    "mlflow",
+    "wandb",
+]
+
+
+def missing_optional(err: BaseException) -> str | None:
+    """The optional SDK whose absence raised ``err`` (followed through ``raise ... from``), or None
+    when ``err`` is about anything else (a core dependency missing is a failure, not a skip)."""
+    while err is not None:
+        name = getattr(err, "name", None)
+        if isinstance(err, ImportError) and name and name.split(".")[0] in OPTIONAL:
+            return name
+        err = err.__cause__
+    return None
