@@ -30,3 +30,21 @@ def missing_optional(err: BaseException) -> str | None:
             return name
         err = err.__cause__
     return None
+
+
+def main(args: list[str]) -> int:
+    """Run pytest with every optional SDK blocked (set to None in ``sys.modules``: importing it, or a
+    submodule, raises ImportError, as on a machine that installed qpeft without extras)."""
+    import sys
+
+    for name in OPTIONAL:
+        sys.modules[name] = None
+    import pytest
+
+    return pytest.main(args or ["-q", "tests"])
+
+
+if __name__ == "__main__":  # python tests/optional_sdks.py [pytest arguments]
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
