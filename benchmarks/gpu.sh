@@ -42,6 +42,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, remember failur
 }
 
 # 1. The CUDA test cases: every test that skips without CUDA (their ids or skip reasons say so).
+[[ -z "${GPU_STEPS:-}" || " $GPU_STEPS " == *" tests "* ]] && rm -f "$RESULTS"/tests-cuda.*  # no stale summary
 step tests 90 "$PYTHON" -m pytest -q -rs -k "cuda or gpu" --junitxml="$RESULTS/tests-cuda.xml" tests
 [[ -f "$RESULTS/tests-cuda.xml" ]] && "$PYTHON" - "$RESULTS/tests-cuda.xml" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET

@@ -47,9 +47,11 @@ print("random-weight SmolLM2-135M:", sum(p.numel() for p in model.parameters()),
 EOF
     out="${OUT:-/tmp/gpu-out}"
     mkdir -p "$out"
+    touch /tmp/gpu-start  # only the results this run writes go back (committed *-cuda files travel too)
     PYTHON=python3 QPEFT_RANDOM_WEIGHTS=1 bash benchmarks/gpu.sh 2>&1 | tee "$out/gpu.log"  # kept if cut short
     rc=${PIPESTATUS[0]}
-    tar czf "$out/results-cuda.tgz" benchmarks/results/*-cuda*
+    find benchmarks/results -maxdepth 1 -name '*-cuda*' -newer /tmp/gpu-start -print0 |
+        tar czf "$out/results-cuda.tgz" --null -T -
     exit "$rc"
     ;;
 *)

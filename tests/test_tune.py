@@ -134,6 +134,42 @@ def test_a_search_resumes_without_repeating_finished_trials(tiny_dir, tmp_path, 
         tune(base, _spec(lrs=[1e-3, 4e-3, 1.6e-2], val_examples=5), out, [0])
 
 
+def test_a_new_and_a_reopened_search_minimise_with_the_specs_pruner(tiny_dir, tmp_path):
+    """The study is created (a new directory) or loaded (a search there) minimising the loss, with
+    the pruner the spec asks for: a loaded one does not fall back to Optuna's default pruner."""
+    import optuna
+
+    from qpeft.tune.search import Search
+
+    out = tmp_path / "search"
+    for prune, pruner in ((False, optuna.pruners.NopPruner), (True, optuna.pruners.MedianPruner)):
+        for _ in range(2):  # the first Search creates the study, the others load it
+            study = Search(_base(tiny_dir), _spec(prune=prune), out, [0], out / "trials").study
+            assert study.direction == optuna.study.StudyDirection.MINIMIZE and isinstance(study.pruner, pruner)
+
+
+def test_a_search_created_by_another_process_meanwhile_is_loaded(tiny_dir, tmp_path, monkeypatch):
+    """Two processes opening one new directory: both find no study; the second one's create fails
+    (DuplicatedStudyError) and it loads the study the first one made."""
+    import optuna
+
+    from qpeft.tune.search import Search
+
+    out = tmp_path / "search"
+    first = Search(_base(tiny_dir), _spec(), out, [0], out / "trials").study
+    real_load, calls = optuna.load_study, []
+
+    def not_there_yet(**kwargs):  # the second process looked before the first one created it
+        calls.append(kwargs["study_name"])
+        if len(calls) == 1:
+            raise KeyError(kwargs["study_name"])
+        return real_load(**kwargs)
+
+    monkeypatch.setattr(optuna, "load_study", not_there_yet)
+    second = Search(_base(tiny_dir), _spec(), out, [0], out / "trials").study
+    assert len(calls) == 2 and second._study_id == first._study_id
+
+
 def test_an_edge_best_rate_extends_the_range(tiny_dir, tmp_path, caplog):
     caplog.set_level("WARNING", logger="qpeft.tune")
     result = tune(_base(tiny_dir), _spec(lrs=[1e-3, 1e-2], extend=1), tmp_path / "search", [0])

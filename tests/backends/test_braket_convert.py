@@ -136,7 +136,9 @@ def test_measure_covers_idle_wires_and_sampling_agrees():
 def test_a_template_binds_like_the_bound_circuit():
     from braket.circuits import FreeParameter
 
-    c = random_circuit(3, 12, 7, n_inputs=0, gates=ONE_TO_ONE)
+    # every gate, the decomposed ones too: U3's three angles read three consecutive slots
+    c = random_circuit(3, 16, 8, n_inputs=0)
+    assert "U3" in {op.gate for op in c.ops}
     w = np.linspace(-1.3, 2.2, c.n_weights)
     slots = [p for op in c.ops for p in op.params]
     params = [FreeParameter(f"t{k}") for k in range(len(slots))]

@@ -103,7 +103,12 @@ class Search:
         try:  # a search already there is loaded: create_study would log another "create" in its journal
             self.study = optuna.load_study(study_name="tune", storage=storage, pruner=pruner)
         except KeyError:  # a new search (optuna raises KeyError for a study name its storage lacks)
-            self.study = optuna.create_study(study_name="tune", storage=storage, direction="minimize", pruner=pruner)
+            try:
+                self.study = optuna.create_study(
+                    study_name="tune", storage=storage, direction="minimize", pruner=pruner
+                )
+            except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
+                self.study = optuna.load_study(study_name="tune", storage=storage, pruner=pruner)
         n = len(self.study.trials)  # a resumed TPE must not replay the draws of its first run
         startup = min(10, spec.trials // 2 + 1)
         self.study.sampler = optuna.samplers.TPESampler(seed=self.seed * 1000 + n, n_startup_trials=startup)
