@@ -28,12 +28,13 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 
 failed=()
+wanted() {  # wanted NAME: the step is among $GPU_STEPS, or GPU_STEPS is unset (every step)
+    [[ -z "${GPU_STEPS:-}" || " $GPU_STEPS " == *" $1 "* ]]
+}
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, remember failures
     local name=$1 limit=$2
     shift 2
-    if [[ -n "${GPU_STEPS:-}" && " $GPU_STEPS " != *" $name "* ]]; then
-        return 0
-    fi
+    wanted "$name" || return 0
     echo "== $name (limit ${limit}s): $*"
     if ! timeout "$limit" "$@"; then
         echo "== $name FAILED" >&2
@@ -42,7 +43,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, remember failur
 }
 
 # 1. The CUDA test cases: every test that skips without CUDA (their ids or skip reasons say so).
-[[ -z "${GPU_STEPS:-}" || " $GPU_STEPS " == *" tests "* ]] && rm -f "$RESULTS"/tests-cuda.*  # no stale summary
+wanted tests && rm -f "$RESULTS"/tests-cuda.*  # no stale summary
 step tests 90 "$PYTHON" -m pytest -q -rs -k "cuda or gpu" --junitxml="$RESULTS/tests-cuda.xml" tests
 [[ -f "$RESULTS/tests-cuda.xml" ]] && "$PYTHON" - "$RESULTS/tests-cuda.xml" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET

@@ -39,11 +39,11 @@ def _adapted(method, kind, dtype=torch.float32, seed=0):
     return get_model(base, METHODS[method](TINY_TARGETS[kind]))
 
 
-def _train(model, steps=2, lr=1e-2):
-    """A few Adam steps on the LM loss (moves every factor off its init)."""
+def _train(model, steps=2, lr=1e-2, optimizer=torch.optim.Adam, device="cpu"):
+    """A few optimizer steps (Adam unless told) on the LM loss (moves every factor off its init)."""
     model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    ids = _tokens(1)
+    opt = optimizer([p for p in model.parameters() if p.requires_grad], lr=lr)
+    ids = _tokens(1).to(device)
     for _ in range(steps):
         loss = model(input_ids=ids, labels=ids).loss
         opt.zero_grad()
@@ -184,21 +184,6 @@ def test_bf16(method):
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all() and not torch.equal(out, before)
 
 
-def _sgd(model, device, steps=2, lr=0.1):
-    """Plain SGD on the LM loss: an update proportional to the gradient, so a CPU and a CUDA run
-    that agree on the gradient agree on the weights (Adam's first steps amplify rounding)."""
-    model.train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
-    ids = _tokens(1).to(device)
-    for _ in range(steps):
-        loss = model(input_ids=ids, labels=ids).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return model
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 @pytest.mark.parametrize("method", list(METHODS))
 def test_cuda(method, tmp_path):
@@ -207,8 +192,10 @@ def test_cuda(method, tmp_path):
     cpu_model = _adapted(method, "llama")
     gpu_model = copy.deepcopy(cpu_model).cuda()
     assert all(p.device.type == "cuda" for p in gpu_model.parameters())
-    _sgd(cpu_model, "cpu")
-    _sgd(gpu_model, "cuda")
+    # plain SGD: an update proportional to the gradient, so a CPU and a CUDA run that agree on the
+    # gradient agree on the weights (Adam's first steps amplify rounding)
+    _train(cpu_model, lr=0.1, optimizer=torch.optim.SGD)
+    _train(gpu_model, lr=0.1, optimizer=torch.optim.SGD, device="cuda")
     ids = _tokens()
     with torch.no_grad():
         expected = cpu_model(input_ids=ids).logits
