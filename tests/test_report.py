@@ -8,7 +8,8 @@ import signal
 import pytest
 from transformers import TrainerCallback
 
-from qpeft.report import compare
+from qpeft.report import compare, machine_lines
+from qpeft.sysinfo import describe, machine
 from qpeft.testing import tiny_model_dir
 from qpeft.train import TrainConfig
 
@@ -60,3 +61,36 @@ def test_sigterm_stops_the_comparison_and_the_same_call_resumes_it(tiny_dir, tmp
     assert {s: (out / f"lora-seed{s}" / "results.json").stat().st_mtime for s in (0, 1)} == stamps  # reused
     assert _loss_steps(out / "qtha-seed0") == [1, 2, 3, 4]  # resumed at step 3, not started again
     assert _loss_steps(out / "qtha-seed1") == [1, 2, 3, 4]
+
+    # every run records its machine, and the report's Machine line comes from those records
+    here = describe(machine())
+    assert f"Machine: {here}; report written" in (out / "report.md").read_text()
+    # a reused run that trained elsewhere: the report lists both machines with their runs
+    elsewhere = out / "lora-seed1" / "results.json"
+    recorded = json.loads(elsewhere.read_text())
+    assert recorded["machine"] == machine()
+    recorded["machine"] = {**recorded["machine"], "accelerator": "NVIDIA H200 (CUDA)"}
+    elsewhere.write_text(json.dumps(recorded))
+    compare(base, ["lora", "qtha"], [0, 1], out)
+    text = (out / "report.md").read_text()
+    assert "Machine:" not in text and "the runs trained on 2 different machines" in text
+    assert f"- {here}: lora seed 0, qtha seed 0, qtha seed 1" in text
+    assert f"- {describe(recorded['machine'])}: lora seed 1" in text
+    assert "trained on NVIDIA H200 (CUDA) (torch" in text
+
+
+def _summary(method_seed: int, recorded: dict | None) -> dict:
+    return {"config": {"seed": method_seed}, **({"machine": recorded} if recorded is not None else {})}
+
+
+def test_machine_lines_name_every_machine_and_runs_that_recorded_none():
+    a = {"cpu": "Xeon", "platform": "Linux-6", "accelerator": "the CPU", "torch": "2.13.0"}
+    assert machine_lines({"lora": [_summary(0, a), _summary(1, a)]})[0].startswith(
+        "Machine: Xeon, Linux-6, trained on the CPU (torch 2.13.0); report written "
+    )
+    lines = machine_lines({"lora": [_summary(0, a)], "qtha": [_summary(0, None), _summary(1, a)]})
+    assert lines[0].startswith("Machines: the runs trained on 2 different machines")
+    assert lines[2:] == [
+        "- Xeon, Linux-6, trained on the CPU (torch 2.13.0): lora seed 0, qtha seed 1",
+        "- not recorded (a run from a qpeft that did not record its machine): qtha seed 0",
+    ]

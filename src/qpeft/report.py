@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from qpeft.rundir import differences
-from qpeft.sysinfo import accelerator, cpu_model
+from qpeft.sysinfo import describe
 from qpeft.train import TrainConfig, latest_checkpoint, train
 from qpeft.tune import TuneSpec, apply_params, trials_table, tune
 
@@ -103,6 +102,27 @@ def table(results: dict[str, list[dict]]) -> str:
             f"{_mean_std([r['seconds_per_step'] for r in runs])} |"
         )
     return "\n".join(rows)
+
+
+def machine_lines(results: dict[str, list[dict]]) -> list[str]:
+    """The report's machine line(s), from what each run recorded (its ``machine``): one line when
+    every run trained on the same machine; else one line per machine with its runs, since a run
+    reused from an earlier comparison may have trained elsewhere and s/step then compares machines."""
+    unrecorded = "not recorded (a run from a qpeft that did not record its machine)"
+    where: dict[str, list[str]] = {}
+    for method, runs in results.items():
+        for run in runs:
+            described = describe(run["machine"]) if run.get("machine") else unrecorded
+            where.setdefault(described, []).append(f"{method} seed {run['config']['seed']}")
+    date = time.strftime("%Y-%m-%d %H:%M")
+    if len(where) == 1:
+        return [f"Machine: {next(iter(where))}; report written {date}"]
+    lines = [
+        f"Machines: the runs trained on {len(where)} different machines (their s/step compare the machines "
+        f"as well as the methods); report written {date}:",
+        "",
+    ]
+    return lines + [f"- {described}: {', '.join(runs)}" for described, runs in where.items()]
 
 
 def tuning_lines(tuned: dict[str, dict]) -> list[str]:
@@ -210,7 +230,7 @@ def compare(
         f"Model `{base.model}`, data `{base.data}`, {base.steps} steps, batch {base.batch_size} x "
         f"{base.grad_accum}, {rate}, max length {base.max_length}; seeds {seeds}.  ",
         f"Command: `qpeft {' '.join(sys.argv[1:]) if sys.argv[1:] else 'compare'}`  ",
-        f"Machine: {cpu_model()}, {platform.platform()}, trained on {accelerator()}; {time.strftime('%Y-%m-%d %H:%M')}",
+        *machine_lines(results),
         "",
         "Final train loss = mean of the last 10 % of logged steps; eval loss and accuracy on the held-out "
         "split (same for every method); mean +- std over seeds.",

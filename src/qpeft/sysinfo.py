@@ -25,3 +25,24 @@ def accelerator() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA)"
     return "the CPU"
+
+
+def machine() -> dict:
+    """Where a run trains, as its ``results.json`` records it (``machine``): the processor, the
+    operating system, the accelerator (:func:`accelerator`) and the PyTorch version."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "platform": platform.platform(),
+        "accelerator": accelerator(),
+        "torch": torch.__version__,
+    }
+
+
+def describe(recorded: dict) -> str:
+    """One line for a :func:`machine` record: "CPU, OS, trained on ACCELERATOR (torch VERSION)"."""
+    return (
+        f"{recorded.get('cpu', '?')}, {recorded.get('platform', '?')}, trained on "
+        f"{recorded.get('accelerator', '?')} (torch {recorded.get('torch', '?')})"
+    )

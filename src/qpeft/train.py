@@ -26,6 +26,7 @@ from qpeft.config import METHOD_PRESETS, TrainConfig, adapter_config
 from qpeft.jobs.distributed import world
 from qpeft.qpu import plan, quantum_provider, quantum_runner
 from qpeft.rundir import RunStart, latest_checkpoint
+from qpeft.sysinfo import machine
 
 # TrainConfig, METHOD_PRESETS, adapter_config (qpeft.config) and plan (qpeft.qpu) are
 # importable from here too, where the training entry points are
@@ -193,6 +194,7 @@ def train(
             "train_loss_mean": result.training_loss,
             "losses": [(r["step"], r["loss"]) for r in state.log_history if "loss" in r],
             "parameters": model.parameter_summary(),
+            "machine": machine(),  # (a resumed run: the machine of its last part, which seconds_per_step times)
         }
         if not trainer.is_world_process_zero():
             return summary
