@@ -165,3 +165,54 @@ def test_guide_example(tmp_path, monkeypatch):
         assert torch.equal(fresh.adapter_state()[name], p), name
         assert torch.equal(restored.adapter_state()[name], p), name
         assert torch.equal(trainable.adapter_state()[name], p), name
+
+
+def _with_best(trainer, greater_is_better: bool = True):
+    """The trainer evaluating and saving every step, the best checkpoint tracked by eval_loss."""
+    trainer.args.eval_strategy = transformers.IntervalStrategy.STEPS
+    trainer.args.eval_steps = 1
+    trainer.args.metric_for_best_model = "eval_loss"
+    trainer.args.greater_is_better = greater_is_better
+    trainer.eval_dataset = trainer.train_dataset
+    return trainer
+
+
+@pytest.mark.parametrize("kind", list(TRAINERS))
+def test_load_best_adapter_loads_the_best_checkpoint_not_the_last(kind, tmp_path):
+    from qpeft.callbacks import LoadBestAdapter
+
+    model = adapted("qtha-default")
+    # greater_is_better: the *highest* eval loss is "best", so that (the loss falling) the best
+    # checkpoint is an early one and differs from the last weights
+    trainer = _with_best(TRAINERS[kind](model, tmp_path / "run", steps=4, save_steps=1))
+    best = LoadBestAdapter()
+    trainer.add_callback(best)
+    trainer.train()
+    losses = {r["step"]: r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r}
+    step = max(losses, key=losses.get)
+    assert step != 4, f"the eval loss rose to the end ({losses}): the test cannot tell best from last"
+    assert best.loaded == trainer.state.best_model_checkpoint == str(tmp_path / "run" / f"checkpoint-{step}")
+    saved = load_adapter(tiny_causal_lm("llama"), best.loaded).adapter_state()
+    last = load_adapter(tiny_causal_lm("llama"), tmp_path / "run" / "checkpoint-4").adapter_state()
+    now = model.adapter_state()
+    assert all(torch.equal(now[k], saved[k]) for k in now)
+    assert any(not torch.equal(now[k], last[k]) for k in now)
+
+
+def test_load_best_adapter_stops_at_the_start_on_settings_that_cannot_work(tmp_path):
+    from qpeft.callbacks import LoadBestAdapter
+
+    trainer = plain_trainer(adapted("lora"), tmp_path / "run", steps=2)
+    trainer.add_callback(LoadBestAdapter())
+    with pytest.raises(ValueError, match="needs metric_for_best_model"):
+        trainer.train()
+    trainer = _with_best(plain_trainer(adapted("lora"), tmp_path / "run2", steps=2, save_steps=1))
+    trainer.args.load_best_model_at_end = True
+    trainer.add_callback(LoadBestAdapter())
+    with pytest.raises(ValueError, match="set load_best_model_at_end=False and keep"):
+        trainer.train()
+    assert not (tmp_path / "run2" / "checkpoint-1").exists()  # stopped before the first step
+    trainer = _with_best(plain_trainer(tiny_causal_lm("llama"), tmp_path / "run3", steps=2, save_steps=1))
+    trainer.add_callback(LoadBestAdapter())
+    with pytest.raises(TypeError, match="wrap the base model with qpeft.get_model"):
+        trainer.train()

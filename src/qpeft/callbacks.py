@@ -27,6 +27,59 @@ class MetricsFile(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
 
 
+class LoadBestAdapter(TrainerCallback):
+    """At the end of training, load the adapter of the best checkpoint into the model: what
+    ``load_best_model_at_end=True`` does for a PEFT model, which transformers' ``Trainer`` does
+    only for ``peft.PeftModel`` (for any other model it looks for full weights, and fails on a
+    qpeft checkpoint after the whole run).
+
+    Use it with ``metric_for_best_model`` (``Trainer`` then tracks the best checkpoint and
+    keeps it through ``save_total_limit``), evaluation and saving at the same steps, and
+    ``load_best_model_at_end=False``::
+
+        args = TrainingArguments(..., eval_strategy="steps", save_strategy="steps",
+                                 metric_for_best_model="eval_loss", load_best_model_at_end=False)
+        Trainer(model=qpeft_model, args=args, callbacks=[LoadBestAdapter()], ...)
+
+    The loaded checkpoint is in ``self.loaded`` (None when no checkpoint was best: no
+    evaluation ran, or none was saved).
+    """
+
+    def __init__(self):
+        self.loaded: str | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not hasattr(model, "load_weights"):
+            raise TypeError(
+                f"LoadBestAdapter loads qpeft adapters; the Trainer's model is a {type(model).__name__} "
+                "(wrap the base model with qpeft.get_model first)"
+            )
+        if args.load_best_model_at_end:
+            raise ValueError(
+                "load_best_model_at_end=True: transformers' Trainer loads a best adapter only for a peft.PeftModel "
+                "and would fail on this qpeft model after training; set load_best_model_at_end=False and keep "
+                "LoadBestAdapter, which loads the best checkpoint's adapter at the end"
+            )
+        if args.metric_for_best_model is None:
+            raise ValueError(
+                "LoadBestAdapter needs metric_for_best_model (e.g. 'eval_loss') in the TrainingArguments: "
+                "without it Trainer does not track which checkpoint is best"
+            )
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.best_model_checkpoint is None:
+            logger.warning("LoadBestAdapter: no best checkpoint was recorded; the model keeps its last weights")
+            return
+        model.load_weights(state.best_model_checkpoint)
+        self.loaded = state.best_model_checkpoint
+        logger.info(
+            "LoadBestAdapter: loaded the adapter of %s (%s %s)",
+            state.best_model_checkpoint,
+            args.metric_for_best_model,
+            state.best_metric,
+        )
+
+
 class StopOnSignal(TrainerCallback):
     """SIGINT / SIGTERM: finish the step, save a checkpoint, stop."""
 

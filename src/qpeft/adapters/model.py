@@ -251,6 +251,36 @@ class QPeftModel(PreTrainedModel):
         """Same as :meth:`save_pretrained`."""
         return self.save_pretrained(directory)
 
+    def load_weights(self, directory: str | Path) -> None:
+        """Copy a saved adapter's weights into this model's adapter, in place (all or none).
+
+        The directory must hold this very adapter: the same config and the same modules (a
+        checkpoint of this model's training, say); the base model is not touched.
+
+        Raises:
+            ValueError: the saved adapter has another config or other modules, a layer is
+                merged, or the files do not fit (see :func:`load_adapter`).
+        """
+        directory = Path(directory)
+        meta = io.read_adapter_config(directory)
+        mine = {name: [layer.d_in, layer.d_out] for name, layer in self.adapter_layers.items()}
+        if meta["config"] != self.adapter_config.to_dict() or meta["modules"] != mine:
+            what = "config" if meta["config"] != self.adapter_config.to_dict() else "modules"
+            raise ValueError(
+                f"{directory} holds another adapter than this model's (its {what} differ); load it onto a "
+                "fresh base model with qpeft.load_adapter(base_model, directory)"
+            )
+        for name, layer in self.adapter_layers.items():
+            if layer.merged:
+                raise ValueError(f"module {name} is merged; unmerge() before loading adapter weights")
+        prefix = io.tensor_prefix(meta)
+        expected = {
+            f"{prefix}{name}.{pname}": p
+            for name, layer in self.adapter_layers.items()
+            for pname, p in layer.adapter_parameters().items()
+        }
+        io.copy_weights(expected, io.read_tensors(directory), directory)
+
     @classmethod
     def from_pretrained(cls, base_model: nn.Module, directory: str | Path, is_trainable: bool = False) -> QPeftModel:
         """Load a saved adapter onto a fresh ``base_model`` (exactly, or not at all).
