@@ -35,6 +35,9 @@ STEPS = {  # scope -> angles; train-1 runs two per-module scopes, as diff_method
     "train-2": [(0.7, 0.8, 0.9)],
 }
 
+#: what a run's jobs directory holds (the engine lock, the ledger, the result cache and its lock)
+RUN_FILES = ["engine.lock", "ledger.jsonl", "results", "results.lock"]
+
 
 def _bound(angles):
     return [BoundCircuit(RY, (t,)) for t in angles]
@@ -130,7 +133,7 @@ def test_a_crash_during_the_swap_leaves_a_whole_cache(tmp_path, monkeypatch, cra
     gc.collect()  # (the lock file the interrupted compaction held)
 
     engine = JobEngine(ScriptedProvider(max_circuits=2, **NO_FAULTS), tmp_path, **FAST)  # recovers on open
-    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == RUN_FILES
     assert sorted(p.name for p in (tmp_path / "jobs" / "results").iterdir()) == ["index.jsonl", "results.f64"]
     submitted = _submits(tmp_path)
     np.testing.assert_array_equal(np.stack(engine.run(_bound(STEPS["train-2"][0]), 100, "train-2")), results["train-2"])
@@ -236,7 +239,7 @@ def _interrupted_swap(tmp_path, monkeypatch):
 def test_compacting_again_after_a_crash_between_the_renames_recovers_first(tmp_path, monkeypatch):
     results, keep = _interrupted_swap(tmp_path, monkeypatch)
     assert compact(tmp_path / "jobs" / "results", keep)["jobs_dropped"] == 0  # (not "no result cache")
-    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == RUN_FILES
     assert _rerun(tmp_path, "train-2")[0] == 0
 
 
@@ -256,7 +259,7 @@ def test_two_processes_recovering_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "exists", exists)
     ResultCache(directory)
     monkeypatch.undo()
-    assert done and sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
+    assert done and sorted(p.name for p in (tmp_path / "jobs").iterdir()) == RUN_FILES
     submitted, out = _rerun(tmp_path, "train-2")
     assert submitted == 0
     np.testing.assert_array_equal(out, results["train-2"])
@@ -284,7 +287,7 @@ def test_an_incomplete_copy_is_never_swapped_in(tmp_path):
     (jobs / "results.new" / "index.jsonl").write_text("")
     (jobs / "results.new" / "results.f64").write_bytes(b"")
     assert _rerun(tmp_path, "train-0")[0] == 0
-    assert sorted(p.name for p in jobs.iterdir()) == ["ledger.jsonl", "results", "results.lock"]
+    assert sorted(p.name for p in jobs.iterdir()) == RUN_FILES
 
 
 def test_an_interrupted_removal_of_the_old_copy(tmp_path, monkeypatch):
@@ -300,7 +303,7 @@ def test_an_interrupted_removal_of_the_old_copy(tmp_path, monkeypatch):
     gc.collect()
     assert (tmp_path / "jobs" / "results.old").exists()
     assert compact(directory, keep)["jobs_dropped"] == 0
-    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == RUN_FILES
 
 
 def test_a_results_file_shorter_than_its_index(tmp_path, capsys):
@@ -312,7 +315,7 @@ def test_a_results_file_shorter_than_its_index(tmp_path, capsys):
     assert main(["jobs", str(tmp_path), "--compact-results", "3"]) == 0
     out = capsys.readouterr().out
     assert "kept the results of 5 jobs" in out and "1 of the jobs to keep had damaged results" in out
-    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ledger.jsonl", "results", "results.lock"]
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == RUN_FILES
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names fsynced files through /proc")

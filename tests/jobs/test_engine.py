@@ -264,14 +264,17 @@ def test_mixed_widths_returned_as_one_array_are_refused(tmp_path):
         )
 
 
-def test_an_engine_sees_results_another_engine_cached_after_it_was_made(tmp_path):
+def test_a_newer_engine_serves_what_the_older_one_cached_and_retires_it(tmp_path):
     provider = ScriptedProvider(**NO_FAULTS)
-    a, b = JobEngine(provider, tmp_path, **FAST), JobEngine(provider, tmp_path, **FAST)  # b made before a ran
+    a = JobEngine(provider, tmp_path, **FAST)
     circuits = [BoundCircuit(RY, (t,)) for t in (0.1, 0.2, 0.3)]
     first = a.run(circuits, 100, scope="s")
+    b = JobEngine(provider, tmp_path, **FAST)  # (a is not closed: b takes the run directory over)
     again = b.run(circuits, 100, scope="s")
     assert provider.calls["submit"] == 1
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
+    with pytest.raises(RuntimeError, match="took it over"):
+        a.run(circuits, 100, scope="s")
 
 
 def test_a_result_that_cannot_be_written_is_an_error_and_its_job_is_not_marked_done(tmp_path):

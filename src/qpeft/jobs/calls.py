@@ -51,6 +51,22 @@ class MayHaveCreated(Exception):
         self.error = error
 
 
+def forget_hidden(err: BaseException) -> None:
+    """Drop the errors that ``raise ... from None`` hid from ``err``'s chain: a traceback does not
+    print a suppressed ``__context__``, but anything that walks the chain (an error reporter, a
+    debugger, ``logging`` of the context) still finds it, and the SDK's original error there may
+    echo a credential or a signed URL that :meth:`ProviderCalls.clean` redacted."""
+    seen, todo = set(), [err]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if err.__suppress_context__:
+            err.__context__ = None
+        todo += [err.__cause__, err.__context__, *getattr(err, "exceptions", ())]
+
+
 class ProviderCalls:
     """One provider's calls, with the engine's options (timeouts, backoff, attempts)."""
 

@@ -20,9 +20,10 @@ damaged) is fetched again from the provider by its id; only where the provider n
 is it submitted again. Each submission is counted against the run's spending cap
 (``max_spend``), and the run stays on the backend its ledger records (:mod:`qpeft.jobs.pin`).
 
-An engine holds its result cache's lock (and a writer thread) until :meth:`JobEngine.close`, the
-end of a ``with JobEngine(...)`` block, or, failing both, until it is garbage (nothing in it refers
-back to it, so dropping the last reference is enough).
+An engine holds its run directory (:mod:`qpeft.jobs.runlock`: no second process's engine meanwhile),
+its result cache's lock and a writer thread until :meth:`JobEngine.close`, the end of a
+``with JobEngine(...)`` block, or, failing both, until it is garbage (nothing in it refers back to
+it, so dropping the last reference is enough).
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ from tqdm.auto import tqdm
 from qpeft.jobs.base import BoundCircuit, JobFailedError, JobStillRunningError, Provider, State, split
 from qpeft.jobs.budget import Budget, SpendCap
 from qpeft.jobs.cache import ResultCache
-from qpeft.jobs.calls import ProviderCalls, ProviderError  # noqa: F401 (ProviderError: public here too)
+from qpeft.jobs.calls import ProviderCalls, ProviderError, forget_hidden  # noqa: F401 (ProviderError: public here too)
 from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
 from qpeft.jobs.options import Deadline, EngineOptions
 from qpeft.jobs.pin import check_backend
+from qpeft.jobs.runlock import hold_run
 from qpeft.jobs.submit import Submitter
 
 __all__ = ["EngineOptions", "JobEngine", "ProviderError"]
@@ -77,12 +79,19 @@ class JobEngine:
         self.provider = provider
         self.options = EngineOptions(**options)
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
-        self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
-        check_backend(self.ledger, provider, self.options.switch_backend)
-        self.budget = Budget(
-            SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records, provider.backend
-        )
-        self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
+        self._running = 0  # run() calls in progress (close() refuses while one is; a new engine does not take over)
+        self._hold = hold_run(jobs_dir, self) if jobs_dir is not None else None  # one engine per run directory
+        try:
+            self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
+            check_backend(self.ledger, provider, self.options.switch_backend)
+            self.budget = Budget(
+                SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records, provider.backend
+            )
+            self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
+        except BaseException:  # (the traceback keeps this half-made engine alive: let the run go now)
+            if self._hold is not None:
+                self._hold.release()
+            raise
         self._started = time.time()  # the run deadline counts from here
         self._scope = ""
         self._templates = Templates(provider.two_qubit_gates)
@@ -97,7 +106,6 @@ class JobEngine:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
         self._writes: list[Future] = []
         self._closed = False
-        self._running = 0  # run() calls in progress (close() refuses while one is)
         self._state = threading.Lock()
 
     def close(self, raise_errors: bool = True) -> None:
@@ -132,6 +140,8 @@ class JobEngine:
             self._writer.shutdown(wait=True)
             self.cache.close()
             self.ledger.close()
+            if self._hold is not None:
+                self._hold.release()  # (last: another engine may start once this one has let go)
 
     def __enter__(self) -> JobEngine:
         return self
@@ -153,9 +163,17 @@ class JobEngine:
         with self._state:
             if self._closed:
                 raise RuntimeError("this JobEngine was closed; make a new one on the same run_dir to run more circuits")
+            if self._hold is not None and not self._hold.current:
+                raise RuntimeError(
+                    "a newer JobEngine on this run directory took it over, so this one's ledger is no longer the "
+                    "current one; run the circuits through the newer engine"
+                )
             self._running += 1
         try:
             return self._run(circuits, shots, scope)
+        except BaseException as err:
+            forget_hidden(err)  # (the SDK errors a redacted error replaced)
+            raise
         finally:
             with self._state:
                 self._running -= 1
@@ -168,18 +186,22 @@ class JobEngine:
         results: list[np.ndarray | None] = [None] * len(keyed.circuits)
         reuse = self.options.reuse_results
         todo: Sequence[int] = range(len(results))
-        if reuse:
-            for i in todo:
-                results[i] = self._memory.get((shots, *keyed.content(i)))
-            todo = [i for i, r in enumerate(results) if r is None]
         # the job size fits the largest template of the call (what `qpeft plan` counts with)
         two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
         self._drain_writes(raise_errors=False)  # writes left by an interrupted call land first
         self.cache.refresh()
         pending = []
+        # The jobs are split over all of the call's circuits, never over what this process happens
+        # to remember: a job's key must not depend on the process, or a rerun after a crash would
+        # not find the job the crashed process left open (and would pay for its circuits again).
         for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
             members = todo[chunk.start : chunk.stop]
+            if reuse:  # a job whose every circuit ran before (earlier calls of this engine) is not needed
+                remembered = [self._memory.get((shots, *keyed.content(i))) for i in members]
+                if all(r is not None for r in remembered):
+                    self._store(results, keyed, members, remembered, shots)
+                    continue
             job_key = job_key_of(header, keyed, members)
             done = self.cache.get_job(job_key, len(members))
             if done is None:
@@ -223,19 +245,24 @@ class JobEngine:
                 for job_key, members, circuits, widths in pending
             }
             remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
-                for f in finished:
-                    if f.cancelled():
-                        continue
-                    if f.exception() is not None:
-                        errors.append(f.exception())
-                    else:
-                        self._store(results, keyed, futures[f], f.result(), shots)
-                        bar.update(1)
-                if errors:  # let running jobs finish (their results get cached), start no new ones
-                    for f in remaining:
-                        f.cancel()
+            try:
+                while remaining:
+                    finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                    for f in finished:
+                        if f.cancelled():
+                            continue
+                        if f.exception() is not None:
+                            errors.append(f.exception())
+                        else:
+                            self._store(results, keyed, futures[f], f.result(), shots)
+                            bar.update(1)
+                    if errors:  # let running jobs finish (their results get cached), start no new ones
+                        for f in remaining:
+                            f.cancel()
+            except BaseException:  # Ctrl-C / SIGTERM: the same, before the pool's exit waits for every job
+                for f in futures:
+                    f.cancel()
+                raise
         bar.close()
         if errors:
             raise errors[0]

@@ -32,7 +32,8 @@ class EngineOptions:
     deadline: float | None = None  # seconds for one run() call (e.g. a training step); open jobs stay in the ledger
     run_deadline: float | None = RUN_DEADLINE  # seconds for all calls of one engine (one process) together
     max_attempts: int = 4  # submissions per job, all causes together
-    reuse_results: bool = False  # serve identical circuits from earlier calls (e.g. earlier steps)
+    # serve identical circuits from earlier calls (e.g. earlier steps): a job whose every circuit ran before
+    reuse_results: bool = False
     progress: bool | None = None  # job progress bar (None: only on a terminal)
     max_spend: dict | None = None  # a cap on what the run's ledger may hold: {"jobs", "shots", "amount"}
     switch_backend: bool = False  # allow a backend other than the one the run's ledger records

@@ -80,8 +80,23 @@ class Submitter:
                     f"job key {key} (tag {tag}) was not submitted, nothing was created: {err}"
                 ) from None
             raise
-        self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        self._submitted(key, job_id, attempt, circuits, shots, tag)
         return job_id
+
+    def _submitted(self, key: str, job_id: str, attempt: int, circuits, shots, tag: str) -> None:
+        """Record the new job; if the record cannot be written (a full disk), the error and the
+        log name the job id the provider answered, so that it is not lost."""
+        try:
+            self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        except Exception as err:
+            message = (
+                f"job key {key} (tag {tag}) was created at the provider as job {job_id}, but its ledger record "
+                f"could not be written ({err}); fix that, then run `qpeft jobs RUN_DIR --resolve {tag} --job-id "
+                f"{job_id}` so that a rerun re-attaches to it instead of paying for it again"
+            )
+            logger.error(message)
+            err.add_note(message)
+            raise
 
     def _await(self, future: Future, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend):
         """A submit that gave no answer in time, in this process: wait for its late answer or find
@@ -111,7 +126,7 @@ class Submitter:
             wait_s = min(2 * wait_s, opts.max_poll_interval)
         else:
             raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer"))
-        self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        self._submitted(key, job_id, attempt, circuits, shots, tag)
         return job_id
 
     def recover(self, live: dict, circuits: list[BoundCircuit], shots, deadline: Deadline) -> str | None:
@@ -144,7 +159,7 @@ class Submitter:
             self.budget.release(job_spend(self.provider.name, len(circuits), shots, self.provider.backend))
             logger.info("job key %s: %s; submitting it", key, message)
             return None
-        self.record("submitted", key, job_id, attempt, circuits, shots, tag)
+        self._submitted(key, job_id, attempt, circuits, shots, tag)
         logger.info("job key %s: found job %s by its tag %s; re-attaching", key, job_id, tag)
         return job_id
 
