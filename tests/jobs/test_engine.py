@@ -154,6 +154,10 @@ def test_a_corrupt_ledger_is_an_error(tmp_path):
         JobEngine(ScriptedProvider(), tmp_path)
     path.write_text('{"event": "done", "key": "k", "job_id": "j"}\n{"event": "subm')  # torn by a crash
     assert len(read_ledger(path)) == 1
+    # a damaged last line that ends with its newline was whole once (it may have been a job): an error too
+    path.write_text('{"event": "done", "key": "k", "job_id": "j"}\n{"event": "subm\x00\x00\n')
+    with pytest.raises(ValueError, match="ledger.jsonl:2 is not a JSON ledger record.*--repair"):
+        JobEngine(ScriptedProvider(), tmp_path)
 
 
 def test_a_torn_last_ledger_line_is_cut_before_the_next_append(tmp_path):

@@ -191,17 +191,21 @@ def _cut_torn_line(path: Path) -> None:
 
 
 def read_ledger(path: str | Path) -> list[dict]:
-    """All records; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
+    """All records; a torn last line (a crash mid-write: no newline after it) is skipped, any
+    other bad line is an error (a damaged line that did end with its newline too: it was whole
+    once, and may have been a job)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    lines = text.splitlines()
+    torn = not text.endswith("\n")  # each record is written with its newline in one write
     records = []
     for n, line in enumerate(lines, 1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
-            if n == len(lines):
+            if n == len(lines) and torn:
                 break
             raise ValueError(
                 f"{path}:{n} is not a JSON ledger record ({err}); the ledger is corrupt. `qpeft jobs RUN_DIR "
