@@ -159,9 +159,16 @@ def test_ctrl_c_with_parallel_jobs_starts_no_new_job(tmp_path):
         engine = JobEngine(SpoolProvider(spool=spool, max_circuits=1), run, max_parallel=2, **FAST)
         circuits = [_c(t) for t in np.linspace(0.1, 3.0, 8)]  # 8 jobs, 2 at a time
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C while the first 2 jobs run
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            engine.run(circuits, 100, scope="s")
+        # Ctrl-C raises KeyboardInterrupt here also when this process started with SIGINT ignored
+        # (a suite started in the background)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                engine.run(circuits, 100, scope="s")
+        finally:
+            timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         served = service.drain()
     submitted = [r for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "intent"]
     assert len(submitted) <= 2, f"{len(submitted)} jobs submitted (served {len(served)}) after a Ctrl-C at the first 2"
