@@ -182,7 +182,7 @@ def test_close_while_another_thread_runs_refuses_and_keeps_the_run_directory_loc
     worker.start()
     try:
         assert provider.entered.wait(30)
-        with pytest.raises(RuntimeError, match=r"close\(\) was called while run\(\) is in progress"):
+        with pytest.raises(RuntimeError, match=r"close\(\) was called while run\(\) or its jobs are in progress"):
             engine.close()
         assert not _lock_is_free(tmp_path)  # (a compaction now would race the run's writes)
         with caplog.at_level(logging.ERROR, logger=engine_module.logger.name):

@@ -201,3 +201,51 @@ def test_a_created_job_whose_record_cannot_be_written_is_named(tmp_path, caplog)
         engine.run([BoundCircuit(RY, (0.4,))], 100, scope="s")
     assert len(service.submissions) == 1
     assert "origin-1" in str(info.value) or "origin-1" in caplog.text, "the created job's id was dropped"
+
+
+def _locked_elsewhere(run) -> bool:
+    """Whether another open file (this process's engine, or another process) holds the run's
+    engine lock: what a second process would find."""
+    import fcntl
+
+    with open(run / "jobs" / "engine.lock", "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+def test_an_engine_that_fails_to_start_gives_the_run_directory_back(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    with SpoolService(spool):
+        working = JobEngine(SpoolProvider(spool=spool), run, **FAST)
+        with pytest.raises(ValueError):
+            JobEngine(SpoolProvider(spool=spool), run, max_spend="a lot", **FAST)  # fails after taking the hold
+        assert working.run([_c(0.1)], 100, scope="s")  # still the run directory's engine
+        assert _locked_elsewhere(run)
+        working.close()
+    assert not _locked_elsewhere(run)
+
+
+def test_a_retired_engine_does_not_keep_other_processes_out(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    retired = JobEngine(SpoolProvider(spool=spool), run, **FAST)
+    current = JobEngine(SpoolProvider(spool=spool), run, **FAST)
+    current.close()
+    assert not _locked_elsewhere(run), "the retired engine (still referenced) kept the run directory locked"
+    retired.close()
+
+
+def test_an_engine_freed_while_the_guard_is_taken_is_released_later_not_deadlocked(tmp_path):
+    from qpeft.jobs import runlock
+
+    engine = JobEngine(SpoolProvider(spool=tmp_path / "spool"), tmp_path / "run", **FAST)
+    hold = engine._hold
+    with runlock._guard:  # the collector frees an engine inside hold_run, on the thread holding the guard
+        runlock._freed_engine(hold)  # must not wait for the guard
+    assert _locked_elsewhere(tmp_path / "run") and runlock._freed == [hold]
+    JobEngine(SpoolProvider(spool=tmp_path / "spool"), tmp_path / "other", **FAST).close()  # the next holder
+    assert runlock._freed == [] and not _locked_elsewhere(tmp_path / "run")
+    del engine

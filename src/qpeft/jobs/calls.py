@@ -7,6 +7,7 @@ business."""
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import Callable
@@ -51,6 +52,9 @@ class MayHaveCreated(Exception):
         self.error = error
 
 
+_GROUPS = getattr(builtins, "BaseExceptionGroup", ())  # (Python 3.11+)
+
+
 def forget_hidden(err: BaseException) -> None:
     """Drop the errors that ``raise ... from None`` hid from ``err``'s chain: a traceback does not
     print a suppressed ``__context__``, but anything that walks the chain (an error reporter, a
@@ -64,7 +68,7 @@ def forget_hidden(err: BaseException) -> None:
         seen.add(id(err))
         if err.__suppress_context__:
             err.__context__ = None
-        todo += [err.__cause__, err.__context__, *getattr(err, "exceptions", ())]
+        todo += [err.__cause__, err.__context__, *(err.exceptions if isinstance(err, _GROUPS) else ())]
 
 
 class ProviderCalls:

@@ -79,7 +79,7 @@ class JobEngine:
         self.provider = provider
         self.options = EngineOptions(**options)
         jobs_dir = Path(run_dir) / "jobs" if run_dir is not None else None
-        self._running = 0  # run() calls in progress (close() refuses while one is; a new engine does not take over)
+        self._running = 0  # run() calls and job threads going (close() refuses, no newer engine takes over)
         self._hold = hold_run(jobs_dir, self) if jobs_dir is not None else None  # one engine per run directory
         try:
             self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
@@ -90,7 +90,7 @@ class JobEngine:
             self.cache = ResultCache(jobs_dir / "results" if jobs_dir else None)
         except BaseException:  # (the traceback keeps this half-made engine alive: let the run go now)
             if self._hold is not None:
-                self._hold.release()
+                self._hold.abandon()
             raise
         self._started = time.time()  # the run deadline counts from here
         self._scope = ""
@@ -126,8 +126,8 @@ class JobEngine:
                 return
             if self._running:
                 why = (
-                    "JobEngine.close() was called while run() is in progress; close the engine after the run "
-                    "returns (its finished jobs are still being written)"
+                    "JobEngine.close() was called while run() or its jobs are in progress; close the engine after "
+                    "the run returns and its jobs have ended (their results are still being written)"
                 )
                 if raise_errors:
                     raise RuntimeError(why)
@@ -163,17 +163,35 @@ class JobEngine:
         with self._state:
             if self._closed:
                 raise RuntimeError("this JobEngine was closed; make a new one on the same run_dir to run more circuits")
-            if self._hold is not None and not self._hold.current:
-                raise RuntimeError(
-                    "a newer JobEngine on this run directory took it over, so this one's ledger is no longer the "
-                    "current one; run the circuits through the newer engine"
-                )
-            self._running += 1
+            self._enter()
         try:
             return self._run(circuits, shots, scope)
         except BaseException as err:
-            forget_hidden(err)  # (the SDK errors a redacted error replaced)
+            try:
+                forget_hidden(err)  # (the SDK errors a redacted error replaced)
+            except Exception:  # never instead of the error itself
+                logger.debug("could not drop the hidden context of %r", err, exc_info=True)
             raise
+        finally:
+            with self._state:
+                self._running -= 1
+
+    def _enter(self) -> None:
+        """Count one more piece of work (a run() call, a job thread); a newer engine cannot take
+        the run directory over, nor close() let it go, until it ends. RuntimeError when a newer
+        engine took this one's run directory over."""
+        if self._hold is not None:
+            self._hold.enter(self)
+        else:
+            self._running += 1
+
+    def _job_thread(self, *args) -> list[np.ndarray]:
+        """``_run_job`` on a pool thread, counted as work: after a second Ctrl-C leaves run()
+        while jobs still run, the engine stays busy (no takeover, no close) until they end."""
+        with self._state:
+            self._running += 1
+        try:
+            return self._run_job(*args)
         finally:
             with self._state:
                 self._running -= 1
@@ -241,7 +259,7 @@ class JobEngine:
         errors: list[BaseException] = []
         with ThreadPoolExecutor(self.options.max_parallel, thread_name_prefix="qpeft-job") as pool:
             futures = {
-                pool.submit(self._run_job, job_key, circuits, widths, shots, deadline): members
+                pool.submit(self._job_thread, job_key, circuits, widths, shots, deadline): members
                 for job_key, members, circuits, widths in pending
             }
             remaining = set(futures)

@@ -12,7 +12,9 @@ see the first one's submissions and would pay for the same jobs again. So:
 * within a process, a new engine on the run directory takes it over from an older one that is
   not running (a notebook that makes a new engine after an error, say): the older one is retired
   and its :meth:`~qpeft.jobs.engine.JobEngine.run` refuses, since its ledger no longer is the
-  current one. An older engine in the middle of a run is not taken over: the new one stops.
+  current one, and its hold (and the file lock) passes to the new one. An older engine with a
+  run or a job thread still going is not taken over: the new one stops. An engine that fails to
+  start gives the run directory back to the engine that had it.
 
 Where the file system has no advisory locks engines run without the lock, with a warning.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import weakref
 from pathlib import Path
@@ -38,45 +41,93 @@ class RunInUseError(RuntimeError):
 
 
 class _Lock:
-    """This process's lock on one run directory: the locked file (None without advisory locks),
-    the engine that owns the run directory now, and how many engines still hold the lock."""
+    """This process's lock on one run directory: the locked file (None without advisory locks)
+    and the hold of the engine that owns the run directory now (at most one engine of the
+    process holds it: a takeover releases the older engine's hold)."""
 
     def __init__(self, key: str, file):
-        self.key, self.file, self.owner, self.holders = key, file, None, 0
+        self.key, self.file, self.hold = key, file, None
 
 
 _locks: dict[str, _Lock] = {}
 _guard = threading.Lock()
+_freed: list[RunHold] = []  # holds of engines freed while _guard was taken (released by its next holder)
+if hasattr(os, "register_at_fork"):  # a forked child holds none of its parent's run directories
+    os.register_at_fork(after_in_child=_locks.clear)
 
 
 class RunHold:
-    """An engine's hold on its run directory (see module docstring): :attr:`current` tells
-    whether the engine still owns it; :meth:`release` (at close, or when the engine is freed)
-    lets go, the last holder of the process unlocking the file."""
+    """An engine's hold on its run directory (see module docstring): :meth:`enter` /
+    :meth:`leave` bracket the engine's work (a newer engine cannot take over meanwhile);
+    :meth:`release` (at close, or when the engine is freed) lets go and unlocks the file."""
 
-    def __init__(self, lock: _Lock, engine):
+    def __init__(self, lock: _Lock, engine, previous: RunHold | None):
         self._lock, self._engine, self._released = lock, weakref.ref(engine), False
-        weakref.finalize(engine, self.release)  # (an engine dropped without close() lets go too)
+        self._previous = previous  # (given back if the engine fails to start)
+        weakref.finalize(engine, _freed_engine, self)  # (an engine dropped without close() lets go too)
 
     @property
     def current(self) -> bool:
         """Whether the engine still owns the run directory (no newer engine took it over)."""
-        return self._lock.owner is not None and self._lock.owner() is self._engine()
+        return self._lock.hold is self and not self._released
+
+    def enter(self, engine) -> None:
+        """Count one more piece of ``engine``'s work (a run, a job thread), or raise
+        RuntimeError when a newer engine took the run directory over. Atomic with takeovers."""
+        with _guard:
+            if not self.current:
+                raise RuntimeError(
+                    "a newer JobEngine on this run directory took it over, so this one's ledger is no longer the "
+                    "current one; run the circuits through the newer engine"
+                )
+            engine._running += 1
 
     def release(self) -> None:
         """Let go (idempotent)."""
-        if not self._released:
-            self._released = True
-            _release(self._lock)
+        with _guard:
+            self._let_go()
+            _release_freed()
 
+    def abandon(self) -> None:
+        """The engine failed to start: let go, and give the run directory back to the engine
+        that owned it before (if it is still there)."""
+        with _guard:
+            previous = self._previous
+            if self._lock.hold is self and previous is not None and previous._engine() is not None:
+                self._released, previous._released = True, False
+                self._lock.hold = previous  # (the file stays locked: it is the previous engine's again)
+            else:
+                self._let_go()
+            _release_freed()
 
-def _release(lock: _Lock) -> None:
-    with _guard:
-        lock.holders -= 1
-        if lock.holders == 0:
+    def _let_go(self) -> None:  # (under _guard)
+        if self._released:
+            return
+        self._released = True
+        lock = self._lock
+        if lock.hold is self:
+            lock.hold = None
             if lock.file is not None:
                 lock.file.close()
             _locks.pop(lock.key, None)
+
+
+def _freed_engine(hold: RunHold) -> None:
+    """An engine was freed without close(). The collector may run this inside hold_run, on the
+    thread that holds _guard: never wait for it there; the holder releases it on its way out."""
+    if _guard.acquire(blocking=False):
+        try:
+            hold._let_go()
+            _release_freed()
+        finally:
+            _guard.release()
+    else:
+        _freed.append(hold)
+
+
+def _release_freed() -> None:  # (under _guard)
+    while _freed:
+        _freed.pop()._let_go()
 
 
 def hold_run(jobs_dir: Path, engine) -> RunHold:
@@ -84,25 +135,29 @@ def hold_run(jobs_dir: Path, engine) -> RunHold:
 
     Raises:
         RunInUseError: an engine of another process holds the run directory, or one of this
-            process is running on it.
+            process is at work on it (a run, or a job thread still going).
     """
     jobs_dir.mkdir(parents=True, exist_ok=True)
     key = str(jobs_dir.resolve())
     with _guard:
+        _release_freed()
         lock = _locks.get(key)
-        if lock is None:
-            lock = _locks[key] = _Lock(key, _lock_file(jobs_dir))
-        previous = lock.owner() if lock.owner is not None else None
-        if previous is not None and getattr(previous, "_running", 0):
+        previous = lock.hold if lock is not None else None
+        owner = previous._engine() if previous is not None else None
+        if owner is not None and getattr(owner, "_running", 0):
             raise RunInUseError(
                 f"{jobs_dir.parent} is in use by another job engine of this process, in the middle of a run: two "
                 "engines on one run directory would each pay for jobs the other submits. Let its run end, then "
                 "make the new engine (or keep using that one)"
             )
-        lock.owner, lock.holders = weakref.ref(engine), lock.holders + 1
-        if previous is not None:
+        if lock is None:
+            lock = _locks[key] = _Lock(key, _lock_file(jobs_dir))
+        hold = RunHold(lock, engine, previous)
+        if previous is not None:  # retired: its engine's run() refuses from now on
+            previous._released = True
             logger.info("%s: a new job engine takes the run directory over; the older one is retired", jobs_dir.parent)
-    return RunHold(lock, engine)
+        lock.hold = hold
+    return hold
 
 
 def _lock_file(jobs_dir: Path):
