@@ -7,13 +7,14 @@ significant bit, qpeft's order): exact for an exact simulator, ``counts / shots`
 
 from __future__ import annotations
 
+import builtins
 import enum
 import hashlib
 import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,6 +139,23 @@ class Limits:
                 f"provider's per-job limits {self}; lower `shots`"
             )
         return int(size) if size != math.inf else 1_000_000
+
+
+_GROUPS = getattr(builtins, "BaseExceptionGroup", ())  # (Python 3.11+: a traceback prints each error a group holds)
+
+
+def error_chain(err: BaseException) -> Iterator[BaseException]:
+    """``err``, then every error it chains to (``__cause__``, ``__context__``) or groups, each once.
+    An error's links are read after the caller has handled it, so a caller that drops a link
+    (sets ``__context__`` to None) is not led down it."""
+    seen, todo = set(), [err]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        yield err
+        todo += [err.__cause__, err.__context__, *(err.exceptions if isinstance(err, _GROUPS) else ())]
 
 
 def split(n_circuits: int, chunk: int) -> list[range]:

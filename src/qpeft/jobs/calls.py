@@ -7,7 +7,6 @@ business."""
 
 from __future__ import annotations
 
-import builtins
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from qpeft.jobs.base import BoundCircuit, JobLostError, Provider, State, Status
+from qpeft.jobs.base import BoundCircuit, JobLostError, Provider, State, Status, error_chain
 from qpeft.jobs.options import Deadline, EngineOptions
 
 logger = logging.getLogger("qpeft.jobs.engine")
@@ -52,23 +51,14 @@ class MayHaveCreated(Exception):
         self.error = error
 
 
-_GROUPS = getattr(builtins, "BaseExceptionGroup", ())  # (Python 3.11+)
-
-
 def forget_hidden(err: BaseException) -> None:
     """Drop the errors that ``raise ... from None`` hid from ``err``'s chain: a traceback does not
     print a suppressed ``__context__``, but anything that walks the chain (an error reporter, a
     debugger, ``logging`` of the context) still finds it, and the SDK's original error there may
     echo a credential or a signed URL that :meth:`ProviderCalls.clean` redacted."""
-    seen, todo = set(), [err]
-    while todo:
-        err = todo.pop()
-        if err is None or id(err) in seen:
-            continue
-        seen.add(id(err))
-        if err.__suppress_context__:
-            err.__context__ = None
-        todo += [err.__cause__, err.__context__, *(err.exceptions if isinstance(err, _GROUPS) else ())]
+    for each in error_chain(err):
+        if each.__suppress_context__:
+            each.__context__ = None
 
 
 class ProviderCalls:

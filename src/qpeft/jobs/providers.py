@@ -15,14 +15,13 @@ packages register in the ``qpeft.providers`` entry-point group.
 
 from __future__ import annotations
 
-import builtins
 import os
 from collections.abc import Callable
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from qpeft.backends.base import REGISTRY as BACKEND_REGISTRY
-from qpeft.jobs.base import Limits, Provider
+from qpeft.jobs.base import Limits, Provider, error_chain
 from qpeft.jobs.local import LOCAL_BACKENDS, local_backend_names
 from qpeft.jobs.rates import Rate, rate_of
 from qpeft.plugins import LIST_HINT, Registry, subclass_of
@@ -147,22 +146,13 @@ def redact_environment(text: str) -> str:
     return text
 
 
-_GROUPS = getattr(builtins, "BaseExceptionGroup", ())  # (Python 3.11+: a traceback prints each error a group holds)
-
-
 def _holds_a_secret(err: BaseException) -> bool:
     """Whether the text, arguments or notes of ``err``, of an error it chains to or of an error
     it groups (what a traceback would print) hold the value of a :data:`SECRET_ENV` variable."""
-    seen, todo = set(), [err]
-    while todo:
-        err = todo.pop()
-        if err is None or id(err) in seen:
-            continue
-        seen.add(id(err))
-        texts = [str(err), *map(repr, err.args), *map(str, getattr(err, "__notes__", ()))]
+    for each in error_chain(err):
+        texts = [str(each), *map(repr, each.args), *map(str, getattr(each, "__notes__", ()))]
         if any(redact_environment(text) != text for text in texts):
             return True
-        todo += [err.__cause__, err.__context__, *(err.exceptions if isinstance(err, _GROUPS) else ())]
     return False
 
 
