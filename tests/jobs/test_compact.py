@@ -20,7 +20,7 @@ from open_files import open_files
 from standins import ScriptedProvider
 
 from qpeft.cli import main
-from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs import BoundCircuit, JobEngine, runlock
 from qpeft.jobs import cache as cache_module
 from qpeft.jobs.cache import CacheInUse, ResultCache, compact, exclusive_lock
 from qpeft.jobs.ledger import Ledger, read_ledger, recent_steps
@@ -362,7 +362,7 @@ def test_the_copy_is_durable_and_complete_before_the_swap(tmp_path, monkeypatch)
     assert at(("fsync", str(jobs))) < len(events) - 1 - events[::-1].index(("rmtree", old))  # (the last try)
 
 
-@pytest.mark.skipif(cache_module.fcntl is None, reason="fcntl stands for the platform with locks")
+@pytest.mark.skipif(runlock.fcntl is None, reason="fcntl stands for the platform with locks")
 @pytest.mark.parametrize("no_locks", ["no fcntl (Windows)", "ENOLCK"])
 def test_without_advisory_locks_caches_work_and_compaction_is_refused(tmp_path, monkeypatch, capsys, no_locks):
     """Without locks compaction cannot tell a live run: a live cache would keep its old offsets
@@ -373,9 +373,9 @@ def test_without_advisory_locks_caches_work_and_compaction_is_refused(tmp_path, 
         def flock(fd, operation):
             raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-        monkeypatch.setattr(cache_module.fcntl, "flock", flock)
+        monkeypatch.setattr(runlock.fcntl, "flock", flock)
     else:
-        monkeypatch.setattr(cache_module, "fcntl", None)
+        monkeypatch.setattr(runlock, "fcntl", None)  # (the module that takes qpeft's file locks)
     assert _rerun(tmp_path, "train-2")[0] == 0  # the cache still serves (and keeps) results
     assert main(["jobs", str(tmp_path), "--compact-results", "1"]) == 2
     assert "cannot tell whether a run has it open" in capsys.readouterr().err

@@ -28,7 +28,6 @@ refused, as it cannot tell whether a run is live.
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import logging
@@ -43,10 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, compaction cannot tell whether a run is live
-    fcntl = None
+from qpeft.jobs.runlock import open_locked
 
 logger = logging.getLogger(__name__)
 
@@ -244,19 +240,12 @@ def _lock(directory: Path, exclusive: bool):
     """An open lock file holding a shared (blocking) or exclusive (failing at once) lock; None
     (shared only) where the platform or file system has no advisory locks: an exclusive lock
     then raises :class:`CacheInUse`, as nothing tells whether a run has the cache open."""
-    why = "this platform has no advisory file locks (fcntl)" if fcntl is None else None
-    if why is None:
-        f = open(directory.with_name(directory.name + ".lock"), "a")  # noqa: SIM115 (held while locked)
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-            return f
-        except OSError as err:
-            f.close()
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise CacheInUse(
-                    f"{directory} is open in a running training or evaluation (its lock is held)"
-                ) from None
-            why = f"its file system does not support file locks ({err.strerror})"
+    try:
+        f, why = open_locked(directory.with_name(directory.name + ".lock"), exclusive)
+    except BlockingIOError:
+        raise CacheInUse(f"{directory} is open in a running training or evaluation (its lock is held)") from None
+    if f is not None:
+        return f
     if exclusive:
         raise CacheInUse(f"{directory}: {why}, so compaction cannot tell whether a run has it open; not compacted")
     logger.warning("%s: %s; `qpeft jobs --compact-results` will refuse to compact it", directory, why)

@@ -203,7 +203,6 @@ class JobEngine:
         keyed = key_circuits(circuits, self._templates)
         results: list[np.ndarray | None] = [None] * len(keyed.circuits)
         reuse = self.options.reuse_results
-        todo: Sequence[int] = range(len(results))
         # the job size fits the largest template of the call (what `qpeft plan` counts with)
         two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
@@ -213,8 +212,7 @@ class JobEngine:
         # The jobs are split over all of the call's circuits, never over what this process happens
         # to remember: a job's key must not depend on the process, or a rerun after a crash would
         # not find the job the crashed process left open (and would pay for its circuits again).
-        for chunk in split(len(todo), self.provider.limits.chunk_size(shots, two_qubit)):
-            members = todo[chunk.start : chunk.stop]
+        for members in split(len(results), self.provider.limits.chunk_size(shots, two_qubit)):
             if reuse:  # a job whose every circuit ran before (earlier calls of this engine) is not needed
                 remembered = [self._memory.get((shots, *keyed.content(i))) for i in members]
                 if all(r is not None for r in remembered):

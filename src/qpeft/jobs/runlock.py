@@ -17,6 +17,7 @@ see the first one's submissions and would pay for the same jobs again. So:
   start gives the run directory back to the engine that had it.
 
 Where the file system has no advisory locks engines run without the lock, with a warning.
+(:func:`open_locked` takes the result cache's lock too.)
 """
 
 from __future__ import annotations
@@ -160,22 +161,33 @@ def hold_run(jobs_dir: Path, engine) -> RunHold:
     return hold
 
 
-def _lock_file(jobs_dir: Path):
-    """``jobs_dir/engine.lock``, open and locked exclusively; None without advisory locks."""
+def open_locked(path: Path, exclusive: bool):
+    """``(file, None)``: ``path`` opened and flock-ed, shared (waiting for an exclusive holder) or
+    exclusive (failing at once); ``(None, why)`` where the platform or file system has no
+    advisory locks. Raises BlockingIOError when an exclusive lock is held elsewhere."""
     if fcntl is None:
-        logger.warning("%s: this platform has no advisory file locks; nothing stops a second engine", jobs_dir)
-        return None
-    f = open(jobs_dir / "engine.lock", "a")  # noqa: SIM115 (held while an engine of this process holds the run)
+        return None, "this platform has no advisory file locks (fcntl)"
+    f = open(path, "a")  # noqa: SIM115 (held while locked)
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return f
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        return f, None
     except OSError as err:
         f.close()
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise RunInUseError(
-                f"{jobs_dir.parent} is in use by another job engine (a training or evaluation still running in "
-                "another process): two engines on one run directory would each pay for jobs the other submits. "
-                "Let that run end (or stop it), then rerun"
-            ) from None
-        logger.warning("%s: its file system has no advisory locks (%s); nothing stops a second engine", jobs_dir, err)
-        return None
+            raise
+        return None, f"its file system does not support file locks ({err.strerror})"
+
+
+def _lock_file(jobs_dir: Path):
+    """``jobs_dir/engine.lock``, open and locked exclusively; None without advisory locks."""
+    try:
+        f, why = open_locked(jobs_dir / "engine.lock", exclusive=True)
+    except BlockingIOError:
+        raise RunInUseError(
+            f"{jobs_dir.parent} is in use by another job engine (a training or evaluation still running in "
+            "another process): two engines on one run directory would each pay for jobs the other submits. "
+            "Let that run end (or stop it), then rerun"
+        ) from None
+    if f is None:
+        logger.warning("%s: %s; nothing stops a second engine", jobs_dir, why)
+    return f
