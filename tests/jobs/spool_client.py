@@ -42,6 +42,7 @@ ENGINE = {
     "max_parallel",
     "max_spend",
     "switch_backend",
+    "switch_shots",
 }
 
 

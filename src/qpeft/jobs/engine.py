@@ -18,7 +18,8 @@ its attempts; the results of the jobs that did finish stay in the cache. A job t
 finished whose results the cache no longer has (its step compacted away, or data a power loss
 damaged) is fetched again from the provider by its id; only where the provider no longer has it
 is it submitted again. Each submission is counted against the run's spending cap
-(``max_spend``), and the run stays on the backend its ledger records (:mod:`qpeft.jobs.pin`).
+(``max_spend``), and the run stays on the backend its ledger records and on the shots of its open
+jobs (:mod:`qpeft.jobs.pin`).
 
 An engine holds its run directory (:mod:`qpeft.jobs.runlock`: no second process's engine meanwhile),
 its result cache's lock and a writer thread until :meth:`JobEngine.close`, the end of a
@@ -48,7 +49,7 @@ from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
 from qpeft.jobs.options import Deadline, EngineOptions
-from qpeft.jobs.pin import check_backend
+from qpeft.jobs.pin import OpenJobs, check_backend
 from qpeft.jobs.runlock import hold_run
 from qpeft.jobs.submit import Submitter
 
@@ -72,7 +73,8 @@ class JobEngine:
     ``run_dir/jobs/results/``; None keeps both in memory (no crash recovery).
     options: :class:`EngineOptions` fields (timeouts, deadlines, attempts, ``max_spend``,
     ``switch_backend``, ...). Raises ValueError for a bad option, a cap the provider cannot price,
-    or a backend other than the one the run's ledger records (without ``switch_backend``).
+    or a backend other than the one the run's ledger records (without ``switch_backend``); a call
+    raises it for shots other than those of its step's open jobs (without ``switch_shots``).
     """
 
     def __init__(self, provider: Provider, run_dir: str | Path | None = None, **options):
@@ -84,6 +86,7 @@ class JobEngine:
         try:
             self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
             check_backend(self.ledger, provider, self.options.switch_backend)
+            self._inherited = OpenJobs(self.ledger, provider, self.options.switch_shots)  # earlier processes' open jobs
             self.budget = Budget(
                 SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records, provider.backend
             )
@@ -136,6 +139,7 @@ class JobEngine:
             self._closed = True
         try:
             self._drain_writes(raise_errors)
+            self._inherited.finish()
         finally:
             self._writer.shutdown(wait=True)
             self.cache.close()
@@ -225,6 +229,7 @@ class JobEngine:
             else:
                 self._store(results, keyed, members, done, shots)
         if pending:
+            self._inherited.check(scope, shots, (job_key for job_key, *_ in pending))  # before anything is paid
             try:
                 self._run_jobs(pending, shots, deadline, scope, results, keyed)
             except BaseException:

@@ -37,6 +37,7 @@ class EngineOptions:
     progress: bool | None = None  # job progress bar (None: only on a terminal)
     max_spend: dict | None = None  # a cap on what the run's ledger may hold: {"jobs", "shots", "amount"}
     switch_backend: bool = False  # allow a backend other than the one the run's ledger records
+    switch_shots: bool = False  # allow shots other than those of the jobs a step left open (they stay open)
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "max_attempts"):

@@ -1,4 +1,4 @@
-"""A run stays on the backend it started on.
+"""A run stays on the backend it started on, and on the shots of the jobs it left open.
 
 ``origin`` without a chip takes the first available one and ``ibm`` without a backend the least
 busy; after a restart that choice could differ, and since the backend is part of every job key,
@@ -9,11 +9,20 @@ record names provider and backend), is the run's backend: a spec without a backe
 engine option ``switch_backend`` is on, and switching says what happens to the jobs left open on
 the old one (:func:`check_backend`). Simulators are not pinned (they cost nothing and hold no jobs
 across processes).
+
+The jobs an earlier process left open are re-attached to by the step (the call's scope) that made
+them, and only when the step asks for the same circuits with the same settings. A rerun with other
+shots would leave them running (and billed) unused and pay for the step again, so it is refused
+unless the engine option ``switch_shots`` is on; an open job its step did not use (the step's
+angles or job split differ: a resume from an earlier checkpoint, a changed ``max_circuits``) is
+named in a warning (:class:`OpenJobs`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from qpeft.jobs.base import Provider
@@ -77,3 +86,84 @@ def check_backend(ledger: Ledger, provider: Provider, switch: bool) -> None:
             f"'\"switch_backend\": true' to --quantum-options: {fate}"
         )
     logger.warning("switching the run from %s to %s: %s", was, now, fate)
+
+
+def _shots(shots: int | None) -> str:
+    return "exact" if shots is None else f"shots={shots}"
+
+
+def _named(records: list[dict]) -> str:
+    """The jobs of ``records`` by id (by tag where a submission's outcome is unknown)."""
+    return ", ".join(r.get("job_id") or f"tag {r.get('tag')}" for r in records)
+
+
+class OpenJobs:
+    """The jobs earlier processes left open on this run's backend (inherited by a new engine),
+    followed until the step that made each one re-attaches to it.
+
+    :meth:`check` runs before a call submits anything: an open job of the call's scope made with
+    other shots is refused (ValueError, unless ``switch`` is on: then a warning), since the call
+    cannot use it and would pay for its circuits again; once the run has left a scope (a call of
+    another scope, or :meth:`finish` at close), an open job of that scope it never re-attached to
+    is named in a warning: it may still run and be billed. Durable providers only (a local job
+    ends with its process).
+    """
+
+    def __init__(self, ledger: Ledger, provider: Provider, switch: bool) -> None:
+        mine = (provider.name, provider.backend or "")
+        self._open = {
+            key: r
+            for key, r in ledger.live().items()
+            if provider.durable and r.get("scope") and (r.get("provider"), r.get("backend") or "") == mine
+        }
+        self._switch = switch
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check(self, scope: str, shots: int | None, keys: Iterable[str]) -> None:
+        """Before a call of ``scope`` runs the jobs ``keys`` (those it re-attaches to among them)."""
+        if not self._open or not scope:
+            return
+        with self._lock:
+            for key in keys:
+                self._open.pop(key, None)
+            other = [r for r in self._open.values() if r["scope"] == scope and r.get("shots") != shots]
+            if other:
+                was = _shots(other[0].get("shots"))
+                words = (
+                    f"this run's ledger has {len(other)} job(s) open for {scope} made with {was} ({_named(other)}), "
+                    f"but the step now runs with {_shots(shots)}: it cannot use them, they may still run and be "
+                    "billed, and the step would be paid for again"
+                )
+                if not self._switch:
+                    raise ValueError(
+                        f"{words}. Run with {was} (--shots) to re-attach to them; to go on with {_shots(shots)} and "
+                        "leave them (not cancelled: cancel them in the provider's console if you do not want them "
+                        "billed), add '\"switch_shots\": true' to --quantum-options"
+                    )
+                logger.warning("%s; going on with %s (switch_shots), the jobs are left open", words, _shots(shots))
+                for r in other:
+                    self._open.pop(r["key"], None)
+            self._report(self._seen - {scope})
+            self._seen.add(scope)
+
+    def finish(self) -> None:
+        """At close: name the open jobs of every scope this engine ran that it did not use."""
+        with self._lock:
+            self._report(self._seen)
+
+    def _report(self, scopes: set[str]) -> None:
+        unused = [r for r in self._open.values() if r["scope"] in scopes]
+        if not unused:
+            return
+        for r in unused:
+            self._open.pop(r["key"], None)
+        logger.warning(
+            "%d job(s) an earlier process left open were not used by their step (%s: %s): the step's circuits or "
+            "their split differ (the angles, e.g. after a resume from an earlier checkpoint, or max_circuits or a "
+            "provider option changed). They are not cancelled and may still run and be billed: cancel them in the "
+            "provider's console if you do not want them",
+            len(unused),
+            ", ".join(sorted({r["scope"] for r in unused})),
+            _named(unused),
+        )
