@@ -46,7 +46,7 @@ def _pending_failed_write(engine: JobEngine) -> None:
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    engine._writes.append(engine._writer.submit(full_disk))
+    engine._writer._writes.append(engine._writer._pool.submit(full_disk))
 
 
 @pytest.fixture

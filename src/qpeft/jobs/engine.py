@@ -30,16 +30,14 @@ it, so dropping the last reference is enough).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from qpeft.jobs.base import BoundCircuit, JobFailedError, JobStillRunningError, Provider, State, split
 from qpeft.jobs.budget import Budget, SpendCap
@@ -48,22 +46,15 @@ from qpeft.jobs.calls import ProviderCalls, ProviderError, forget_hidden  # noqa
 from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import Ledger
-from qpeft.jobs.options import Deadline, EngineOptions
+from qpeft.jobs.options import Deadline, EngineOptions, progress_bar
 from qpeft.jobs.pin import OpenJobs, check_backend
 from qpeft.jobs.runlock import hold_run
 from qpeft.jobs.submit import Submitter
+from qpeft.jobs.writer import JobWriter
 
 __all__ = ["EngineOptions", "JobEngine", "ProviderError"]
 
 logger = logging.getLogger(__name__)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class JobEngine:
@@ -100,14 +91,10 @@ class JobEngine:
         self._templates = Templates(provider.two_qubit_gates)
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self.calls = ProviderCalls(provider, self.options)
-        record = weakref.WeakMethod(self._record)  # (no engine <-> submitter cycle: a dropped engine is freed at once)
-        self.submitter = Submitter(
-            provider, self.calls, self.ledger, self.options, self.budget, lambda *a, **kw: record()(*a, **kw)
-        )
-        # one thread writes finished jobs (results to the cache, then their `done` record), in
-        # order, while the next job runs; every write ends before run() returns
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
-        self._writes: list[Future] = []
+        method = weakref.WeakMethod(self._record)  # (no engine <-> submitter cycle: a dropped engine is freed at once)
+        record = lambda *a, **kw: method()(*a, **kw)  # noqa: E731
+        self.submitter = Submitter(provider, self.calls, self.ledger, self.options, self.budget, record)
+        self._writer = JobWriter(self.cache, record)  # finished jobs written while the next one runs
         self._closed = False
         self._state = threading.Lock()
 
@@ -138,10 +125,10 @@ class JobEngine:
                 return
             self._closed = True
         try:
-            self._drain_writes(raise_errors)
+            self._writer.drain(raise_errors)
             self._inherited.finish()
         finally:
-            self._writer.shutdown(wait=True)
+            self._writer.shutdown()
             self.cache.close()
             self.ledger.close()
             if self._hold is not None:
@@ -210,7 +197,7 @@ class JobEngine:
         # the job size fits the largest template of the call (what `qpeft plan` counts with)
         two_qubit = max((t.two_qubit for t in keyed.templates), default=0)
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
-        self._drain_writes(raise_errors=False)  # writes left by an interrupted call land first
+        self._writer.drain(raise_errors=False)  # writes left by an interrupted call land first
         self.cache.refresh()
         pending = []
         # The jobs are split over all of the call's circuits, never over what this process happens
@@ -233,9 +220,9 @@ class JobEngine:
             try:
                 self._run_jobs(pending, shots, deadline, scope, results, keyed)
             except BaseException:
-                self._drain_writes(raise_errors=False)  # the finished jobs are kept; the job's error is raised
+                self._writer.drain(raise_errors=False)  # the finished jobs are kept; the job's error is raised
                 raise
-            self._drain_writes()
+            self._writer.drain()
         return results if isinstance(keyed.index, range) else [results[i] for i in keyed.index]
 
     def _store(self, results: list, keyed: Keyed, members: Sequence[int], probs: list[np.ndarray], shots) -> None:
@@ -249,7 +236,7 @@ class JobEngine:
 
     def _run_jobs(self, pending, shots, deadline: Deadline, scope, results: list, keyed: Keyed) -> None:
         self._scope = scope  # recorded with every ledger event of this call
-        bar = self._bar(len(pending))
+        bar = progress_bar(self.options.progress, len(pending), self.provider.name)
         if self.options.max_parallel == 1 or len(pending) == 1:  # one job at a time: no thread handoff
             try:
                 for job_key, members, circuits, widths in pending:
@@ -287,16 +274,6 @@ class JobEngine:
         bar.close()
         if errors:
             raise errors[0]
-
-    def _bar(self, total: int):
-        """tqdm's bar over the call's jobs; when it would be hidden (``progress`` off, or None and
-        stderr not a terminal: tqdm's rule) none is made, which keeps small calls cheap."""
-        show = self.options.progress
-        if show is None:
-            show = sys.stderr is not None and sys.stderr.isatty()
-        if not show:
-            return _NoBar()
-        return tqdm(total=total, unit="job", desc=f"{self.provider.name} jobs")
 
     def _record(self, event: str, job_key: str, job_id: str | None, attempt: int, circuits, shots, tag, **extra):
         p = self.provider
@@ -353,10 +330,7 @@ class JobEngine:
                 usage = self.calls.usage(job_id)
                 if usage:
                     timing["usage"] = usage
-                try:
-                    self._writes.append(self._writer.submit(self._persist, job_key, probs, common, timing))
-                except RuntimeError:  # the interpreter is shutting down: no new threads, write it here
-                    self._persist(job_key, probs, common, timing)
+                self._writer.submit(job_key, probs, common, timing)
                 return probs
             if state in ("lost", "timeout"):  # the provider confirmed the job will not run on
                 self._record(state, *common, message=message, **timing)
@@ -388,12 +362,6 @@ class JobEngine:
         hint = f"max_attempts is {self.options.max_attempts} (raise it to try the job again: that pays for it again)"
         return JobFailedError(job_key, last.get("job_id"), words, attempt, hint)
 
-    def _persist(self, job_key: str, probs, common: tuple, timing: dict, event: str = "done") -> None:
-        """A finished job's results into the cache, then its ``done`` record (never the other
-        way round: a ``done`` job is looked up in the cache first)."""
-        self.cache.put_job(job_key, probs)
-        self._record(event, *common, **timing)
-
     def _refetch(self, job_key: str, done: dict, circuits, widths, shots, deadline: Deadline) -> list | None:
         """The results of a job the ledger has as ``done`` that the cache does not have (its step
         compacted away, data damaged by a power loss; an engine without a run directory keeps no
@@ -408,7 +376,7 @@ class JobEngine:
         state, message, _ = self.calls.poll(job_id, started, deadline)
         if state is State.DONE:
             probs = self.calls.fetch(job_id, circuits, widths, shots)
-            self._persist(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
+            self._writer.write(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
             logger.info("job %s (key %s): results fetched again from the provider", job_id, job_key)
             return probs
         why = getattr(state, "name", state) + (f": {message}" if message else "")
@@ -421,17 +389,3 @@ class JobEngine:
             why,
         )
         return None
-
-    def _drain_writes(self, raise_errors: bool = True) -> None:
-        """Wait for every pending write; the first one that failed (e.g. a full disk) is raised,
-        the others logged (all logged when another error is on its way already). A write leaves
-        the list only once it has ended: an interrupted wait (Ctrl-C) leaves the rest for the
-        next call, which waits for them before it looks anything up."""
-        writes = list(self._writes)
-        errors = [err for err in (w.exception() for w in writes) if err is not None]
-        for w in writes:
-            self._writes.remove(w)
-        for err in errors[1:] if raise_errors else errors:
-            logger.error("a finished job could not be written to %s: %s", self.cache.directory, err)
-        if errors and raise_errors:
-            raise errors[0]

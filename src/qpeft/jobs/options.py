@@ -1,10 +1,14 @@
-"""The job engine's options (``--quantum-options`` reaches every field) and its deadlines."""
+"""The job engine's options (``--quantum-options`` reaches every field), its deadlines and its
+progress bar."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
+
+from tqdm.auto import tqdm
 
 #: the default overall deadline of one engine (one training or evaluation process): a week
 RUN_DEADLINE = 7 * 24 * 3600.0
@@ -84,3 +88,21 @@ class Deadline:
     def passed(self) -> bool:
         """Whether the deadline has passed."""
         return time.time() >= self.at
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(show: bool | None, total: int, provider: str):
+    """tqdm's bar over a call's ``total`` jobs; when it would be hidden (``show`` off, or None and
+    stderr not a terminal: tqdm's rule) none is made, which keeps small calls cheap."""
+    if show is None:
+        show = sys.stderr is not None and sys.stderr.isatty()
+    if not show:
+        return _NoBar()
+    return tqdm(total=total, unit="job", desc=f"{provider} jobs")
