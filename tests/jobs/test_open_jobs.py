@@ -5,15 +5,19 @@ and an open job its step did not use is named in a warning. The real engine runs
 service in its own process (the stand-in for a remote service that cannot be reached from here),
 which counts the jobs it ran."""
 
+import json
 import logging
+import subprocess
+import sys
 
 import pytest
-from spoolservice import SpoolService
+from spoolservice import ENV, SpoolService
 
 from qpeft.jobs import BoundCircuit, JobEngine
-from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.ledger import read_ledger, totals
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
+from qpeft.testing import tiny_model_dir
 
 RY = Circuit(1).add("RY", [0], Weight(0))
 FAST = dict(poll_interval=0.01, max_poll_interval=0.05, progress=False)
@@ -36,9 +40,7 @@ def test_a_rerun_with_other_shots_is_refused_before_it_pays(tmp_path):
     (job_id,) = _left_open(spool, run, shots=100)
     with SpoolService(spool) as service:
         engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
-        with pytest.raises(
-            ValueError, match=f"open for step-3 made with shots=100 \\({job_id}\\).*shots=200.*switch_shots"
-        ):
+        with pytest.raises(ValueError, match=f"than this call's shots=200 \\(shots=100: {job_id}; for step-3\\)"):
             engine.run(STEP, 200, scope="step-3")
         # nothing submitted: the service ran only the job that was open (once it was back up)
         assert [s["job_id"] for s in service.drain()] == [job_id]
@@ -57,8 +59,40 @@ def test_switch_shots_goes_on_and_names_the_jobs_it_leaves(tmp_path, caplog):
         engine.close()
         served = service.drain()
     assert len(served) == 2  # the new step's job, and the old one the service still had queued
-    assert f"made with shots=100 ({job_id})" in caplog.text and "switch_shots" in caplog.text
+    assert f"(shots=100: {job_id}; for step-3)" in caplog.text and "switch_shots" in caplog.text
     assert "not used by their step" not in caplog.text  # named once, not again at close
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["job_id"] for r in records if r["event"] == "left"] == [job_id]
+    assert totals(records)["left_open"] == 1
+    # the run went on without it, as recorded: a later rerun with the new shots is not refused for it
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool), run, **FAST).run(STEP[:2], 200, scope="step-4")
+        assert len(service.drain()) == 3
+
+
+def test_a_resume_from_an_earlier_checkpoint_with_other_shots_is_refused_before_the_steps_between(tmp_path):
+    """The crash left step 3's jobs open; the checkpoint is at step 1, so the rerun's first calls
+    are steps 1 and 2. With other shots they must not be paid for before step 3 is refused."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    (job_id,) = _left_open(spool, run, shots=100, scope="step-3/m1")  # (module batching: a sub-scope)
+    with SpoolService(spool) as service:
+        engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
+        with pytest.raises(ValueError, match=f"shots=100: {job_id}; for step-3/m1"):
+            engine.run(STEP[:1], 200, scope="step-1/m0")
+        assert [s["job_id"] for s in service.drain()] == [job_id]  # only the job that was open
+
+
+def test_a_close_on_an_error_names_no_job_as_unused(tmp_path, caplog):
+    """A call interrupted between a step's calls: the next rerun re-attaches to the step's other
+    jobs, so closing on the way out of the error must not tell the user to cancel them."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    _left_open(spool, run, max_circuits=4)
+    with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
+        with pytest.raises(KeyError), JobEngine(SpoolProvider(spool=spool, max_circuits=4), run, **FAST) as engine:
+            engine.run(STEP[:1], 100, scope="step-3")  # another call of the step, not the open job's
+            raise KeyError("interrupted")
+        service.drain()
+    assert "not used by their step" not in caplog.text
 
 
 def test_other_shots_in_another_step_are_not_refused(tmp_path):
@@ -108,3 +142,52 @@ def test_a_rerun_that_re_attaches_warns_of_nothing(tmp_path, caplog):
             engine.run(STEP[:1], 100, scope="step-4")
         assert len(service.drain()) == 2
     assert "left open" not in caplog.text and "not used" not in caplog.text
+
+
+def test_the_command_line_stops_a_rerun_with_other_shots_and_says_how_to_go_on(tmp_path):
+    """`qpeft train` end to end: a run whose step's jobs stay queued stops at its deadline (exit 3,
+    jobs open); the command again with other `--shots` (and --overwrite, which keeps the ledger)
+    exits 2 with the jobs' ids and both ways on, and submits nothing; the same command with the
+    run's shots re-attaches and finishes."""
+    tiny = str(tiny_model_dir(tmp_path / "tiny"))
+    spool, out = tmp_path / "spool", tmp_path / "run"
+    spool.mkdir()
+
+    def train(shots: int, *flags: str) -> subprocess.CompletedProcess:
+        options = {"spool": str(spool), "poll_interval": 0.01, "max_poll_interval": 0.05, "deadline": 3.0}
+        cmd = [sys.executable, "-m", "qpeft.cli", "train", "--model", tiny, "--data", "arithmetic:1"]
+        cmd += ["--method", "qtha-weights", "--adapter", json.dumps({"r": 4, "bond_dim": 2, "qnn_layers": 1})]
+        cmd += ["--out", str(out), "--steps", "1", "--batch-size", "2", "--max-examples", "4", "--max-length", "48"]
+        cmd += ["--eval-examples", "1", "--no-progress", "--quantum-backend", "local:shots", "--shots", str(shots)]
+        cmd += ["--quantum-options", json.dumps(options), *flags]
+        return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+
+    first = train(200)  # no service yet: the step's jobs stay queued
+    assert first.returncode == 3, first.stderr
+    ids = [r["job_id"] for r in read_ledger(out / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    assert ids
+    other = train(300, "--overwrite")  # (other settings: the run directory asks for it; the ledger stays)
+    assert other.returncode == 2, other.stderr
+    assert "than this call's shots=300 (shots=200: " in other.stderr and "switch_shots" in other.stderr
+    assert all(i in other.stderr for i in ids)
+    assert sorted(p.name for p in spool.glob("*.job.json")) == sorted(f"{i}.job.json" for i in ids)  # none new
+    with SpoolService(spool) as service:
+        again = train(200, "--overwrite")
+        assert again.returncode == 0, again.stderr
+        served = {s["job_id"] for s in service.drain()}
+    records = read_ledger(out / "jobs" / "ledger.jsonl")
+    step = sorted(r["job_id"] for r in records if r["event"] == "submitted" and r["scope"].startswith("train"))
+    assert step == sorted(ids) and set(ids) <= served  # the step's open jobs ran once; no step job paid again
+
+
+def test_qpeft_eval_with_its_own_shots_is_not_stopped_by_a_training_runs_open_evaluation(tmp_path):
+    """A training run's periodic evaluation (``eval-step-N``) left its jobs open; ``qpeft eval`` of
+    the run's adapter (``eval-adapter``) with other shots is another kind of call: it goes on."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    (job_id,) = _left_open(spool, run, shots=100, scope="eval-step-4")
+    with SpoolService(spool) as service:
+        with JobEngine(SpoolProvider(spool=spool), run, **FAST) as engine:
+            engine.run(STEP[:1], 500, scope="eval-adapter")
+            with pytest.raises(ValueError, match=f"shots=100: {job_id}; for eval-step-4"):
+                engine.run(STEP[:2], 500, scope="eval-step-6")  # the training run's evaluation again, other shots
+        assert len(service.drain()) == 2

@@ -91,10 +91,11 @@ class JobEngine:
         self._templates = Templates(provider.two_qubit_gates)
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
         self.calls = ProviderCalls(provider, self.options)
-        method = weakref.WeakMethod(self._record)  # (no engine <-> submitter cycle: a dropped engine is freed at once)
-        record = lambda *a, **kw: method()(*a, **kw)  # noqa: E731
-        self.submitter = Submitter(provider, self.calls, self.ledger, self.options, self.budget, record)
-        self._writer = JobWriter(self.cache, record)  # finished jobs written while the next one runs
+        record = weakref.WeakMethod(self._record)  # (no engine <-> submitter cycle: a dropped engine is freed at once)
+        self.submitter = Submitter(
+            provider, self.calls, self.ledger, self.options, self.budget, lambda *a, **kw: record()(*a, **kw)
+        )
+        self._writer = JobWriter(self.cache)  # finished jobs written while the next one runs
         self._closed = False
         self._state = threading.Lock()
 
@@ -125,8 +126,9 @@ class JobEngine:
                 return
             self._closed = True
         try:
+            if raise_errors:  # (not on an error's way: a rerun may still re-attach to its step's jobs)
+                self._inherited.finish()
             self._writer.drain(raise_errors)
-            self._inherited.finish()
         finally:
             self._writer.shutdown()
             self.cache.close()
@@ -199,7 +201,7 @@ class JobEngine:
         header = f"{fingerprint}|{shots}|{'' if reuse else scope}"
         self._writer.drain(raise_errors=False)  # writes left by an interrupted call land first
         self.cache.refresh()
-        pending = []
+        pending, keys = [], []
         # The jobs are split over all of the call's circuits, never over what this process happens
         # to remember: a job's key must not depend on the process, or a rerun after a crash would
         # not find the job the crashed process left open (and would pay for its circuits again).
@@ -210,17 +212,19 @@ class JobEngine:
                     self._store(results, keyed, members, remembered, shots)
                     continue
             job_key = job_key_of(header, keyed, members)
+            keys.append(job_key)
             done = self.cache.get_job(job_key, len(members))
             if done is None:
                 pending.append((job_key, members, pick(keyed.circuits, members), pick(keyed.widths, members)))
             else:
                 self._store(results, keyed, members, done, shots)
+        self._inherited.check(scope, shots, keys, paying=bool(pending))  # before anything is paid
         if pending:
-            self._inherited.check(scope, shots, (job_key for job_key, *_ in pending))  # before anything is paid
             try:
                 self._run_jobs(pending, shots, deadline, scope, results, keyed)
             except BaseException:
                 self._writer.drain(raise_errors=False)  # the finished jobs are kept; the job's error is raised
+                self._inherited.add(filter(None, map(self.ledger.get_live, (job_key for job_key, *_ in pending))))
                 raise
             self._writer.drain()
         return results if isinstance(keyed.index, range) else [results[i] for i in keyed.index]
@@ -330,7 +334,7 @@ class JobEngine:
                 usage = self.calls.usage(job_id)
                 if usage:
                     timing["usage"] = usage
-                self._writer.submit(job_key, probs, common, timing)
+                self._writer.submit(self._record, job_key, probs, common, timing)
                 return probs
             if state in ("lost", "timeout"):  # the provider confirmed the job will not run on
                 self._record(state, *common, message=message, **timing)
@@ -376,7 +380,8 @@ class JobEngine:
         state, message, _ = self.calls.poll(job_id, started, deadline)
         if state is State.DONE:
             probs = self.calls.fetch(job_id, circuits, widths, shots)
-            self._writer.write(job_key, probs, common, {"wall_s": time.time() - started, "queue_s": 0.0}, "refetched")
+            timing = {"wall_s": time.time() - started, "queue_s": 0.0}
+            self._writer.write(self._record, job_key, probs, common, timing, "refetched")
             logger.info("job %s (key %s): results fetched again from the provider", job_id, job_key)
             return probs
         why = getattr(state, "name", state) + (f": {message}" if message else "")

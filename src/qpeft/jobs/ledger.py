@@ -2,16 +2,18 @@
 
 ``intent`` is written (and fsynced) before a submit call to a provider whose jobs outlive the
 process, so a crash while the call is in flight leaves a record of it; ``submitted`` right after
-a submit returns (before any polling), ``unknown`` when a submit gave no answer, and one terminal
-event per job (``done``, ``failed``, ``lost``, ``timeout`` (cancelled past its time limit, the
-provider confirmed), ``cancelled``, or ``rejected`` for a submission that created nothing: the
-provider answered with an error, or a submission left open by a crash was not found by its tag).
-A ``done`` record may carry ``usage``: what the provider reported the job used. ``refetched``
-says a ``done`` job's results, missing from the result cache (compacted away, or damaged by a
-power loss), were fetched from the provider again; ``gone`` that the provider no longer had them
-either (the job is then submitted again). A restarted engine reads it to re-attach to jobs that
-were submitted but never reached a terminal event, and to settle submissions left without a job
-id. It holds no secret.
+a submit returns (before any polling), ``unknown`` when a submit gave no answer, and one
+terminal event per job (``done``, ``failed``, ``lost``, ``timeout`` (cancelled past its time
+limit, the provider confirmed), ``cancelled``, or ``rejected`` for a submission that created
+nothing: the provider answered with an error, or a submission left open by a crash was not found
+by its tag). A ``done`` record may carry ``usage``: what the provider reported the job used.
+``refetched`` says a ``done`` job's results, missing from the result cache (compacted away, or
+damaged by a power loss), were fetched from the provider again; ``gone`` that the provider no
+longer had them either (the job is then submitted again). ``left`` says a rerun with other shots
+went on without an open job (``switch_shots``); the job stays open, and a run with its shots
+still re-attaches to it. A restarted engine reads it to re-attach to jobs that were submitted
+but never reached a terminal event, and to settle submissions left without a job id. It holds no
+secret.
 """
 
 from __future__ import annotations
@@ -241,6 +243,8 @@ def totals(records: list[dict]) -> dict:
         "retries": _retries(records),
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
+        # open jobs a rerun with other shots went on without (switch_shots): they may still run and be billed
+        "left_open": sum(r["event"] == "left" for r in records),
         # submissions that may have created a job whose id is not known: `qpeft jobs RUN --resolve TAG`
         "unresolved": sorted(r["tag"] for r in _open(records).values() if r["event"] in UNSETTLED),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)

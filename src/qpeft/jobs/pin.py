@@ -12,15 +12,16 @@ across processes).
 
 The jobs an earlier process left open are re-attached to by the step (the call's scope) that made
 them, and only when the step asks for the same circuits with the same settings. A rerun with other
-shots would leave them running (and billed) unused and pay for the step again, so it is refused
-unless the engine option ``switch_shots`` is on; an open job its step did not use (the step's
-angles or job split differ: a resume from an earlier checkpoint, a changed ``max_circuits``) is
-named in a warning (:class:`OpenJobs`).
+shots would leave them running (and billed) unused and pay for their step again, so it is refused
+before it pays for anything unless the engine option ``switch_shots`` is on; an open job its step
+did not use (the step's angles or job split differ: a resume from an earlier checkpoint, a changed
+``max_circuits``) is named in a warning (:class:`OpenJobs`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -97,72 +98,109 @@ def _named(records: list[dict]) -> str:
     return ", ".join(r.get("job_id") or f"tag {r.get('tag')}" for r in records)
 
 
+def _job(r: dict) -> tuple:
+    return r.get("key"), r.get("job_id"), r.get("tag")
+
+
+def scope_kind(scope: str) -> str:
+    """What kind of call a scope names: the scope up to its first digit (``train-12/m0`` ->
+    ``train-``, a training step; ``eval-step-4`` -> ``eval-step-``, a training run's evaluation;
+    ``eval-adapter`` for ``qpeft eval`` of the adapter in ``adapter``); "" for a call without a scope."""
+    return re.match(r"\D*", scope).group()
+
+
 class OpenJobs:
     """The jobs earlier processes left open on this run's backend (inherited by a new engine),
     followed until the step that made each one re-attaches to it.
 
-    :meth:`check` runs before a call submits anything: an open job of the call's scope made with
-    other shots is refused (ValueError, unless ``switch`` is on: then a warning), since the call
-    cannot use it and would pay for its circuits again; once the run has left a scope (a call of
-    another scope, or :meth:`finish` at close), an open job of that scope it never re-attached to
-    is named in a warning: it may still run and be billed. Durable providers only (a local job
-    ends with its process).
+    :meth:`check` runs before a call pays for anything. An open job of the same kind of call
+    (training steps, evaluations: :func:`scope_kind`) made with other shots refuses it
+    (ValueError): a rerun with other shots cannot use the jobs its interrupted step left open,
+    which may still run and be billed, and would pay for that step again; checking every call of
+    the kind, not only that step's, stops a resume from an earlier checkpoint before it pays for
+    the steps in between. With ``switch`` the call goes on, and a ``left`` record in the ledger
+    says that the run went on without those jobs (they stay open: a later run with their shots
+    still re-attaches to them), so later reruns are not refused for them again. Once the run has
+    left a scope (a call of another scope, or :meth:`finish` at a clean close), an open job of that
+    scope it did not re-attach to is named in a warning. Durable providers only (a local job ends
+    with its process).
     """
 
     def __init__(self, ledger: Ledger, provider: Provider, switch: bool) -> None:
         mine = (provider.name, provider.backend or "")
+        left = {_job(r) for r in ledger.records if r["event"] == "left"}
+        self._ledger, self._switch = ledger, switch
         self._open = {
             key: r
             for key, r in ledger.live().items()
-            if provider.durable and r.get("scope") and (r.get("provider"), r.get("backend") or "") == mine
+            if provider.durable and (r.get("provider"), r.get("backend") or "") == mine and _job(r) not in left
         }
-        self._switch = switch
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
-    def check(self, scope: str, shots: int | None, keys: Iterable[str]) -> None:
-        """Before a call of ``scope`` runs the jobs ``keys`` (those it re-attaches to among them)."""
-        if not self._open or not scope:
+    def check(self, scope: str, shots: int | None, keys: Iterable[str], paying: bool) -> None:
+        """Before a call of ``scope`` that runs the jobs ``keys`` (all of the call's jobs: re-attached,
+        cached or new); ``paying``: whether it submits or re-attaches to any."""
+        if not self._open:
             return
         with self._lock:
             for key in keys:
                 self._open.pop(key, None)
-            other = [r for r in self._open.values() if r["scope"] == scope and r.get("shots") != shots]
-            if other:
-                was = _shots(other[0].get("shots"))
-                words = (
-                    f"this run's ledger has {len(other)} job(s) open for {scope} made with {was} ({_named(other)}), "
-                    f"but the step now runs with {_shots(shots)}: it cannot use them, they may still run and be "
-                    "billed, and the step would be paid for again"
-                )
-                if not self._switch:
-                    raise ValueError(
-                        f"{words}. Run with {was} (--shots) to re-attach to them; to go on with {_shots(shots)} and "
-                        "leave them (not cancelled: cancel them in the provider's console if you do not want them "
-                        "billed), add '\"switch_shots\": true' to --quantum-options"
-                    )
-                logger.warning("%s; going on with %s (switch_shots), the jobs are left open", words, _shots(shots))
-                for r in other:
-                    self._open.pop(r["key"], None)
-            self._report(self._seen - {scope})
-            self._seen.add(scope)
+            kind = scope_kind(scope)
+            other = [
+                r for r in self._open.values() if scope_kind(r.get("scope") or "") == kind and r.get("shots") != shots
+            ]
+            if other and paying:
+                self._refuse_or_leave(other, shots)
+            if scope:
+                self._report(self._seen - {scope})
+                self._seen.add(scope)
+
+    def _refuse_or_leave(self, other: list[dict], shots: int | None) -> None:
+        made = "; ".join(
+            f"{_shots(s)}: {_named([r for r in other if r.get('shots') == s])}"
+            for s in dict.fromkeys(r.get("shots") for r in other)
+        )
+        steps = ", ".join(dict.fromkeys(r.get("scope") or "(no scope)" for r in other))
+        words = (
+            f"this run's ledger has {len(other)} job(s) open that an earlier process made with other shots than "
+            f"this call's {_shots(shots)} ({made}; for {steps}): this run cannot use them, they may still run and "
+            "be billed, and their steps would be paid for again"
+        )
+        if not self._switch:
+            was = _shots(other[0].get("shots"))
+            raise ValueError(
+                f"{words}. Run with {was} as the interrupted run did (--shots, or the shots the engine is called "
+                f"with) to re-attach to them; to go on with {_shots(shots)} without them (they are not cancelled: "
+                "cancel them in the provider's console if you do not want them billed), set the engine option "
+                "switch_shots (on the command line: --quantum-options '{\"switch_shots\": true}')"
+            )
+        logger.warning("%s; going on with %s without them (switch_shots): they stay open", words, _shots(shots))
+        for r in other:
+            self._ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), scope=r.get("scope"))
+            self._open.pop(r["key"], None)
+
+    def add(self, records: Iterable[dict]) -> None:
+        """Jobs this engine's interrupted call leaves open: a later call of it is checked against them too."""
+        with self._lock:
+            self._open.update((r["key"], r) for r in records)
 
     def finish(self) -> None:
-        """At close: name the open jobs of every scope this engine ran that it did not use."""
+        """At a clean close: name the open jobs of every scope this engine ran that it did not use."""
         with self._lock:
             self._report(self._seen)
 
     def _report(self, scopes: set[str]) -> None:
-        unused = [r for r in self._open.values() if r["scope"] in scopes]
+        unused = [r for r in self._open.values() if r.get("scope") in scopes]
         if not unused:
             return
         for r in unused:
             self._open.pop(r["key"], None)
         logger.warning(
-            "%d job(s) an earlier process left open were not used by their step (%s: %s): the step's circuits or "
-            "their split differ (the angles, e.g. after a resume from an earlier checkpoint, or max_circuits or a "
-            "provider option changed). They are not cancelled and may still run and be billed: cancel them in the "
-            "provider's console if you do not want them",
+            "%d job(s) left open (by an earlier process, or an interrupted call) were not used by their step "
+            "(%s: %s): the step's circuits or their split differ (the angles, e.g. after a resume from an earlier "
+            "checkpoint, or max_circuits or a provider option changed). They are not cancelled and may still run and "
+            "be billed: cancel them in the provider's console if you do not want them",
             len(unused),
             ", ".join(sorted({r["scope"] for r in unused})),
             _named(unused),

@@ -18,26 +18,27 @@ logger = logging.getLogger(__name__)
 
 
 class JobWriter:
-    """Writes finished jobs to ``cache`` and their records through ``record`` (the engine's
-    ledger writer: ``record(event, job_key, job_id, attempt, circuits, shots, tag, **extra)``)."""
+    """Writes finished jobs to ``cache``, and their records through the ``record`` each write is
+    given (the engine's ledger writer: ``record(event, job_key, job_id, attempt, circuits, shots,
+    tag, **extra)``; a queued write holds it, and so keeps its engine alive until it is written)."""
 
-    def __init__(self, cache: ResultCache, record: Callable) -> None:
-        self.cache, self._record = cache, record
+    def __init__(self, cache: ResultCache) -> None:
+        self.cache = cache
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpeft-persist")
         self._writes: list[Future] = []
 
-    def write(self, job_key: str, probs, common: tuple, timing: dict, event: str = "done") -> None:
+    def write(self, record: Callable, job_key: str, probs, common: tuple, timing: dict, event: str = "done") -> None:
         """Write one finished job now, in the calling thread: its results, then its record."""
         self.cache.put_job(job_key, probs)
-        self._record(event, *common, **timing)
+        record(event, *common, **timing)
 
-    def submit(self, job_key: str, probs, common: tuple, timing: dict) -> None:
+    def submit(self, record: Callable, job_key: str, probs, common: tuple, timing: dict) -> None:
         """Write one finished job on the writer thread (in the calling thread once the interpreter
         is shutting down and starts no threads)."""
         try:
-            self._writes.append(self._pool.submit(self.write, job_key, probs, common, timing))
+            self._writes.append(self._pool.submit(self.write, record, job_key, probs, common, timing))
         except RuntimeError:
-            self.write(job_key, probs, common, timing)
+            self.write(record, job_key, probs, common, timing)
 
     def drain(self, raise_errors: bool = True) -> None:
         """Wait for every pending write; the first one that failed (e.g. a full disk) is raised,
