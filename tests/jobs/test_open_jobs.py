@@ -24,7 +24,7 @@ FAST = dict(poll_interval=0.01, max_poll_interval=0.05, progress=False)
 STEP = [BoundCircuit(RY, (t,)) for t in (0.1, 0.2, 0.3)]
 
 
-def _left_open(spool, run, shots=100, circuits=STEP, scope="step-3", **provider) -> list[str]:
+def _left_open(spool, run, shots=100, circuits=STEP, scope="train-3", **provider) -> list[str]:
     """A first process whose step's jobs stay queued (the service takes none) past its deadline;
     the ids of the jobs it leaves open."""
     spool.mkdir(parents=True, exist_ok=True)
@@ -40,12 +40,12 @@ def test_a_rerun_with_other_shots_is_refused_before_it_pays(tmp_path):
     (job_id,) = _left_open(spool, run, shots=100)
     with SpoolService(spool) as service:
         engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
-        with pytest.raises(ValueError, match=f"than this call's shots=200 \\(shots=100: {job_id}; for step-3\\)"):
-            engine.run(STEP, 200, scope="step-3")
+        with pytest.raises(ValueError, match=f"than this call's shots=200 \\(shots=100: {job_id}; for train-3\\)"):
+            engine.run(STEP, 200, scope="train-3")
         # nothing submitted: the service ran only the job that was open (once it was back up)
         assert [s["job_id"] for s in service.drain()] == [job_id]
         # the same command with the run's shots re-attaches and uses its results: nothing paid again
-        engine.run(STEP, 100, scope="step-3")
+        engine.run(STEP, 100, scope="train-3")
         assert [s["job_id"] for s in service.drain()] == [job_id]
     assert [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")].count("intent") == 1
 
@@ -55,18 +55,18 @@ def test_switch_shots_goes_on_and_names_the_jobs_it_leaves(tmp_path, caplog):
     (job_id,) = _left_open(spool, run, shots=100)
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
         engine = JobEngine(SpoolProvider(spool=spool), run, switch_shots=True, **FAST)
-        engine.run(STEP, 200, scope="step-3")
+        engine.run(STEP, 200, scope="train-3")
         engine.close()
         served = service.drain()
     assert len(served) == 2  # the new step's job, and the old one the service still had queued
-    assert f"(shots=100: {job_id}; for step-3)" in caplog.text and "switch_shots" in caplog.text
+    assert f"(shots=100: {job_id}; for train-3)" in caplog.text and "switch_shots" in caplog.text
     assert "not used by their step" not in caplog.text  # named once, not again at close
     records = read_ledger(run / "jobs" / "ledger.jsonl")
     assert [r["job_id"] for r in records if r["event"] == "left"] == [job_id]
     assert totals(records)["left_open"] == 1
     # the run went on without it, as recorded: a later rerun with the new shots is not refused for it
     with SpoolService(spool) as service:
-        JobEngine(SpoolProvider(spool=spool), run, **FAST).run(STEP[:2], 200, scope="step-4")
+        JobEngine(SpoolProvider(spool=spool), run, **FAST).run(STEP[:2], 200, scope="train-4")
         assert len(service.drain()) == 3
 
 
@@ -74,11 +74,11 @@ def test_a_resume_from_an_earlier_checkpoint_with_other_shots_is_refused_before_
     """The crash left step 3's jobs open; the checkpoint is at step 1, so the rerun's first calls
     are steps 1 and 2. With other shots they must not be paid for before step 3 is refused."""
     spool, run = tmp_path / "spool", tmp_path / "run"
-    (job_id,) = _left_open(spool, run, shots=100, scope="step-3/m1")  # (module batching: a sub-scope)
+    (job_id,) = _left_open(spool, run, shots=100, scope="train-3/m1")  # (module batching: a sub-scope)
     with SpoolService(spool) as service:
         engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
-        with pytest.raises(ValueError, match=f"shots=100: {job_id}; for step-3/m1"):
-            engine.run(STEP[:1], 200, scope="step-1/m0")
+        with pytest.raises(ValueError, match=f"shots=100: {job_id}; for train-3/m1"):
+            engine.run(STEP[:1], 200, scope="train-1/m0")
         assert [s["job_id"] for s in service.drain()] == [job_id]  # only the job that was open
 
 
@@ -89,7 +89,7 @@ def test_a_close_on_an_error_names_no_job_as_unused(tmp_path, caplog):
     _left_open(spool, run, max_circuits=4)
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
         with pytest.raises(KeyError), JobEngine(SpoolProvider(spool=spool, max_circuits=4), run, **FAST) as engine:
-            engine.run(STEP[:1], 100, scope="step-3")  # another call of the step, not the open job's
+            engine.run(STEP[:1], 100, scope="train-3")  # another call of the step, not the open job's
             raise KeyError("interrupted")
         service.drain()
     assert "not used by their step" not in caplog.text
@@ -103,7 +103,7 @@ def test_other_shots_in_another_step_are_not_refused(tmp_path):
     with SpoolService(spool) as service:
         engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
         engine.run([BoundCircuit(RY, (0.9,))], 500, scope="eval-0")
-        engine.run(STEP, 100, scope="step-3")
+        engine.run(STEP, 100, scope="train-3")
         assert len(service.drain()) == 2  # the evaluation's job and the open one: nothing paid twice
 
 
@@ -114,13 +114,21 @@ def test_an_open_job_its_step_did_not_use_is_named(tmp_path, caplog):
     (job_id,) = _left_open(spool, run, max_circuits=4)
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
         engine = JobEngine(SpoolProvider(spool=spool, max_circuits=2), run, **FAST)
-        engine.run(STEP, 100, scope="step-3")
+        engine.run(STEP, 100, scope="train-3")
         assert "not used by their step" not in caplog.text  # still in its step: more calls may use it
-        engine.run(STEP[:1], 100, scope="step-4")  # the run has left step 3
-        assert f"not used by their step (step-3: {job_id})" in caplog.text
+        engine.run(STEP[:1], 100, scope="train-4")  # the run has left step 3
+        assert f"not used by their step (train-3: {job_id})" in caplog.text
         engine.close()
         assert caplog.text.count(job_id) == 1
         service.drain()
+        # recorded: the next process neither warns nor refuses for it again (it would with other shots)
+        caplog.clear()
+        with JobEngine(SpoolProvider(spool=spool, max_circuits=2), run, **FAST) as again:
+            again.run(STEP[:1], 300, scope="train-3")
+        service.drain()
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [(r["job_id"], r["why"]) for r in records if r["event"] == "left"] == [(job_id, "not used by its step")]
+    assert job_id not in caplog.text
 
 
 def test_close_names_an_unused_open_job_of_the_last_step(tmp_path, caplog):
@@ -128,8 +136,8 @@ def test_close_names_an_unused_open_job_of_the_last_step(tmp_path, caplog):
     (job_id,) = _left_open(spool, run, max_circuits=4)
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
         with JobEngine(SpoolProvider(spool=spool, max_circuits=2), run, **FAST) as engine:
-            engine.run(STEP, 100, scope="step-3")
-        assert f"(step-3: {job_id})" in caplog.text
+            engine.run(STEP, 100, scope="train-3")
+        assert f"(train-3: {job_id})" in caplog.text
         service.drain()
 
 
@@ -138,8 +146,8 @@ def test_a_rerun_that_re_attaches_warns_of_nothing(tmp_path, caplog):
     _left_open(spool, run)
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
         with JobEngine(SpoolProvider(spool=spool), run, **FAST) as engine:
-            engine.run(STEP, 100, scope="step-3")
-            engine.run(STEP[:1], 100, scope="step-4")
+            engine.run(STEP, 100, scope="train-3")
+            engine.run(STEP[:1], 100, scope="train-4")
         assert len(service.drain()) == 2
     assert "left open" not in caplog.text and "not used" not in caplog.text
 
@@ -180,14 +188,30 @@ def test_the_command_line_stops_a_rerun_with_other_shots_and_says_how_to_go_on(t
     assert step == sorted(ids) and set(ids) <= served  # the step's open jobs ran once; no step job paid again
 
 
-def test_qpeft_eval_with_its_own_shots_is_not_stopped_by_a_training_runs_open_evaluation(tmp_path):
-    """A training run's periodic evaluation (``eval-step-N``) left its jobs open; ``qpeft eval`` of
-    the run's adapter (``eval-adapter``) with other shots is another kind of call: it goes on."""
+def test_a_crash_in_an_evaluation_stops_a_rerun_with_other_shots_at_its_first_step(tmp_path):
+    """A training run's periodic evaluation (``eval-step-N``) left its jobs open: a rerun with other
+    shots resumes from the checkpoint before it, whose first calls are training steps. They belong
+    to the same run: refused before paying. ``qpeft eval`` of an adapter (``eval-<adapter>``) with
+    its own shots is another call: it goes on."""
     spool, run = tmp_path / "spool", tmp_path / "run"
     (job_id,) = _left_open(spool, run, shots=100, scope="eval-step-4")
     with SpoolService(spool) as service:
-        with JobEngine(SpoolProvider(spool=spool), run, **FAST) as engine:
-            engine.run(STEP[:1], 500, scope="eval-adapter")
-            with pytest.raises(ValueError, match=f"shots=100: {job_id}; for eval-step-4"):
-                engine.run(STEP[:2], 500, scope="eval-step-6")  # the training run's evaluation again, other shots
+        engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
+        with pytest.raises(ValueError, match=f"shots=100: {job_id}; for eval-step-4"):
+            engine.run(STEP[:2], 500, scope="train-2")
+        assert [s["job_id"] for s in service.drain()] == [job_id]  # only the job that was open
+        engine.run(STEP[:1], 500, scope="eval-checkpoint-4")
         assert len(service.drain()) == 2
+
+
+def test_an_interrupted_calls_own_open_jobs_stop_a_later_call_with_other_shots(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    spool.mkdir()
+    engine = JobEngine(SpoolProvider(spool=spool), run, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")  # no service: the job stays queued
+    (job_id,) = [r["job_id"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    with pytest.raises(ValueError, match=f"shots=100: {job_id}; for train-3"):
+        engine.run(STEP, 200, scope="train-3")
+    assert len(list(spool.glob("*.job.json"))) == 1  # nothing new submitted
+    engine.close()

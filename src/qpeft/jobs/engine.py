@@ -224,7 +224,7 @@ class JobEngine:
                 self._run_jobs(pending, shots, deadline, scope, results, keyed)
             except BaseException:
                 self._writer.drain(raise_errors=False)  # the finished jobs are kept; the job's error is raised
-                self._inherited.add(filter(None, map(self.ledger.get_live, (job_key for job_key, *_ in pending))))
+                self._inherited.add(filter(None, map(self.ledger.get_live, (k for k, *_ in pending))))
                 raise
             self._writer.drain()
         return results if isinstance(keyed.index, range) else [results[i] for i in keyed.index]

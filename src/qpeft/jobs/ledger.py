@@ -9,11 +9,11 @@ nothing: the provider answered with an error, or a submission left open by a cra
 by its tag). A ``done`` record may carry ``usage``: what the provider reported the job used.
 ``refetched`` says a ``done`` job's results, missing from the result cache (compacted away, or
 damaged by a power loss), were fetched from the provider again; ``gone`` that the provider no
-longer had them either (the job is then submitted again). ``left`` says a rerun with other shots
-went on without an open job (``switch_shots``); the job stays open, and a run with its shots
-still re-attaches to it. A restarted engine reads it to re-attach to jobs that were submitted
-but never reached a terminal event, and to settle submissions left without a job id. It holds no
-secret.
+longer had them either (the job is then submitted again). ``left`` says a run went on without an
+open job (other shots with ``switch_shots``, or its step did not use it); the job stays open,
+and a run that asks for its circuits and shots still re-attaches to it. A restarted engine reads
+it to re-attach to jobs that were submitted but never reached a terminal event, and to settle
+submissions left without a job id. It holds no secret.
 """
 
 from __future__ import annotations
@@ -243,8 +243,8 @@ def totals(records: list[dict]) -> dict:
         "retries": _retries(records),
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
-        # open jobs a rerun with other shots went on without (switch_shots): they may still run and be billed
-        "left_open": sum(r["event"] == "left" for r in records),
+        # open jobs a run went on without (other shots, or not used by their step): they may still run and be billed
+        "left_open": _left_open(records),
         # submissions that may have created a job whose id is not known: `qpeft jobs RUN --resolve TAG`
         "unresolved": sorted(r["tag"] for r in _open(records).values() if r["event"] in UNSETTLED),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
@@ -255,6 +255,12 @@ def totals(records: list[dict]) -> dict:
         "reported": reported,
         "reported_jobs": reporting,
     }
+
+
+def _left_open(records: list[dict]) -> int:
+    """How many jobs still open a run went on without (``left`` records)."""
+    left = {(r.get("key"), r.get("tag")) for r in records if r["event"] == "left"}
+    return sum((key, r.get("tag")) in left for key, r in _open(records).items())
 
 
 def _open(records: list[dict]) -> dict[str, dict]:
@@ -290,7 +296,7 @@ def recent_steps(
     newest: dict[str, int] = {}
     step_of: dict[str, set[str]] = defaultdict(set)
     for n, r in enumerate(records):
-        if r.get("key") is not None and "scope" in r:
+        if r.get("key") is not None and "scope" in r and r["event"] != "left":
             step = (r["scope"] or "").split("/", 1)[0]
             newest[step] = n
             step_of[r["key"]].add(step)

@@ -99,56 +99,65 @@ def _named(records: list[dict]) -> str:
 
 
 def _job(r: dict) -> tuple:
-    return r.get("key"), r.get("job_id"), r.get("tag")
+    """A submission: its key and tag (the tag stays when a recovery or ``--resolve`` finds its id)."""
+    return r.get("key"), r.get("tag")
 
 
-def scope_kind(scope: str) -> str:
-    """What kind of call a scope names: the scope up to its first digit (``train-12/m0`` ->
-    ``train-``, a training step; ``eval-step-4`` -> ``eval-step-``, a training run's evaluation;
-    ``eval-adapter`` for ``qpeft eval`` of the adapter in ``adapter``); "" for a call without a scope."""
-    return re.match(r"\D*", scope).group()
+#: a training run's scopes, one group: its steps (``train-N``, ``/m<i>`` module calls), its periodic
+#: and final evaluations, and the step runner's scope before the loop names one
+_TRAINING = re.compile(r"(train-\d+|eval-step-\d+|eval|step)")
+
+
+def scope_group(scope: str) -> str:
+    """The calls whose open jobs a call with other shots cannot use: all of a training run's calls
+    (``"training"``: a resume from an earlier checkpoint reaches its open jobs only after paying
+    for the steps in between), otherwise the call's own scope without its ``/module`` suffix
+    (``qpeft eval``'s ``eval-<adapter>``, an API caller's scopes); "" for a call without a scope."""
+    base = scope.split("/", 1)[0]
+    return "training" if _TRAINING.fullmatch(base) else base
 
 
 class OpenJobs:
     """The jobs earlier processes left open on this run's backend (inherited by a new engine),
     followed until the step that made each one re-attaches to it.
 
-    :meth:`check` runs before a call pays for anything. An open job of the same kind of call
-    (training steps, evaluations: :func:`scope_kind`) made with other shots refuses it
-    (ValueError): a rerun with other shots cannot use the jobs its interrupted step left open,
-    which may still run and be billed, and would pay for that step again; checking every call of
-    the kind, not only that step's, stops a resume from an earlier checkpoint before it pays for
-    the steps in between. With ``switch`` the call goes on, and a ``left`` record in the ledger
-    says that the run went on without those jobs (they stay open: a later run with their shots
-    still re-attaches to them), so later reruns are not refused for them again. Once the run has
-    left a scope (a call of another scope, or :meth:`finish` at a clean close), an open job of that
-    scope it did not re-attach to is named in a warning. Durable providers only (a local job ends
-    with its process).
+    :meth:`check` runs before a call pays for anything. An open job of the call's group
+    (:func:`scope_group`: all of a training run's steps and evaluations, or the call's own scope)
+    made with other shots refuses it (ValueError): a rerun with other shots cannot use the jobs its
+    interrupted run left open, which may still run and be billed, and would pay for their steps
+    again; checking every call of the group, not only that step's, stops a resume from an earlier
+    checkpoint before it pays for the steps in between. With ``switch`` the call goes on. Once the
+    run has left a scope (a call of another scope, or :meth:`finish` at a clean close), an open job
+    of that scope it did not re-attach to is named in a warning. Either way a ``left`` record in the
+    ledger says that the run went on without the job, so later reruns are not refused or warned
+    for it again; it stays open in the ledger, and a run that asks for its circuits and shots still
+    re-attaches to it. Durable providers only (a local job ends with its process).
     """
 
     def __init__(self, ledger: Ledger, provider: Provider, switch: bool) -> None:
         mine = (provider.name, provider.backend or "")
         left = {_job(r) for r in ledger.records if r["event"] == "left"}
-        self._ledger, self._switch = ledger, switch
+        self._ledger, self._switch, self._durable = ledger, switch, provider.durable
         self._open = {
             key: r
             for key, r in ledger.live().items()
             if provider.durable and (r.get("provider"), r.get("backend") or "") == mine and _job(r) not in left
         }
         self._seen: set[str] = set()
+        self._interrupted: set[str] = set()  # keys of this engine's own interrupted calls
         self._lock = threading.Lock()
 
     def check(self, scope: str, shots: int | None, keys: Iterable[str], paying: bool) -> None:
         """Before a call of ``scope`` that runs the jobs ``keys`` (all of the call's jobs: re-attached,
         cached or new); ``paying``: whether it submits or re-attaches to any."""
-        if not self._open:
+        if not self._durable:
             return
         with self._lock:
             for key in keys:
                 self._open.pop(key, None)
-            kind = scope_kind(scope)
+            group = scope_group(scope)
             other = [
-                r for r in self._open.values() if scope_kind(r.get("scope") or "") == kind and r.get("shots") != shots
+                r for r in self._open.values() if scope_group(r.get("scope") or "") == group and r.get("shots") != shots
             ]
             if other and paying:
                 self._refuse_or_leave(other, shots)
@@ -176,14 +185,22 @@ class OpenJobs:
                 "switch_shots (on the command line: --quantum-options '{\"switch_shots\": true}')"
             )
         logger.warning("%s; going on with %s without them (switch_shots): they stay open", words, _shots(shots))
-        for r in other:
-            self._ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), scope=r.get("scope"))
+        self._leave(other, "other shots (switch_shots)")
+
+    def _leave(self, records: list[dict], why: str) -> None:
+        for r in records:
+            self._ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why=why)
             self._open.pop(r["key"], None)
 
     def add(self, records: Iterable[dict]) -> None:
-        """Jobs this engine's interrupted call leaves open: a later call of it is checked against them too."""
+        """Jobs this engine's interrupted call leaves open: later calls with other shots are refused
+        for them too (never named as unused: their step was interrupted, a rerun re-attaches)."""
+        if not self._durable:
+            return
         with self._lock:
-            self._open.update((r["key"], r) for r in records)
+            for r in records:
+                self._open[r["key"]] = r
+                self._interrupted.add(r["key"])
 
     def finish(self) -> None:
         """At a clean close: name the open jobs of every scope this engine ran that it did not use."""
@@ -191,11 +208,9 @@ class OpenJobs:
             self._report(self._seen)
 
     def _report(self, scopes: set[str]) -> None:
-        unused = [r for r in self._open.values() if r.get("scope") in scopes]
+        unused = [r for k, r in self._open.items() if r.get("scope") in scopes and k not in self._interrupted]
         if not unused:
             return
-        for r in unused:
-            self._open.pop(r["key"], None)
         logger.warning(
             "%d job(s) left open (by an earlier process, or an interrupted call) were not used by their step "
             "(%s: %s): the step's circuits or their split differ (the angles, e.g. after a resume from an earlier "
@@ -205,3 +220,4 @@ class OpenJobs:
             ", ".join(sorted({r["scope"] for r in unused})),
             _named(unused),
         )
+        self._leave(unused, "not used by its step")
