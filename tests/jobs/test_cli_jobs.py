@@ -24,6 +24,35 @@ def test_jobs_prints_ledger_totals(tmp_path, capsys):
     assert "no job ledger" in capsys.readouterr().err
 
 
+def test_jobs_open_lists_the_jobs_that_may_still_run(tmp_path, capsys):
+    """--open: the submitted jobs with no end, and the submissions of unknown outcome, with what a
+    user needs to find them in the provider's console; finished ones are not listed."""
+    from qpeft.jobs.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "jobs" / "ledger.jsonl")
+    base = dict(provider="origin", backend="WK_C180", circuits=3, shots=1000, attempt=1)
+    ledger.append("intent", key="k1", tag="k1.1", scope="train-3", **base)
+    ledger.append("submitted", key="k1", tag="k1.1", job_id="JOB-A", scope="train-3", **base)
+    ledger.append("intent", key="k2", tag="k2.1", scope="train-3", **base)  # a crash cut it off: no id
+    ledger.append("intent", key="k3", tag="k3.1", scope="train-2", **base)
+    ledger.append("submitted", key="k3", tag="k3.1", job_id="JOB-DONE", scope="train-2", **base)
+    ledger.append("done", key="k3", tag=None, job_id="JOB-DONE", scope="train-2", **base)
+    ledger.append("left", key="k1", tag="k1.1", job_id="JOB-A", why="other shots (switch_shots)")
+    ledger.close()
+    assert main(["jobs", str(tmp_path), "--open"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("JOB-A  origin:WK_C180  train-3  3 circuits, 1000 shots")
+    assert "went on without" in lines[0]
+    assert lines[1].startswith("tag k2.1 (outcome unknown: `--resolve k2.1`") and "went on" not in lines[1]
+    assert "JOB-DONE" not in out and "2 open job(s)" in lines[2]
+    assert main(["jobs", str(tmp_path), "--open", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [(j["job_id"], j["tag"], j["left"]) for j in got] == [("JOB-A", "k1.1", True), (None, "k2.1", False)]
+    assert main(["jobs", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["left_open"] == 1
+
+
 def test_plan_needs_a_quantum_backend(capsys):
     assert main(["plan", "--method", "qtha-weights"]) == 2
     assert "needs --quantum-backend" in capsys.readouterr().err

@@ -1,19 +1,21 @@
 """``qpeft jobs RUN_DIR``: a QPU run's job ledger on the command line (totals, the bill the
 providers reported next to the plan's estimate, settling a submission of unknown outcome by hand,
-repairing a corrupt ledger, compacting the result cache)."""
+listing the jobs that may still run, repairing a corrupt ledger, compacting the result cache)."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 
 def cmd_jobs(args) -> int:
     """``qpeft jobs RUN_DIR``: print the totals of the run's job ledger, the plan's estimate for
     its jobs and what the providers reported they used; or, with a flag, repair the ledger,
-    settle a submission of unknown outcome (``--resolve``) or compact the result cache.
+    settle a submission of unknown outcome (``--resolve``), list the jobs that may still run
+    (``--open``) or compact the result cache.
 
     Args:
         args: the parsed flags of ``qpeft jobs``.
@@ -36,6 +38,8 @@ def cmd_jobs(args) -> int:
         print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
     if args.compact_results is not None:
         return compact_results(args.run_dir, read_ledger(path), args.compact_results, as_json=args.json)
+    if args.open:
+        return list_open(read_ledger(path), as_json=args.json)
     records = read_ledger(path)
     result = {**totals(records), "estimate": estimate(records)}
     if args.json:
@@ -60,6 +64,32 @@ def cmd_jobs(args) -> int:
             f"{'reported':{width}s}{figures} ({reporting} of {result['jobs_done']} finished jobs; the provider's own "
             "figures, names and units)"
         )
+    return 0
+
+
+def list_open(records: list[dict], as_json: bool = False) -> int:
+    """``qpeft jobs RUN_DIR --open``: the jobs that may still run and be billed, one a line (id or
+    tag, provider:backend, step, shots, circuits, submitted), to cancel in the provider's console
+    the ones no run will use (those a run went on without are marked)."""
+    from qpeft.jobs.ledger import open_jobs
+
+    jobs = open_jobs(records)
+    if as_json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    if not jobs:
+        print("no open job: every job the ledger records has ended")
+        return 0
+    for job in jobs:
+        what = job["job_id"] or f"tag {job['tag']} (outcome unknown: `--resolve {job['tag']}` settles it)"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(job["time"])) if job["time"] else "?"
+        shots = "exact" if job["shots"] is None else f"{job['shots']} shots"
+        note = "; a run went on without it (cancel it if no run will use it)" if job["left"] else ""
+        print(f"{what}  {job['provider']}  {job['scope'] or '-'}  {job['circuits']} circuits, {shots}  {when}{note}")
+    print(
+        f"{len(jobs)} open job(s): a rerun of the run re-attaches to each one its steps ask for; a job may still "
+        "run and be billed until it ends"
+    )
     return 0
 
 
@@ -205,5 +235,11 @@ def add_parsers(sub) -> None:
         "`qpeft eval` of the run counts as a step; every training step is kept too while the run is "
         "unfinished: a rerun replays them from the cache); a job needed again is fetched from the "
         "provider again, or submitted again where the provider no longer has it; refused while the run is live",
+    )
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="list the jobs that may still run and be billed (submitted with no end recorded, or of unknown "
+        "outcome), with id, backend, step, shots and time; those a run went on without are marked",
     )
     p.set_defaults(func=cmd_jobs)

@@ -259,8 +259,29 @@ def totals(records: list[dict]) -> dict:
 
 def _left_open(records: list[dict]) -> int:
     """How many jobs still open a run went on without (``left`` records)."""
+    return sum(job["left"] for job in open_jobs(records))
+
+
+def open_jobs(records: list[dict]) -> list[dict]:
+    """The jobs of a ledger that may still run (and be billed): submitted with no end recorded, or
+    submitted with an unknown outcome (``job_id`` None: settle it by its tag). Each with its
+    provider and backend, id or tag, scope, shots, circuits, when it was submitted (``time``, a
+    Unix time) and whether a run went on without it (``left``), oldest first."""
     left = {(r.get("key"), r.get("tag")) for r in records if r["event"] == "left"}
-    return sum((key, r.get("tag")) in left for key, r in _open(records).items())
+    jobs = [
+        {
+            "job_id": r.get("job_id"),
+            "tag": r.get("tag"),
+            "provider": f"{r.get('provider')}:{r.get('backend') or ''}",
+            "scope": r.get("scope", ""),
+            "shots": r.get("shots"),
+            "circuits": r.get("circuits"),
+            "time": r.get("time"),
+            "left": (key, r.get("tag")) in left,
+        }
+        for key, r in _open(records).items()
+    ]
+    return sorted(jobs, key=lambda job: job["time"] or 0.0)
 
 
 def _open(records: list[dict]) -> dict[str, dict]:
