@@ -223,6 +223,7 @@ def totals(records: list[dict]) -> dict:
     (``reported``: each figure summed over the ``reported_jobs`` jobs that gave it)."""
     submitted = [r for r in records if r["event"] == "submitted"]
     done = [r for r in records if r["event"] == "done"]
+    live, left = _open(records).values(), left_behind(records)
     reported: dict[str, float] = {}
     reporting = 0
     for r in records:
@@ -244,9 +245,9 @@ def totals(records: list[dict]) -> dict:
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
         # open jobs a run went on without (other shots, or not used by their step): they may still run and be billed
-        "left_open": _left_open(records),
+        "left_open": sum(submission(r) in left for r in live),
         # submissions that may have created a job whose id is not known: `qpeft jobs RUN --resolve TAG`
-        "unresolved": sorted(r["tag"] for r in _open(records).values() if r["event"] in UNSETTLED),
+        "unresolved": sorted(r["tag"] for r in live if r["event"] in UNSETTLED),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
         "refetched": sum(r["event"] == "refetched" for r in records),
         # finished jobs whose results were gone from the cache and the provider: submitted again
@@ -257,9 +258,15 @@ def totals(records: list[dict]) -> dict:
     }
 
 
-def _left_open(records: list[dict]) -> int:
-    """How many jobs still open a run went on without (``left`` records)."""
-    return sum(job["left"] for job in open_jobs(records))
+def submission(r: dict) -> tuple:
+    """The submission a record is about: its key and tag (the tag stays when a recovery or
+    ``--resolve`` finds the job's id)."""
+    return r.get("key"), r.get("tag")
+
+
+def left_behind(records: list[dict]) -> set[tuple]:
+    """The submissions (:func:`submission`) a run went on without: those with a ``left`` record."""
+    return {submission(r) for r in records if r["event"] == "left"}
 
 
 def open_jobs(records: list[dict]) -> list[dict]:
@@ -267,7 +274,7 @@ def open_jobs(records: list[dict]) -> list[dict]:
     submitted with an unknown outcome (``job_id`` None: settle it by its tag). Each with its
     provider and backend, id or tag, scope, shots, circuits, when it was submitted (``time``, a
     Unix time) and whether a run went on without it (``left``), oldest first."""
-    left = {(r.get("key"), r.get("tag")) for r in records if r["event"] == "left"}
+    left = left_behind(records)
     jobs = [
         {
             "job_id": r.get("job_id"),
@@ -277,9 +284,9 @@ def open_jobs(records: list[dict]) -> list[dict]:
             "shots": r.get("shots"),
             "circuits": r.get("circuits"),
             "time": r.get("time"),
-            "left": (key, r.get("tag")) in left,
+            "left": submission(r) in left,
         }
-        for key, r in _open(records).items()
+        for r in _open(records).values()
     ]
     return sorted(jobs, key=lambda job: job["time"] or 0.0)
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qpeft.jobs.base import Provider
-from qpeft.jobs.ledger import Ledger, read_ledger
+from qpeft.jobs.ledger import Ledger, left_behind, read_ledger, submission
 from qpeft.jobs.providers import parse_spec
 
 logger = logging.getLogger(__name__)
@@ -98,11 +98,6 @@ def _named(records: list[dict]) -> str:
     return ", ".join(r.get("job_id") or f"tag {r.get('tag')}" for r in records)
 
 
-def _job(r: dict) -> tuple:
-    """A submission: its key and tag (the tag stays when a recovery or ``--resolve`` finds its id)."""
-    return r.get("key"), r.get("tag")
-
-
 #: a training run's scopes, one group: its steps (``train-N``, ``/m<i>`` module calls), its periodic
 #: and final evaluations, and the step runner's scope before the loop names one
 _TRAINING = re.compile(r"(train-\d+|eval-step-\d+|eval|step)")
@@ -136,12 +131,12 @@ class OpenJobs:
 
     def __init__(self, ledger: Ledger, provider: Provider, switch: bool) -> None:
         mine = (provider.name, provider.backend or "")
-        left = {_job(r) for r in ledger.records if r["event"] == "left"}
+        left = left_behind(ledger.records)
         self._ledger, self._switch, self._durable = ledger, switch, provider.durable
         self._open = {
             key: r
             for key, r in ledger.live().items()
-            if provider.durable and (r.get("provider"), r.get("backend") or "") == mine and _job(r) not in left
+            if provider.durable and (r.get("provider"), r.get("backend") or "") == mine and submission(r) not in left
         }
         self._seen: set[str] = set()
         self._interrupted: set[str] = set()  # keys of this engine's own interrupted calls
