@@ -205,10 +205,11 @@ def test_a_created_job_whose_record_cannot_be_written_is_named(tmp_path, caplog)
 
 def _locked_elsewhere(run) -> bool:
     """Whether another open file (this process's engine, or another process) holds the run's
-    engine lock: what a second process would find."""
+    engine lock (or the lock file ``run``): what a second process would find."""
     import fcntl
 
-    with open(run / "jobs" / "engine.lock", "a") as f:
+    path = run if run.suffix == ".lock" else run / "jobs" / "engine.lock"
+    with open(path, "a") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -249,3 +250,35 @@ def test_an_engine_freed_while_the_guard_is_taken_is_released_later_not_deadlock
     JobEngine(SpoolProvider(spool=tmp_path / "spool"), tmp_path / "other", **FAST).close()  # the next holder
     assert runlock._freed == [] and not _locked_elsewhere(tmp_path / "run")
     del engine
+
+
+def test_a_forked_child_does_not_keep_the_run_directory_locked(tmp_path):
+    """A process forked while an engine runs (a data loader's worker, a ``multiprocessing``
+    fork) shares the engine's lock files. Were it to keep its copies, the locks would outlive
+    the engine, and a rerun after the training ended would be refused while the worker lived.
+    The child's letting go must not unlock the parent's run directory either."""
+    import os
+
+    from qpeft.jobs.cache import ResultCache
+
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    engine = JobEngine(SpoolProvider(spool=spool), run, **FAST)
+    cache = ResultCache(tmp_path / "cache")
+    cache_lock = tmp_path / "cache.lock"
+    to_child, from_parent = os.pipe()
+    from_child, to_parent = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: says it has started, then lives until the test says so
+        os.write(to_parent, b"1")
+        os.read(to_child, 1)
+        os._exit(0)
+    try:
+        assert os.read(from_child, 1) == b"1"  # the child is past its fork hooks
+        assert _locked_elsewhere(run) and _locked_elsewhere(cache_lock), "the child's letting go unlocked the parent's"
+        engine.close()
+        cache.close()
+        assert not _locked_elsewhere(run), "the forked child kept the run directory locked after its engine closed"
+        assert not _locked_elsewhere(cache_lock), "the forked child kept the result cache locked after it was closed"
+    finally:
+        os.write(from_parent, b"1")
+        os.waitpid(child, 0)

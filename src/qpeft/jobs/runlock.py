@@ -53,8 +53,26 @@ class _Lock:
 _locks: dict[str, _Lock] = {}
 _guard = threading.Lock()
 _freed: list[RunHold] = []  # holds of engines freed while _guard was taken (released by its next holder)
-if hasattr(os, "register_at_fork"):  # a forked child holds none of its parent's run directories
-    os.register_at_fork(after_in_child=_locks.clear)
+_locked_files: weakref.WeakSet = weakref.WeakSet()  # every file open_locked holds locked in this process
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a data loader's worker, a ``multiprocessing`` fork) holds none of its
+    parent's run directories or caches. A flock belongs to the open file, which the child shares:
+    were the child to keep its copy, the lock would outlive the parent, and a rerun after the
+    parent ended would be refused while the child lived. So the child closes its copies (which
+    leaves the parent's lock in place: only ``LOCK_UN`` or the last copy's close releases it)."""
+    _locks.clear()
+    for f in list(_locked_files):
+        try:
+            f.close()
+        except OSError:
+            pass
+    _locked_files.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RunHold:
@@ -170,6 +188,7 @@ def open_locked(path: Path, exclusive: bool):
     f = open(path, "a")  # noqa: SIM115 (held while locked)
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        _locked_files.add(f)
         return f, None
     except OSError as err:
         f.close()
