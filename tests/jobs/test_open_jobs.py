@@ -215,3 +215,26 @@ def test_an_interrupted_calls_own_open_jobs_stop_a_later_call_with_other_shots(t
         engine.run(STEP, 200, scope="train-3")
     assert len(list(spool.glob("*.job.json"))) == 1  # nothing new submitted
     engine.close()
+
+
+def test_a_job_left_behind_then_re_attached_and_left_open_again_still_stops_other_shots(tmp_path):
+    """A run went on without a job (``left``), a later run with its shots re-attached to it and
+    was interrupted too: the job is that run's open job again, and a rerun with other shots must
+    be refused for it, not pass because of the old ``left`` record."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    (job_id,) = _left_open(spool, run, shots=100)
+    switching = JobEngine(SpoolProvider(spool=spool), run, switch_shots=True, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):  # goes on without it (left), and leaves its own job open
+        switching.run(STEP[:1], 200, scope="train-2")
+    switching.close()
+    back = JobEngine(SpoolProvider(spool=spool), run, switch_shots=True, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):  # the run's shots again: re-attaches to it, interrupted again
+        back.run(STEP, 100, scope="train-3")
+    back.close()
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["job_id"] for r in records if r["event"] == "reattached"] == [job_id]
+    with SpoolService(spool) as service:
+        with pytest.raises(ValueError, match=f"shots=100: {job_id}; for train-3"):
+            JobEngine(SpoolProvider(spool=spool), run, **FAST).run(STEP, 200, scope="train-3")
+        assert len(service.drain()) == 2  # the two open jobs, nothing new
+    assert totals(read_ledger(run / "jobs" / "ledger.jsonl"))["left_open"] == 1  # the 200-shot one only

@@ -308,6 +308,8 @@ class JobEngine:
                 return probs
         if live is not None:
             attempt, submitted_at = live["attempt"], live["time"]
+            if self.ledger.left_behind(live):  # a run went on without it; it is this run's again
+                self.ledger.append("reattached", key=job_key, job_id=live.get("job_id"), tag=live.get("tag"))
             if live["event"] == "submitted":
                 job_id = live["job_id"]
                 logger.info("re-attaching to job %s (key %s) from the ledger", job_id, job_key)

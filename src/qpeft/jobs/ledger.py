@@ -11,7 +11,8 @@ by its tag). A ``done`` record may carry ``usage``: what the provider reported t
 damaged by a power loss), were fetched from the provider again; ``gone`` that the provider no
 longer had them either (the job is then submitted again). ``left`` says a run went on without an
 open job (other shots with ``switch_shots``, or its step did not use it); the job stays open,
-and a run that asks for its circuits and shots still re-attaches to it. A restarted engine reads
+and a run that asks for its circuits and shots still re-attaches to it, which a ``reattached``
+record says (from then on the job is the run's again, left open or not). A restarted engine reads
 it to re-attach to jobs that were submitted but never reached a terminal event, and to settle
 submissions left without a job id. It holds no secret.
 """
@@ -59,6 +60,7 @@ class Ledger:
         self._attempts: dict[str, int] = {}
         self._done: dict[str, dict] = {}  # key -> newest done record
         self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
+        self._left: set[tuple] = set()  # submissions a run went on without (left_behind)
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
             self._index(record)
         if self.path is not None and self.path.exists():
@@ -66,6 +68,7 @@ class Ledger:
 
     def _index(self, r: dict) -> None:
         self.records.append(r)
+        _went_on_without(self._left, r)
         key = r.get("key")
         if key is None:
             return
@@ -130,6 +133,11 @@ class Ledger:
         """:meth:`live` of one key."""
         with self._lock:
             return self._open.get(key)
+
+    def left_behind(self, r: dict) -> bool:
+        """Whether a run went on without the submission of record ``r`` (:func:`left_behind`)."""
+        with self._lock:
+            return submission(r) in self._left
 
     def unsettled(self) -> list[dict]:
         """The submissions whose job may exist but whose id is unknown (``intent`` / ``unknown``)."""
@@ -265,8 +273,19 @@ def submission(r: dict) -> tuple:
 
 
 def left_behind(records: list[dict]) -> set[tuple]:
-    """The submissions (:func:`submission`) a run went on without: those with a ``left`` record."""
-    return {submission(r) for r in records if r["event"] == "left"}
+    """The submissions (:func:`submission`) a run went on without: those with a ``left`` record
+    and no ``reattached`` record after it."""
+    left: set[tuple] = set()
+    for r in records:
+        _went_on_without(left, r)
+    return left
+
+
+def _went_on_without(left: set[tuple], r: dict) -> None:
+    if r["event"] == "left":
+        left.add(submission(r))
+    elif r["event"] == "reattached":
+        left.discard(submission(r))
 
 
 def open_jobs(records: list[dict]) -> list[dict]:
@@ -324,7 +343,7 @@ def recent_steps(
     newest: dict[str, int] = {}
     step_of: dict[str, set[str]] = defaultdict(set)
     for n, r in enumerate(records):
-        if r.get("key") is not None and "scope" in r and r["event"] != "left":
+        if r.get("key") is not None and "scope" in r and r["event"] not in ("left", "reattached"):
             step = (r["scope"] or "").split("/", 1)[0]
             newest[step] = n
             step_of[r["key"]].add(step)
