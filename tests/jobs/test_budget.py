@@ -76,6 +76,46 @@ def test_an_amount_cap_in_the_providers_currency(tmp_path):
     assert len(service.submissions) == 2 and f"{2 * one:,.2f} CNY" in str(info.value)
 
 
+def test_an_amount_cap_counts_what_finished_jobs_reported_where_it_is_more_than_the_estimate(tmp_path):
+    """IBM bills the QPU seconds a job used (its metrics' ``quantum_seconds``). A job that ran
+    longer than the plan's estimate counts at what it cost, in this run and on a rerun: the cap is
+    on what was spent, not on what was expected. One that used less counts its estimate."""
+    pytest.importorskip("qiskit_aer")
+    from standins import StandInRuntimeService
+
+    from qpeft.jobs.ibm import IBMProvider
+
+    def engine(run, usage_s, cap):
+        service = StandInRuntimeService(usage_s=usage_s)
+        provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
+        provider.limits = Limits(max_circuits=2)  # 3 jobs
+        return service, JobEngine(provider, run, max_spend={"amount": cap}, **FAST)
+
+    one = job_spend("ibm", 2, 100).amount  # the plan's high estimate of one job: about 7 USD
+    ran = 30.0 * 1.60  # a job that ran 30 QPU seconds, at IBM's USD 1.60 per second
+    assert ran > 2 * one, "the test shows nothing: one job's real cost is within the estimate of two"
+    service, first = engine(tmp_path / "long", 30.0, 1.5 * ran)
+    with pytest.raises(BudgetExceededError, match=r"spent 2 job\(s\), 400 shots, ~96.00 USD"):
+        first.run(CIRCUITS, 100, scope="s")  # at the estimates, all 3 jobs would fit under the cap
+    assert service.submissions == 2
+    first.close()
+    service, rerun = engine(tmp_path / "long", 1.0, 2.1 * ran)  # the ledger's reported seconds count on a rerun
+    with pytest.raises(BudgetExceededError, match=r"spent 2 job\(s\), 400 shots, ~96.00 USD"):
+        rerun.run(CIRCUITS[:2], 200, scope="t")
+    assert service.submissions == 0
+    rerun.close()
+    service, cheap = engine(tmp_path / "short", 1.0, 2.5 * one)
+    with pytest.raises(BudgetExceededError, match=f"~{2 * one:,.2f} USD"):
+        cheap.run(CIRCUITS, 100, scope="s")
+    assert service.submissions == 2
+    cheap.close()
+    service, rerun = engine(tmp_path / "short", 1.0, 2.5 * one)
+    with pytest.raises(BudgetExceededError, match=f"~{2 * one:,.2f} USD"):  # (and on a rerun)
+        rerun.run(CIRCUITS[:2], 200, scope="t")
+    assert service.submissions == 0
+    rerun.close()
+
+
 def test_bad_caps_are_refused_up_front():
     with pytest.raises(ValueError, match="unknown unit"):
         JobEngine(SpoolProvider(spool="/tmp/unused-spool"), None, max_spend={"dollars": 5})

@@ -3,6 +3,9 @@ provider's currency (priced with :mod:`qpeft.jobs.rates`, at the high end of its
 
 What a run has spent is read from its ledger: every job it created (``submitted``), and every
 submission that may have created one (an ``intent`` or ``unknown`` not settled as ``rejected``).
+A job's amount is the high end of its estimate, or, once it finished, what the QPU seconds the
+provider reported it used cost where that is more (IBM reports the seconds it bills; the rates
+table's ``billed_seconds``): a job that ran longer than the estimate counts at what it cost.
 Before each submission the engine reserves the job's spend; a job that would take the run past
 the cap is not submitted (:class:`BudgetExceededError` says what was spent and what is left). The
 cap is not stored: a rerun with a higher cap continues where the run stopped, and nothing it
@@ -15,7 +18,7 @@ import math
 import threading
 from dataclasses import dataclass, fields
 
-from qpeft.jobs.rates import estimate, rate_of
+from qpeft.jobs.rates import billed, estimate, rate_of
 
 
 class BudgetExceededError(RuntimeError):
@@ -68,18 +71,24 @@ class SpendCap:
         return [name for name, cap in caps.items() if cap is not None and getattr(spend, name) > cap]
 
 
-def job_spend(provider: str, circuits: int, shots: int | None, backend: str | None = None) -> Spend:
+def job_spend(
+    provider: str, circuits: int, shots: int | None, backend: str | None = None, usage: dict | None = None
+) -> Spend:
     """One job of ``circuits`` circuits on ``provider`` (and ``backend``, where prices differ by
-    device): 1 job, its shots, and the high end of its estimated price."""
+    device): 1 job, its shots, and the high end of its estimated price, or of what it cost at the
+    QPU seconds the provider reported (``usage``, a finished job's) where that is more."""
     total_shots = circuits * (shots or 0)
     _, cost = estimate(provider, 1, circuits, total_shots, backend)
-    return Spend(1, total_shots, cost[1] if cost else 0.0)
+    amount = cost[1] if cost else 0.0
+    actual = billed(provider, 1, total_shots, usage, backend)
+    return Spend(1, total_shots, max(amount, actual) if actual is not None else amount)
 
 
 def spent_in(records: list[dict], provider: str) -> Spend:
     """What a ledger's jobs spent: every job created or possibly created (an unsettled intent);
     the amount counts the jobs of ``provider`` only (one currency)."""
     maybe: dict[str, dict] = {}  # tag -> its newest intent / unknown / submitted record
+    usage = {r.get("job_id"): r["usage"] for r in records if r["event"] == "done" and r.get("usage")}
     for r in records:
         tag = r.get("tag") or f"{r.get('key')}.{r.get('attempt')}"
         if r["event"] in ("intent", "unknown", "submitted"):
@@ -88,7 +97,9 @@ def spent_in(records: list[dict], provider: str) -> Spend:
             maybe.pop(tag, None)
     total = Spend()
     for r in maybe.values():
-        one = job_spend(r.get("provider", ""), r.get("circuits", 0), r.get("shots"), r.get("backend"))
+        one = job_spend(
+            r.get("provider", ""), r.get("circuits", 0), r.get("shots"), r.get("backend"), usage.get(r.get("job_id"))
+        )
         total += one if r.get("provider") == provider else Spend(one.jobs, one.shots)
     return total
 
@@ -145,6 +156,17 @@ class Budget:
             self.spent += need
         return need
 
+    def finished(self, circuits: int, shots: int | None, usage: dict | None) -> None:
+        """A job finished and its provider reported ``usage``: where what it cost is more than its
+        reserved estimate, count the difference."""
+        if self.cap is None or not usage:
+            return
+        reserved = job_spend(self.provider, circuits, shots, self.backend)
+        more = job_spend(self.provider, circuits, shots, self.backend, usage).amount - reserved.amount
+        if more > 0:
+            with self._lock:
+                self.spent += Spend(amount=more)
+
     def release(self, spend: Spend) -> None:
         """Give back a reservation whose submission created nothing."""
         if self.cap is not None:
@@ -165,7 +187,8 @@ class Budget:
         left_text = ", ".join(f"{getattr(left, k):,.{2 if k == 'amount' else 0}f} {k}" for k in shown)
         return (
             f"spending cap reached ({', '.join(passed)}): the next job (key {key}) needs {self._format(need)}, and "
-            f"the run has spent {self._format(self.spent)} (amounts are the plan's high estimate); cap {shown}, "
+            f"the run has spent {self._format(self.spent)} (amounts: the plan's high estimate, or what a finished "
+            f"job's reported QPU time cost where more); cap {shown}, "
             f"left {left_text}. Nothing more was submitted; rerun with a higher --max-spend to continue (the jobs "
             "already run are kept and not paid again)"
         )

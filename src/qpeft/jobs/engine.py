@@ -336,6 +336,7 @@ class JobEngine:
                 usage = self.calls.usage(job_id)
                 if usage:
                     timing["usage"] = usage
+                    self.budget.finished(len(circuits), shots, usage)
                 self._writer.submit(self._record, job_key, probs, common, timing)
                 return probs
             if state in ("lost", "timeout"):  # the provider confirmed the job will not run on

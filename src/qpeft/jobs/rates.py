@@ -28,6 +28,9 @@ class Rate:
     official: bool
     price_per_job: tuple[float, float] = (0.0, 0.0)
     price_per_shot: tuple[float, float] = (0.0, 0.0)
+    #: the figure of a finished job's usage report (:meth:`qpeft.jobs.base.Provider.usage`) that
+    #: holds the QPU seconds the provider bills, where it has one (the spending cap counts it)
+    billed_seconds: str | None = None
 
     @property
     def priced(self) -> bool:
@@ -48,6 +51,7 @@ RATES = {
         "(api-evangelist/ibm-quantum plans yml citing ibm.com/quantum/pricing); Open plan: 10 free min / 28 days",
         date="2026-05",
         official=True,
+        billed_seconds="quantum_seconds",  # (job.metrics()["usage"]: what IBM bills)
     ),
     "origin": Rate(
         per_job_s=(0.0, 211.0),
@@ -130,3 +134,17 @@ def estimate(
         seconds[i] * per_second[i] + jobs * rate.price_per_job[i] + shots * rate.price_per_shot[i] for i in (0, 1)
     )
     return seconds, cost
+
+
+def billed(provider: str, jobs: int, shots: int, usage: dict | None, backend: str | None = None) -> float | None:
+    """The high end of what ``jobs`` finished jobs with ``shots`` shots in all cost at the QPU
+    seconds the provider reported they used (``usage``, summed: its :attr:`Rate.billed_seconds`
+    figure), plus their per-job and per-shot prices; None where the report has no billed seconds
+    or the provider no price per second."""
+    rate = rate_of(provider, backend)
+    if rate is None or rate.billed_seconds is None or rate.price_per_qpu_s is None or not usage:
+        return None
+    seconds = usage.get(rate.billed_seconds)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return None
+    return seconds * rate.price_per_qpu_s[1] + jobs * rate.price_per_job[1] + shots * rate.price_per_shot[1]
