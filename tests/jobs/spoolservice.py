@@ -46,10 +46,11 @@ class SpoolService:
         return self.served()
 
     def _running(self) -> bool:
-        return any(
-            not (self.spool / p.name.replace(".running.json", ".result.npz")).exists()
-            for p in self.spool.glob("*.running.json")
-        )
+        """Whether a job runs: taken, and its result or its line in the bill not written yet (the
+        service writes the result, then the bill's line)."""
+        running = list(self.spool.glob("*.running.json"))
+        billed = {s["job_id"] for s in self.served()} if running else set()
+        return any(p.name.split(".")[0] not in billed for p in running)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -327,6 +327,14 @@ class Provider(ABC):
                 text = text.replace(secret, "***")
         return text
 
+    def account(self) -> str | None:
+        """Which account the provider submits jobs as, as a short digest (:func:`account_digest`:
+        never the key or token itself), or None where that is not known. A job is visible to the
+        account that made it only: the ledger records this with each submission, and a rerun as
+        another account is stopped before its open jobs would be taken as lost and paid for again
+        (:func:`qpeft.jobs.pin.check_account`)."""
+        return None
+
     def fingerprint(self) -> str:
         """A JSON text of the provider's name, backend and result-changing ``options``: part of
         every job and template key, so results of another backend or setting are never reused."""
@@ -334,6 +342,14 @@ class Provider(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.backend!r})"
+
+
+def account_digest(*parts) -> str | None:
+    """A 12-hex-digit digest naming an account by what identifies it (an API key, a token, an
+    instance), or None when no part is given. One-way and short: it tells two accounts apart in a
+    ledger without holding anything that signs a request."""
+    parts = tuple(str(p) for p in parts if p)
+    return digest("qpeft-account", *parts)[:12] if parts else None
 
 
 def counts_to_probs(counts: dict, n_qubits: int, little_endian: bool = True) -> np.ndarray:

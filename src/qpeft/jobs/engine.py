@@ -45,9 +45,9 @@ from qpeft.jobs.cache import ResultCache
 from qpeft.jobs.calls import ProviderCalls, ProviderError, forget_hidden  # noqa: F401 (ProviderError: public here too)
 from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
-from qpeft.jobs.ledger import Ledger
+from qpeft.jobs.ledger import DURABLE, Ledger
 from qpeft.jobs.options import Deadline, EngineOptions, progress_bar
-from qpeft.jobs.pin import OpenJobs, check_backend
+from qpeft.jobs.pin import OpenJobs, check_account, check_backend
 from qpeft.jobs.runlock import hold_run
 from qpeft.jobs.submit import Submitter
 from qpeft.jobs.writer import JobWriter
@@ -77,6 +77,8 @@ class JobEngine:
         try:
             self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
             check_backend(self.ledger, provider, self.options.switch_backend)
+            check_account(self.ledger, provider, self.options.switch_account)
+            self._account = provider.account() if provider.durable else None
             self._inherited = OpenJobs(self.ledger, provider, self.options.switch_shots)  # earlier processes' open jobs
             self.budget = Budget(
                 SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records, provider.backend
@@ -281,6 +283,8 @@ class JobEngine:
 
     def _record(self, event: str, job_key: str, job_id: str | None, attempt: int, circuits, shots, tag, **extra):
         p = self.provider
+        if self._account is not None and event in DURABLE:  # (a job is visible to its account only: pin.check_account)
+            extra["account"] = self._account
         return self.ledger.append(
             event,
             key=job_key,
@@ -306,6 +310,8 @@ class JobEngine:
             probs = self._refetch(job_key, done, circuits, widths, shots, deadline)
             if probs is not None:
                 return probs
+        if live is not None and self._account is not None and live.get("account") not in (None, self._account):
+            live = None  # another account's job (switch_account): this account cannot see it, nor re-attach
         if live is not None:
             attempt, submitted_at = live["attempt"], live["time"]
             if self.ledger.left_behind(live):  # a run went on without it; it is this run's again

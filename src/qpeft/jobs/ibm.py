@@ -34,6 +34,7 @@ from qpeft.jobs.base import (
     State,
     Status,
     TransientError,
+    account_digest,
     circuit_text,
     counts_to_probs,
 )
@@ -92,6 +93,7 @@ class IBMProvider(Provider):
     ):
         runtime = require("qiskit_ibm_runtime", "ibm")
         self._token = token or os.environ.get(TOKEN_ENV, "")
+        self._instance = None
         self.local = backend is not None and backend.startswith("fake_")
         self.durable = not self.local  # local testing mode: jobs end with the process
         if self.local:
@@ -122,7 +124,9 @@ class IBMProvider(Provider):
             if service is None:
                 service = runtime.QiskitRuntimeService(token=self._token or None)
             # the token of a saved account (QiskitRuntimeService() reads it from disk) is a secret too
-            self._token = self._token or (service.active_account() or {}).get("token", "")
+            active = service.active_account() or {}
+            self._token = self._token or active.get("token", "")
+            self._instance = active.get("instance")  # (a CRN: names the instance, signs nothing)
             if not backend:
                 return service, service.least_busy(operational=True, simulator=False)
             return service, service.backend(backend)
@@ -149,6 +153,13 @@ class IBMProvider(Provider):
 
     def secrets(self) -> list[str]:
         return [self._token]
+
+    def account(self) -> str | None:
+        """The digest of the service instance jobs run in (its CRN), else of the token: a job is
+        retrieved through an account with access to its instance. None in local testing mode."""
+        if self.local:
+            return None
+        return account_digest(self._instance) if self._instance else account_digest(self._token)
 
     @classmethod
     def is_transient_error(cls, error: BaseException) -> bool:

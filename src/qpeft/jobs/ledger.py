@@ -14,7 +14,8 @@ open job (other shots with ``switch_shots``, or its step did not use it); the jo
 and a run that asks for its circuits and shots still re-attaches to it, which a ``reattached``
 record says (from then on the job is the run's again, left open or not). A restarted engine reads
 it to re-attach to jobs that were submitted but never reached a terminal event, and to settle
-submissions left without a job id. It holds no secret.
+submissions left without a job id. Submission records carry ``account``, a digest naming the account that made the job
+(:meth:`~qpeft.jobs.base.Provider.account`). It holds no secret.
 """
 
 from __future__ import annotations

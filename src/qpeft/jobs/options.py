@@ -42,6 +42,7 @@ class EngineOptions:
     max_spend: dict | None = None  # a cap on what the run's ledger may hold: {"jobs", "shots", "amount"}
     switch_backend: bool = False  # allow a backend other than the one the run's ledger records
     switch_shots: bool = False  # allow shots other than those of the jobs a step left open (they stay open)
+    switch_account: bool = False  # go on as another account than the one that made the run's open jobs
 
     def __post_init__(self) -> None:
         for name in ("max_parallel", "max_attempts"):

@@ -30,7 +30,17 @@ import numpy as np
 
 from qpeft.backends.base import require
 from qpeft.backends.pyqpanda3 import to_qprog
-from qpeft.jobs.base import BoundCircuit, JobLostError, Limits, Provider, State, Status, TransientError, counts_to_probs
+from qpeft.jobs.base import (
+    BoundCircuit,
+    JobLostError,
+    Limits,
+    Provider,
+    State,
+    Status,
+    TransientError,
+    account_digest,
+    counts_to_probs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +156,10 @@ class OriginProvider(Provider):
 
     def secrets(self) -> list[str]:
         return [self._key]
+
+    def account(self) -> str | None:
+        """The API key's digest: QCloud tasks belong to the account of the key that made them."""
+        return account_digest(self._key)
 
     @classmethod
     def is_transient_error(cls, error: BaseException) -> bool:

@@ -16,6 +16,13 @@ shots would leave them running (and billed) unused and pay for their step again,
 before it pays for anything unless the engine option ``switch_shots`` is on; an open job its step
 did not use (the step's angles or job split differ: a resume from an earlier checkpoint, a changed
 ``max_circuits``) is named in a warning (:class:`OpenJobs`).
+
+A job is visible only to the account that made it: a rerun as another account (other credentials
+in the environment, another saved account) would find the run's open jobs nowhere, take them as
+lost and pay for them again while they may still run, billed to the first account. Each
+submission records the account's digest (:meth:`~qpeft.jobs.base.Provider.account`), and a rerun
+as another account is refused while the run has jobs open unless ``switch_account`` is on
+(:func:`check_account`).
 """
 
 from __future__ import annotations
@@ -87,6 +94,44 @@ def check_backend(ledger: Ledger, provider: Provider, switch: bool) -> None:
             f"'\"switch_backend\": true' to --quantum-options: {fate}"
         )
     logger.warning("switching the run from %s to %s: %s", was, now, fate)
+
+
+def check_account(ledger: Ledger, provider: Provider, switch: bool) -> None:
+    """Refuse (ValueError) an engine whose provider submits as another account than the one that
+    made the run's open jobs on this backend (their records' ``account``), unless ``switch``: then
+    the jobs are named in a warning and a ``left`` record each, and the run goes on without them.
+    Providers that do not know their account, and records without one, are not checked."""
+    mine = provider.account() if provider.durable else None
+    if mine is None:
+        return
+    left = left_behind(ledger.records)
+    here = (provider.name, provider.backend or "")
+    other = [
+        r
+        for r in ledger.live().values()
+        if (r.get("provider"), r.get("backend") or "") == here
+        and r.get("account") not in (None, mine)
+        and submission(r) not in left
+    ]
+    if not other:
+        return
+    accounts = ", ".join(dict.fromkeys(r["account"] for r in other))
+    words = (
+        f"this run's ledger has {len(other)} job(s) open on {here[0]}:{here[1]} that another account made "
+        f"(account digest {accounts}: {_named(other)}), and this command submits as account {mine}, which cannot "
+        "see them: they would be taken as lost and their steps paid for again, while they may still run and be "
+        "billed to the other account"
+    )
+    if not switch:
+        raise ValueError(
+            f"{words}. Rerun with that account's credentials (the API key or token in the environment, or the SDK's "
+            "saved account) to re-attach to them; to go on as this account without them (they are not cancelled: "
+            "cancel them in the provider's console if you do not want them billed), set the engine option "
+            "switch_account (on the command line: --quantum-options '{\"switch_account\": true}')"
+        )
+    logger.warning("%s; going on as account %s without them (switch_account): they stay open", words, mine)
+    for r in other:
+        ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why="another account")
 
 
 def _shots(shots: int | None) -> str:

@@ -11,7 +11,9 @@ Like a QPU service, it cancels a queued job (the client renames it to ``<id>.can
 which races safely with the server's rename) but refuses to cancel one that is already running.
 ``answer_delay`` makes ``submit`` answer that many seconds after the service created the job (a
 slow network), so a test can kill a client while its submit call is in flight. Jobs are found by
-their tag (:meth:`SpoolProvider.find`).
+their tag (:meth:`SpoolProvider.find`). ``account`` names the account a client submits as: as on
+a QPU service, a job is visible only to the account that made it (another account's client finds
+it nowhere, which a ledger reads as a lost job).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpeft.jobs.base import BoundCircuit, JobLostError, State, Status
+from qpeft.jobs.base import BoundCircuit, JobLostError, State, Status, account_digest
 from qpeft.jobs.local import LocalProvider
 from qpeft.quantum.circuit import Circuit, Const, Input, Op, Weight
 
@@ -77,11 +79,28 @@ class SpoolProvider(LocalProvider):
     durable = True
     remote = True  # a submit may take long to answer (answer_delay): it runs under submit_timeout
 
-    def __init__(self, backend: str = "torch", *, spool: str | os.PathLike, answer_delay: float = 0.0, **options):
+    def __init__(
+        self,
+        backend: str = "torch",
+        *,
+        spool: str | os.PathLike,
+        answer_delay: float = 0.0,
+        account: str | None = None,
+        **options,
+    ):
         super().__init__(backend, **options)
         self.spool = Path(spool)
         self.spool.mkdir(parents=True, exist_ok=True)
         self.answer_delay = answer_delay
+        self._account = account
+
+    def account(self) -> str | None:
+        return account_digest(self._account)
+
+    def _visible(self, job_id: str) -> bool:
+        """Whether this client's account may see the job (every job, without accounts)."""
+        owner = self._path(job_id, "account")
+        return self._account is None or not owner.is_file() or owner.read_text() == self._account
 
     def _path(self, job_id: str, kind: str) -> Path:
         return self.spool / f"{job_id}.{kind}"
@@ -90,6 +109,8 @@ class SpoolProvider(LocalProvider):
         """Write the job to the spool (queued), then answer with its id after ``answer_delay``."""
         job_id = uuid.uuid4().hex
         body = json.dumps({"tag": tag, "shots": shots, **_encode(circuits)}).encode()
+        if self._account is not None:
+            self._path(job_id, "account").write_text(self._account)
         _write_atomic(self._path(job_id, "job.json"), lambda f: f.write(body))
         time.sleep(self.answer_delay)  # the job exists; its id reaches the caller only now
         return job_id
@@ -101,6 +122,8 @@ class SpoolProvider(LocalProvider):
         running (or a cancel to cancelled) at any moment, and those files stay, so a job not
         found queued is found under its later name (looked at in the other order, a job taken
         between two looks was found nowhere, and the engine paid for it again)."""
+        if not self._visible(job_id):
+            raise JobLostError(f"spooled job {job_id} is unknown to this account")
         if self._path(job_id, "job.json").is_file():
             return Status(State.QUEUED)
         for kind, state in (("result.npz", State.DONE), ("running.json", State.RUNNING)):
@@ -133,7 +156,7 @@ class SpoolProvider(LocalProvider):
         for kind in ("job.json", "running.json", "cancelled.json"):
             for path in self.spool.glob(f"*.{kind}"):
                 try:
-                    if json.loads(path.read_text())["tag"] == tag:
+                    if json.loads(path.read_text())["tag"] == tag and self._visible(path.name.split(".")[0]):
                         return path.name.split(".")[0]
                 except FileNotFoundError:  # renamed by the server meanwhile: seen under its new name
                     continue

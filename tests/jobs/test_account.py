@@ -1,0 +1,102 @@
+"""A job is visible only to the account that made it. A rerun as another account (other
+credentials in the environment, another saved account) would find the run's open jobs nowhere,
+take them as lost and pay for their steps again while they may still run, billed to the first
+account. So each submission records the account's digest, and such a rerun stops before it pays
+unless ``switch_account`` says to go on. The real engine runs against the spool service in its own
+process (the stand-in for a remote service, which cannot be reached from here); its clients see
+only their own account's jobs, as on a QPU service, and it counts the jobs it ran."""
+
+import logging
+
+import pytest
+from spoolservice import SpoolService
+
+from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs.base import account_digest
+from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.spool import SpoolProvider
+from qpeft.quantum.circuit import Circuit, Weight
+
+RY = Circuit(1).add("RY", [0], Weight(0))
+FAST = dict(poll_interval=0.01, max_poll_interval=0.05, progress=False)
+STEP = [BoundCircuit(RY, (t,)) for t in (0.1, 0.2, 0.3)]
+
+
+def _left_open(spool, run, account) -> str:
+    """A first process, as ``account``, whose step's job stays queued past its deadline; its id."""
+    spool.mkdir(parents=True, exist_ok=True)
+    engine = JobEngine(SpoolProvider(spool=spool, account=account), run, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    (job_id,) = [r["job_id"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    return job_id
+
+
+def test_a_rerun_as_another_account_is_refused_before_it_pays(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert {r.get("account") for r in records if r["event"] in ("intent", "submitted")} == {account_digest("alice")}
+    with SpoolService(spool) as service:
+        with pytest.raises(ValueError, match=f"another account made .*{job_id}.*switch_account"):
+            JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST)
+        assert [s["job_id"] for s in service.drain()] == [job_id]  # nothing new: only the job that was open
+        # the account that made it re-attaches and uses its results: nothing paid again
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert [s["job_id"] for s in service.drain()] == [job_id]  # (the bill: every job the service ran)
+    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert events.count("intent") == 1 and "lost" not in events
+
+
+def test_switch_account_goes_on_without_the_other_accounts_jobs_and_names_them(tmp_path, caplog):
+    """Without the check, the rerun would have polled the other account's job, been told it does
+    not exist, and recorded it as lost: a job that may still run would drop out of the ledger."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
+        engine = JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, **FAST)
+        engine.run(STEP, 100, scope="train-3")
+        engine.close()
+        served = service.drain()
+    assert job_id in caplog.text and "switch_account" in caplog.text and "they stay open" in caplog.text
+    assert len(served) == 2  # the open job (the service still runs it, for alice) and bob's own
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["job_id"] for r in records if r["event"] == "left"] == [job_id]
+    assert not [r for r in records if r["event"] == "lost"], "the other account's job was recorded as lost"
+    assert [r["account"] for r in records if r["event"] == "submitted"] == [account_digest(a) for a in ("alice", "bob")]
+
+
+def test_no_account_known_checks_nothing(tmp_path):
+    """A provider that does not know its account (a plugin's, an old ledger's records) is not
+    refused: the check needs both sides."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, None)
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert [s["job_id"] for s in service.drain()] == [job_id]
+
+
+def test_origin_and_ibm_name_their_account_by_a_digest_never_the_key(monkeypatch):
+    pytest.importorskip("pyqpanda3")
+    pytest.importorskip("qiskit_aer")
+    from standins import StandInQCloudService, StandInRuntimeService
+
+    from qpeft.jobs.ibm import IBMProvider
+    from qpeft.jobs.origin import OriginProvider
+
+    def origin(key):
+        service = StandInQCloudService()
+        return OriginProvider(api_key=key, service=service, job_factory=service.job).account()
+
+    a, b = origin("sk-test-KEY-one"), origin("sk-test-KEY-two")
+    assert a != b and a == origin("sk-test-KEY-one") and "KEY" not in a and len(a) == 12
+
+    def ibm(token, instance=None):
+        service = StandInRuntimeService()
+        monkeypatch.setattr(service, "active_account", lambda: {"instance": instance} if instance else None)
+        return IBMProvider("ibm_nairobi", token=token, service=service, sampler_factory=service.sampler).account()
+
+    assert ibm("tok-one") != ibm("tok-two")  # (no instance: the token names the account)
+    assert ibm("tok-one", "crn:v1:instance-a") == ibm("tok-two", "crn:v1:instance-a")  # jobs belong to the instance
+    assert "tok" not in ibm("tok-one") and IBMProvider("fake_torino").account() is None  # local testing mode
