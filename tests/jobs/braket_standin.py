@@ -59,6 +59,7 @@ class StandInBraketService:
         self.fault_message = "stand-in fault"  # (what those errors say)
         self.created_but_lost = 0  # CreateQuantumTask calls whose answer is lost after the task was made
         self.fail_next = ""  # the next task created ends FAILED with this reason
+        self.account = "111122223333"  # the AWS account STS names for the session's credentials
         self.hold_next = 0  # the next tasks created stay RUNNING until they are cancelled
         self.cancel_polls = 2  # GetQuantumTask calls a cancelled task reads CANCELLING first
         self.seen_at_create: list[dict[str, str]] = []  # per create: the status of every task then
@@ -74,7 +75,7 @@ class StandInBraketService:
 
         factory = factory or boto3.Session
         session = factory(aws_access_key_id="AKIASTANDIN", aws_secret_access_key=SECRET, region_name=region)
-        for service in ("braket", "s3"):
+        for service in ("braket", "s3", "sts"):
             session.events.register(f"before-parameter-build.{service}", self._keep_params)
             session.events.register(f"before-call.{service}", self._answer)
         return session
@@ -126,6 +127,9 @@ class StandInBraketService:
         }
 
     # ---- the API --------------------------------------------------------------------------
+
+    def _GetCallerIdentity(self, params):
+        return self._ok({"Account": self.account, "Arn": f"arn:aws:iam::{self.account}:user/standin", "UserId": "AIDA"})
 
     def _GetDevice(self, params):
         arn = params["deviceArn"]

@@ -26,6 +26,7 @@ from qpeft.quantum.circuit import Circuit, Weight
 
 pytest.importorskip("braket.default_simulator")
 
+from qpeft.jobs.base import account_digest  # noqa: E402
 from qpeft.jobs.braket import PROGRAM_SET_LIMITS, BraketProvider  # noqa: E402
 
 RY = Circuit(1).add("RY", [0], Weight(0))
@@ -276,6 +277,26 @@ def test_an_open_task_is_re_attached_by_its_arn_after_a_restart(tmp_path):
     with pytest.raises(TimeoutError, match="still open"):
         JobEngine(_remote(service), tmp_path, deadline=1.5, **FAST).run(_circuits(3), 2000, scope="s")
     (arn,) = service.bill
+    service.tasks[arn]["_polls"] = 0
+    out = JobEngine(_remote(service), tmp_path, **FAST).run(_circuits(3), 2000, scope="s")
+    np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
+    assert service.bill == [arn]
+
+
+def test_a_rerun_as_another_aws_account_stops_and_an_unreadable_account_checks_nothing(tmp_path):
+    """Quantum tasks belong to the AWS account that made them (STS names it): a rerun with another
+    account's credentials would not find the open task, take it as lost and pay for it again."""
+    service = StandInBraketService(polls=10_000)
+    with pytest.raises(TimeoutError, match="still open"):
+        JobEngine(_remote(service), tmp_path, deadline=1.5, **FAST).run(_circuits(3), 2000, scope="s")
+    (arn,) = service.bill
+    assert {r.get("account") for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")} == {
+        account_digest("111122223333")
+    }
+    service.account = "444455556666"
+    with pytest.raises(ValueError, match=f"another account made .*{arn}"):
+        JobEngine(_remote(service), tmp_path, **FAST)
+    service.faults["GetCallerIdentity"] = ["AccessDeniedException"]  # STS does not answer: not checked
     service.tasks[arn]["_polls"] = 0
     out = JobEngine(_remote(service), tmp_path, **FAST).run(_circuits(3), 2000, scope="s")
     np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)

@@ -55,19 +55,19 @@ from qpeft.jobs.base import (
     Status,
     TransientError,
 )
+from qpeft.jobs.braket_session import (
+    DEVICES,
+    MAYBE_SENT,
+    NOT_SENT,
+    TRANSIENT_CODES,
+    connect,
+    error_code,
+    results_folder,
+    session_account,
+    session_secrets,
+)
 from qpeft.jobs.braket_tasks import probabilities, result_usage, task_specification, task_usage
 
-#: short device names -> ARN (the SDK's ``braket.devices.Devices``, amazon-braket-sdk 1.127)
-DEVICES = {
-    "sv1": "arn:aws:braket:::device/quantum-simulator/amazon/sv1",
-    "dm1": "arn:aws:braket:::device/quantum-simulator/amazon/dm1",
-    "ionq_forte": "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-1",
-    "ionq_forte_enterprise": "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-Enterprise-1",
-    "iqm_garnet": "arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet",
-    "iqm_emerald": "arn:aws:braket:eu-north-1::device/qpu/iqm/Emerald",
-    "rigetti_ankaa": "arn:aws:braket:us-west-1::device/qpu/rigetti/Ankaa-3",
-    "rigetti_cepheus": "arn:aws:braket:us-west-1::device/qpu/rigetti/Cepheus-1-108Q",
-}
 #: the LocalSimulator backends
 LOCAL = {"local": "braket_sv", "local_dm": "braket_dm"}
 #: program-set limits (maximumExecutables, maximumTotalShots) of the LocalSimulator's properties
@@ -85,17 +85,6 @@ _STATES = {
     "FAILED": State.FAILED,
     "CANCELLED": State.CANCELLED,
 }
-# error codes that say the service created nothing and the request may succeed later
-_TRANSIENT_CODES = ("ThrottlingException", "ServiceQuotaExceededException", "InternalServiceException")
-# botocore exceptions: no connection was made (safe) / the request may have reached the service
-_NOT_SENT = ("EndpointConnectionError", "ConnectTimeoutError", "ProxyConnectionError")
-_MAYBE_SENT = ("ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError")
-
-
-def _code(error: BaseException) -> str:
-    """The AWS error code of a botocore ClientError ('' for anything else)."""
-    response = getattr(error, "response", None)
-    return (response or {}).get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
 
 
 class BraketProvider(Provider):
@@ -143,8 +132,8 @@ class BraketProvider(Provider):
             self._session, self._s3 = None, None
             self._device = require("braket.devices", "braket").LocalSimulator(LOCAL[self.backend])
         else:
-            self._session, self._device = self._connect(aws_session, region)
-            self._s3 = self._folder(s3_folder)
+            self._session, self._device = connect(self.backend, aws_session, region, self._keep, self.redact)
+            self._s3 = results_folder(s3_folder)
         self._properties = self._device.properties
         self.limits = self._limits()
 
@@ -174,76 +163,24 @@ class BraketProvider(Provider):
 
     # ---- connecting ----------------------------------------------------------------------
 
-    def _connect(self, aws_session, region: str | None):
-        """(AwsSession, AwsDevice); a missing credential, an unknown device, a device that is not
-        ONLINE or a refused request is a ValueError saying what to fix (transient errors are raised
-        as they are, for :func:`qpeft.jobs.providers.connect` to retry)."""
-        aws = require("braket.aws", "braket")
-        exceptions = require("botocore.exceptions", "braket")
-        arn = DEVICES.get(self.backend, self.backend)
-        if not arn.startswith("arn:aws:braket:"):
-            raise ValueError(
-                f"unknown Braket device {self.backend!r}: use local, local_dm, one of {', '.join(DEVICES)}, or a "
-                "device ARN (arn:aws:braket:REGION::device/...; `aws braket search-devices` lists them)"
-            )
-        try:
-            if aws_session is None:
-                boto3 = require("boto3", "braket")
-                aws_session = aws.AwsSession(boto3.Session(region_name=arn.split(":")[3] or region))
-            self._session = aws_session  # (secrets() reads its credentials from here on)
-            device = aws.AwsDevice(arn, aws_session)
-        except ValueError as err:  # (the SDK's answer to a device its region does not list)
-            raise ValueError(
-                f"Amazon Braket has no device {arn} ({err}; retired or misspelled?); short names: {', '.join(DEVICES)}"
-            ) from None
-        except exceptions.NoCredentialsError:
-            raise ValueError(
-                "no AWS credentials for Amazon Braket: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-                "AWS_PROFILE), or run `aws configure` / `aws sso login`"
-            ) from None
-        except exceptions.NoRegionError:
-            raise ValueError(
-                f"{self.backend} is not tied to a region: set AWS_REGION (or pass quantum option `region`)"
-            ) from None
-        except exceptions.ClientError as err:
-            if _code(err) in _TRANSIENT_CODES:
-                raise
-            if _code(err) == "ResourceNotFoundException":
-                raise ValueError(
-                    f"Amazon Braket has no device {arn} (retired or misspelled?); short names: {', '.join(DEVICES)}"
-                ) from None
-            raise ValueError(
-                f"Amazon Braket refused the request ({self.redact(str(err))}): check the AWS credentials and their "
-                "braket:* permissions"
-            ) from None
-        if device.status != "ONLINE":
-            raise ValueError(
-                f"Braket device {self.backend} is {device.status}, not ONLINE: no task can be created on it now; "
-                "rerun when it is back (the Braket console shows its availability)"
-            )
-        return aws_session, device
-
-    def _folder(self, s3_folder: str | None):
-        if s3_folder is None:
-            return None  # the SDK's default bucket, made on the first submission
-        if not s3_folder.startswith("s3://") or "/" not in s3_folder[5:]:
-            raise ValueError(f"`s3_folder` must read s3://BUCKET/PREFIX, got {s3_folder!r}")
-        bucket, _, prefix = s3_folder[5:].partition("/")
-        return (bucket, prefix.rstrip("/"))
+    def _keep(self, session) -> None:
+        self._session = session  # (secrets() reads its credentials from here on)
 
     def secrets(self) -> list[str]:
-        session = getattr(self, "_session", None)
-        credentials = session.boto_session.get_credentials() if session is not None else None
-        if credentials is None:
-            return []
-        frozen = credentials.get_frozen_credentials()
-        return [s for s in (frozen.secret_key, frozen.token) if s]
+        return session_secrets(getattr(self, "_session", None))
+
+    def account(self) -> str | None:
+        if self.local:
+            return None
+        if not hasattr(self, "_account"):
+            self._account = session_account(self._session, self.redact)
+        return self._account
 
     @classmethod
     def is_transient_error(cls, error: BaseException) -> bool:
         if isinstance(error, TransientError):
             return True
-        return _code(error) in _TRANSIENT_CODES or type(error).__name__ in (*_NOT_SENT, *_MAYBE_SENT)
+        return error_code(error) in TRANSIENT_CODES or type(error).__name__ in (*NOT_SENT, *MAYBE_SENT)
 
     # ---- submitting ----------------------------------------------------------------------
 
@@ -277,7 +214,7 @@ class BraketProvider(Provider):
             task = self._device.run(spec, s3_destination_folder=self._s3, shots=total, tags={TAG_KEY: tag}, quiet=True)
             arn = task.id
         except Exception as err:
-            if type(err).__name__ not in _MAYBE_SENT and _code(err) != "InternalServiceException":
+            if type(err).__name__ not in MAYBE_SENT and error_code(err) != "InternalServiceException":
                 raise
             arn = self._settle(tag, err)
             task = None
@@ -330,7 +267,7 @@ class BraketProvider(Provider):
         try:
             return self._task(job_id).metadata()
         except Exception as err:
-            if _code(err) == "ResourceNotFoundException":
+            if error_code(err) == "ResourceNotFoundException":
                 words = self.redact(str(err))
                 raise JobLostError(f"braket task {job_id}: the service does not know it ({words})") from None
             raise
@@ -370,9 +307,9 @@ class BraketProvider(Provider):
         try:
             self._task(job_id).cancel()
         except Exception as err:
-            if _code(err) == "ResourceNotFoundException":
+            if error_code(err) == "ResourceNotFoundException":
                 raise JobLostError(f"braket task {job_id}: the service does not know it") from None
-            if _code(err) == "ConflictException":
+            if error_code(err) == "ConflictException":
                 return False
             raise
         return True
