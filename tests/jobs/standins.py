@@ -174,7 +174,8 @@ class StandInRuntimeService:
     """``QiskitRuntimeService``'s surface the ibm provider uses (see module docstring).
 
     backends: device names (``ibm_nairobi``) of fake-backend snapshots; ``least`` the one
-    ``least_busy`` answers; ``usage_s`` the QPU seconds its jobs' metrics report.
+    ``least_busy`` answers; ``usage_s`` the QPU seconds its jobs' metrics report; ``fail_next``
+    the error the next job submitted ends with (status ERROR; its metrics still report its usage).
     """
 
     def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0):
@@ -191,6 +192,7 @@ class StandInRuntimeService:
         self.polls = polls  # status queries each job reads QUEUED first
         self.by_id: dict[str, _RuntimeJob] = {}
         self.submissions = 0
+        self.fail_next = ""
 
     def backend(self, name):
         from qiskit.providers.exceptions import QiskitBackendNotFoundError
@@ -236,6 +238,7 @@ class _StandInSampler:
 
     def run(self, pubs, shots=None):
         job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s, self.service.polls)
+        job.failure, self.service.fail_next = self.service.fail_next, ""
         self.service.by_id[job.job_id()] = job
         self.service.submissions += 1
         return job
@@ -246,6 +249,7 @@ class _RuntimeJob:
 
     def __init__(self, local_job, tags, usage_s, polls=0):
         self._job, self.tags, self._usage_s, self._polls = local_job, tags, usage_s, polls
+        self.failure = ""
 
     def job_id(self):
         return self._job.job_id()
@@ -254,7 +258,7 @@ class _RuntimeJob:
         if self._polls > 0:
             self._polls -= 1
             return "QUEUED"
-        return self._job.status()
+        return "ERROR" if self.failure else self._job.status()
 
     def result(self):
         return self._job.result()
@@ -263,7 +267,7 @@ class _RuntimeJob:
         return self._job.cancel()
 
     def error_message(self):
-        return ""
+        return self.failure
 
     def metrics(self):
         return {"usage": {"quantum_seconds": self._usage_s, "seconds": self._usage_s}}

@@ -59,7 +59,7 @@ def test_qpeft_jobs_shows_the_providers_bill_next_to_the_plans_estimate(tmp_path
     }
     assert main(["jobs", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "reported" in text and "(3 of 3 finished jobs" in text
+    assert "reported" in text and "(by 3 of the 3 jobs submitted" in text
     assert re.search(rf"^estimate +{provider.name}:", text, re.M)  # (the table's column width may change)
 
 

@@ -116,6 +116,73 @@ def test_an_amount_cap_counts_what_finished_jobs_reported_where_it_is_more_than_
     rerun.close()
 
 
+def test_a_failed_job_counts_at_what_it_used(tmp_path):
+    """IBM bills the seconds a job used also when it failed: its ledger record keeps the usage, and
+    the cap counts it, in the run and on a rerun."""
+    pytest.importorskip("qiskit_aer")
+    from standins import StandInRuntimeService
+
+    from qpeft.jobs.budget import spent_in
+    from qpeft.jobs.errors import JobFailedError
+    from qpeft.jobs.ibm import IBMProvider
+
+    service = StandInRuntimeService(usage_s=30.0)
+    provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
+    service.fail_next = "calibration error"
+    engine = JobEngine(provider, tmp_path, max_spend={"amount": 1000}, **FAST)
+    with pytest.raises(JobFailedError, match="calibration error"):
+        engine.run(CIRCUITS[:2], 100, scope="s")
+    assert engine.budget.spent.amount == pytest.approx(30.0 * 1.60)  # not the estimate, about 7 USD
+    engine.close()
+    records = read_ledger(tmp_path / "jobs" / "ledger.jsonl")
+    assert [r["usage"]["quantum_seconds"] for r in records if r["event"] == "failed"] == [30.0]
+    assert spent_in(records, "ibm").amount == pytest.approx(30.0 * 1.60)
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_re_attached_and_refetched_jobs_count_once_at_what_they_used(tmp_path, parallel):
+    """Jobs left open by a deadline, re-attached and finished by a rerun, then fetched again by a
+    third run after their cached results were deleted: each counts once, at its reported cost.
+    (Written by a reviewer, who planted a rerun that skipped re-attached jobs and one that counted
+    a refetch again; both fail here.)"""
+    pytest.importorskip("qiskit_aer")
+    import shutil
+
+    from standins import StandInRuntimeService
+
+    from qpeft.jobs.budget import spent_in
+    from qpeft.jobs.ibm import IBMProvider
+
+    def engine(run, **options):
+        provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
+        provider.limits = Limits(max_circuits=2)
+        return JobEngine(provider, run, max_spend={"amount": 1000}, **{**FAST, "max_parallel": parallel, **options})
+
+    one = job_spend("ibm", 2, 100).amount
+    service = StandInRuntimeService(usage_s=30.0, polls=10**6)  # the jobs stay queued
+    run = tmp_path / "run"
+    first = engine(run, deadline=1.0)
+    with pytest.raises(TimeoutError):
+        first.run(CIRCUITS, 100, scope="s")
+    first.close()
+    n = service.submissions
+    for job in service.by_id.values():
+        job._polls = 0
+    service.polls = 0
+    second = engine(run)
+    assert second.budget.spent.amount == pytest.approx(n * one)  # open: at their estimates
+    second.run(CIRCUITS, 100, scope="s")
+    second.close()
+    assert second.budget.spent.amount == pytest.approx(3 * 48.0)  # re-attached and new, each at its reported cost
+    assert spent_in(read_ledger(run / "jobs" / "ledger.jsonl"), "ibm").amount == pytest.approx(3 * 48.0)
+    shutil.rmtree(run / "jobs" / "results")  # fetched again by id: nothing paid, nothing counted again
+    third = engine(run)
+    third.run(CIRCUITS, 100, scope="s")
+    third.close()
+    assert third.budget.spent.amount == pytest.approx(3 * 48.0) and service.submissions == 3
+    assert spent_in(read_ledger(run / "jobs" / "ledger.jsonl"), "ibm").amount == pytest.approx(3 * 48.0)
+
+
 def test_bad_caps_are_refused_up_front():
     with pytest.raises(ValueError, match="unknown unit"):
         JobEngine(SpoolProvider(spool="/tmp/unused-spool"), None, max_spend={"dollars": 5})

@@ -238,3 +238,9 @@ def test_a_job_left_behind_then_re_attached_and_left_open_again_still_stops_othe
             JobEngine(SpoolProvider(spool=spool), run, **FAST).run(STEP, 200, scope="train-3")
         assert len(service.drain()) == 2  # the two open jobs, nothing new
     assert totals(read_ledger(run / "jobs" / "ledger.jsonl"))["left_open"] == 1  # the 200-shot one only
+
+
+def test_a_record_written_by_hand_without_an_event_does_not_stop_a_run(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "ledger.jsonl").write_text(json.dumps({"note": "moved from the old cluster"}) + "\n")
+    JobEngine(SpoolProvider(spool=tmp_path / "spool"), tmp_path, **FAST).close()

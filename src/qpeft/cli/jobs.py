@@ -61,8 +61,8 @@ def cmd_jobs(args) -> int:
     if reported:
         figures = ", ".join(f"{name} {value:,.6g}" for name, value in reported.items())
         print(
-            f"{'reported':{width}s}{figures} ({reporting} of {result['jobs_done']} finished jobs; the provider's own "
-            "figures, names and units)"
+            f"{'reported':{width}s}{figures} (by {reporting} of the {result['jobs']} jobs submitted, as they ended; "
+            "the provider's own figures, names and units)"
         )
     return 0
 

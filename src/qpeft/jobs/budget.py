@@ -3,9 +3,10 @@ provider's currency (priced with :mod:`qpeft.jobs.rates`, at the high end of its
 
 What a run has spent is read from its ledger: every job it created (``submitted``), and every
 submission that may have created one (an ``intent`` or ``unknown`` not settled as ``rejected``).
-A job's amount is the high end of its estimate, or, once it finished, what the QPU seconds the
-provider reported it used cost where that is more (IBM reports the seconds it bills; the rates
-table's ``billed_seconds``): a job that ran longer than the estimate counts at what it cost.
+A job's amount is the high end of its estimate, or, once it ended (finished, failed, cancelled past
+its time limit), what the QPU seconds the provider reported it used cost where that is more (IBM
+reports the seconds it bills; the rates table's ``billed_seconds``): a job that ran longer than
+the estimate counts at what it cost.
 Before each submission the engine reserves the job's spend; a job that would take the run past
 the cap is not submitted (:class:`BudgetExceededError` says what was spent and what is left). The
 cap is not stored: a rerun with a higher cap continues where the run stopped, and nothing it
@@ -18,6 +19,7 @@ import math
 import threading
 from dataclasses import dataclass, fields
 
+from qpeft.jobs.ledger import TERMINAL
 from qpeft.jobs.rates import billed, estimate, rate_of
 
 
@@ -88,7 +90,7 @@ def spent_in(records: list[dict], provider: str) -> Spend:
     """What a ledger's jobs spent: every job created or possibly created (an unsettled intent);
     the amount counts the jobs of ``provider`` only (one currency)."""
     maybe: dict[str, dict] = {}  # tag -> its newest intent / unknown / submitted record
-    usage = {r.get("job_id"): r["usage"] for r in records if r["event"] == "done" and r.get("usage")}
+    usage = {r.get("job_id"): r["usage"] for r in records if r["event"] in TERMINAL and r.get("usage")}
     for r in records:
         tag = r.get("tag") or f"{r.get('key')}.{r.get('attempt')}"
         if r["event"] in ("intent", "unknown", "submitted"):
@@ -157,8 +159,8 @@ class Budget:
         return need
 
     def finished(self, circuits: int, shots: int | None, usage: dict | None) -> None:
-        """A job finished and its provider reported ``usage``: where what it cost is more than its
-        reserved estimate, count the difference."""
+        """A job ended (finished, failed, cancelled) and its provider reported ``usage``: where what
+        it cost is more than its reserved estimate, count the difference."""
         if self.cap is None or not usage:
             return
         reserved = job_spend(self.provider, circuits, shots, self.backend)

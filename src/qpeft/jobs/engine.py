@@ -337,12 +337,12 @@ class JobEngine:
                 state, message = self._stop(job_key, job_id, message, deadline)
             timing = {"wall_s": time.time() - submitted_at, "queue_s": queue_s}
             common = (job_key, job_id, attempt, circuits, shots, None)
+            probs = self.calls.fetch(job_id, circuits, widths, shots) if state is State.DONE else None
+            usage = self.calls.usage(job_id) if state != "lost" else None  # (billed also when it failed, was cancelled)
+            if usage:
+                timing["usage"] = usage
+                self.budget.finished(len(circuits), shots, usage)
             if state is State.DONE:
-                probs = self.calls.fetch(job_id, circuits, widths, shots)
-                usage = self.calls.usage(job_id)
-                if usage:
-                    timing["usage"] = usage
-                    self.budget.finished(len(circuits), shots, usage)
                 self._writer.submit(self._record, job_key, probs, common, timing)
                 return probs
             if state in ("lost", "timeout"):  # the provider confirmed the job will not run on

@@ -112,7 +112,8 @@ class Ledger:
                     weakref.finalize(self, self._file.close)
                 if self._file.write(line) != len(line):
                     raise OSError(f"short write to {self.path}; disk full?")
-                if self.fsync and event in DURABLE:  # a lost terminal record only costs a re-attach
+                # a lost terminal record only costs a re-attach; a lost `reattached` would bring back a `left`
+                if self.fsync and (event in DURABLE or event == "reattached"):
                     os.fsync(self._file.fileno())
             self._index(record)
         return record
@@ -228,18 +229,19 @@ def read_ledger(path: str | Path) -> list[dict]:
 
 def totals(records: list[dict]) -> dict:
     """Jobs, circuits, shots, wall and queue seconds, retries and failures of a ledger, the
-    submissions still unresolved, and what the providers reported the finished jobs used
-    (``reported``: each figure summed over the ``reported_jobs`` jobs that gave it)."""
+    submissions still unresolved, and what the providers reported the jobs that ended used
+    (``reported``: each figure summed over the ``reported_jobs`` jobs that gave it; a failed or
+    cancelled job is billed too)."""
     submitted = [r for r in records if r["event"] == "submitted"]
     done = [r for r in records if r["event"] == "done"]
     live, left = _open(records).values(), left_behind(records)
     reported: dict[str, float] = {}
     reporting = 0
     for r in records:
-        if r["event"] in ("done", "refetched") and r.get("usage"):
-            reporting += r["event"] == "done"
+        if r["event"] in TERMINAL and r.get("usage"):
+            reporting += 1
             for name, value in r["usage"].items():
-                if isinstance(value, int | float) and not isinstance(value, bool) and r["event"] == "done":
+                if isinstance(value, int | float) and not isinstance(value, bool):
                     reported[name] = reported.get(name, 0) + value
     return {
         "jobs": len(submitted),
@@ -283,9 +285,9 @@ def left_behind(records: list[dict]) -> set[tuple]:
 
 
 def _went_on_without(left: set[tuple], r: dict) -> None:
-    if r["event"] == "left":
+    if r.get("event") == "left":
         left.add(submission(r))
-    elif r["event"] == "reattached":
+    elif r.get("event") == "reattached":
         left.discard(submission(r))
 
 

@@ -137,7 +137,7 @@ def estimate(
 
 
 def billed(provider: str, jobs: int, shots: int, usage: dict | None, backend: str | None = None) -> float | None:
-    """The high end of what ``jobs`` finished jobs with ``shots`` shots in all cost at the QPU
+    """The high end of what ``jobs`` jobs that ended, with ``shots`` shots in all, cost at the QPU
     seconds the provider reported they used (``usage``, summed: its :attr:`Rate.billed_seconds`
     figure), plus their per-job and per-shot prices; None where the report has no billed seconds
     or the provider no price per second."""

@@ -61,7 +61,12 @@ def _after_fork_in_child() -> None:
     parent's run directories or caches. A flock belongs to the open file, which the child shares:
     were the child to keep its copy, the lock would outlive the parent, and a rerun after the
     parent ended would be refused while the child lived. So the child closes its copies (which
-    leaves the parent's lock in place: only ``LOCK_UN`` or the last copy's close releases it)."""
+    leaves the parent's lock in place: only ``LOCK_UN`` or the last copy's close releases it). The
+    module's guard is made anew: a thread of the parent may have held it at the fork, and that
+    thread does not exist in the child."""
+    global _guard
+    _guard = threading.Lock()
+    _freed.clear()
     _locks.clear()
     for f in list(_locked_files):
         try:
@@ -186,11 +191,12 @@ def open_locked(path: Path, exclusive: bool):
     if fcntl is None:
         return None, "this platform has no advisory file locks (fcntl)"
     f = open(path, "a")  # noqa: SIM115 (held while locked)
+    _locked_files.add(f)  # (before the lock is taken: a fork from another thread meanwhile closes it in the child)
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-        _locked_files.add(f)
         return f, None
     except OSError as err:
+        _locked_files.discard(f)
         f.close()
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
