@@ -13,7 +13,7 @@ from spoolservice import SpoolService
 
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.base import account_digest
-from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.ledger import open_jobs, read_ledger, totals
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -51,20 +51,65 @@ def test_a_rerun_as_another_account_is_refused_before_it_pays(tmp_path):
 
 def test_switch_account_goes_on_without_the_other_accounts_jobs_and_names_them(tmp_path, caplog):
     """Without the check, the rerun would have polled the other account's job, been told it does
-    not exist, and recorded it as lost: a job that may still run would drop out of the ledger."""
+    not exist, and recorded it as lost: a job that may still run would drop out of the ledger. With
+    ``switch_account`` it is left open and still listed, and the other account's attempts do not
+    use up this one's."""
     spool, run = tmp_path / "spool", tmp_path / "run"
     job_id = _left_open(spool, run, "alice")
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
-        engine = JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, **FAST)
+        engine = JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, max_attempts=1, **FAST)
         engine.run(STEP, 100, scope="train-3")
         engine.close()
         served = service.drain()
-    assert job_id in caplog.text and "switch_account" in caplog.text and "they stay open" in caplog.text
+    assert job_id in caplog.text and "switch_account" in caplog.text and "not visible to this one" in caplog.text
     assert len(served) == 2  # the open job (the service still runs it, for alice) and bob's own
     records = read_ledger(run / "jobs" / "ledger.jsonl")
     assert [r["job_id"] for r in records if r["event"] == "left"] == [job_id]
     assert not [r for r in records if r["event"] == "lost"], "the other account's job was recorded as lost"
     assert [r["account"] for r in records if r["event"] == "submitted"] == [account_digest(a) for a in ("alice", "bob")]
+    # bob's job of the same key ended; alice's may still run: still listed, as one the run went on without
+    assert [(job["job_id"], job["left"]) for job in open_jobs(records)] == [(job_id, True)]
+    assert totals(records)["left_open"] == 1
+    # a later rerun as bob is not refused again for it
+    JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST).close()
+
+
+def test_switch_account_re_attaches_to_a_job_this_account_sees(tmp_path):
+    """The same account under other credentials (a rotated key, a token instead of the saved
+    account) has another digest but sees the job: switch_account re-attaches to it, paying nothing."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    (spool / f"{job_id}.account").unlink()  # the service shows it to every account of the user
+    with SpoolService(spool) as service:
+        with pytest.raises(ValueError, match="another account made"):
+            JobEngine(SpoolProvider(spool=spool, account="alice-rotated"), run, **FAST)
+        engine = JobEngine(SpoolProvider(spool=spool, account="alice-rotated"), run, switch_account=True, **FAST)
+        engine.run(STEP, 100, scope="train-3")
+        engine.close()
+        assert [s["job_id"] for s in service.drain()] == [job_id]
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["event"] for r in records].count("intent") == 1 and "reattached" in [r["event"] for r in records]
+    assert open_jobs(records) == []
+
+
+def test_resolving_a_submission_by_hand_keeps_its_account(tmp_path):
+    from qpeft.jobs.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.append(
+        "unknown",
+        key="k",
+        provider="spool",
+        backend="torch",
+        job_id=None,
+        circuits=1,
+        shots=100,
+        attempt=1,
+        tag="k.1",
+        scope="train-1",
+        account=account_digest("alice"),
+    )
+    assert ledger.resolve("k.1", "job-7")["account"] == account_digest("alice")
 
 
 def test_no_account_known_checks_nothing(tmp_path):

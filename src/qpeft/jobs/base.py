@@ -9,6 +9,7 @@ significant bit, qpeft's order): exact for an exact simulator, ``counts / shots`
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -344,12 +345,18 @@ class Provider(ABC):
         return f"{type(self).__name__}({self.backend!r})"
 
 
+@functools.lru_cache(maxsize=64)
 def account_digest(*parts) -> str | None:
     """A 12-hex-digit digest naming an account by what identifies it (an API key, a token, an
-    instance), or None when no part is given. One-way and short: it tells two accounts apart in a
-    ledger without holding anything that signs a request."""
+    instance, an account number), or None when no part is given. It tells two accounts apart in a
+    ledger without holding anything that signs a request; it is slow to compute (PBKDF2, 600,000
+    rounds) so that a guessable identity, such as a 12-digit AWS account number, cannot be
+    recovered from it by trying every candidate."""
     parts = tuple(str(p) for p in parts if p)
-    return digest("qpeft-account", *parts)[:12] if parts else None
+    if not parts:
+        return None
+    text = json.dumps(parts, separators=(",", ":")).encode()
+    return hashlib.pbkdf2_hmac("sha256", text, b"qpeft-account", 600_000).hex()[:12]
 
 
 def counts_to_probs(counts: dict, n_qubits: int, little_endian: bool = True) -> np.ndarray:

@@ -113,11 +113,19 @@ def session_secrets(session) -> list[str]:
 def session_account(session, redact: Callable[[str], str]) -> str | None:
     """The digest of the session's AWS account number (STS GetCallerIdentity: the same for every
     key and role session of the account, which owns its quantum tasks); None without a session or
-    where STS does not answer (then nothing is checked)."""
+    where STS does not answer within a few seconds (then nothing is checked, with a warning)."""
     if session is None:
         return None
     try:
-        return account_digest(session.account_id)
+        config = require("botocore.config", "braket").Config(
+            connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
+        )
+        sts = session.boto_session.client("sts", region_name=session.region, config=config)
+        return account_digest(sts.get_caller_identity()["Account"])
     except Exception as err:  # noqa: BLE001 (the check is a safeguard: without it the run goes on unchecked)
-        logger.info("Amazon Braket: the AWS account could not be read (%s); not checked", redact(str(err)))
+        logger.warning(
+            "Amazon Braket: the AWS account could not be read from STS (%s): this run's jobs are recorded without "
+            "it, and a rerun as another AWS account will not be stopped before it takes them as lost",
+            redact(str(err)),
+        )
         return None

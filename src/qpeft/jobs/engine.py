@@ -47,7 +47,7 @@ from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import DURABLE, Ledger
 from qpeft.jobs.options import Deadline, EngineOptions, progress_bar
-from qpeft.jobs.pin import OpenJobs, check_account, check_backend
+from qpeft.jobs.pin import OpenJobs, check_account, check_backend, sees
 from qpeft.jobs.runlock import hold_run
 from qpeft.jobs.submit import Submitter
 from qpeft.jobs.writer import JobWriter
@@ -311,7 +311,9 @@ class JobEngine:
             if probs is not None:
                 return probs
         if live is not None and self._account is not None and live.get("account") not in (None, self._account):
-            live = None  # another account's job (switch_account): this account cannot see it, nor re-attach
+            if not sees(self.calls, self.ledger, live, deadline):  # another account's job (switch_account)
+                limit = max(limit, live["attempt"] + self.options.max_attempts)  # (its attempts were not ours)
+                live = None
         if live is not None:
             attempt, submitted_at = live["attempt"], live["time"]
             if self.ledger.left_behind(live):  # a run went on without it; it is this run's again

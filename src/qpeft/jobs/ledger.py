@@ -155,8 +155,9 @@ class Ledger:
             tags = [r["tag"] for r in unsettled]
             raise ValueError(f"no unresolved submission with tag {tag!r} in {self.path}; unresolved: {tags}")
         fields = {k: record[k] for k in FIELDS if k != "job_id"}
-        if "scope" in record:  # the record stays in its step (see recent_steps)
-            fields["scope"] = record["scope"]
+        for name in ("scope", "account"):  # (the record stays in its step, see recent_steps, and its account)
+            if name in record:
+                fields[name] = record[name]
         if job_id is None:
             return self.append("rejected", job_id=None, message="resolved by hand: not created", **fields)
         return self.append("submitted", job_id=job_id, **fields)
@@ -313,12 +314,22 @@ def open_jobs(records: list[dict]) -> list[dict]:
     return sorted(jobs, key=lambda job: job["time"] or 0.0)
 
 
-def _open(records: list[dict]) -> dict[str, dict]:
-    """key -> its open record (what :meth:`Ledger.live` keeps), from a list of records."""
-    ledger = Ledger(None)
+def _open(records: list[dict]) -> dict[tuple, dict]:
+    """The open submissions of a list of records, (key, tag) -> its newest ``intent`` /
+    ``submitted`` / ``unknown`` record with no terminal record of its job. Unlike
+    :meth:`Ledger.live` (a key's newest submission, which a rerun re-attaches to), a key's older
+    submission that is still open stays: a rerun as another account submits the key anew while the
+    other account's job may still run (:func:`qpeft.jobs.pin.sees`)."""
+    subs: dict[tuple, dict] = {}
     for r in records:
-        ledger._index(r)
-    return ledger.live()
+        if r.get("key") is None:
+            continue
+        if r["event"] in DURABLE:
+            subs[submission(r)] = r
+        elif r["event"] in TERMINAL:
+            for sub in [s for s, o in subs.items() if s[0] == r["key"] and o.get("job_id") == r.get("job_id")]:
+                del subs[sub]
+    return subs
 
 
 def _retries(records: list[dict]) -> int:

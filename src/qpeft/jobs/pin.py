@@ -22,7 +22,9 @@ in the environment, another saved account) would find the run's open jobs nowher
 lost and pay for them again while they may still run, billed to the first account. Each
 submission records the account's digest (:meth:`~qpeft.jobs.base.Provider.account`), and a rerun
 as another account is refused while the run has jobs open unless ``switch_account`` is on
-(:func:`check_account`).
+(:func:`check_account`); then the step of such a job asks the provider whether this account sees it
+(the same account under other credentials: a rotated key, a token instead of the saved account)
+and re-attaches to it if so; if not, the job is left and the step submitted anew (:func:`sees`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from qpeft.jobs.base import Provider
+from qpeft.jobs.base import JobLostError, Provider
 from qpeft.jobs.ledger import Ledger, left_behind, read_ledger, submission
 from qpeft.jobs.providers import parse_spec
 
@@ -104,34 +106,76 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> None:
     mine = provider.account() if provider.durable else None
     if mine is None:
         return
-    left = left_behind(ledger.records)
+    switched = _switched(ledger.records)
     here = (provider.name, provider.backend or "")
     other = [
         r
         for r in ledger.live().values()
         if (r.get("provider"), r.get("backend") or "") == here
         and r.get("account") not in (None, mine)
-        and submission(r) not in left
+        and submission(r) not in switched
     ]
     if not other:
         return
     accounts = ", ".join(dict.fromkeys(r["account"] for r in other))
     words = (
         f"this run's ledger has {len(other)} job(s) open on {here[0]}:{here[1]} that another account made "
-        f"(account digest {accounts}: {_named(other)}), and this command submits as account {mine}, which cannot "
+        f"(account digest {accounts}: {_named(other)}), and this command submits as account {mine}, which may not "
         "see them: they would be taken as lost and their steps paid for again, while they may still run and be "
         "billed to the other account"
     )
     if not switch:
         raise ValueError(
             f"{words}. Rerun with that account's credentials (the API key or token in the environment, or the SDK's "
-            "saved account) to re-attach to them; to go on as this account without them (they are not cancelled: "
-            "cancel them in the provider's console if you do not want them billed), set the engine option "
-            "switch_account (on the command line: --quantum-options '{\"switch_account\": true}')"
+            "saved account) to re-attach to them. To go on as this account, set the engine option switch_account "
+            "(on the command line: --quantum-options '{\"switch_account\": true}'): each of these jobs is then "
+            "re-attached to if this account sees it (the same account under other credentials) and otherwise left "
+            "open, not cancelled (cancel it in the provider's console if you do not want it billed), and its step "
+            "submitted anew"
         )
-    logger.warning("%s; going on as account %s without them (switch_account): they stay open", words, mine)
+    logger.warning("%s; going on as account %s (switch_account): the jobs it does not see stay open", words, mine)
     for r in other:
-        ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why="another account")
+        ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why=_ANOTHER_ACCOUNT)
+
+
+_ANOTHER_ACCOUNT = "another account"
+
+
+def _switched(records: list[dict]) -> set[tuple]:
+    """The submissions a run went on without because another account made them (switch_account)
+    and no run has re-attached to since."""
+    switched: set[tuple] = set()
+    for r in records:
+        if r.get("event") == "left" and r.get("why") == _ANOTHER_ACCOUNT:
+            switched.add(submission(r))
+        elif r.get("event") == "reattached":
+            switched.discard(submission(r))
+    return switched
+
+
+def sees(calls, ledger: Ledger, live: dict, deadline) -> bool:
+    """Whether this engine's account sees ``live``, another account's open job (``calls``: the
+    engine's :class:`~qpeft.jobs.calls.ProviderCalls`): asked of the provider by the job's id
+    (transient errors retried). A job it does not see, or a submission without an id (looking it up
+    by its tag as this account could wrongly settle it as never created), gets a ``left`` record
+    (it may still run, billed to the other account) and False: its step is submitted anew."""
+    job_id = live.get("job_id")
+    if job_id is not None:
+        try:
+            calls.retried(lambda: calls.provider.status(job_id), deadline)
+            return True
+        except JobLostError:
+            pass
+        except Exception as err:
+            raise calls.clean(err, job_id) from None
+    logger.warning(
+        "%s, made by another account, is not visible to this one: it stays open (it may still run and be billed to "
+        "that account; cancel it in the provider's console if you do not want it), and its step is submitted anew",
+        f"job {job_id}" if job_id else f"the submission with tag {live.get('tag')}",
+    )
+    if submission(live) not in left_behind(ledger.records):
+        ledger.append("left", key=live["key"], job_id=job_id, tag=live.get("tag"), why=_ANOTHER_ACCOUNT)
+    return False
 
 
 def _shots(shots: int | None) -> str:
