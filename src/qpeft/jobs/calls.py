@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from qpeft.jobs.base import BoundCircuit, JobLostError, Provider, State, Status, error_chain
+from qpeft.jobs.base import BoundCircuit, JobLostError, JobStillRunningError, Provider, State, Status, error_chain
 from qpeft.jobs.options import Deadline, EngineOptions
 
 logger = logging.getLogger("qpeft.jobs.engine")
@@ -237,6 +237,18 @@ class ProviderCalls:
             return None, "; ".join(words)
         words.append(f"it reads {status.state.name}" + (f": {status.message}" if status.message else ""))
         return status.state, self.provider.redact("; ".join(words))
+
+    def stop(self, job_key: str, job_id: str, why: str, deadline: Deadline) -> tuple[State | str, str]:
+        """A job past its queue or run-time limit (``why``): cancelled; ("timeout", words) once the
+        provider confirms that it ended (then it is submitted again), (DONE, "") if it finished
+        meanwhile. Raises :class:`JobStillRunningError` when the provider does not confirm (it may
+        still run and be billed: it is not submitted again, and stays open in the ledger)."""
+        outcome, words = self.cancel(job_id, deadline)
+        if outcome is State.DONE:
+            return State.DONE, ""
+        if outcome is None:
+            raise JobStillRunningError(job_key, job_id, f"{why}; a cancel was requested, but {words}")
+        return "timeout", f"{why}; cancelled ({words})"
 
     def find(self, tag: str, deadline: Deadline) -> str | None:
         """The id of the job submitted with ``tag`` (None: the provider has none), transient

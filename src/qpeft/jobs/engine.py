@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpeft.jobs.base import BoundCircuit, JobFailedError, JobStillRunningError, Provider, State, split
+from qpeft.jobs.base import BoundCircuit, JobFailedError, Provider, State, split
 from qpeft.jobs.budget import Budget, SpendCap
 from qpeft.jobs.cache import ResultCache
 from qpeft.jobs.calls import ProviderCalls, ProviderError, forget_hidden  # noqa: F401 (ProviderError: public here too)
@@ -64,8 +64,9 @@ class JobEngine:
     ``run_dir/jobs/results/``; None keeps both in memory (no crash recovery).
     options: :class:`EngineOptions` fields (timeouts, deadlines, attempts, ``max_spend``,
     ``switch_backend``, ...). Raises ValueError for a bad option, a cap the provider cannot price,
-    or a backend other than the one the run's ledger records (without ``switch_backend``); a call
-    raises it for shots other than those of its step's open jobs (without ``switch_shots``).
+    a backend other than the one the run's ledger records (without ``switch_backend``), or an
+    account other than the one that made its open jobs (without ``switch_account``); a call raises
+    it for shots other than those of its step's open jobs (without ``switch_shots``).
     """
 
     def __init__(self, provider: Provider, run_dir: str | Path | None = None, **options):
@@ -77,8 +78,7 @@ class JobEngine:
         try:
             self.ledger = Ledger(jobs_dir / "ledger.jsonl" if jobs_dir else None, fsync=provider.durable)
             check_backend(self.ledger, provider, self.options.switch_backend)
-            check_account(self.ledger, provider, self.options.switch_account)
-            self._account = provider.account() if provider.durable else None
+            self._account = check_account(self.ledger, provider, self.options.switch_account)
             self._inherited = OpenJobs(self.ledger, provider, self.options.switch_shots)  # earlier processes' open jobs
             self.budget = Budget(
                 SpendCap.parse(self.options.max_spend), provider.name, self.ledger.records, provider.backend
@@ -336,7 +336,7 @@ class JobEngine:
                     continue
             state, message, queue_s = self.calls.poll(job_id, submitted_at, deadline)
             if state == "timeout":
-                state, message = self._stop(job_key, job_id, message, deadline)
+                state, message = self.calls.stop(job_key, job_id, message, deadline)
             timing = {"wall_s": time.time() - submitted_at, "queue_s": queue_s}
             common = (job_key, job_id, attempt, circuits, shots, None)
             probs = self.calls.fetch(job_id, circuits, widths, shots) if state is State.DONE else None
@@ -357,18 +357,6 @@ class JobEngine:
                 raise JobFailedError(job_key, job_id, message, attempt)
             logger.warning("job %s (key %s): %s (%s); submitting it again", job_id, job_key, state, message)
             job_id = None
-
-    def _stop(self, job_key: str, job_id: str, why: str, deadline: Deadline) -> tuple[State | str, str]:
-        """A job past its queue or run-time limit: cancelled; ("timeout", words) once the provider
-        confirms that it ended (then it is submitted again), (DONE, "") if it finished meanwhile.
-        Raises :class:`JobStillRunningError` when the provider does not confirm (it may still run
-        and be billed: it is not submitted again, and stays open in the ledger)."""
-        outcome, words = self.calls.cancel(job_id, deadline)
-        if outcome is State.DONE:
-            return State.DONE, ""
-        if outcome is None:
-            raise JobStillRunningError(job_key, job_id, f"{why}; a cancel was requested, but {words}")
-        return "timeout", f"{why}; cancelled ({words})"
 
     def _used_up(self, job_key: str, attempt: int) -> JobFailedError:
         """The error of a key whose attempts are used up: names its last job and the provider's words."""

@@ -98,14 +98,16 @@ def check_backend(ledger: Ledger, provider: Provider, switch: bool) -> None:
     logger.warning("switching the run from %s to %s: %s", was, now, fate)
 
 
-def check_account(ledger: Ledger, provider: Provider, switch: bool) -> None:
-    """Refuse (ValueError) an engine whose provider submits as another account than the one that
-    made the run's open jobs on this backend (their records' ``account``), unless ``switch``: then
-    the jobs are named in a warning and a ``left`` record each, and the run goes on without them.
-    Providers that do not know their account, and records without one, are not checked."""
+def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | None:
+    """The account ``provider`` submits as (:meth:`~qpeft.jobs.base.Provider.account`; None for
+    one that does not know it, or whose jobs end with the process). Refuses (ValueError) another
+    account than the one that made the run's open jobs on this backend (their records'
+    ``account``), unless ``switch``: then the jobs are named in a warning and a ``left`` record
+    each, and their steps ask the provider whether this account sees them (:func:`sees`).
+    Records without an account are not checked."""
     mine = provider.account() if provider.durable else None
     if mine is None:
-        return
+        return None
     switched = _switched(ledger.records)
     here = (provider.name, provider.backend or "")
     other = [
@@ -116,7 +118,7 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> None:
         and submission(r) not in switched
     ]
     if not other:
-        return
+        return mine
     accounts = ", ".join(dict.fromkeys(r["account"] for r in other))
     words = (
         f"this run's ledger has {len(other)} job(s) open on {here[0]}:{here[1]} that another account made "
@@ -136,6 +138,7 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> None:
     logger.warning("%s; going on as account %s (switch_account): the jobs it does not see stay open", words, mine)
     for r in other:
         ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why=_ANOTHER_ACCOUNT)
+    return mine
 
 
 _ANOTHER_ACCOUNT = "another account"
