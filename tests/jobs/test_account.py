@@ -145,3 +145,47 @@ def test_origin_and_ibm_name_their_account_by_a_digest_never_the_key(monkeypatch
     assert ibm("tok-one") != ibm("tok-two")  # (no instance: the token names the account)
     assert ibm("tok-one", "crn:v1:instance-a") == ibm("tok-two", "crn:v1:instance-a")  # jobs belong to the instance
     assert "tok" not in ibm("tok-one") and IBMProvider("fake_torino").account() is None  # local testing mode
+
+
+class _RefusingSpool(SpoolProvider):
+    """A service that answers another account's job id with "access denied", not "not found"."""
+
+    def status(self, job_id):
+        if not self._visible(job_id):
+            raise PermissionError(f"AccessDeniedException: not authorized to read {job_id}")
+        return super().status(job_id)
+
+
+def test_switch_account_goes_on_where_the_service_refuses_access_to_the_other_accounts_job(tmp_path, caplog):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    with SpoolService(spool) as service, caplog.at_level(logging.WARNING):
+        engine = JobEngine(_RefusingSpool(spool=spool, account="bob"), run, switch_account=True, **FAST)
+        engine.run(STEP, 100, scope="train-3")
+        engine.close()
+        assert len(service.drain()) == 2
+    assert f"job {job_id}, made by another account, is not visible" in caplog.text and "AccessDenied" in caplog.text
+
+
+def test_an_older_submission_of_another_account_stays_open_and_can_be_resolved(tmp_path):
+    """alice's submit was cut off (an intent without id); bob, switching accounts, submitted the
+    key anew: his first submission created nothing (rejected), his second finished. alice's may
+    have created a job: it stays unresolved, and --resolve settles it without touching bob's."""
+    from qpeft.jobs.ledger import Ledger
+
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    common = dict(key="k", provider="spool", backend="torch", circuits=1, shots=100, scope="train-1")
+    ledger.append("intent", job_id=None, attempt=1, tag="k.1", account=account_digest("alice"), **common)
+    ledger.append("left", key="k", job_id=None, tag="k.1", why="another account")
+    ledger.append("intent", job_id=None, attempt=2, tag="k.2", account=account_digest("bob"), **common)
+    ledger.append("rejected", job_id=None, attempt=2, tag="k.2", message="refused", **common)
+    ledger.append("intent", job_id=None, attempt=3, tag="k.3", account=account_digest("bob"), **common)
+    ledger.append("submitted", job_id="B3", attempt=3, tag="k.3", account=account_digest("bob"), **common)
+    assert totals(read_ledger(path))["unresolved"] == ["k.1"]
+    assert [r["tag"] for r in Ledger(path).unsettled()] == ["k.1"]
+    reopened = Ledger(path)
+    reopened.resolve("k.1", "A1")  # it existed: the job is listed by id from now on
+    assert reopened.get_live("k")["job_id"] == "B3"  # bob's stays the key's job
+    assert {job["job_id"] for job in open_jobs(read_ledger(path))} == {"A1", "B3"}
+    assert totals(read_ledger(path))["unresolved"] == []

@@ -9,7 +9,6 @@ significant bit, qpeft's order): exact for an exact simulator, ``counts / shots`
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import json
 import math
@@ -345,7 +344,6 @@ class Provider(ABC):
         return f"{type(self).__name__}({self.backend!r})"
 
 
-@functools.lru_cache(maxsize=64)
 def account_digest(*parts) -> str | None:
     """A 12-hex-digit digest naming an account by what identifies it (an API key, a token, an
     instance, an account number), or None when no part is given. It tells two accounts apart in a

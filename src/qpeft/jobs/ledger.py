@@ -75,14 +75,16 @@ class Ledger:
             return
         self._attempts[key] = max(self._attempts.get(key, 0), r.get("attempt", 0))
         if r["event"] in DURABLE:
-            self._open[key] = r
+            # (an older submission settled by hand after the key was submitted anew stays out of live())
+            if key not in self._open or r.get("attempt", 0) >= self._open[key].get("attempt", 0):
+                self._open[key] = r
         elif r["event"] == "done":
             self._done[key] = r
         elif r["event"] == "gone":
             self._gone.add(r.get("job_id"))
         if r["event"] in TERMINAL:
             self._last[key] = r
-            if key in self._open and self._open[key].get("job_id") == r.get("job_id"):
+            if key in self._open and _ends(r, self._open[key]):
                 del self._open[key]
 
     def append(self, event: str, **fields) -> dict:
@@ -142,8 +144,11 @@ class Ledger:
             return submission(r) in self._left
 
     def unsettled(self) -> list[dict]:
-        """The submissions whose job may exist but whose id is unknown (``intent`` / ``unknown``)."""
-        return [r for r in self.live().values() if r["event"] in UNSETTLED]
+        """The submissions whose job may exist but whose id is unknown (``intent`` / ``unknown``),
+        a key's older ones included (another account's, which a run went on without)."""
+        with self._lock:
+            records = list(self.records)
+        return [r for r in _open(records).values() if r["event"] in UNSETTLED]
 
     def resolve(self, tag: str, job_id: str | None) -> dict:
         """Settle a submission left unsettled (an ``intent`` a crash cut off, or an ``unknown``
@@ -327,9 +332,17 @@ def _open(records: list[dict]) -> dict[tuple, dict]:
         if r["event"] in DURABLE:
             subs[submission(r)] = r
         elif r["event"] in TERMINAL:
-            for sub in [s for s, o in subs.items() if s[0] == r["key"] and o.get("job_id") == r.get("job_id")]:
+            for sub in [s for s, o in subs.items() if s[0] == r["key"] and _ends(r, o)]:
                 del subs[sub]
     return subs
+
+
+def _ends(terminal: dict, submitted: dict) -> bool:
+    """Whether ``terminal`` (a terminal record) ends the submission of record ``submitted``: the
+    same job id; for a submission without one (``rejected``: nothing was created), the same tag."""
+    if submitted.get("job_id") != terminal.get("job_id"):
+        return False
+    return terminal.get("job_id") is not None or terminal.get("tag") in (None, submitted.get("tag"))
 
 
 def _retries(records: list[dict]) -> int:

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from qpeft.jobs.base import JobLostError, Provider
+from qpeft.jobs.base import Provider
 from qpeft.jobs.ledger import Ledger, left_behind, read_ledger, submission
 from qpeft.jobs.providers import parse_spec
 
@@ -159,24 +159,26 @@ def _switched(records: list[dict]) -> set[tuple]:
 def sees(calls, ledger: Ledger, live: dict, deadline) -> bool:
     """Whether this engine's account sees ``live``, another account's open job (``calls``: the
     engine's :class:`~qpeft.jobs.calls.ProviderCalls`): asked of the provider by the job's id
-    (transient errors retried). A job it does not see, or a submission without an id (looking it up
-    by its tag as this account could wrongly settle it as never created), gets a ``left`` record
-    (it may still run, billed to the other account) and False: its step is submitted anew."""
-    job_id = live.get("job_id")
+    (transient errors retried; still failing, they are raised: nothing is paid again). A job it does
+    not see (not found, or access refused), or a submission without an id (looking it up by its
+    tag as this account could wrongly settle it as never created), gets a ``left`` record (it may
+    still run, billed to the other account) and False: its step is submitted anew."""
+    job_id, why = live.get("job_id"), "it has no job id to ask for"
     if job_id is not None:
         try:
             calls.retried(lambda: calls.provider.status(job_id), deadline)
             return True
-        except JobLostError:
-            pass
-        except Exception as err:
-            raise calls.clean(err, job_id) from None
+        except Exception as err:  # not found, or access denied: this account cannot read it
+            if calls.provider.is_transient(err):  # (still failing after the retries: stop, do not pay again)
+                raise calls.clean(err, job_id) from None
+            why = f"{type(err).__name__}: {calls.provider.redact(str(err))}"
     logger.warning(
-        "%s, made by another account, is not visible to this one: it stays open (it may still run and be billed to "
-        "that account; cancel it in the provider's console if you do not want it), and its step is submitted anew",
+        "%s, made by another account, is not visible to this one (%s): it stays open (it may still run and be billed "
+        "to that account; cancel it in the provider's console if you do not want it), and its step is submitted anew",
         f"job {job_id}" if job_id else f"the submission with tag {live.get('tag')}",
+        why,
     )
-    if submission(live) not in left_behind(ledger.records):
+    if not ledger.left_behind(live):
         ledger.append("left", key=live["key"], job_id=job_id, tag=live.get("tag"), why=_ANOTHER_ACCOUNT)
     return False
 
