@@ -189,3 +189,19 @@ def test_an_older_submission_of_another_account_stays_open_and_can_be_resolved(t
     assert reopened.get_live("k")["job_id"] == "B3"  # bob's stays the key's job
     assert {job["job_id"] for job in open_jobs(read_ledger(path))} == {"A1", "B3"}
     assert totals(read_ledger(path))["unresolved"] == []
+
+
+def test_a_job_left_for_other_shots_still_stops_another_account(tmp_path):
+    """Only going on as another account (switch_account) settles the account check for a job; a
+    job the run went on without for another reason (other shots) still stops a rerun as bob."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    with SpoolService(spool):
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, switch_shots=True, **FAST).run(
+            STEP, 200, scope="train-3"
+        )
+    assert [r["why"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "left"] == [
+        "other shots (switch_shots)"
+    ]
+    with pytest.raises(ValueError, match=f"another account made .*{job_id}"):
+        JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST)

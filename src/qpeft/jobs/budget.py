@@ -78,7 +78,7 @@ def job_spend(
 ) -> Spend:
     """One job of ``circuits`` circuits on ``provider`` (and ``backend``, where prices differ by
     device): 1 job, its shots, and the high end of its estimated price, or of what it cost at the
-    QPU seconds the provider reported (``usage``, a finished job's) where that is more."""
+    QPU seconds the provider reported (``usage``, a job's that ended) where that is more."""
     total_shots = circuits * (shots or 0)
     _, cost = estimate(provider, 1, circuits, total_shots, backend)
     amount = cost[1] if cost else 0.0

@@ -281,17 +281,17 @@ def submission(r: dict) -> tuple:
     return r.get("key"), r.get("tag")
 
 
-def left_behind(records: list[dict]) -> set[tuple]:
+def left_behind(records: list[dict], why: str | None = None) -> set[tuple]:
     """The submissions (:func:`submission`) a run went on without: those with a ``left`` record
-    and no ``reattached`` record after it."""
+    (whose ``why`` is ``why``, when given) and no ``reattached`` record after it."""
     left: set[tuple] = set()
     for r in records:
-        _went_on_without(left, r)
+        _went_on_without(left, r, why)
     return left
 
 
-def _went_on_without(left: set[tuple], r: dict) -> None:
-    if r.get("event") == "left":
+def _went_on_without(left: set[tuple], r: dict, why: str | None = None) -> None:
+    if r.get("event") == "left" and why in (None, r.get("why")):
         left.add(submission(r))
     elif r.get("event") == "reattached":
         left.discard(submission(r))

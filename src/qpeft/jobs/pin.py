@@ -108,7 +108,7 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
     mine = provider.account() if provider.durable else None
     if mine is None:
         return None
-    switched = _switched(ledger.records)
+    switched = left_behind(ledger.records, why=_ANOTHER_ACCOUNT)  # (went on without them once: not refused again)
     here = (provider.name, provider.backend or "")
     other = [
         r
@@ -142,18 +142,6 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
 
 
 _ANOTHER_ACCOUNT = "another account"
-
-
-def _switched(records: list[dict]) -> set[tuple]:
-    """The submissions a run went on without because another account made them (switch_account)
-    and no run has re-attached to since."""
-    switched: set[tuple] = set()
-    for r in records:
-        if r.get("event") == "left" and r.get("why") == _ANOTHER_ACCOUNT:
-            switched.add(submission(r))
-        elif r.get("event") == "reattached":
-            switched.discard(submission(r))
-    return switched
 
 
 def sees(calls, ledger: Ledger, live: dict, deadline) -> bool:
