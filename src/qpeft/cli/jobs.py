@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from qpeft.cli.flags import json_object
+
 
 def cmd_jobs(args) -> int:
     """``qpeft jobs RUN_DIR``: print the totals of the run's job ledger, the plan's estimate for
@@ -40,6 +42,8 @@ def cmd_jobs(args) -> int:
         return compact_results(args.run_dir, read_ledger(path), args.compact_results, as_json=args.json)
     if args.open:
         return list_open(read_ledger(path), as_json=args.json)
+    if args.check or args.cancel:
+        return check(args, read_ledger(path))
     records = read_ledger(path)
     result = {**totals(records), "estimate": estimate(records)}
     if args.json:
@@ -91,6 +95,63 @@ def list_open(records: list[dict], as_json: bool = False) -> int:
         "run and be billed until it ends"
     )
     return 0
+
+
+def check(args, records: list[dict]) -> int:
+    """``qpeft jobs RUN_DIR --check`` / ``--cancel ID|left|all ...``: ask the provider about the
+    run's open jobs (cancelling the named ones first) and record those that ended
+    (:func:`qpeft.jobs.settle.check_open`); one line per open job. The provider is the open jobs'
+    (or ``--quantum-backend``), with the run's ``quantum_options`` under ``--quantum-options``.
+
+    Returns:
+        The exit code: 0 every job asked about answered, 1 a state could not be read or a cancel
+        was not confirmed, 2 a run has the run directory open.
+    """
+    from qpeft.jobs.ledger import open_submissions
+    from qpeft.jobs.runlock import RunInUseError
+    from qpeft.jobs.settle import check_open
+    from qpeft.jobs.step import connect_provider, split_options
+
+    subs = [r for r in open_submissions(records) if r.get("job_id")]
+    spec = args.quantum_backend or (f"{subs[-1]['provider']}:{subs[-1].get('backend') or ''}" if subs else None)
+    if spec is None:
+        print("no open job with an id: nothing to ask the provider about" + _unsettled(records))
+        return 0
+    config = args.run_dir / "train_config.json"
+    saved = json.loads(config.read_text()).get("quantum_options") or {} if config.is_file() else {}
+    options = {**saved, **(args.quantum_options or {})}
+    _, engine_options, _ = split_options(options)
+    provider = connect_provider(spec.rstrip(":"), shots=1, options=options)  # (shots: checked only for a QPU)
+    try:
+        reports = check_open(provider, args.run_dir, args.cancel or (), **engine_options)
+    except RunInUseError as err:
+        print(f"qpeft jobs: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        for job in reports:
+            what = job["job_id"] or f"tag {job['tag']}"
+            state = job["state"] or "not asked"
+            done = f"{state}, recorded" if job["recorded"] else state + (", still open" if job["state"] else "")
+            words = f" ({job['words']})" if job["words"] else ""
+            note = "; a run went on without it" if job["left"] else ""
+            print(f"{what}  {job['provider']}  {job['scope'] or '-'}: {done}{words}{note}")
+        ended = sum(1 for job in reports if job["recorded"])
+        print(
+            f"{len(reports)} open job(s): {ended} ended and recorded (a run that needs a finished job's results "
+            "fetches them by its id; one that needs a cancelled, failed or lost job's step submits it anew), "
+            f"{len(reports) - ended} still open"
+        )
+    asked = [job for job in reports if job["provider"] == provider.name + ":" + (provider.backend or "")]
+    return 1 if any(job["job_id"] and job["state"] is None for job in asked) else 0
+
+
+def _unsettled(records: list[dict]) -> str:
+    from qpeft.jobs.ledger import open_submissions
+
+    tags = [r["tag"] for r in open_submissions(records) if not r.get("job_id")]
+    return f"; {len(tags)} submission(s) of unknown outcome: `--resolve TAG` settles them" if tags else ""
 
 
 def estimate(records: list[dict]) -> dict:
@@ -241,5 +302,30 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="list the jobs that may still run and be billed (submitted with no end recorded, or of unknown "
         "outcome), with id, backend, step, shots and time; those a run went on without are marked",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="ask the provider about every open job (by id; nothing is submitted) and record those that ended "
+        "(done, failed, cancelled in the console, or no longer known), so they leave --open",
+    )
+    p.add_argument(
+        "--cancel",
+        nargs="+",
+        metavar="ID",
+        help="cancel these open jobs, wait for the provider to confirm, and record them (implies --check); "
+        "'left' names every job a run went on without, 'all' every open job (a rerun pays again for the steps "
+        "of the ones it needs)",
+    )
+    p.add_argument(
+        "--quantum-backend",
+        default=None,
+        help="with --check / --cancel: the PROVIDER:BACKEND to ask (default: that of the newest open job)",
+    )
+    p.add_argument(
+        "--quantum-options",
+        type=json_object,
+        default=None,
+        help="with --check / --cancel: provider and engine options (default: the run's own quantum_options)",
     )
     p.set_defaults(func=cmd_jobs)

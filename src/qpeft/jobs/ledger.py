@@ -12,7 +12,9 @@ damaged by a power loss), were fetched from the provider again; ``gone`` that th
 longer had them either (the job is then submitted again). ``left`` says a run went on without an
 open job (other shots with ``switch_shots``, or its step did not use it); the job stays open,
 and a run that asks for its circuits and shots still re-attaches to it, which a ``reattached``
-record says (from then on the job is the run's again, left open or not). A restarted engine reads
+record says (from then on the job is the run's again, left open or not). A terminal record with
+``by`` was written by ``qpeft jobs RUN_DIR --check`` / ``--cancel`` (:mod:`qpeft.jobs.settle`),
+which asks the provider about open jobs outside a run; its ``done`` carries no results. A restarted engine reads
 it to re-attach to jobs that were submitted but never reached a terminal event, and to settle
 submissions left without a job id. Submission records carry ``account``, a digest naming the account that made the job
 (:meth:`~qpeft.jobs.base.Provider.account`). It holds no secret.
@@ -303,7 +305,7 @@ def open_jobs(records: list[dict]) -> list[dict]:
     provider and backend, id or tag, scope, shots, circuits, when it was submitted (``time``, a
     Unix time) and whether a run went on without it (``left``), oldest first."""
     left = left_behind(records)
-    jobs = [
+    return [
         {
             "job_id": r.get("job_id"),
             "tag": r.get("tag"),
@@ -314,9 +316,14 @@ def open_jobs(records: list[dict]) -> list[dict]:
             "time": r.get("time"),
             "left": submission(r) in left,
         }
-        for r in _open(records).values()
+        for r in open_submissions(records)
     ]
-    return sorted(jobs, key=lambda job: job["time"] or 0.0)
+
+
+def open_submissions(records: list[dict]) -> list[dict]:
+    """The newest ``intent`` / ``submitted`` / ``unknown`` record of each open submission (the
+    jobs :func:`open_jobs` lists), oldest first."""
+    return sorted(_open(records).values(), key=lambda r: r.get("time") or 0.0)
 
 
 def _open(records: list[dict]) -> dict[tuple, dict]:

@@ -1,0 +1,169 @@
+"""``qpeft jobs RUN_DIR --check`` and ``--cancel``: the jobs a run's ledger has open, asked about
+by id and settled without a rerun.
+
+A job stays open in the ledger until a run's engine sees it end. One the run went on without
+(other shots, another account, a step it did not use) is re-attached to only by a run that asks for
+its circuits again, so it stays listed by ``--open`` after it ended or was cancelled in the
+provider's console; and a user who abandons a run has no other way to stop its jobs than the
+console. :func:`check_open` asks the provider for each open job's state (transient errors retried
+with backoff) and records the ones that ended, as the engine would have (``done``, ``failed``,
+``cancelled``, with what the provider reports they used, or ``lost`` where the provider no longer
+knows the job); with ``cancel`` it first cancels the named jobs and waits for the provider to
+confirm (``cancel_wait``). Nothing is submitted. A ``done`` job's results are not fetched: a run
+that needs them fetches them by the job's id, as after ``--compact-results``.
+
+Left alone, and said so: a job of another provider or backend than the one asked (check it with
+that backend), a job another account made (its credentials see it), and a submission of unknown
+outcome (no id: a rerun looks it up by its tag, or ``--resolve`` settles it). Holds the run
+directory like an engine: refused while a run has it open.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from qpeft.jobs.base import JobLostError, Provider, State
+from qpeft.jobs.calls import ProviderCalls
+from qpeft.jobs.ledger import Ledger, left_behind, open_submissions, submission
+from qpeft.jobs.options import Deadline, EngineOptions
+from qpeft.jobs.runlock import hold_run
+
+logger = logging.getLogger("qpeft.jobs.engine")
+
+#: ``cancel`` words that name a set of jobs rather than one id
+CANCEL_ALL, CANCEL_LEFT = "all", "left"
+_EVENT = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled", "lost": "lost"}
+
+
+class _Holder:
+    """The run directory's holder while the jobs are checked (an engine's place in :mod:`runlock`)."""
+
+    _running = 0
+
+
+def check_open(provider: Provider, run_dir: str | Path, cancel: Iterable[str] = (), **options) -> list[dict]:
+    """Ask ``provider`` about every job the ledger of ``run_dir`` has open on its backend, cancel
+    those ``cancel`` names, and record the ones that ended (see module docstring).
+
+    Args:
+        provider: the provider (and backend) the jobs ran on, as this account.
+        run_dir: the run directory (its ``jobs/ledger.jsonl``).
+        cancel: job ids to cancel; ``"left"`` names every job a run went on without, ``"all"`` every
+            open job (a rerun then pays for the steps of the ones it needs again).
+        **options: :class:`~qpeft.jobs.options.EngineOptions` fields (``cancel_wait``,
+            ``max_attempts``, ``poll_interval``, ...).
+
+    Returns:
+        One dict per open submission of the ledger, oldest first: ``job_id``, ``tag``,
+        ``provider`` (``name:backend``), ``scope``, ``left`` (a run went on without it),
+        ``state`` (what the provider says: ``queued``, ``running``, ``done``, ``failed``,
+        ``cancelled``, ``lost``; None where it was not asked or could not answer),
+        ``recorded`` (the event written to the ledger, or None: still open), ``usage`` and
+        ``words`` (why, or the provider's message).
+
+    Raises:
+        FileNotFoundError: the run directory has no ledger.
+        ValueError: ``cancel`` names a job that is not open on this provider's backend.
+        RunInUseError: a run has the run directory open.
+    """
+    jobs_dir = Path(run_dir) / "jobs"
+    path = jobs_dir / "ledger.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    engine_options = EngineOptions(**options)
+    holder = _Holder()
+    hold = hold_run(jobs_dir, holder)
+    try:
+        ledger = Ledger(path, fsync=provider.durable)
+        here = f"{provider.name}:{provider.backend or ''}"
+        subs = open_submissions(ledger.records)
+        chosen = _chosen(subs, list(cancel), here, left_behind(ledger.records))
+        mine = provider.account() if provider.durable else None
+        calls = ProviderCalls(provider, engine_options)
+        deadline = Deadline.earliest(engine_options, time.time())
+        return [_settle(calls, ledger, r, here, mine, submission(r) in chosen, deadline) for r in subs]
+    finally:
+        hold.release()
+
+
+def _where(r: dict) -> str:
+    return f"{r.get('provider')}:{r.get('backend') or ''}"
+
+
+def _chosen(subs: list[dict], cancel: list[str], here: str, left: set[tuple]) -> set[tuple]:
+    """The submissions ``cancel`` names (ValueError for an id that is not open here)."""
+    ours = [r for r in subs if _where(r) == here and r.get("job_id")]
+    ids = {r["job_id"] for r in ours}
+    unknown = [c for c in cancel if c not in (CANCEL_ALL, CANCEL_LEFT) and c not in ids]
+    if unknown:
+        listed = ", ".join(sorted(ids)) or "none"
+        raise ValueError(
+            f"--cancel {' '.join(unknown)}: not a job this run's ledger has open on {here} (open there: {listed}); "
+            f"`qpeft jobs RUN_DIR --open` lists them; '{CANCEL_LEFT}' names the jobs a run went on without, "
+            f"'{CANCEL_ALL}' every open job"
+        )
+    return {
+        submission(r)
+        for r in ours
+        if CANCEL_ALL in cancel or r["job_id"] in cancel or (CANCEL_LEFT in cancel and submission(r) in left)
+    }
+
+
+def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, cancel: bool, deadline) -> dict:
+    left = submission(r) in left_behind(ledger.records)
+    report = {
+        "job_id": r.get("job_id"),
+        "tag": r.get("tag"),
+        "provider": _where(r),
+        "scope": r.get("scope", ""),
+        "left": left,
+        "state": None,
+        "recorded": None,
+        "usage": None,
+        "words": "",
+    }
+    if _where(r) != here:
+        report["words"] = f"on {_where(r)}, not {here}: check it with --quantum-backend {_where(r)}"
+        return report
+    if not r.get("job_id"):
+        report["words"] = (
+            f"outcome unknown (no job id): a rerun looks it up by its tag, or `qpeft jobs RUN_DIR --resolve "
+            f"{r.get('tag')}` settles it"
+        )
+        return report
+    if mine is not None and r.get("account") not in (None, mine):
+        report["words"] = (
+            f"made by another account (digest {r['account']}; this one is {mine}), which alone may see it: check "
+            "it with that account's credentials"
+        )
+        return report
+    job_id, provider = r["job_id"], calls.provider
+    if cancel:
+        state, words = calls.cancel(job_id, deadline)
+        if state is None:
+            report["words"] = f"cancel requested, not confirmed: {words}; it may still run and be billed"
+            return report
+    else:
+        try:
+            status = calls.retried(lambda: provider.status(job_id), deadline)
+            state, words = status.state, provider.redact(status.message or "")
+        except JobLostError as err:
+            state, words = "lost", provider.redact(str(err))
+        except Exception as err:  # (transient errors still failing after the retries, or any other)
+            report["words"] = f"its state could not be read ({type(err).__name__}: {provider.redact(str(err))})"
+            return report
+    report["state"] = getattr(state, "value", state)
+    report["words"] = words
+    event = _EVENT.get(state)
+    if event is None:  # queued or running: open still
+        return report
+    usage = calls.usage(job_id) if event != "lost" else None  # (billed also when it failed, was cancelled)
+    fields = {k: r.get(k) for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag", "scope")}
+    extra = {"usage": usage} if usage else {}
+    ledger.append(event, job_id=job_id, message=words, by="qpeft jobs", **fields, **extra)
+    report["recorded"], report["usage"] = event, usage
+    logger.info("job %s: %s (%s), recorded in the ledger", job_id, event, words or "no message")
+    return report

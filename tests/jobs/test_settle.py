@@ -1,0 +1,143 @@
+"""``qpeft jobs RUN_DIR --check`` / ``--cancel``: the run's open jobs asked about by id, cancelled
+on request, and recorded once they ended, with nothing submitted. The spool service in its own
+process stands in for the remote QPU service (which cannot be reached from here); its bill counts
+the jobs it ran, and its clients see only their own account's jobs."""
+
+import json
+import time
+
+import pytest
+from spoolservice import SpoolService, start_client
+
+from qpeft.cli import main
+from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs.ledger import open_jobs, read_ledger
+from qpeft.jobs.spool import SpoolProvider
+from qpeft.quantum.circuit import Circuit, Weight
+
+RY = Circuit(1).add("RY", [0], Weight(0))
+FAST = dict(poll_interval=0.01, max_poll_interval=0.05, progress=False)
+STEP = [BoundCircuit(RY, (t,)) for t in (0.1, 0.2, 0.3)]
+
+
+def _records(run):
+    return read_ledger(run / "jobs" / "ledger.jsonl")
+
+
+def _left_open(spool, run, shots=100, account=None, **options) -> str:
+    """A process whose step's job stays queued (no service runs) past its deadline; the job's id."""
+    spool.mkdir(parents=True, exist_ok=True)
+    engine = JobEngine(SpoolProvider(spool=spool, account=account), run, deadline=1.0, **FAST, **options)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, shots, scope="train-3")
+    engine.close()
+    return [r["job_id"] for r in _records(run) if r["event"] == "submitted"][-1]
+
+
+def _jobs(run, spool, *flags, account=None, **options):
+    """``qpeft jobs RUN --check ...`` against the spool; (exit code, the JSON report)."""
+    opts = {"spool": str(spool), **({"account": account} if account else {}), **FAST, **options}
+    opts.pop("progress")
+    return main(["jobs", str(run), *flags, "--quantum-options", json.dumps(opts), "--json"])
+
+
+def test_cancel_left_stops_the_jobs_a_run_went_on_without_and_nothing_else(tmp_path, capsys):
+    """A rerun with other shots (switch_shots) leaves the first run's job queued and billed-to-be;
+    ``--cancel left`` cancels exactly that one: the service never runs it, and it leaves --open."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    first = _left_open(spool, run, shots=100)
+    second = _left_open(spool, run, shots=200, switch_shots=True)  # goes on without the first: a `left` record
+    assert [(j["job_id"], j["left"]) for j in open_jobs(_records(run))] == [(first, True), (second, False)]
+    assert _jobs(run, spool, "--cancel", "left") == 0
+    got = {job["job_id"]: job for job in json.loads(capsys.readouterr().out)}
+    assert (got[first]["state"], got[first]["recorded"]) == ("cancelled", "cancelled")
+    assert (got[second]["state"], got[second]["recorded"]) == ("queued", None)  # asked, not cancelled
+    assert [j["job_id"] for j in open_jobs(_records(run))] == [second]
+    with SpoolService(spool) as service:
+        assert [s["job_id"] for s in service.drain()] == [second]  # the bill: the cancelled job never ran
+
+
+def test_check_records_a_job_that_ended_meanwhile_and_a_rerun_fetches_it_paying_nothing(tmp_path, capsys):
+    """A job that finished while no run was attached leaves --open once checked; its results are
+    not fetched then, and the rerun that needs them fetches them by the job's id."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run)
+    with SpoolService(spool) as service:
+        assert [s["job_id"] for s in service.drain()] == [job_id]
+        assert main(["jobs", str(run), "--check", "--quantum-options", json.dumps({"spool": str(spool)})]) == 0
+        out = capsys.readouterr().out
+        assert f"{job_id}  local:torch  train-3: done, recorded" in out and "1 ended and recorded" in out
+        assert open_jobs(_records(run)) == []
+        assert [r["event"] for r in _records(run)][-1] == "done"
+        results = JobEngine(SpoolProvider(spool=spool), run, **FAST).run(STEP, 100, scope="train-3")
+        assert len(results) == 3
+        assert [s["job_id"] for s in service.drain()] == [job_id]  # nothing paid again
+    assert "refetched" in [r["event"] for r in _records(run)]
+
+
+def test_a_job_the_provider_no_longer_knows_is_recorded_lost(tmp_path, capsys):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run)
+    (spool / f"{job_id}.job.json").unlink()  # the service forgot it
+    # (the provider's options default to the run's own, from its train_config.json)
+    (run / "train_config.json").write_text(json.dumps({"quantum_options": {"spool": str(spool)}}))
+    assert main(["jobs", str(run), "--check", "--json"]) == 0
+    (job,) = json.loads(capsys.readouterr().out)
+    assert (job["state"], job["recorded"]) == ("lost", "lost")
+    assert open_jobs(_records(run)) == []
+
+
+def test_another_accounts_job_is_not_asked_about_nor_recorded(tmp_path, capsys):
+    """As another account the provider would answer that the job does not exist: recording it as
+    lost would drop a job that may still run from the ledger. It is left, and said so."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, account="alice")
+    assert _jobs(run, spool, "--check", account="bob") == 1
+    (job,) = json.loads(capsys.readouterr().out)
+    assert job["state"] is None and job["recorded"] is None and "another account" in job["words"]
+    assert [j["job_id"] for j in open_jobs(_records(run))] == [job_id]
+    assert _jobs(run, spool, "--cancel", "all", account="alice") == 0  # its own account cancels it
+    capsys.readouterr()
+    assert open_jobs(_records(run)) == []
+    with SpoolService(spool) as service:
+        assert service.drain() == []
+
+
+def test_a_cancel_the_provider_does_not_confirm_leaves_the_job_open(tmp_path, capsys):
+    """The spool service refuses to cancel a running job: the job stays open (it may still run and
+    be billed), the command says so and exits 1."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run)
+    with SpoolService(spool, delay=3.0) as service:
+        until = time.monotonic() + 60
+        while not (spool / f"{job_id}.running.json").exists():
+            assert time.monotonic() < until
+            time.sleep(0.02)
+        assert _jobs(run, spool, "--cancel", job_id, cancel_wait=0.3) == 1
+        (job,) = json.loads(capsys.readouterr().out)
+        assert job["recorded"] is None and "not confirmed" in job["words"]
+        assert [j["job_id"] for j in open_jobs(_records(run))] == [job_id]
+        service.drain()
+    assert _jobs(run, spool, "--check") == 0  # it finished: now recorded as done
+    assert json.loads(capsys.readouterr().out)[0]["recorded"] == "done"
+
+
+def test_bad_ids_and_a_live_run_are_refused_before_anything_is_asked(tmp_path, capsys):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run)
+    assert _jobs(run, spool, "--cancel", "no-such-job") == 2
+    err = capsys.readouterr().err
+    assert "not a job this run's ledger has open" in err and job_id in err
+    live = start_client(run, spool, n=3, max_circuits=3, options={"poll_interval": 0.05})  # its job waits
+    try:
+        until = time.monotonic() + 60
+        while [r["event"] for r in _records(run)].count("submitted") < 2:  # its engine holds the run meanwhile
+            assert time.monotonic() < until and live.poll() is None
+            time.sleep(0.05)
+        assert _jobs(run, spool, "--cancel", job_id) == 2
+        assert "in use by another job engine" in capsys.readouterr().err
+    finally:
+        live.kill()
+        live.wait()
+    assert job_id in [j["job_id"] for j in open_jobs(_records(run))]
+    assert (spool / f"{job_id}.job.json").exists()  # still queued: nothing was cancelled
