@@ -65,6 +65,11 @@ GSM8K_TEST_LOSS, GSM8K_TEST_ACCURACY, GSM8K_NEW_TOKENS = 200, 100, 256
 SECONDS_PER_STEP = {"cpsycound": 4.4, "arithmetic": 2.2, "gsm8k": 5.0}
 
 COMMON = {"batch_size": 4, "val_fraction": 0.1, "warmup_steps": 0, "save_steps": 10_000, "progress": False}
+#: a cell this long keeps a checkpoint every RESUME_EVERY steps (the newest only), so a cell cut
+#: off (a session's end kills the study) continues from it; shorter ones start again. A resumed run
+#: reaches the weights of an uninterrupted one (qpeft.train; tests/test_resume.py), so this is not
+#: a setting the results depend on (not in COMMON, not in a cell's settings)
+RESUME_AFTER, RESUME_EVERY = 200, 50
 
 logger = logging.getLogger("quality")
 
@@ -117,8 +122,13 @@ def train_config(cell: Cell, out: Path):
         eval_examples=1 if cell.kind == "grid" else settings["eval_examples"],
         seed=cell.seed,
         logging_steps=1,
-        **COMMON,
+        **{**COMMON, **_checkpoints(cell)},
     )
+
+
+def _checkpoints(cell: Cell) -> dict:
+    """The checkpoint settings of ``cell`` (see RESUME_AFTER)."""
+    return {"save_steps": RESUME_EVERY, "save_total_limit": 1} if cell.steps >= RESUME_AFTER else {}
 
 
 def gsm8k_test(adapter_dir: Path, seed: int) -> dict:
@@ -208,14 +218,14 @@ def run_cell(cell: Cell, results: Path | None = None) -> dict:
         logger.info("[study] cell %s: the same run is finished in %s; reused", cell.name, record["reused_from"])
     else:
         out = RUNS_ROOT / results.name / cell.name
-        if out.exists():
-            shutil.rmtree(out)  # an unfinished earlier attempt: start it again
-        estimate = cell.steps * SECONDS_PER_STEP.get(cell.dataset, 4.0) / 60
+        resumed = _resume_point(cell, out)
+        estimate = (cell.steps - resumed) * SECONDS_PER_STEP.get(cell.dataset, 4.0) / 60
         logger.info(
-            "[study] cell %s: lr %g, %d steps (about %.0f min on a quiet machine)",
+            "[study] cell %s: lr %g, %d steps%s (about %.0f min on a quiet machine)",
             cell.name,
             cell.lr,
             cell.steps,
+            f", continuing from the checkpoint of step {resumed}" if resumed else "",
             estimate,
         )
         summary = train(train_config(cell, out))
@@ -232,6 +242,8 @@ def run_cell(cell: Cell, results: Path | None = None) -> dict:
             "eval": summary["eval"],
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
+        if resumed:  # (train_seconds and seconds_per_step are of the part after it)
+            record["resumed_from_step"] = resumed
         if cell.dataset == "gsm8k" and cell.kind == "main":
             record["gsm8k_test"] = gsm8k_test(out / "adapter", cell.seed)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +254,25 @@ def run_cell(cell: Cell, results: Path | None = None) -> dict:
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(target)  # a cell is finished only once its whole record is on disk
     return record
+
+
+def _resume_point(cell: Cell, out: Path) -> int:
+    """The step an unfinished earlier attempt of ``cell`` in ``out`` continues from: its newest
+    checkpoint's, when it was made with this cell's settings (:mod:`qpeft.rundir` decides, as
+    for ``qpeft train``); otherwise the attempt is deleted and the cell starts again (0)."""
+    from qpeft.rundir import checkpoint_step, latest_checkpoint, start_point
+
+    checkpoint = latest_checkpoint(out) if out.exists() and _checkpoints(cell) else None
+    if checkpoint is not None:
+        try:
+            begin = start_point(out, dataclasses.asdict(train_config(cell, out)))
+            if begin.checkpoint is not None or begin.finished is not None:  # (finished: train() returns it)
+                return checkpoint_step(checkpoint)
+        except ValueError as err:  # made with other settings
+            logger.info("[study] cell %s: the earlier attempt in %s is not resumable (%s)", cell.name, out, err)
+    if out.exists():
+        shutil.rmtree(out)  # an unfinished earlier attempt without a usable checkpoint: start it again
+    return 0
 
 
 def chosen_lr(grid: dict[float, dict]) -> float:

@@ -384,3 +384,53 @@ def test_the_capacity_check_pairs_each_circuit_with_its_mlp(tmp_path, monkeypatc
     assert "| qtha-default | 100 | qtha-mlp | 100 | heldout_loss | 2 | +0.0250 | +0.0200, +0.0300 |" in text
     capacity = json.loads((tmp_path / "summary.json").read_text())["datasets"]["arithmetic"]["capacity"]
     assert capacity["qtha-angle - qtha-default"]["heldout_loss"]["diffs"] == pytest.approx([-0.01, 0.02])
+
+
+def test_a_long_cell_cut_off_continues_from_its_checkpoint_to_the_uninterrupted_result(cells, monkeypatch, tmp_path):
+    """A session's end kills the study mid-cell; a long cell keeps a checkpoint, and the next
+    launch continues from it (saying so in the cell's record), to the losses of a cell that ran
+    through. One whose checkpoint was made with other settings starts again."""
+    from transformers import TrainerCallback
+
+    import qpeft.train
+    from qpeft.testing import tiny_model_dir
+
+    monkeypatch.setattr(cells, "MODEL", str(tiny_model_dir(tmp_path / "tiny")))
+    monkeypatch.setattr(
+        cells, "DATASETS", {"arithmetic": {"data": "arithmetic:1", "max_length": 64, "eval_examples": 2}}
+    )
+    monkeypatch.setattr(cells, "COMMON", {**cells.COMMON, "batch_size": 2, "max_examples": 48})
+    monkeypatch.setitem(cells.METHODS, "lora-r8", ("lora", {"r": 2}))
+    monkeypatch.setattr(cells, "RESUME_AFTER", 4)
+    monkeypatch.setattr(cells, "RESUME_EVERY", 2)
+    cell = cells.Cell("arithmetic", "lora-r8", 0, 1e-2, 5, "main")
+    through = cells.run_cell(cell, cells.RESULTS_ROOT / "through")
+    assert "resumed_from_step" not in through
+
+    class CutOff(TrainerCallback):  # (the kill, after step 3: the newest checkpoint is step 2's)
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 3
+
+    train = qpeft.train.train
+    monkeypatch.setattr(qpeft.train, "train", lambda config: train(config, callbacks=[CutOff()]))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        cells.run_cell(cell, cells.RESULTS_ROOT / "cut")
+    monkeypatch.setattr(qpeft.train, "train", train)
+    resumed = cells.run_cell(cell, cells.RESULTS_ROOT / "cut")
+    assert resumed["resumed_from_step"] == 2
+    assert [s for s, _ in resumed["losses"]] == [s for s, _ in through["losses"]] == [1, 2, 3, 4, 5]
+    assert [v for _, v in resumed["losses"]] == pytest.approx([v for _, v in through["losses"]], rel=1e-5)
+    assert resumed["eval"]["eval_loss"] == pytest.approx(through["eval"]["eval_loss"], rel=1e-5)
+
+    # a checkpoint of other settings: deleted, the cell runs from its start
+    out = cells.RUNS_ROOT / "other" / cell.name
+    monkeypatch.setattr(qpeft.train, "train", lambda config: train(config, callbacks=[CutOff()]))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        cells.run_cell(cell, cells.RESULTS_ROOT / "other")
+    monkeypatch.setattr(qpeft.train, "train", train)
+    saved = json.loads((out / "checkpoint-2" / "train_config.json").read_text())
+    (out / "checkpoint-2" / "train_config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    (out / "train_config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    again = cells.run_cell(cell, cells.RESULTS_ROOT / "other")
+    assert "resumed_from_step" not in again
+    assert [v for _, v in again["losses"]] == pytest.approx([v for _, v in through["losses"]], rel=1e-5)
