@@ -11,7 +11,8 @@ from spoolservice import SpoolService, start_client
 
 from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
-from qpeft.jobs.ledger import open_jobs, read_ledger
+from qpeft.jobs.ledger import Ledger, open_jobs, read_ledger, recent_steps
+from qpeft.jobs.settle import check_open
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -24,12 +25,12 @@ def _records(run):
     return read_ledger(run / "jobs" / "ledger.jsonl")
 
 
-def _left_open(spool, run, shots=100, account=None, **options) -> str:
+def _left_open(spool, run, shots=100, account=None, scope="train-3", **options) -> str:
     """A process whose step's job stays queued (no service runs) past its deadline; the job's id."""
     spool.mkdir(parents=True, exist_ok=True)
     engine = JobEngine(SpoolProvider(spool=spool, account=account), run, deadline=1.0, **FAST, **options)
     with pytest.raises(TimeoutError):
-        engine.run(STEP, shots, scope="train-3")
+        engine.run(STEP, shots, scope=scope)
     engine.close()
     return [r["job_id"] for r in _records(run) if r["event"] == "submitted"][-1]
 
@@ -46,13 +47,15 @@ def test_cancel_left_stops_the_jobs_a_run_went_on_without_and_nothing_else(tmp_p
     ``--cancel left`` cancels exactly that one: the service never runs it, and it leaves --open."""
     spool, run = tmp_path / "spool", tmp_path / "run"
     first = _left_open(spool, run, shots=100)
-    second = _left_open(spool, run, shots=200, switch_shots=True)  # goes on without the first: a `left` record
+    second = _left_open(spool, run, shots=200, scope="train-4", switch_shots=True)  # goes on without the first
     assert [(j["job_id"], j["left"]) for j in open_jobs(_records(run))] == [(first, True), (second, False)]
     assert _jobs(run, spool, "--cancel", "left") == 0
     got = {job["job_id"]: job for job in json.loads(capsys.readouterr().out)}
     assert (got[first]["state"], got[first]["recorded"]) == ("cancelled", "cancelled")
     assert (got[second]["state"], got[second]["recorded"]) == ("queued", None)  # asked, not cancelled
     assert [j["job_id"] for j in open_jobs(_records(run))] == [second]
+    # the record is no step's event: the run's newest step is still train-4 (what --compact-results keeps)
+    assert recent_steps(_records(run), 1)[0] == ["train-4"]
     with SpoolService(spool) as service:
         assert [s["job_id"] for s in service.drain()] == [second]  # the bill: the cancelled job never ran
 
@@ -141,3 +144,66 @@ def test_bad_ids_and_a_live_run_are_refused_before_anything_is_asked(tmp_path, c
         live.wait()
     assert job_id in [j["job_id"] for j in open_jobs(_records(run))]
     assert (spool / f"{job_id}.job.json").exists()  # still queued: nothing was cancelled
+
+
+def test_settling_another_accounts_older_job_does_not_make_a_rerun_pay_again(tmp_path, capsys):
+    """Alice's job was left when Bob's rerun (switch_account) submitted the key anew and finished.
+    Alice then settles hers with --check: its `done` must not take the place of Bob's, or Bob's
+    rerun, missing the results from its cache, would ask for Alice's job, be told it does not
+    exist, and pay a third time."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    alices = _left_open(spool, run, account="alice")
+    with SpoolService(spool) as service:
+        bob = JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, **FAST)
+        bob.run(STEP, 100, scope="train-3")
+        bob.close()
+        assert len(service.drain()) == 2  # Alice's job ran too, billed to her
+        assert _jobs(run, spool, "--check", account="alice") == 0
+        assert json.loads(capsys.readouterr().out)[0]["recorded"] == "done"
+        (bobs,) = [r["job_id"] for r in _records(run) if r["event"] == "done" and "by" not in r]
+        key = [r for r in _records(run) if r["job_id"] == bobs][0]["key"]
+        assert Ledger(run / "jobs" / "ledger.jsonl").done(key)["job_id"] == bobs
+        for path in (run / "jobs" / "results").rglob("*"):  # Bob's cached results are gone (compacted)
+            if path.is_file():
+                path.unlink()
+        JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert len(service.drain()) == 2  # fetched again from Bob's job: nothing paid again
+    events = [(r["event"], r.get("job_id")) for r in _records(run)]
+    assert ("refetched", bobs) in events and ("gone", alices) not in events
+
+
+def test_a_simulator_that_keeps_no_jobs_is_refused_rather_than_taking_them_for_lost(tmp_path, capsys):
+    """Without the spool's options the default provider is the in-process simulator of the same
+    name, which would answer that the queued job does not exist."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run)
+    assert main(["jobs", str(run), "--check"]) == 2
+    assert "keeps no jobs across processes" in capsys.readouterr().err
+    assert [j["job_id"] for j in open_jobs(_records(run))] == [job_id]
+
+
+def test_lost_is_not_recorded_when_the_account_is_unknown_and_the_job_names_one(tmp_path, capsys):
+    """(Braket when STS does not answer: the job may be another account's.)"""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, account="alice")
+    (spool / f"{job_id}.job.json").unlink()
+    assert _jobs(run, spool, "--check") == 1  # as a client that knows no account
+    (job,) = json.loads(capsys.readouterr().out)
+    assert job["state"] == "lost" and job["recorded"] is None and "does not know its account" in job["words"]
+    assert [j["job_id"] for j in open_jobs(_records(run))] == [job_id]
+
+
+def test_a_by_hand_submission_without_an_attempt_or_scope_is_settled_and_the_ledger_stays_readable(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run)
+    records = _records(run)
+    ledger = run / "jobs" / "ledger.jsonl"
+    by_hand = [{k: v for k, v in r.items() if k not in ("attempt", "scope")} for r in records]
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in by_hand))
+    (report,) = check_open(SpoolProvider(spool=spool), run, **{k: v for k, v in FAST.items() if k != "progress"})
+    assert (report["job_id"], report["state"]) == (job_id, "queued")
+    (spool / f"{job_id}.job.json").unlink()
+    (report,) = check_open(SpoolProvider(spool=spool), run)
+    assert report["recorded"] == "lost"
+    assert "attempt" not in _records(run)[-1] and "scope" not in _records(run)[-1]
+    assert Ledger(ledger).live() == {}  # (read again: no record of it breaks the ledger)

@@ -104,8 +104,10 @@ def check(args, records: list[dict]) -> int:
     (or ``--quantum-backend``), with the run's ``quantum_options`` under ``--quantum-options``.
 
     Returns:
-        The exit code: 0 every job asked about answered, 1 a state could not be read or a cancel
-        was not confirmed, 2 a run has the run directory open.
+        The exit code: 0 every open job with an id ended (recorded) or is known to be queued or
+        running; 1 one was not asked about (another backend or account), its state could not be
+        read, or its cancel was not confirmed; 2 refused, nothing asked (an id that is not open, a
+        provider that keeps no jobs, a run that has the run directory open).
     """
     from qpeft.jobs.ledger import open_submissions
     from qpeft.jobs.runlock import RunInUseError
@@ -114,14 +116,20 @@ def check(args, records: list[dict]) -> int:
 
     subs = [r for r in open_submissions(records) if r.get("job_id")]
     spec = args.quantum_backend or (f"{subs[-1]['provider']}:{subs[-1].get('backend') or ''}" if subs else None)
+    named = [c for c in args.cancel or () if c not in ("all", "left")]
     if spec is None:
+        if named:
+            raise ValueError(f"--cancel {' '.join(named)}: this run's ledger has no open job with an id")
         print("no open job with an id: nothing to ask the provider about" + _unsettled(records))
         return 0
     config = args.run_dir / "train_config.json"
     saved = json.loads(config.read_text()).get("quantum_options") or {} if config.is_file() else {}
+    for limit in ("deadline", "run_deadline"):  # (the run's time limits per step: not this command's)
+        saved.pop(limit, None)
     options = {**saved, **(args.quantum_options or {})}
     _, engine_options, _ = split_options(options)
-    provider = connect_provider(spec.rstrip(":"), shots=1, options=options)  # (shots: checked only for a QPU)
+    # (shots: checked only for a QPU; run_dir: a spec without a backend takes the one the ledger records)
+    provider = connect_provider(spec.rstrip(":"), shots=1, options=options, run_dir=args.run_dir)
     try:
         reports = check_open(provider, args.run_dir, args.cancel or (), **engine_options)
     except RunInUseError as err:
@@ -143,8 +151,10 @@ def check(args, records: list[dict]) -> int:
             "fetches them by its id; one that needs a cancelled, failed or lost job's step submits it anew), "
             f"{len(reports) - ended} still open"
         )
-    asked = [job for job in reports if job["provider"] == provider.name + ":" + (provider.backend or "")]
-    return 1 if any(job["job_id"] and job["state"] is None for job in asked) else 0
+    unsettled = [
+        job for job in reports if job["job_id"] and not job["recorded"] and job["state"] not in ("queued", "running")
+    ]
+    return 1 if unsettled else 0
 
 
 def _unsettled(records: list[dict]) -> str:

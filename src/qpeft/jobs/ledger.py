@@ -75,17 +75,21 @@ class Ledger:
         key = r.get("key")
         if key is None:
             return
-        self._attempts[key] = max(self._attempts.get(key, 0), r.get("attempt", 0))
+        self._attempts[key] = max(self._attempts.get(key, 0), _attempt(r))
+        # A key's submissions come at rising attempts. An older one settled later (by hand, by
+        # `qpeft jobs --check`, after the key was submitted anew) replaces neither its live job nor
+        # its finished one: a refetch would ask for the other account's job.
         if r["event"] in DURABLE:
-            # (an older submission settled by hand after the key was submitted anew stays out of live())
-            if key not in self._open or r.get("attempt", 0) >= self._open[key].get("attempt", 0):
+            if key not in self._open or _attempt(r) >= _attempt(self._open[key]):
                 self._open[key] = r
         elif r["event"] == "done":
-            self._done[key] = r
+            if key not in self._done or _attempt(r) >= _attempt(self._done[key]):
+                self._done[key] = r
         elif r["event"] == "gone":
             self._gone.add(r.get("job_id"))
         if r["event"] in TERMINAL:
-            self._last[key] = r
+            if key not in self._last or _attempt(r) >= _attempt(self._last[key]):
+                self._last[key] = r
             if key in self._open and _ends(r, self._open[key]):
                 del self._open[key]
 
@@ -188,6 +192,11 @@ class Ledger:
         """Submissions made so far for a job key (including unanswered ones)."""
         with self._lock:
             return self._attempts.get(key, 0)
+
+
+def _attempt(r: dict) -> int:
+    """A record's attempt (0 where it has none: a record written by hand)."""
+    return r.get("attempt") or 0
 
 
 def _cut_torn_line(path: Path) -> None:

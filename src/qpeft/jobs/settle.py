@@ -66,13 +66,20 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: Iterable[str] = 
 
     Raises:
         FileNotFoundError: the run directory has no ledger.
-        ValueError: ``cancel`` names a job that is not open on this provider's backend.
+        ValueError: ``cancel`` names a job that is not open on this provider's backend, or the
+            provider keeps no jobs across processes (a simulator: it would take every job for lost).
         RunInUseError: a run has the run directory open.
     """
     jobs_dir = Path(run_dir) / "jobs"
     path = jobs_dir / "ledger.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    if not provider.durable:
+        raise ValueError(
+            f"{provider.name}:{provider.backend or ''} keeps no jobs across processes (a simulator's jobs end with the "
+            "process that ran them), so it cannot say what became of a run's open jobs; check them with the provider "
+            "that ran them (for a spool service, its 'spool' in --quantum-options)"
+        )
     engine_options = EngineOptions(**options)
     holder = _Holder()
     hold = hold_run(jobs_dir, holder)
@@ -160,8 +167,15 @@ def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, canc
     event = _EVENT.get(state)
     if event is None:  # queued or running: open still
         return report
+    if event == "lost" and mine is None and r.get("account"):
+        report["words"] = (
+            f"{words}; but this provider does not know its account, and the job was made by account {r['account']}, "
+            "which alone may see it: not recorded (check it with that account's credentials)"
+        )
+        return report
     usage = calls.usage(job_id) if event != "lost" else None  # (billed also when it failed, was cancelled)
-    fields = {k: r.get(k) for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag", "scope")}
+    # (no scope: the record is no step's event, and must not make an old step the newest for --compact-results)
+    fields = {k: r[k] for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag") if k in r}
     extra = {"usage": usage} if usage else {}
     ledger.append(event, job_id=job_id, message=words, by="qpeft jobs", **fields, **extra)
     report["recorded"], report["usage"] = event, usage
