@@ -92,7 +92,8 @@ def list_open(records: list[dict], as_json: bool = False) -> int:
         print(f"{what}  {job['provider']}  {job['scope'] or '-'}  {job['circuits']} circuits, {shots}  {when}{note}")
     print(
         f"{len(jobs)} open job(s): a rerun of the run re-attaches to each one its steps ask for; a job may still "
-        "run and be billed until it ends"
+        "run and be billed until it ends (`--check` asks the provider which ended; `--cancel left` cancels those a "
+        "run went on without)"
     )
     return 0
 

@@ -61,7 +61,7 @@ class JobStillRunningError(TimeoutError):
         super().__init__(
             f"job {job_id} (key {key}) {message}. It was not submitted again (it may still run and be billed); it "
             "stays open in the run's ledger: rerun the same command to re-attach to it and use its results when "
-            "they land, or cancel it in the provider's console first"
+            "they land, or cancel it first (`qpeft jobs RUN_DIR --cancel ID`, or the provider's console)"
         )
 
     def __reduce__(self):

@@ -82,8 +82,8 @@ def check_backend(ledger: Ledger, provider: Provider, switch: bool) -> None:
     tags = [r["tag"] for r in left if not r.get("job_id")]
     fate = (
         f"the {len(ids)} job(s) still open on {was} ({', '.join(ids)}) are not used by the new backend, not "
-        "cancelled (cancel them in the provider's console if you do not want them to run and be billed) and stay "
-        "open in the ledger"
+        f"cancelled (if you do not want them to run and be billed, cancel them with `qpeft jobs RUN_DIR --cancel all "
+        f"--quantum-backend {was}` or in the provider's console) and stay open in the ledger"
         if ids
         else f"no job is open on {was}"
     )
@@ -132,8 +132,8 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
             "saved account) to re-attach to them. To go on as this account, set the engine option switch_account "
             "(on the command line: --quantum-options '{\"switch_account\": true}'): each of these jobs is then "
             "re-attached to if this account sees it (the same account under other credentials) and otherwise left "
-            "open, not cancelled (cancel it in the provider's console if you do not want it billed), and its step "
-            "submitted anew"
+            "open, not cancelled (if you do not want it billed, cancel it as that account: `qpeft jobs RUN_DIR "
+            "--cancel left` with its credentials, or the provider's console), and its step submitted anew"
         )
     logger.warning("%s; going on as account %s (switch_account): the jobs it does not see stay open", words, mine)
     for r in other:
@@ -162,7 +162,8 @@ def sees(calls, ledger: Ledger, live: dict, deadline) -> bool:
             why = f"{type(err).__name__}: {calls.provider.redact(str(err))}"
     logger.warning(
         "%s, made by another account, is not visible to this one (%s): it stays open (it may still run and be billed "
-        "to that account; cancel it in the provider's console if you do not want it), and its step is submitted anew",
+        "to that account; cancel it as that account, with `qpeft jobs RUN_DIR --cancel left` or in the provider's "
+        "console, if you do not want it), and its step is submitted anew",
         f"job {job_id}" if job_id else f"the submission with tag {live.get('tag')}",
         why,
     )
@@ -258,7 +259,8 @@ class OpenJobs:
             raise ValueError(
                 f"{words}. Run with {was} as the interrupted run did (--shots, or the shots the engine is called "
                 f"with) to re-attach to them; to go on with {_shots(shots)} without them (they are not cancelled: "
-                "cancel them in the provider's console if you do not want them billed), set the engine option "
+                "`qpeft jobs RUN_DIR --cancel left` cancels them afterwards if you do not want them billed), set the "
+                "engine option "
                 "switch_shots (on the command line: --quantum-options '{\"switch_shots\": true}')"
             )
         logger.warning("%s; going on with %s without them (switch_shots): they stay open", words, _shots(shots))
@@ -292,7 +294,8 @@ class OpenJobs:
             "%d job(s) left open (by an earlier process, or an interrupted call) were not used by their step "
             "(%s: %s): the step's circuits or their split differ (the angles, e.g. after a resume from an earlier "
             "checkpoint, or max_circuits or a provider option changed). They are not cancelled and may still run and "
-            "be billed: cancel them in the provider's console if you do not want them",
+            "be billed: cancel them with `qpeft jobs RUN_DIR --cancel left` (or in the provider's console) if you do "
+            "not want them",
             len(unused),
             ", ".join(sorted({r["scope"] for r in unused})),
             _named(unused),
