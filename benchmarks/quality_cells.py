@@ -127,8 +127,10 @@ def train_config(cell: Cell, out: Path):
 
 
 def _checkpoints(cell: Cell) -> dict:
-    """The checkpoint settings of ``cell`` (see RESUME_AFTER)."""
-    return {"save_steps": RESUME_EVERY, "save_total_limit": 1} if cell.steps >= RESUME_AFTER else {}
+    """The checkpoint settings of ``cell`` (see RESUME_AFTER): main and rate-check cells only
+    (a tuner's search resumes by its own study storage, and records its runs' settings)."""
+    long = cell.steps >= RESUME_AFTER and cell.kind in ("main", "lrcheck")
+    return {"save_steps": RESUME_EVERY, "save_total_limit": 1} if long else {}
 
 
 def gsm8k_test(adapter_dir: Path, seed: int) -> dict:

@@ -404,6 +404,9 @@ def test_a_long_cell_cut_off_continues_from_its_checkpoint_to_the_uninterrupted_
     monkeypatch.setattr(cells, "RESUME_AFTER", 4)
     monkeypatch.setattr(cells, "RESUME_EVERY", 2)
     cell = cells.Cell("arithmetic", "lora-r8", 0, 1e-2, 5, "main")
+    # (a tuner's search records its runs' settings and resumes by its own storage: its runs are unchanged)
+    search = cells.train_config(dataclasses.replace(cell, kind="tune"), tmp_path / "search")
+    assert (search.save_steps, search.save_total_limit) == (cells.COMMON["save_steps"], None)
     through = cells.run_cell(cell, cells.RESULTS_ROOT / "through")
     assert "resumed_from_step" not in through
 
