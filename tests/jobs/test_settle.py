@@ -207,3 +207,38 @@ def test_a_by_hand_submission_without_an_attempt_or_scope_is_settled_and_the_led
     assert report["recorded"] == "lost"
     assert "attempt" not in _records(run)[-1] and "scope" not in _records(run)[-1]
     assert Ledger(ledger).live() == {}  # (read again: no record of it breaks the ledger)
+
+
+def test_ibm_jobs_are_checked_through_the_runtime_service_with_their_usage(tmp_path):
+    """The IBM provider's own status, usage and not-found paths (the QiskitRuntimeService is a
+    stand-in: the SDK's local testing mode runs the jobs). A job that ended meanwhile is recorded
+    with the QPU seconds IBM reports, which the spending cap then counts; one the service forgot
+    is recorded lost."""
+    pytest.importorskip("qiskit_aer")
+    from standins import StandInRuntimeService
+
+    from qpeft.jobs.base import Limits
+    from qpeft.jobs.budget import job_spend, spent_in
+    from qpeft.jobs.ibm import IBMProvider
+
+    service = StandInRuntimeService(usage_s=30.0, polls=10**6)  # the jobs stay queued
+
+    def provider():
+        made = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
+        made.limits = Limits(max_circuits=2)
+        return made
+
+    run = tmp_path / "run"
+    engine = JobEngine(provider(), run, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    first, second = [r["job_id"] for r in _records(run) if r["event"] == "submitted"]
+    service.by_id[first]._polls = 0  # it finished while no run was attached
+    service.forget(second)
+    reports = {r["job_id"]: r for r in check_open(provider(), run, poll_interval=0.01, max_poll_interval=0.05)}
+    assert (reports[first]["recorded"], reports[first]["usage"]["quantum_seconds"]) == ("done", 30.0)
+    assert reports[second]["recorded"] == "lost"
+    assert open_jobs(_records(run)) == [] and service.submissions == 2
+    # the finished job counts at what it used; the lost one, as every submission, at least at its estimate
+    assert spent_in(_records(run), "ibm").amount == pytest.approx(30.0 * 1.60 + job_spend("ibm", 1, 100).amount)
