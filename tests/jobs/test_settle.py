@@ -203,7 +203,7 @@ def test_a_by_hand_submission_without_an_attempt_or_scope_is_settled_and_the_led
     (report,) = check_open(SpoolProvider(spool=spool), run, **{k: v for k, v in FAST.items() if k != "progress"})
     assert (report["job_id"], report["state"]) == (job_id, "queued")
     (spool / f"{job_id}.job.json").unlink()
-    (report,) = check_open(SpoolProvider(spool=spool), run)
+    (report,) = check_open(SpoolProvider(spool=spool), run, "left")  # (one word, not its letters: nothing left)
     assert report["recorded"] == "lost"
     assert "attempt" not in _records(run)[-1] and "scope" not in _records(run)[-1]
     assert Ledger(ledger).live() == {}  # (read again: no record of it breaks the ledger)

@@ -44,15 +44,16 @@ class _Holder:
     _running = 0
 
 
-def check_open(provider: Provider, run_dir: str | Path, cancel: Iterable[str] = (), **options) -> list[dict]:
+def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[str] = (), **options) -> list[dict]:
     """Ask ``provider`` about every job the ledger of ``run_dir`` has open on its backend, cancel
     those ``cancel`` names, and record the ones that ended (see module docstring).
 
     Args:
         provider: the provider (and backend) the jobs ran on, as this account.
         run_dir: the run directory (its ``jobs/ledger.jsonl``).
-        cancel: job ids to cancel; ``"left"`` names every job a run went on without, ``"all"`` every
-            open job (a rerun then pays for the steps of the ones it needs again).
+        cancel: a job id or a list of them to cancel; ``"left"`` names every job a run went on
+            without, ``"all"`` every open job (a rerun then pays for the steps of the ones it needs
+            again).
         **options: :class:`~qpeft.jobs.options.EngineOptions` fields (``cancel_wait``,
             ``max_attempts``, ``poll_interval``, ...).
 
@@ -81,18 +82,22 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: Iterable[str] = 
             "that ran them (for a spool service, its 'spool' in --quantum-options)"
         )
     engine_options = EngineOptions(**options)
+    cancel = [cancel] if isinstance(cancel, str) else list(cancel)
     holder = _Holder()
     hold = hold_run(jobs_dir, holder)
+    ledger = None
     try:
-        ledger = Ledger(path, fsync=provider.durable)
+        ledger = Ledger(path)
         here = f"{provider.name}:{provider.backend or ''}"
         subs = open_submissions(ledger.records)
-        chosen = _chosen(subs, list(cancel), here, left_behind(ledger.records))
-        mine = provider.account() if provider.durable else None
+        chosen = _chosen(subs, cancel, here, left_behind(ledger.records))
+        mine = provider.account()
         calls = ProviderCalls(provider, engine_options)
         deadline = Deadline.earliest(engine_options, time.time())
         return [_settle(calls, ledger, r, here, mine, submission(r) in chosen, deadline) for r in subs]
     finally:
+        if ledger is not None:
+            ledger.close()
         hold.release()
 
 
