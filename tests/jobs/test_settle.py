@@ -242,3 +242,34 @@ def test_ibm_jobs_are_checked_through_the_runtime_service_with_their_usage(tmp_p
     assert open_jobs(_records(run)) == [] and service.submissions == 2
     # the finished job counts at what it used; the lost one, as every submission, at least at its estimate
     assert spent_in(_records(run), "ibm").amount == pytest.approx(30.0 * 1.60 + job_spend("ibm", 1, 100).amount)
+
+
+def test_origin_jobs_are_checked_through_the_qcloud_service(tmp_path):
+    """The Origin provider's own status and not-found paths (the QCloud service is a stand-in;
+    pyqpanda3 builds the programs): the queued job stays open, the finished one is recorded done,
+    the forgotten one (HTTP 404) lost; nothing is submitted."""
+    pytest.importorskip("pyqpanda3")
+    from standins import StandInQCloudService
+
+    from qpeft.jobs.base import Limits
+    from qpeft.jobs.origin import OriginProvider
+
+    service = StandInQCloudService(polls=10**6)  # the jobs stay queued
+
+    def provider():
+        made = OriginProvider("WK_C180", api_key="sk-test-KEY", service=service, job_factory=service.job)
+        made.limits = Limits(max_circuits=1)
+        return made
+
+    run = tmp_path / "run"
+    engine = JobEngine(provider(), run, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    queued, finished, forgotten = [r["job_id"] for r in _records(run) if r["event"] == "submitted"]
+    service.jobs[finished].polls = 0
+    service.forget(forgotten)
+    reports = {r["job_id"]: r for r in check_open(provider(), run, poll_interval=0.01, max_poll_interval=0.05)}
+    assert [reports[j]["state"] for j in (queued, finished, forgotten)] == ["queued", "done", "lost"]
+    assert [reports[j]["recorded"] for j in (queued, finished, forgotten)] == [None, "done", "lost"]
+    assert [j["job_id"] for j in open_jobs(_records(run))] == [queued] and len(service.submissions) == 3
