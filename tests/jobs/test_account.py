@@ -205,3 +205,55 @@ def test_a_job_left_for_other_shots_still_stops_another_account(tmp_path):
     ]
     with pytest.raises(ValueError, match=f"another account made .*{job_id}"):
         JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST)
+
+
+def test_a_job_seen_under_rotated_credentials_is_this_accounts_from_then_on(tmp_path):
+    """After switch_account re-attached to a job the new credentials see, a rerun with the same
+    credentials that finds it still open (the run was cut off again) is not refused for it."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    (spool / f"{job_id}.account").unlink()  # the service shows it to every account of the user
+    rotated = SpoolProvider(spool=spool, account="alice-rotated")
+    engine = JobEngine(rotated, run, switch_account=True, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):  # re-attached, and cut off again while it queues
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [(j["job_id"], j["left"]) for j in open_jobs(records)] == [(job_id, False)]
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="alice-rotated"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert [s["job_id"] for s in service.drain()] == [job_id]  # re-attached again: nothing paid again
+
+
+def test_another_accounts_attempts_do_not_use_up_this_accounts_in_a_later_process(tmp_path):
+    """Bob goes on without Alice's job (switch_account); his own job is cut off, then lost by the
+    service. In Bob's next process his attempt budget still counts only his own attempts."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    alices = _left_open(spool, run, "alice")
+    bob = dict(switch_account=True, max_attempts=2, **FAST)
+    engine = JobEngine(SpoolProvider(spool=spool, account="bob"), run, deadline=1.0, **bob)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    bobs = [r["job_id"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "submitted"][-1]
+    (spool / f"{bobs}.job.json").unlink()  # the service forgot Bob's job: it is submitted again
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="bob"), run, **bob).run(STEP, 100, scope="train-3")
+        served = [s["job_id"] for s in service.drain()]
+    assert alices in served and len(served) == 2  # Alice's (billed to her) and Bob's second
+    attempts = [r["attempt"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    assert attempts == [1, 2, 3]  # Alice's one, then Bob's two: within Bob's max_attempts of 2
+
+
+def test_only_a_job_left_unseen_raises_the_attempt_budget(tmp_path):
+    """(A job this account turned out to see was its own attempt: no extra attempt for it.)"""
+    from qpeft.jobs.ledger import ANOTHER_ACCOUNT, Ledger
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    job = dict(key="k", tag="k.3", job_id="j3", provider="local", backend="torch", circuits=1, shots=100)
+    ledger.append("submitted", attempt=3, account=account_digest("alice"), **job)
+    ledger.append("left", key="k", tag="k.3", job_id="j3", why=ANOTHER_ACCOUNT)
+    assert ledger.switched_attempts("k") == 3 and Ledger(tmp_path / "ledger.jsonl").switched_attempts("k") == 3
+    ledger.append("reattached", key="k", tag="k.3", job_id="j3", account=account_digest("alice-rotated"))
+    for each in (ledger, Ledger(tmp_path / "ledger.jsonl")):
+        assert each.switched_attempts("k") == 0 and each.live()["k"]["account"] == account_digest("alice-rotated")

@@ -241,7 +241,8 @@ def test_ibm_jobs_are_checked_through_the_runtime_service_with_their_usage(tmp_p
     assert reports[second]["recorded"] == "lost"
     assert open_jobs(_records(run)) == [] and service.submissions == 2
     # the finished job counts at what it used; the lost one, as every submission, at least at its estimate
-    assert spent_in(_records(run), "ibm").amount == pytest.approx(30.0 * 1.60 + job_spend("ibm", 1, 100).amount)
+    (size,) = [r["circuits"] for r in _records(run) if r["event"] == "submitted" and r["job_id"] == second]
+    assert spent_in(_records(run), "ibm").amount == pytest.approx(30.0 * 1.60 + job_spend("ibm", size, 100).amount)
 
 
 def test_origin_jobs_are_checked_through_the_qcloud_service(tmp_path):

@@ -311,9 +311,11 @@ class JobEngine:
             if probs is not None:
                 return probs
         if live is not None and self._account is not None and live.get("account") not in (None, self._account):
-            if not sees(self.calls, self.ledger, live, deadline):  # another account's job (switch_account)
-                limit = max(limit, live["attempt"] + self.options.max_attempts)  # (its attempts were not ours)
-                live = None
+            # another account's job (switch_account): seen, it names this account now; not seen, it is left
+            seen = sees(self.calls, self.ledger, live, deadline, self._account)
+            live = self.ledger.get_live(job_key) if seen else None
+        # the attempts of jobs left for another account were not this account's (in later processes too)
+        limit = max(limit, self.ledger.switched_attempts(job_key) + self.options.max_attempts)
         if live is not None:
             attempt, submitted_at = live["attempt"], live["time"]
             if self.ledger.left_behind(live):  # a run went on without it; it is this run's again

@@ -12,7 +12,9 @@ damaged by a power loss), were fetched from the provider again; ``gone`` that th
 longer had them either (the job is then submitted again). ``left`` says a run went on without an
 open job (other shots with ``switch_shots``, or its step did not use it); the job stays open,
 and a run that asks for its circuits and shots still re-attaches to it, which a ``reattached``
-record says (from then on the job is the run's again, left open or not). A terminal record with
+record says (from then on the job is the run's again, left open or not; one with ``account`` says
+that another account than the one that made the job sees it, and the job counts as that
+account's from then on). A terminal record with
 ``by`` was written by ``qpeft jobs RUN_DIR --check`` / ``--cancel`` (:mod:`qpeft.jobs.settle`),
 which asks the provider about open jobs outside a run; its ``done`` carries no results. A restarted engine reads
 it to re-attach to jobs that were submitted but never reached a terminal event, and to settle
@@ -40,6 +42,8 @@ DURABLE = ("intent", "submitted", "unknown")
 #: records of a submission whose job may exist but whose id is not known
 UNSETTLED = ("intent", "unknown")
 TERMINAL = ("done", "failed", "lost", "timeout", "cancelled", "rejected")
+#: the ``why`` of a ``left`` record for a job another account made (:mod:`qpeft.jobs.pin`)
+ANOTHER_ACCOUNT = "another account"
 FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt", "tag")
 
 
@@ -64,6 +68,7 @@ class Ledger:
         self._done: dict[str, dict] = {}  # key -> newest done record
         self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
         self._left: set[tuple] = set()  # submissions a run went on without (left_behind)
+        self._switched: dict[tuple, int] = {}  # submission -> its attempt, for jobs left for another account
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
             self._index(record)
         if self.path is not None and self.path.exists():
@@ -87,6 +92,13 @@ class Ledger:
                 self._done[key] = r
         elif r["event"] == "gone":
             self._gone.add(r.get("job_id"))
+        elif r["event"] == "left" and r.get("why") == ANOTHER_ACCOUNT and key in self._open:
+            if submission(r) == submission(self._open[key]):
+                self._switched[submission(r)] = _attempt(self._open[key])
+        elif r["event"] == "reattached" and r.get("account") and key in self._open:
+            if submission(r) == submission(self._open[key]):  # (this account sees it: its job from now on)
+                self._open[key] = {**self._open[key], "account": r["account"]}
+                self._switched.pop(submission(r), None)
         if r["event"] in TERMINAL:
             if key not in self._last or _attempt(r) >= _attempt(self._last[key]):
                 self._last[key] = r
@@ -187,6 +199,11 @@ class Ledger:
         """Whether the provider was found to no longer have a done job's results."""
         with self._lock:
             return job_id in self._gone
+
+    def switched_attempts(self, key: str) -> int:
+        """The highest attempt of ``key``'s jobs that a run went on without because another account
+        made them (0: none): those attempts were not this account's."""
+        return max((n for (k, _), n in self._switched.items() if k == key), default=0)
 
     def attempts(self, key: str) -> int:
         """Submissions made so far for a job key (including unanswered ones)."""
@@ -347,6 +364,8 @@ def _open(records: list[dict]) -> dict[tuple, dict]:
             continue
         if r["event"] in DURABLE:
             subs[submission(r)] = r
+        elif r["event"] == "reattached" and r.get("account") and submission(r) in subs:
+            subs[submission(r)] = {**subs[submission(r)], "account": r["account"]}
         elif r["event"] in TERMINAL:
             for sub in [s for s, o in subs.items() if s[0] == r["key"] and _ends(r, o)]:
                 del subs[sub]

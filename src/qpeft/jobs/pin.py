@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qpeft.jobs.base import Provider
-from qpeft.jobs.ledger import Ledger, left_behind, read_ledger, submission
+from qpeft.jobs.ledger import ANOTHER_ACCOUNT, Ledger, left_behind, read_ledger, submission
 from qpeft.jobs.providers import parse_spec
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
     mine = provider.account() if provider.durable else None
     if mine is None:
         return None
-    switched = left_behind(ledger.records, why=_ANOTHER_ACCOUNT)  # (went on without them once: not refused again)
+    switched = left_behind(ledger.records, why=ANOTHER_ACCOUNT)  # (went on without them once: not refused again)
     here = (provider.name, provider.backend or "")
     other = [
         r
@@ -137,24 +137,24 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
         )
     logger.warning("%s; going on as account %s (switch_account): the jobs it does not see stay open", words, mine)
     for r in other:
-        ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why=_ANOTHER_ACCOUNT)
+        ledger.append("left", key=r["key"], job_id=r.get("job_id"), tag=r.get("tag"), why=ANOTHER_ACCOUNT)
     return mine
 
 
-_ANOTHER_ACCOUNT = "another account"
-
-
-def sees(calls, ledger: Ledger, live: dict, deadline) -> bool:
-    """Whether this engine's account sees ``live``, another account's open job (``calls``: the
-    engine's :class:`~qpeft.jobs.calls.ProviderCalls`): asked of the provider by the job's id
-    (transient errors retried; still failing, they are raised: nothing is paid again). A job it does
-    not see (not found, or access refused), or a submission without an id (looking it up by its
-    tag as this account could wrongly settle it as never created), gets a ``left`` record (it may
-    still run, billed to the other account) and False: its step is submitted anew."""
+def sees(calls, ledger: Ledger, live: dict, deadline, account: str) -> bool:
+    """Whether this engine's account (``account``) sees ``live``, another account's open job
+    (``calls``: the engine's :class:`~qpeft.jobs.calls.ProviderCalls`): asked of the provider by the
+    job's id (transient errors retried; still failing, they are raised: nothing is paid again). A
+    job it sees gets a ``reattached`` record naming this account (a later rerun with these
+    credentials is not refused for it). A job it does not see (not found, or access refused), or
+    a submission without an id (looking it up by its tag as this account could wrongly settle it as
+    never created), gets a ``left`` record (it may still run, billed to the other account) and
+    False: its step is submitted anew."""
     job_id, why = live.get("job_id"), "it has no job id to ask for"
     if job_id is not None:
         try:
             calls.retried(lambda: calls.provider.status(job_id), deadline)
+            ledger.append("reattached", key=live["key"], job_id=job_id, tag=live.get("tag"), account=account)
             return True
         except Exception as err:  # not found, or access denied: this account cannot read it
             if calls.provider.is_transient(err):  # (still failing after the retries: stop, do not pay again)
@@ -168,7 +168,7 @@ def sees(calls, ledger: Ledger, live: dict, deadline) -> bool:
         why,
     )
     if not ledger.left_behind(live):
-        ledger.append("left", key=live["key"], job_id=job_id, tag=live.get("tag"), why=_ANOTHER_ACCOUNT)
+        ledger.append("left", key=live["key"], job_id=job_id, tag=live.get("tag"), why=ANOTHER_ACCOUNT)
     return False
 
 
