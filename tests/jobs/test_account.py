@@ -13,7 +13,9 @@ from spoolservice import SpoolService
 
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.base import account_digest
+from qpeft.jobs.errors import JobFailedError
 from qpeft.jobs.ledger import open_jobs, read_ledger, totals
+from qpeft.jobs.settle import check_open
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -245,15 +247,87 @@ def test_another_accounts_attempts_do_not_use_up_this_accounts_in_a_later_proces
     assert attempts == [1, 2, 3]  # Alice's one, then Bob's two: within Bob's max_attempts of 2
 
 
-def test_only_a_job_left_unseen_raises_the_attempt_budget(tmp_path):
-    """(A job this account turned out to see was its own attempt: no extra attempt for it.)"""
-    from qpeft.jobs.ledger import ANOTHER_ACCOUNT, Ledger
+def test_the_attempts_another_account_made_are_counted_per_account(tmp_path):
+    """(A job the account turned out to see counts as its own attempt: no extra attempt for it.)"""
+    from qpeft.jobs.ledger import Ledger
 
+    alice, bob, rotated = (account_digest(a) for a in ("alice", "bob", "alice-rotated"))
     ledger = Ledger(tmp_path / "ledger.jsonl")
     job = dict(key="k", tag="k.3", job_id="j3", provider="local", backend="torch", circuits=1, shots=100)
-    ledger.append("submitted", attempt=3, account=account_digest("alice"), **job)
-    ledger.append("left", key="k", tag="k.3", job_id="j3", why=ANOTHER_ACCOUNT)
-    assert ledger.switched_attempts("k") == 3 and Ledger(tmp_path / "ledger.jsonl").switched_attempts("k") == 3
-    ledger.append("reattached", key="k", tag="k.3", job_id="j3", account=account_digest("alice-rotated"))
+    ledger.append("submitted", attempt=3, account=alice, **job)
     for each in (ledger, Ledger(tmp_path / "ledger.jsonl")):
-        assert each.switched_attempts("k") == 0 and each.live()["k"]["account"] == account_digest("alice-rotated")
+        assert [each.foreign_attempts("k", a) for a in (alice, bob, rotated, None)] == [0, 1, 1, 0]
+        assert each.foreign_attempts("k", bob, after=3) == 0  # (before a finished job's attempt: not counted)
+    ledger.append("reattached", key="k", tag="k.3", job_id="j3", account=rotated)
+    for each in (ledger, Ledger(tmp_path / "ledger.jsonl")):
+        assert [each.foreign_attempts("k", a) for a in (alice, bob, rotated)] == [0, 1, 0]
+        assert each.live()["k"]["account"] == alice and each.live()["k"]["seen_by"] == [rotated]
+
+
+def test_a_detour_by_another_account_gives_the_first_no_extra_attempt(tmp_path):
+    """Bob starts with switch_account (leaving Alice's job) and runs nothing; Alice's job is then
+    lost. Alice's rerun has her own max_attempts of 1, already used: it stops, paying nothing."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, **FAST).close()
+    (spool / f"{job_id}.job.json").unlink()  # the service lost Alice's job
+    with SpoolService(spool) as service, pytest.raises(JobFailedError):
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, max_attempts=1, **FAST).run(STEP, 100, "train-3")
+    assert service.drain() == []
+
+
+def test_the_first_account_re_attaches_to_its_own_job_after_another_accounts_was_lost(tmp_path):
+    """Alice's job is open; Bob (switch_account) submitted the key anew and his job was lost.
+    Alice's rerun re-attaches to her own job, which still runs, instead of paying again."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    alices = _left_open(spool, run, "alice")
+    bob = JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):
+        bob.run(STEP, 100, scope="train-3")
+    bob.close()
+    bobs = [r["job_id"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "submitted"][-1]
+    (spool / f"{bobs}.job.json").unlink()
+    (report,) = [r for r in check_open(SpoolProvider(spool=spool, account="bob"), run) if r["job_id"] == bobs]
+    assert report["recorded"] == "lost"
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, max_attempts=3, **FAST).run(STEP, 100, "train-3")
+        assert [s["job_id"] for s in service.drain()] == [alices]  # her own job: nothing paid again
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["job_id"] for r in records if r["event"] == "submitted"] == [alices, bobs]
+
+
+def test_the_account_that_made_a_job_still_sees_it_after_rotated_credentials_re_attached(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, "alice")
+    (spool / f"{job_id}.account").unlink()  # the service shows it to every account of the user
+    engine = JobEngine(
+        SpoolProvider(spool=spool, account="alice-rotated"), run, switch_account=True, deadline=1.0, **FAST
+    )
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    (report,) = check_open(SpoolProvider(spool=spool, account="alice"), run)  # neither refused nor skipped
+    assert report["state"] == "queued"
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert [s["job_id"] for s in service.drain()] == [job_id]
+
+
+def test_another_accounts_finished_job_is_not_refetched_as_gone_while_this_accounts_own_runs(tmp_path):
+    """Bob's job of the key finished; Alice's older one (which Bob went on without) ran too. With
+    the results cache compacted, Alice's rerun takes her own job's results; asking for Bob's would
+    read it as gone, and that `gone` would make Bob's next rerun pay for it again."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    alices = _left_open(spool, run, "alice")
+    with SpoolService(spool) as service:
+        bob = JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, **FAST)
+        bob.run(STEP, 100, scope="train-3")
+        bob.close()
+        assert len(service.drain()) == 2
+        for path in (run / "jobs" / "results").rglob("*"):  # compacted away
+            if path.is_file():
+                path.unlink()
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert len(service.drain()) == 2  # nothing paid again
+    events = [(r["event"], r.get("job_id")) for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert ("done", alices) in events and not [e for e in events if e[0] == "gone"]

@@ -47,7 +47,7 @@ from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import DURABLE, Ledger
 from qpeft.jobs.options import Deadline, EngineOptions, progress_bar
-from qpeft.jobs.pin import OpenJobs, check_account, check_backend, sees
+from qpeft.jobs.pin import OpenJobs, check_account, check_backend, reattachable, refetch_first
 from qpeft.jobs.runlock import hold_run
 from qpeft.jobs.submit import Submitter
 from qpeft.jobs.writer import JobWriter
@@ -300,24 +300,21 @@ class JobEngine:
         )
 
     def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline) -> list:
-        live = self.ledger.get_live(job_key)
         attempt = self.ledger.attempts(job_key)
         done = self.ledger.done(job_key)
-        # a job submitted again because its finished results were lost gets a new budget of attempts
-        limit = self.options.max_attempts + (done.get("attempt", 0) if done is not None else 0)
+        # a job submitted again because its finished results were lost gets a new budget of attempts,
+        # and the attempts other accounts made do not use up this account's
+        base = done.get("attempt", 0) if done is not None else 0
+        limit = self.options.max_attempts + base + self.ledger.foreign_attempts(job_key, self._account, base)
         job_id, submitted_at = None, time.time()
-        if done is not None and live is None:  # finished before, but its results are not in the cache
+        live = reattachable(self.calls, self.ledger, job_key, self._account, deadline)
+        # finished before, but its results are not in the cache
+        if done is not None and refetch_first(self.ledger, done, live, self._account):
             probs = self._refetch(job_key, done, circuits, widths, shots, deadline)
             if probs is not None:
                 return probs
-        if live is not None and self._account is not None and live.get("account") not in (None, self._account):
-            # another account's job (switch_account): seen, it names this account now; not seen, it is left
-            seen = sees(self.calls, self.ledger, live, deadline, self._account)
-            live = self.ledger.get_live(job_key) if seen else None
-        # the attempts of jobs left for another account were not this account's (in later processes too)
-        limit = max(limit, self.ledger.switched_attempts(job_key) + self.options.max_attempts)
         if live is not None:
-            attempt, submitted_at = live["attempt"], live["time"]
+            attempt, submitted_at = live.get("attempt") or 0, live["time"]
             if self.ledger.left_behind(live):  # a run went on without it; it is this run's again
                 self.ledger.append("reattached", key=job_key, job_id=live.get("job_id"), tag=live.get("tag"))
             if live["event"] == "submitted":
@@ -327,6 +324,7 @@ class JobEngine:
                 job_id = self.submitter.recover(live, circuits, shots, deadline)
         while True:
             if job_id is None:
+                attempt = self.ledger.attempts(job_key)  # (above a re-attached older submission's)
                 if attempt >= limit:
                     raise self._used_up(job_key, attempt)
                 if deadline.passed():

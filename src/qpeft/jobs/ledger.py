@@ -13,8 +13,10 @@ longer had them either (the job is then submitted again). ``left`` says a run we
 open job (other shots with ``switch_shots``, or its step did not use it); the job stays open,
 and a run that asks for its circuits and shots still re-attaches to it, which a ``reattached``
 record says (from then on the job is the run's again, left open or not; one with ``account`` says
-that another account than the one that made the job sees it, and the job counts as that
-account's from then on). A terminal record with
+that another account than the one that made the job sees it: the job counts as that account's
+too from then on, its ``seen_by``). A key's submissions come at rising attempts; an older one
+that is still open (another account's, which a run went on without) stays open beside the newer
+one, and a run that cannot use the newer re-attaches to it. A terminal record with
 ``by`` was written by ``qpeft jobs RUN_DIR --check`` / ``--cancel`` (:mod:`qpeft.jobs.settle`),
 which asks the provider about open jobs outside a run; its ``done`` carries no results. A restarted engine reads
 it to re-attach to jobs that were submitted but never reached a terminal event, and to settle
@@ -62,13 +64,16 @@ class Ledger:
         self._file = None  # opened on the first append, kept open (closed when the ledger is collected)
         self.fsync = fsync
         self.records: list[dict] = []
-        self._open: dict[str, dict] = {}  # key -> newest intent / submitted / unknown record without a terminal one
+        self._open: dict[str, dict] = {}  # key -> its live submission (see live())
+        # key -> its open submissions: (key, tag) -> newest intent / submitted / unknown record (with ``seen_by``)
+        self._subs: dict[str, dict[tuple, dict]] = {}
+        self._made: dict[str, dict[tuple, tuple]] = {}  # key -> every submission: (key, tag) -> (attempt, accounts)
+        self._by_id: dict[str, dict] = {}  # job id -> its newest submission record
         self._last: dict[str, dict] = {}  # key -> newest terminal record
         self._attempts: dict[str, int] = {}
         self._done: dict[str, dict] = {}  # key -> newest done record
         self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
         self._left: set[tuple] = set()  # submissions a run went on without (left_behind)
-        self._switched: dict[tuple, int] = {}  # submission -> its attempt, for jobs left for another account
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
             self._index(record)
         if self.path is not None and self.path.exists():
@@ -77,33 +82,45 @@ class Ledger:
     def _index(self, r: dict) -> None:
         self.records.append(r)
         _went_on_without(self._left, r)
-        key = r.get("key")
+        key, event = r.get("key"), r.get("event")
         if key is None:
             return
         self._attempts[key] = max(self._attempts.get(key, 0), _attempt(r))
-        # A key's submissions come at rising attempts. An older one settled later (by hand, by
-        # `qpeft jobs --check`, after the key was submitted anew) replaces neither its live job nor
-        # its finished one: a refetch would ask for the other account's job.
-        if r["event"] in DURABLE:
-            if key not in self._open or _attempt(r) >= _attempt(self._open[key]):
-                self._open[key] = r
-        elif r["event"] == "done":
+        subs, sub = self._subs.setdefault(key, {}), submission(r)
+        # A key's submissions come at rising attempts. An older one still open (another account's,
+        # which a run went on without; one settled by hand after the key was submitted anew) stays
+        # among the key's open submissions; an older one settled later (by hand, by `qpeft jobs
+        # --check`) replaces neither the key's finished job nor its last (a refetch would ask for
+        # the other account's job).
+        if event in DURABLE:
+            seen_by = subs[sub].get("seen_by") if sub in subs else None
+            subs[sub] = {**r, "seen_by": seen_by} if seen_by else r
+            attempt, known = self._made.setdefault(key, {}).get(sub, (0, frozenset()))
+            self._made[key][sub] = (max(attempt, _attempt(r)), known | accounts(r))
+            if r.get("job_id"):
+                self._by_id[r["job_id"]] = subs[sub]
+        elif event == "done":
             if key not in self._done or _attempt(r) >= _attempt(self._done[key]):
                 self._done[key] = r
-        elif r["event"] == "gone":
+        elif event == "gone":
             self._gone.add(r.get("job_id"))
-        elif r["event"] == "left" and r.get("why") == ANOTHER_ACCOUNT and key in self._open:
-            if submission(r) == submission(self._open[key]):
-                self._switched[submission(r)] = _attempt(self._open[key])
-        elif r["event"] == "reattached" and r.get("account") and key in self._open:
-            if submission(r) == submission(self._open[key]):  # (this account sees it: its job from now on)
-                self._open[key] = {**self._open[key], "account": r["account"]}
-                self._switched.pop(submission(r), None)
-        if r["event"] in TERMINAL:
+        elif event == "reattached" and r.get("account") and sub in subs:  # (this account sees it: its job too)
+            subs[sub] = {**subs[sub], "seen_by": [*subs[sub].get("seen_by", ()), r["account"]]}
+            if r.get("job_id"):
+                self._by_id[r["job_id"]] = subs[sub]
+            attempt, known = self._made[key][sub]
+            self._made[key][sub] = (attempt, known | {r["account"]})
+        if event in TERMINAL:
             if key not in self._last or _attempt(r) >= _attempt(self._last[key]):
                 self._last[key] = r
-            if key in self._open and _ends(r, self._open[key]):
-                del self._open[key]
+            for ended in [s for s, o in subs.items() if _ends(r, o)]:
+                del subs[ended]
+        # the live submission: the open one of the highest attempt (the newest of equals)
+        live = max(reversed(subs.values()), key=_attempt, default=None)
+        if live is None:
+            self._open.pop(key, None)
+        else:
+            self._open[key] = live
 
     def append(self, event: str, **fields) -> dict:
         """Append one record to the ledger and index it.
@@ -146,8 +163,9 @@ class Ledger:
                 self._file = None
 
     def live(self) -> dict[str, dict]:
-        """key -> the newest ``submitted`` (or unsettled ``intent`` / ``unknown``) record of jobs
-        with no terminal event."""
+        """key -> its live submission: of the key's submissions with no terminal event, the newest
+        ``submitted`` (or unsettled ``intent`` / ``unknown``) record of the highest attempt. Another
+        account's job has ``seen_by``: the accounts that turned out to see it (:func:`accounts`)."""
         with self._lock:
             return dict(self._open)
 
@@ -155,6 +173,33 @@ class Ledger:
         """:meth:`live` of one key."""
         with self._lock:
             return self._open.get(key)
+
+    def open_of(self, key: str) -> list[dict]:
+        """Every open submission of ``key``, the live one first, then the older ones (highest
+        attempt first)."""
+        with self._lock:
+            return sorted(reversed(self._subs.get(key, {}).values()), key=_attempt, reverse=True)
+
+    def open_submissions(self) -> list[dict]:
+        """Every open submission (a key's older ones too), oldest first."""
+        with self._lock:
+            subs = [r for each in self._subs.values() for r in each.values()]
+        return sorted(subs, key=lambda r: r.get("time") or 0.0)
+
+    def submission_of(self, job_id: str | None) -> dict:
+        """The newest submission record of job ``job_id`` (with ``seen_by``; {} if none)."""
+        with self._lock:
+            return self._by_id.get(job_id, {}) if job_id else {}
+
+    def foreign_attempts(self, key: str, account: str | None, after: int = 0) -> int:
+        """How many of ``key``'s submissions after attempt ``after`` other accounts made (ones
+        ``account`` turned out to see count as its own; none where ``account`` is None or a
+        submission names no account): attempts that do not use up ``account``'s."""
+        if account is None:
+            return 0
+        with self._lock:
+            made = list(self._made.get(key, {}).values())
+        return sum(1 for attempt, known in made if attempt > after and known and account not in known)
 
     def left_behind(self, r: dict) -> bool:
         """Whether a run went on without the submission of record ``r`` (:func:`left_behind`)."""
@@ -164,9 +209,7 @@ class Ledger:
     def unsettled(self) -> list[dict]:
         """The submissions whose job may exist but whose id is unknown (``intent`` / ``unknown``),
         a key's older ones included (another account's, which a run went on without)."""
-        with self._lock:
-            records = list(self.records)
-        return [r for r in _open(records).values() if r["event"] in UNSETTLED]
+        return [r for r in self.open_submissions() if r["event"] in UNSETTLED]
 
     def resolve(self, tag: str, job_id: str | None) -> dict:
         """Settle a submission left unsettled (an ``intent`` a crash cut off, or an ``unknown``
@@ -200,15 +243,23 @@ class Ledger:
         with self._lock:
             return job_id in self._gone
 
-    def switched_attempts(self, key: str) -> int:
-        """The highest attempt of ``key``'s jobs that a run went on without because another account
-        made them (0: none): those attempts were not this account's."""
-        return max((n for (k, _), n in self._switched.items() if k == key), default=0)
-
     def attempts(self, key: str) -> int:
         """Submissions made so far for a job key (including unanswered ones)."""
         with self._lock:
             return self._attempts.get(key, 0)
+
+
+def accounts(r: dict) -> set[str]:
+    """The accounts a submission record is known to be visible to: the one that made it
+    (``account``) and those that turned out to see it (``seen_by``)."""
+    return {a for a in (r.get("account"), *(r.get("seen_by") or ())) if a}
+
+
+def made_by_another(r: dict, account: str | None) -> bool:
+    """Whether submission record ``r`` is a job of another account than ``account``, which may
+    not see it (False where either account is unknown: nothing can be told)."""
+    known = accounts(r)
+    return account is not None and bool(known) and account not in known
 
 
 def _attempt(r: dict) -> int:
@@ -268,7 +319,7 @@ def totals(records: list[dict]) -> dict:
     cancelled job is billed too)."""
     submitted = [r for r in records if r["event"] == "submitted"]
     done = [r for r in records if r["event"] == "done"]
-    live, left = _open(records).values(), left_behind(records)
+    live, left = open_submissions(records), left_behind(records)
     reported: dict[str, float] = {}
     reporting = 0
     for r in records:
@@ -349,27 +400,10 @@ def open_jobs(records: list[dict]) -> list[dict]:
 def open_submissions(records: list[dict]) -> list[dict]:
     """The newest ``intent`` / ``submitted`` / ``unknown`` record of each open submission (the
     jobs :func:`open_jobs` lists), oldest first."""
-    return sorted(_open(records).values(), key=lambda r: r.get("time") or 0.0)
-
-
-def _open(records: list[dict]) -> dict[tuple, dict]:
-    """The open submissions of a list of records, (key, tag) -> its newest ``intent`` /
-    ``submitted`` / ``unknown`` record with no terminal record of its job. Unlike
-    :meth:`Ledger.live` (a key's newest submission, which a rerun re-attaches to), a key's older
-    submission that is still open stays: a rerun as another account submits the key anew while the
-    other account's job may still run (:func:`qpeft.jobs.pin.sees`)."""
-    subs: dict[tuple, dict] = {}
+    ledger = Ledger(None)  # (the ledger's own index of a list of records: one place decides what is open)
     for r in records:
-        if r.get("key") is None:
-            continue
-        if r["event"] in DURABLE:
-            subs[submission(r)] = r
-        elif r["event"] == "reattached" and r.get("account") and submission(r) in subs:
-            subs[submission(r)] = {**subs[submission(r)], "account": r["account"]}
-        elif r["event"] in TERMINAL:
-            for sub in [s for s, o in subs.items() if s[0] == r["key"] and _ends(r, o)]:
-                del subs[sub]
-    return subs
+        ledger._index(r)
+    return ledger.open_submissions()
 
 
 def _ends(terminal: dict, submitted: dict) -> bool:

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qpeft.jobs.base import Provider
-from qpeft.jobs.ledger import ANOTHER_ACCOUNT, Ledger, left_behind, read_ledger, submission
+from qpeft.jobs.ledger import ANOTHER_ACCOUNT, Ledger, left_behind, made_by_another, read_ledger, submission
 from qpeft.jobs.providers import parse_spec
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
         r
         for r in ledger.live().values()
         if (r.get("provider"), r.get("backend") or "") == here
-        and r.get("account") not in (None, mine)
+        and made_by_another(r, mine)
         and submission(r) not in switched
     ]
     if not other:
@@ -170,6 +170,31 @@ def sees(calls, ledger: Ledger, live: dict, deadline, account: str) -> bool:
     if not ledger.left_behind(live):
         ledger.append("left", key=live["key"], job_id=job_id, tag=live.get("tag"), why=ANOTHER_ACCOUNT)
     return False
+
+
+def reattachable(calls, ledger: Ledger, key: str, account: str | None, deadline) -> dict | None:
+    """The open submission of job ``key`` a run as ``account`` re-attaches to: the key's live
+    one, or, where that is another account's job this account does not see (:func:`sees`; it is
+    left), the next older one that is this account's (a job it made before another account's rerun
+    submitted the key anew: it may still run, and paying for the key again would pay twice). None:
+    the key has no such job."""
+    for candidate in ledger.open_of(key):
+        if not made_by_another(candidate, account):
+            return candidate
+        if sees(calls, ledger, candidate, deadline, account):  # (switch_account)
+            return next(r for r in ledger.open_of(key) if submission(r) == submission(candidate))
+    return None
+
+
+def refetch_first(ledger: Ledger, done: dict, live: dict | None, account: str | None) -> bool:
+    """Whether the results of ``done``, a key's finished job missing from the result cache, are
+    fetched again before ``live`` (:func:`reattachable`) is re-attached to: when there is no open
+    job, or only an older one and ``done`` was this account's (another account's job would read as
+    gone to this one, and that ``gone`` would make the other account pay for it again)."""
+    if live is None:
+        return True
+    made = ledger.submission_of(done.get("job_id"))
+    return (live.get("attempt") or 0) < (done.get("attempt") or 0) and not made_by_another(made, account)
 
 
 def _shots(shots: int | None) -> str:

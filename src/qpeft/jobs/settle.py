@@ -27,7 +27,7 @@ from pathlib import Path
 
 from qpeft.jobs.base import JobLostError, Provider, State
 from qpeft.jobs.calls import ProviderCalls
-from qpeft.jobs.ledger import Ledger, left_behind, open_submissions, submission
+from qpeft.jobs.ledger import Ledger, accounts, left_behind, made_by_another, submission
 from qpeft.jobs.options import Deadline, EngineOptions
 from qpeft.jobs.runlock import hold_run
 
@@ -89,7 +89,7 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
     try:
         ledger = Ledger(path)
         here = f"{provider.name}:{provider.backend or ''}"
-        subs = open_submissions(ledger.records)
+        subs = ledger.open_submissions()
         chosen = _chosen(subs, cancel, here, left_behind(ledger.records))
         mine = provider.account()
         calls = ProviderCalls(provider, engine_options)
@@ -146,7 +146,7 @@ def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, canc
             f"{r.get('tag')}` settles it"
         )
         return report
-    if mine is not None and r.get("account") not in (None, mine):
+    if made_by_another(r, mine):
         report["words"] = (
             f"made by another account (digest {r['account']}; this one is {mine}), which alone may see it: check "
             "it with that account's credentials"
@@ -172,7 +172,7 @@ def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, canc
     event = _EVENT.get(state)
     if event is None:  # queued or running: open still
         return report
-    if event == "lost" and mine is None and r.get("account"):
+    if event == "lost" and mine is None and accounts(r):
         report["words"] = (
             f"{words}; but this provider does not know its account, and the job was made by account {r['account']}, "
             "which alone may see it: not recorded (check it with that account's credentials)"
