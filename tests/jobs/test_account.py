@@ -331,3 +331,92 @@ def test_another_accounts_finished_job_is_not_refetched_as_gone_while_this_accou
         assert len(service.drain()) == 2  # nothing paid again
     events = [(r["event"], r.get("job_id")) for r in read_ledger(run / "jobs" / "ledger.jsonl")]
     assert ("done", alices) in events and not [e for e in events if e[0] == "gone"]
+
+
+def _cut_off(spool, run, account, shots=100, **options) -> str:
+    """A run as ``account`` whose step's job stays queued past its deadline; its job's id."""
+    engine = JobEngine(SpoolProvider(spool=spool, account=account), run, deadline=1.0, **FAST, **options)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, shots, scope="train-3")
+    engine.close()
+    return [r["job_id"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "submitted"][-1]
+
+
+def _forgets_after_one_answer(spool, job_id):
+    """The spool's client, where the service answers once for ``job_id`` (queued), then purges it
+    (a job lost while a run polls it)."""
+
+    class Forgets(SpoolProvider):
+        answered = 0
+
+        def status(self, asked):
+            if asked == job_id:
+                Forgets.answered += 1
+                if Forgets.answered > 1:
+                    (spool / f"{job_id}.job.json").unlink(missing_ok=True)
+            return super().status(asked)
+
+    return Forgets(spool=spool, account="alice")
+
+
+def test_an_own_older_job_comes_before_a_newer_one_of_another_account(tmp_path):
+    """Alice's job is open; another digest (which does not see it) submitted the key anew. Alice's
+    rerun re-attaches to her own job, which may still run, and pays for nothing new (the other
+    digest's job runs on for that account)."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    alices = _left_open(spool, run, "alice")
+    newer = _cut_off(spool, run, "alice2", switch_account=True)
+    (spool / f"{newer}.account").unlink()  # Alice would see it too
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, switch_account=True, max_attempts=2, **FAST).run(
+            STEP, 100, scope="train-3"
+        )
+        assert sorted(s["job_id"] for s in service.drain()) == sorted([alices, newer])  # nothing new
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert ("done", alices) in [(r["event"], r.get("job_id")) for r in records]
+    assert len([r for r in records if r["event"] == "submitted"]) == 2
+
+
+def test_a_job_seen_after_the_budget_was_counted_is_this_accounts_attempt(tmp_path):
+    """Alice's first job was lost; another digest's job, which she sees, is her second attempt:
+    with max_attempts 2, its loss ends the key, paying nothing more."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    first = _left_open(spool, run, "alice")
+    (spool / f"{first}.job.json").unlink()
+    assert [r["recorded"] for r in check_open(SpoolProvider(spool=spool, account="alice"), run)] == ["lost"]
+    seen = _cut_off(spool, run, "alice2")
+    (spool / f"{seen}.account").unlink()
+    with SpoolService(spool) as service, pytest.raises(JobFailedError):
+        provider = _forgets_after_one_answer(spool, seen)
+        JobEngine(provider, run, switch_account=True, max_attempts=2, **FAST).run(STEP, 100, scope="train-3")
+    assert service.drain() == []
+
+
+def test_other_shots_are_refused_for_an_own_older_job_behind_another_accounts(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    alices = _left_open(spool, run, "alice")
+    _cut_off(spool, run, "bob", switch_account=True)  # leaves Alice's, submits his own
+    _cut_off(spool, run, "alice", switch_account=True)  # leaves Bob's, re-attaches to her own
+    assert ("reattached", alices) in [(r["event"], r.get("job_id")) for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    with pytest.raises(ValueError, match="other shots"):
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, **FAST).run(STEP, 200, scope="train-3")
+
+
+def test_another_accounts_finished_job_missing_from_the_cache_is_refused_not_taken_for_gone(tmp_path):
+    """Alice's step finished; its results were compacted away. Bob, who may not see her job, would
+    take it for gone (and Alice's own refetch would then pay again): refused; with switch_account
+    Bob pays for the step as his, and Alice's job is not marked gone."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    spool.mkdir()
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool, account="alice"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert len(service.drain()) == 1
+        for path in (run / "jobs" / "results").rglob("*"):
+            if path.is_file():
+                path.unlink()
+        with pytest.raises(ValueError, match="switch_account"):
+            JobEngine(SpoolProvider(spool=spool, account="bob"), run, **FAST).run(STEP, 100, scope="train-3")
+        assert len(service.drain()) == 1
+        JobEngine(SpoolProvider(spool=spool, account="bob"), run, switch_account=True, **FAST).run(STEP, 100, "train-3")
+        assert len(service.drain()) == 2
+    assert "gone" not in [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]

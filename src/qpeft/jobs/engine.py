@@ -300,31 +300,28 @@ class JobEngine:
         )
 
     def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline) -> list:
-        attempt = self.ledger.attempts(job_key)
         done = self.ledger.done(job_key)
-        # a job submitted again because its finished results were lost gets a new budget of attempts,
-        # and the attempts other accounts made do not use up this account's
-        base = done.get("attempt", 0) if done is not None else 0
-        limit = self.options.max_attempts + base + self.ledger.foreign_attempts(job_key, self._account, base)
-        job_id, submitted_at = None, time.time()
+        base = (done.get("attempt") or 0) if done is not None else 0  # (a new budget after lost results)
+        job_id, attempt, submitted_at = None, 0, time.time()
         live = reattachable(self.calls, self.ledger, job_key, self._account, deadline)
         # finished before, but its results are not in the cache
-        if done is not None and refetch_first(self.ledger, done, live, self._account):
+        if done is not None and refetch_first(self.ledger, done, live, self._account, self.options.switch_account):
             probs = self._refetch(job_key, done, circuits, widths, shots, deadline)
             if probs is not None:
                 return probs
-        if live is not None:
-            attempt, submitted_at = live.get("attempt") or 0, live["time"]
-            if self.ledger.left_behind(live):  # a run went on without it; it is this run's again
-                self.ledger.append("reattached", key=job_key, job_id=live.get("job_id"), tag=live.get("tag"))
-            if live["event"] == "submitted":
-                job_id = live["job_id"]
-                logger.info("re-attaching to job %s (key %s) from the ledger", job_id, job_key)
-            else:  # a submission an earlier process left without an id: looked up by its tag
-                job_id = self.submitter.recover(live, circuits, shots, deadline)
         while True:
+            if job_id is None and live is not None:  # an open job of the key this run can use
+                job_id, attempt, submitted_at = self._attach(live, circuits, shots, deadline)
+                live = (
+                    None
+                    if job_id is not None
+                    else reattachable(self.calls, self.ledger, job_key, self._account, deadline)
+                )
+                continue
             if job_id is None:
-                attempt = self.ledger.attempts(job_key)  # (above a re-attached older submission's)
+                # the attempts other accounts made do not use up this account's
+                limit = self.options.max_attempts + base + self.ledger.foreign_attempts(job_key, self._account, base)
+                attempt = self.ledger.attempts(job_key)  # (above every earlier submission's)
                 if attempt >= limit:
                     raise self._used_up(job_key, attempt)
                 if deadline.passed():
@@ -356,7 +353,21 @@ class JobEngine:
                 self._record(event, *common, message=message, **timing)
                 raise JobFailedError(job_key, job_id, message, attempt)
             logger.warning("job %s (key %s): %s (%s); submitting it again", job_id, job_key, state, message)
-            job_id = None
+            job_id = None  # (another open job of the key this run can use comes first: it may still run)
+            live = reattachable(self.calls, self.ledger, job_key, self._account, deadline)
+
+    def _attach(self, live: dict, circuits, shots, deadline: Deadline) -> tuple[str | None, int, float]:
+        """Re-attach to ``live``, an open submission of the key (:func:`~qpeft.jobs.pin.reattachable`):
+        (its job id, None where a submission without one turned out to have created nothing; its
+        attempt; when it was submitted)."""
+        if self.ledger.left_behind(live):  # a run went on without it; it is this run's again
+            self.ledger.append("reattached", key=live["key"], job_id=live.get("job_id"), tag=live.get("tag"))
+        if live["event"] == "submitted":
+            logger.info("re-attaching to job %s (key %s) from the ledger", live["job_id"], live["key"])
+            job_id = live["job_id"]
+        else:  # a submission an earlier process left without an id: looked up by its tag
+            job_id = self.submitter.recover(live, circuits, shots, deadline)
+        return job_id, live.get("attempt") or 0, live.get("time") or time.time()
 
     def _used_up(self, job_key: str, attempt: int) -> JobFailedError:
         """The error of a key whose attempts are used up: names its last job and the provider's words."""
@@ -375,7 +386,7 @@ class JobEngine:
         job_id, started = done.get("job_id"), time.time()
         if job_id is None or self.ledger.gone(job_id):  # (asked already, by an earlier run)
             return None
-        common = (job_key, job_id, done.get("attempt", 0), circuits, shots, None)
+        common = (job_key, job_id, done.get("attempt") or 0, circuits, shots, None)
         state, message, _ = self.calls.poll(job_id, started, deadline)
         if state is State.DONE:
             probs = self.calls.fetch(job_id, circuits, widths, shots)

@@ -110,6 +110,8 @@ class Ledger:
                 self._by_id[r["job_id"]] = subs[sub]
             attempt, known = self._made[key][sub]
             self._made[key][sub] = (attempt, known | {r["account"]})
+        elif event not in TERMINAL:
+            return  # (the key's open submissions did not change)
         if event in TERMINAL:
             if key not in self._last or _attempt(r) >= _attempt(self._last[key]):
                 self._last[key] = r

@@ -77,7 +77,7 @@ def check_backend(ledger: Ledger, provider: Provider, switch: bool) -> None:
         return
     was = f"{recorded[0]}:{recorded[1]}"
     now = f"{provider.name}:{provider.backend}"
-    left = [r for r in ledger.live().values() if (r.get("provider"), r.get("backend") or "") == recorded]
+    left = [r for r in ledger.open_submissions() if (r.get("provider"), r.get("backend") or "") == recorded]
     ids = [r["job_id"] for r in left if r.get("job_id")]
     tags = [r["tag"] for r in left if not r.get("job_id")]
     fate = (
@@ -112,14 +112,14 @@ def check_account(ledger: Ledger, provider: Provider, switch: bool) -> str | Non
     here = (provider.name, provider.backend or "")
     other = [
         r
-        for r in ledger.live().values()
+        for r in ledger.open_submissions()  # (a key's older open jobs too)
         if (r.get("provider"), r.get("backend") or "") == here
         and made_by_another(r, mine)
         and submission(r) not in switched
     ]
     if not other:
         return mine
-    accounts = ", ".join(dict.fromkeys(r["account"] for r in other))
+    accounts = ", ".join(dict.fromkeys(str(r.get("account")) for r in other))
     words = (
         f"this run's ledger has {len(other)} job(s) open on {here[0]}:{here[1]} that another account made "
         f"(account digest {accounts}: {_named(other)}), and this command submits as account {mine}, which may not "
@@ -173,28 +173,40 @@ def sees(calls, ledger: Ledger, live: dict, deadline, account: str) -> bool:
 
 
 def reattachable(calls, ledger: Ledger, key: str, account: str | None, deadline) -> dict | None:
-    """The open submission of job ``key`` a run as ``account`` re-attaches to: the key's live
-    one, or, where that is another account's job this account does not see (:func:`sees`; it is
-    left), the next older one that is this account's (a job it made before another account's rerun
-    submitted the key anew: it may still run, and paying for the key again would pay twice). None:
-    the key has no such job."""
-    for candidate in ledger.open_of(key):
-        if not made_by_another(candidate, account):
-            return candidate
-        if sees(calls, ledger, candidate, deadline, account):  # (switch_account)
+    """The open submission of job ``key`` a run as ``account`` re-attaches to: the newest of its
+    own (or of jobs it turned out to see), else another account's that it sees (asked of the
+    provider, :func:`sees`; one it does not see is left). An older job of its own comes before a
+    newer one of another account (made by that account's rerun): it may still run, and paying for
+    the key again would pay twice. None: the key has no such job."""
+    subs = ledger.open_of(key)
+    own = [r for r in subs if not made_by_another(r, account)]
+    if own:
+        return own[0]
+    for candidate in subs:  # another account's jobs (switch_account)
+        if sees(calls, ledger, candidate, deadline, account):
             return next(r for r in ledger.open_of(key) if submission(r) == submission(candidate))
     return None
 
 
-def refetch_first(ledger: Ledger, done: dict, live: dict | None, account: str | None) -> bool:
+def refetch_first(ledger: Ledger, done: dict, live: dict | None, account: str | None, switch: bool) -> bool:
     """Whether the results of ``done``, a key's finished job missing from the result cache, are
     fetched again before ``live`` (:func:`reattachable`) is re-attached to: when there is no open
-    job, or only an older one and ``done`` was this account's (another account's job would read as
-    gone to this one, and that ``gone`` would make the other account pay for it again)."""
-    if live is None:
-        return True
+    job, or only an older one, and ``done`` was this account's. Another account's job is not asked
+    for (it would read as gone to this account, and that ``gone`` would make the other account pay
+    for it again): with no open job to use, that is refused (ValueError) unless ``switch``
+    (``switch_account``: the step is paid for again)."""
     made = ledger.submission_of(done.get("job_id"))
-    return (live.get("attempt") or 0) < (done.get("attempt") or 0) and not made_by_another(made, account)
+    if not made_by_another(made, account):
+        return live is None or (live.get("attempt") or 0) < (done.get("attempt") or 0)
+    if live is None and not switch:
+        raise ValueError(
+            f"the results of job {done.get('job_id')} (key {done.get('key')}), which account {made.get('account')} "
+            f"ran, are not in this run's result cache, and this command submits as account {account}, which may not "
+            "see that job: asking for it would take it for gone, and its step would be paid for again. Rerun with "
+            "that account's credentials to fetch its results again; to pay for the step again as this account, set "
+            "the engine option switch_account (--quantum-options '{\"switch_account\": true}')"
+        )
+    return False
 
 
 def _shots(shots: int | None) -> str:
@@ -241,11 +253,10 @@ class OpenJobs:
         mine = (provider.name, provider.backend or "")
         left = left_behind(ledger.records)
         self._ledger, self._switch, self._durable = ledger, switch, provider.durable
-        self._open = {
-            key: r
-            for key, r in ledger.live().items()
-            if provider.durable and (r.get("provider"), r.get("backend") or "") == mine and submission(r) not in left
-        }
+        self._open: dict[str, dict] = {}  # key -> its open submission of the highest attempt, not left
+        for r in sorted(ledger.open_submissions(), key=lambda r: r.get("attempt") or 0):  # (a key's older ones too)
+            if provider.durable and (r.get("provider"), r.get("backend") or "") == mine and submission(r) not in left:
+                self._open[r["key"]] = r
         self._seen: set[str] = set()
         self._interrupted: set[str] = set()  # keys of this engine's own interrupted calls
         self._lock = threading.Lock()

@@ -70,7 +70,7 @@ def _repair(path: Path) -> dict:
     ledger = Ledger(None)
     for _, r in records:
         ledger._index(r)
-    live = ledger.live().values()
+    live = ledger.open_submissions()
     summary = {
         "bad_lines": [_describe(n, line, records) for n, line in bad],
         "open": sorted(r["job_id"] for r in live if r["event"] == "submitted"),
