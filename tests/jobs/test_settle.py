@@ -35,6 +35,15 @@ def _left_open(spool, run, shots=100, account=None, scope="train-3", **options) 
     return [r["job_id"] for r in _records(run) if r["event"] == "submitted"][-1]
 
 
+def _cut_off(provider, run) -> list[str]:
+    """A run whose step's jobs stay queued at ``provider``'s service past its deadline; their ids."""
+    engine = JobEngine(provider, run, deadline=1.0, **FAST)
+    with pytest.raises(TimeoutError):
+        engine.run(STEP, 100, scope="train-3")
+    engine.close()
+    return [r["job_id"] for r in _records(run) if r["event"] == "submitted"]
+
+
 def _jobs(run, spool, *flags, account=None, **options):
     """``qpeft jobs RUN --check ...`` against the spool; (exit code, the JSON report)."""
     opts = {"spool": str(spool), **({"account": account} if account else {}), **FAST, **options}
@@ -229,11 +238,7 @@ def test_ibm_jobs_are_checked_through_the_runtime_service_with_their_usage(tmp_p
         return made
 
     run = tmp_path / "run"
-    engine = JobEngine(provider(), run, deadline=1.0, **FAST)
-    with pytest.raises(TimeoutError):
-        engine.run(STEP, 100, scope="train-3")
-    engine.close()
-    first, second = [r["job_id"] for r in _records(run) if r["event"] == "submitted"]
+    first, second = _cut_off(provider(), run)
     service.by_id[first]._polls = 0  # it finished while no run was attached
     service.forget(second)
     reports = {r["job_id"]: r for r in check_open(provider(), run, poll_interval=0.01, max_poll_interval=0.05)}
@@ -263,11 +268,7 @@ def test_origin_jobs_are_checked_through_the_qcloud_service(tmp_path):
         return made
 
     run = tmp_path / "run"
-    engine = JobEngine(provider(), run, deadline=1.0, **FAST)
-    with pytest.raises(TimeoutError):
-        engine.run(STEP, 100, scope="train-3")
-    engine.close()
-    queued, finished, forgotten = [r["job_id"] for r in _records(run) if r["event"] == "submitted"]
+    queued, finished, forgotten = _cut_off(provider(), run)
     service.jobs[finished].polls = 0
     service.forget(forgotten)
     reports = {r["job_id"]: r for r in check_open(provider(), run, poll_interval=0.01, max_poll_interval=0.05)}
