@@ -115,13 +115,16 @@ def check(args, records: list[dict]) -> int:
     from qpeft.jobs.settle import check_open
     from qpeft.jobs.step import connect_provider, split_options
 
-    subs = [r for r in open_submissions(records) if r.get("job_id")]
+    open_now = open_submissions(records)
+    subs = [r for r in open_now if r.get("job_id")]
     spec = args.quantum_backend or (f"{subs[-1]['provider']}:{subs[-1].get('backend') or ''}" if subs else None)
     named = [c for c in args.cancel or () if c not in ("all", "left")]
     if spec is None:
         if named:
             raise ValueError(f"--cancel {' '.join(named)}: this run's ledger has no open job with an id")
-        print("no open job with an id: nothing to ask the provider about" + _unsettled(records))
+        tags = [r["tag"] for r in open_now if not r.get("job_id")]
+        unsettled = f"; {len(tags)} submission(s) of unknown outcome: `--resolve TAG` settles them" if tags else ""
+        print("no open job with an id: nothing to ask the provider about" + unsettled)
         return 0
     config = args.run_dir / "train_config.json"
     saved = json.loads(config.read_text()).get("quantum_options") or {} if config.is_file() else {}
@@ -156,13 +159,6 @@ def check(args, records: list[dict]) -> int:
         job for job in reports if job["job_id"] and not job["recorded"] and job["state"] not in ("queued", "running")
     ]
     return 1 if unsettled else 0
-
-
-def _unsettled(records: list[dict]) -> str:
-    from qpeft.jobs.ledger import open_submissions
-
-    tags = [r["tag"] for r in open_submissions(records) if not r.get("job_id")]
-    return f"; {len(tags)} submission(s) of unknown outcome: `--resolve TAG` settles them" if tags else ""
 
 
 def estimate(records: list[dict]) -> dict:

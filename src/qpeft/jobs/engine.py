@@ -29,6 +29,7 @@ it, so dropping the last reference is enough).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -303,7 +304,9 @@ class JobEngine:
         done = self.ledger.done(job_key)
         base = (done.get("attempt") or 0) if done is not None else 0  # (a new budget after lost results)
         job_id, attempt, submitted_at = None, 0, time.time()
-        live = reattachable(self.calls, self.ledger, job_key, self._account, deadline)
+        # an open job of the key this run can use (asked again whenever the one in hand ended without results)
+        find_open = functools.partial(reattachable, self.calls, self.ledger, job_key, self._account, deadline)
+        live = find_open()
         # finished before, but its results are not in the cache
         if done is not None and refetch_first(self.ledger, done, live, self._account, self.options.switch_account):
             probs = self._refetch(job_key, done, circuits, widths, shots, deadline)
@@ -312,11 +315,7 @@ class JobEngine:
         while True:
             if job_id is None and live is not None:  # an open job of the key this run can use
                 job_id, attempt, submitted_at = self._attach(live, circuits, shots, deadline)
-                live = (
-                    None
-                    if job_id is not None
-                    else reattachable(self.calls, self.ledger, job_key, self._account, deadline)
-                )
+                live = None if job_id is not None else find_open()  # (none: it created nothing)
                 continue
             if job_id is None:
                 # the attempts other accounts made do not use up this account's
@@ -354,7 +353,7 @@ class JobEngine:
                 raise JobFailedError(job_key, job_id, message, attempt)
             logger.warning("job %s (key %s): %s (%s); submitting it again", job_id, job_key, state, message)
             job_id = None  # (another open job of the key this run can use comes first: it may still run)
-            live = reattachable(self.calls, self.ledger, job_key, self._account, deadline)
+            live = find_open()
 
     def _attach(self, live: dict, circuits, shots, deadline: Deadline) -> tuple[str | None, int, float]:
         """Re-attach to ``live``, an open submission of the key (:func:`~qpeft.jobs.pin.reattachable`):

@@ -79,6 +79,14 @@ class Ledger:
         if self.path is not None and self.path.exists():
             _cut_torn_line(self.path)
 
+    @classmethod
+    def replay(cls, records: list[dict]) -> Ledger:
+        """An in-memory ledger indexing ``records`` (one place decides what is open, left, done)."""
+        ledger = cls(None)
+        for r in records:
+            ledger._index(r)
+        return ledger
+
     def _index(self, r: dict) -> None:
         self.records.append(r)
         _went_on_without(self._left, r)
@@ -99,24 +107,22 @@ class Ledger:
             self._made[key][sub] = (max(attempt, _attempt(r)), known | accounts(r))
             if r.get("job_id"):
                 self._by_id[r["job_id"]] = subs[sub]
-        elif event == "done":
-            if key not in self._done or _attempt(r) >= _attempt(self._done[key]):
-                self._done[key] = r
-        elif event == "gone":
-            self._gone.add(r.get("job_id"))
         elif event == "reattached" and r.get("account") and sub in subs:  # (this account sees it: its job too)
             subs[sub] = {**subs[sub], "seen_by": [*subs[sub].get("seen_by", ()), r["account"]]}
             if r.get("job_id"):
                 self._by_id[r["job_id"]] = subs[sub]
             attempt, known = self._made[key][sub]
             self._made[key][sub] = (attempt, known | {r["account"]})
-        elif event not in TERMINAL:
-            return  # (the key's open submissions did not change)
-        if event in TERMINAL:
-            if key not in self._last or _attempt(r) >= _attempt(self._last[key]):
-                self._last[key] = r
+        elif event in TERMINAL:
+            _keep_newest(self._last, key, r)
+            if event == "done":
+                _keep_newest(self._done, key, r)
             for ended in [s for s, o in subs.items() if _ends(r, o)]:
                 del subs[ended]
+        else:
+            if event == "gone":
+                self._gone.add(r.get("job_id"))
+            return  # (the key's open submissions did not change)
         # the live submission: the open one of the highest attempt (the newest of equals)
         live = max(reversed(subs.values()), key=_attempt, default=None)
         if live is None:
@@ -264,6 +270,13 @@ def made_by_another(r: dict, account: str | None) -> bool:
     return account is not None and bool(known) and account not in known
 
 
+def _keep_newest(index: dict[str, dict], key: str, r: dict) -> None:
+    """``index[key] = r`` unless it holds a record of a higher attempt (an older submission
+    settled later replaces neither a key's finished job nor its last)."""
+    if key not in index or _attempt(r) >= _attempt(index[key]):
+        index[key] = r
+
+
 def _attempt(r: dict) -> int:
     """A record's attempt (0 where it has none: a record written by hand)."""
     return r.get("attempt") or 0
@@ -321,7 +334,8 @@ def totals(records: list[dict]) -> dict:
     cancelled job is billed too)."""
     submitted = [r for r in records if r["event"] == "submitted"]
     done = [r for r in records if r["event"] == "done"]
-    live, left = open_submissions(records), left_behind(records)
+    ledger = Ledger.replay(records)
+    live = ledger.open_submissions()
     reported: dict[str, float] = {}
     reporting = 0
     for r in records:
@@ -343,7 +357,7 @@ def totals(records: list[dict]) -> dict:
         "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
         "unknown_submissions": sum(r["event"] == "unknown" for r in records),
         # open jobs a run went on without (other shots, or not used by their step): they may still run and be billed
-        "left_open": sum(submission(r) in left for r in live),
+        "left_open": sum(ledger.left_behind(r) for r in live),
         # submissions that may have created a job whose id is not known: `qpeft jobs RUN --resolve TAG`
         "unresolved": sorted(r["tag"] for r in live if r["event"] in UNSETTLED),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
@@ -383,7 +397,7 @@ def open_jobs(records: list[dict]) -> list[dict]:
     submitted with an unknown outcome (``job_id`` None: settle it by its tag). Each with its
     provider and backend, id or tag, scope, shots, circuits, when it was submitted (``time``, a
     Unix time) and whether a run went on without it (``left``), oldest first."""
-    left = left_behind(records)
+    ledger = Ledger.replay(records)
     return [
         {
             "job_id": r.get("job_id"),
@@ -393,19 +407,16 @@ def open_jobs(records: list[dict]) -> list[dict]:
             "shots": r.get("shots"),
             "circuits": r.get("circuits"),
             "time": r.get("time"),
-            "left": submission(r) in left,
+            "left": ledger.left_behind(r),
         }
-        for r in open_submissions(records)
+        for r in ledger.open_submissions()
     ]
 
 
 def open_submissions(records: list[dict]) -> list[dict]:
     """The newest ``intent`` / ``submitted`` / ``unknown`` record of each open submission (the
     jobs :func:`open_jobs` lists), oldest first."""
-    ledger = Ledger(None)  # (the ledger's own index of a list of records: one place decides what is open)
-    for r in records:
-        ledger._index(r)
-    return ledger.open_submissions()
+    return Ledger.replay(records).open_submissions()
 
 
 def _ends(terminal: dict, submitted: dict) -> bool:

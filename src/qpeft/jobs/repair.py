@@ -67,10 +67,7 @@ def _repair(path: Path) -> dict:
             records.append((n, record))
     if not bad:
         return {"bad_lines": [], "open": [], "unsettled": [], "backup": None}
-    ledger = Ledger(None)
-    for _, r in records:
-        ledger._index(r)
-    live = ledger.open_submissions()
+    live = Ledger.replay([r for _, r in records]).open_submissions()
     summary = {
         "bad_lines": [_describe(n, line, records) for n, line in bad],
         "open": sorted(r["job_id"] for r in live if r["event"] == "submitted"),

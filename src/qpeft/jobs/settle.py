@@ -27,7 +27,7 @@ from pathlib import Path
 
 from qpeft.jobs.base import JobLostError, Provider, State
 from qpeft.jobs.calls import ProviderCalls
-from qpeft.jobs.ledger import Ledger, accounts, left_behind, made_by_another, submission
+from qpeft.jobs.ledger import Ledger, accounts, made_by_another, submission
 from qpeft.jobs.options import Deadline, EngineOptions
 from qpeft.jobs.runlock import hold_run
 
@@ -90,7 +90,7 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
         ledger = Ledger(path)
         here = f"{provider.name}:{provider.backend or ''}"
         subs = ledger.open_submissions()
-        chosen = _chosen(subs, cancel, here, left_behind(ledger.records))
+        chosen = _chosen(subs, cancel, here, ledger)
         mine = provider.account()
         calls = ProviderCalls(provider, engine_options)
         deadline = Deadline.earliest(engine_options, time.time())
@@ -105,7 +105,7 @@ def _where(r: dict) -> str:
     return f"{r.get('provider')}:{r.get('backend') or ''}"
 
 
-def _chosen(subs: list[dict], cancel: list[str], here: str, left: set[tuple]) -> set[tuple]:
+def _chosen(subs: list[dict], cancel: list[str], here: str, ledger: Ledger) -> set[tuple]:
     """The submissions ``cancel`` names (ValueError for an id that is not open here)."""
     ours = [r for r in subs if _where(r) == here and r.get("job_id")]
     ids = {r["job_id"] for r in ours}
@@ -120,12 +120,12 @@ def _chosen(subs: list[dict], cancel: list[str], here: str, left: set[tuple]) ->
     return {
         submission(r)
         for r in ours
-        if CANCEL_ALL in cancel or r["job_id"] in cancel or (CANCEL_LEFT in cancel and submission(r) in left)
+        if CANCEL_ALL in cancel or r["job_id"] in cancel or (CANCEL_LEFT in cancel and ledger.left_behind(r))
     }
 
 
 def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, cancel: bool, deadline) -> dict:
-    left = submission(r) in left_behind(ledger.records)
+    left = ledger.left_behind(r)
     report = {
         "job_id": r.get("job_id"),
         "tag": r.get("tag"),
