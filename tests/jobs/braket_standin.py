@@ -8,6 +8,10 @@ send the request over the network (its ``before-call`` event), the stand-in answ
 ``SearchQuantumTasks`` (paged, filtered by device and creation time, as the API is) and the S3
 ``GetObject`` the SDK reads a task's results with. Errors come back as the service's error codes
 (``ResourceNotFoundException``, ``ThrottlingException``, ...), raised by botocore as ClientError.
+``CreateQuantumTask``'s ``clientToken`` is an idempotency token (botocore's Braket model lists it
+among the operation's idempotent members): a create with a token the service has seen answers
+the task that token made, and creates nothing. The search index may lag (``index_lag_s``): a new
+task is listed by ``SearchQuantumTasks`` only that many seconds after it was made.
 
 Tasks run on the SDK's own local simulators (``braket_sv``; ``braket_dm`` for DM1) when they
 leave the queue; the devices advertise those simulators' capabilities (with program sets, or
@@ -63,6 +67,9 @@ class StandInBraketService:
         self.hold_next = 0  # the next tasks created stay RUNNING until they are cancelled
         self.cancel_polls = 2  # GetQuantumTask calls a cancelled task reads CANCELLING first
         self.seen_at_create: list[dict[str, str]] = []  # per create: the status of every task then
+        self.tokens: dict[str, str] = {}  # clientToken -> the ARN of the task it made
+        self.create_tokens: list[str] = []  # the clientToken of every create call, in order
+        self.index_lag_s = 0.0  # seconds before SearchQuantumTasks lists a new task
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -98,8 +105,10 @@ class StandInBraketService:
     def _keep_params(params, context, **_):
         context["stand_in_params"] = dict(params)
 
-    def _answer(self, model, context, **_):
-        params = context["stand_in_params"]
+    def _answer(self, model, context, params, **_):
+        request, params = params, context["stand_in_params"]
+        if model.name == "CreateQuantumTask":  # (the token as sent: botocore fills one in after the params are kept)
+            params["clientToken"] = json.loads(request["body"])["clientToken"]
         name = model.name
         with self._lock:
             codes = self.faults.get(name) or []
@@ -150,6 +159,12 @@ class StandInBraketService:
 
         if params["deviceArn"] not in self.devices:
             return self._error("ValidationException", f"no device {params['deviceArn']}")
+        token = params["clientToken"]  # (botocore fills one in where the caller gives none)
+        if not 1 <= len(token) <= 64:
+            return self._error("ValidationException", "clientToken: length 1 to 64")
+        self.create_tokens.append(token)
+        if token in self.tokens:  # the create made again: its task, nothing new
+            return self._ok({"quantumTaskArn": self.tokens[token]})
         self.seen_at_create.append({arn: t["status"] for arn, t in self.tasks.items()})
         action = json.loads(params["action"])
         kind = ProgramSet if action["braketSchemaHeader"]["name"] == "braket.ir.openqasm.program_set" else Program
@@ -186,6 +201,7 @@ class StandInBraketService:
         self.fail_next = ""
         self.hold_next = max(self.hold_next - 1, 0)
         self.bill.append(arn)
+        self.tokens[token] = arn
         if self.created_but_lost:
             self.created_but_lost -= 1
             return self._error("InternalServiceException", "the connection dropped after the task was created")
@@ -241,6 +257,8 @@ class StandInBraketService:
                 assert f["operator"] == "GTE"
                 since = dt.datetime.strptime(f["values"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
                 tasks = [t for t in tasks if t["createdAt"] >= since]
+        listed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.index_lag_s)
+        tasks = [t for t in tasks if t["createdAt"] <= listed]
         start = int(params.get("nextToken") or 0)
         page = tasks[start : start + self.page_size]
         summaries = [

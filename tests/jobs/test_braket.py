@@ -83,6 +83,31 @@ def test_a_create_whose_answer_is_lost_is_settled_by_its_tag(tmp_path, created):
     assert len(service.bill) == 1
 
 
+def test_a_create_made_again_after_a_lagging_search_gets_its_task_not_a_second_one(tmp_path):
+    """The create's answer is lost after the task was made, and the search does not list the task
+    within settle_s (its index lags): the create is made again, with the same clientToken, and
+    the service answers with the task it made. One task, paid once."""
+    service = StandInBraketService()
+    service.created_but_lost, service.index_lag_s = 1, 30.0
+    provider = _remote(service, settle_s=0.2)
+    out = JobEngine(provider, tmp_path, **FAST).run(_circuits(3), 2000, scope="s")
+    np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
+    assert len(service.bill) == 1
+    assert len(service.create_tokens) == 2 and len(set(service.create_tokens)) == 1
+    assert _events(tmp_path) == ["intent", "submitted", "done"]
+
+
+def test_client_tokens_are_one_per_submission_and_provider():
+    """Another submission, or the same tag from another provider (another run, a restart), has
+    another token: a task is only ever answered to the create calls that made it."""
+    service = StandInBraketService()
+    first, second = _remote(service), _remote(service)
+    arns = [first.submit(_circuits(1), 100, tag="k.1"), first.submit(_circuits(1), 100, tag="k.2")]
+    arns.append(second.submit(_circuits(1), 100, tag="k.1"))
+    assert len(set(arns)) == 3 and len(service.bill) == 3
+    assert len(set(service.create_tokens)) == 3
+
+
 def test_a_failed_task_stops_the_run_with_its_arn_and_reason(tmp_path):
     service = StandInBraketService()
     service.fail_next = "QPU calibration in progress"

@@ -23,6 +23,11 @@
   made. A create call whose outcome is unknown (``InternalServiceException``, a read timeout or a
   dropped connection after the request was sent) is settled by the task's tag: looked up for
   ``settle_s`` seconds, its ARN returned if it exists; only then is it taken as created nothing.
+  Every create call of one submission (one tag) in one process carries the same ``clientToken``
+  (``CreateQuantumTask``'s idempotency token, which botocore otherwise makes anew per call), so a
+  create made again after a task the search did not list yet (its index lags) is answered with
+  that task, not a second one. The token holds a random part of the provider's own: another run,
+  or this one after a restart, never gets a task it did not create by it.
 * What a finished task used: its shots, the seconds from creation to end, and for a program set
   its successful shots and failed executables (GetQuantumTask and the result's metadata).
 * Credentials: boto3's chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
@@ -60,6 +65,7 @@ from qpeft.jobs.braket_session import (
     MAYBE_SENT,
     NOT_SENT,
     TRANSIENT_CODES,
+    client_token,
     connect,
     error_code,
     results_folder,
@@ -128,12 +134,17 @@ class BraketProvider(Provider):
         self._results: dict[str, object] = {}  # local tasks: id -> result (or the exception it raised)
         self._usage: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self._nonce = uuid.uuid4().hex  # (the clientToken's own part: see module docstring)
+        self._token = threading.local()  # the clientToken of the create call this thread is making
         if self.local:
             self._session, self._s3 = None, None
             self._device = require("braket.devices", "braket").LocalSimulator(LOCAL[self.backend])
         else:
             self._session, self._device = connect(self.backend, aws_session, region, self._keep, self.redact)
             self._s3 = results_folder(s3_folder)
+            # (the most specific event first: before botocore's own handler fills in a new token)
+            events = self._session.braket_client.meta.events
+            events.register("before-parameter-build.braket.CreateQuantumTask", self._client_token)
         self._properties = self._device.properties
         self.limits = self._limits()
 
@@ -210,6 +221,7 @@ class BraketProvider(Provider):
         total = shots * len(circuits)
         if self.local:
             return self._run_local(spec, total, tag)
+        self._token.value = client_token(self._nonce, tag)
         try:
             task = self._device.run(spec, s3_destination_folder=self._s3, shots=total, tags={TAG_KEY: tag}, quiet=True)
             arn = task.id
@@ -218,10 +230,17 @@ class BraketProvider(Provider):
                 raise
             arn = self._settle(tag, err)
             task = None
+        finally:
+            self._token.value = None
         with self._lock:
             self._tasks[arn] = task
             self._tags[tag] = arn
         return arn
+
+    def _client_token(self, params: dict, **_) -> None:
+        token = getattr(self._token, "value", None)
+        if token is not None:
+            params["clientToken"] = token
 
     def _run_local(self, spec, total: int, tag: str) -> str:
         task_id = f"local-{uuid.uuid4().hex}"

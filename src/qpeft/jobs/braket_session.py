@@ -6,6 +6,7 @@ names the account (its AWS account number, as a digest).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -87,7 +88,9 @@ def connect(backend: str, aws_session, region: str | None, keep: Callable, redac
             f"Braket device {backend} is {device.status}, not ONLINE: no task can be created on it now; "
             "rerun when it is back (the Braket console shows its availability)"
         )
-    return aws_session, device
+    # (the device's own session: a regional device makes one of its region where the given one is of
+    # another, and its tasks are created, searched for and followed there)
+    return device.aws_session, device
 
 
 def results_folder(s3_folder: str | None) -> tuple[str, str] | None:
@@ -129,3 +132,9 @@ def session_account(session, redact: Callable[[str], str]) -> str | None:
             redact(str(err)),
         )
         return None
+
+
+def client_token(nonce: str, tag: str) -> str:
+    """The ``clientToken`` of every create call of the submission ``tag`` by the provider whose own
+    random part is ``nonce``: 64 hex digits (the API's most), the same for the same two."""
+    return hashlib.sha256(f"{nonce}|{tag}".encode()).hexdigest()
