@@ -109,6 +109,7 @@ class StandInBraketService:
         request, params = params, context["stand_in_params"]
         if model.name == "CreateQuantumTask":  # (the token as sent: botocore fills one in after the params are kept)
             params["clientToken"] = json.loads(request["body"])["clientToken"]
+        params["_region"] = request["url"].split("://", 1)[1].split(".")[1]  # (https://braket.REGION.amazonaws.com)
         name = model.name
         with self._lock:
             codes = self.faults.get(name) or []
@@ -191,6 +192,7 @@ class StandInBraketService:
             "outputS3Bucket": params["outputS3Bucket"],
             "outputS3Directory": prefix,
             "createdAt": dt.datetime.now(dt.timezone.utc),
+            "_region": params["_region"],  # (a region's endpoint lists its own tasks only)
             "tags": dict(params.get("tags") or {}),
             "actionMetadata": {"actionType": action["braketSchemaHeader"]["name"]},
             "_program": program,
@@ -248,7 +250,7 @@ class StandInBraketService:
         return self._ok({"quantumTaskArn": task["quantumTaskArn"], "cancellationStatus": "CANCELLING"})
 
     def _SearchQuantumTasks(self, params):
-        tasks = list(self.tasks.values())
+        tasks = [t for t in self.tasks.values() if t["_region"] == params["_region"]]
         for f in params["filters"]:
             assert f["name"] in ("quantumTaskArn", "deviceArn", "jobArn", "status", "createdAt"), f  # (the API's)
             if f["name"] == "deviceArn":

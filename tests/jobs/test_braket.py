@@ -97,6 +97,20 @@ def test_a_create_made_again_after_a_lagging_search_gets_its_task_not_a_second_o
     assert _events(tmp_path) == ["intent", "submitted", "done"]
 
 
+def test_a_session_of_another_region_looks_for_its_tasks_in_the_devices_region(tmp_path, monkeypatch):
+    """Given a session of us-east-1 for a device of eu-north-1, the SDK creates the tasks in the
+    device's region: the lookup by tag after a lost answer asks there too, and finds the task
+    with no second create call."""
+    service = StandInBraketService()
+    service.install(monkeypatch)  # (the SDK copies the session into the device's region)
+    service.created_but_lost = 1
+    provider = BraketProvider("iqm_garnet", aws_session=service.aws_session("us-east-1"), s3_folder="s3://results/qpeft")
+    out = JobEngine(provider, tmp_path, **FAST).run(_circuits(3), 2000, scope="s")
+    np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
+    assert len(service.create_tokens) == 1 and len(service.bill) == 1
+    assert {t["_region"] for t in service.tasks.values()} == {"eu-north-1"}
+
+
 def test_client_tokens_are_one_per_submission_and_provider():
     """Another submission, or the same tag from another provider (another run, a restart), has
     another token: a task is only ever answered to the create calls that made it."""
