@@ -104,7 +104,9 @@ def test_a_session_of_another_region_looks_for_its_tasks_in_the_devices_region(t
     service = StandInBraketService()
     service.install(monkeypatch)  # (the SDK copies the session into the device's region)
     service.created_but_lost = 1
-    provider = BraketProvider("iqm_garnet", aws_session=service.aws_session("us-east-1"), s3_folder="s3://results/qpeft")
+    provider = BraketProvider(
+        "iqm_garnet", aws_session=service.aws_session("us-east-1"), s3_folder="s3://results/qpeft"
+    )
     out = JobEngine(provider, tmp_path, **FAST).run(_circuits(3), 2000, scope="s")
     np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
     assert len(service.create_tokens) == 1 and len(service.bill) == 1
