@@ -90,9 +90,9 @@ def _measure(layers, method: str, batching: str, spec: str, rounds: int) -> dict
     """One engine and run directory for ``rounds + 1`` steps, as in a training run; the first step
     (the engine keys its templates and opens its files) is reported on its own."""
     from qpeft.jobs import JobEngine
-    from qpeft.jobs.ledger import totals
     from qpeft.jobs.providers import get_provider
     from qpeft.jobs.step import StepRunner
+    from qpeft.jobs.summary import totals
 
     walls, sims, jobs, circuits = [], [], [], []
     with tempfile.TemporaryDirectory() as run_dir:

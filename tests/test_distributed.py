@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from qpeft.adapters import load_adapter
 from qpeft.jobs.distributed import world
-from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.summary import totals
 from qpeft.testing import DDP_GRAD_TOL, tiny_model_dir
 from qpeft.train import TrainConfig, plan
 

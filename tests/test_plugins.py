@@ -145,7 +145,8 @@ STALE_QPEFT = {
 SCRIPT = """
 import json, sys
 from qpeft.cli import main
-from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.summary import totals
 from qpeft.testing import tiny_model_dir
 
 out = sys.argv[1]

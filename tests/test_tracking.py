@@ -10,7 +10,8 @@ import json
 import pytest
 from tiny_runs import tiny_run_config
 
-from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.summary import totals
 from qpeft.testing import tiny_model_dir
 from qpeft.tracking import report_to_list
 from qpeft.train import TrainConfig, plan, train

@@ -21,8 +21,8 @@ import json
 
 from transformers import TrainerCallback
 
-from qpeft.jobs.ledger import totals
 from qpeft.jobs.plan import RATES
+from qpeft.jobs.summary import totals
 
 #: the trackers tested with qpeft (any other name transformers integrates is accepted too)
 TRACKERS = ("tensorboard", "mlflow", "wandb")

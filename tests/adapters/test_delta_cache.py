@@ -296,8 +296,8 @@ def test_a_step_runner_keeps_no_grad_forwards_on_its_jobs(tmp_path):
     from qpeft.adapters.presets import preset
     from qpeft.adapters.qtha.layer import QTHALayer
     from qpeft.jobs import JobEngine, LocalProvider
-    from qpeft.jobs.ledger import totals
     from qpeft.jobs.step import StepRunner
+    from qpeft.jobs.summary import totals
 
     layer = QTHALayer(nn.Linear(16, 16), preset("qtha-weights", r=4, diff_method="parameter_shift")).eval()
     engine = JobEngine(LocalProvider("torch"), tmp_path, poll_interval=0.001, max_poll_interval=0.004, progress=False)

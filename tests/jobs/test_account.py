@@ -14,9 +14,10 @@ from spoolservice import SpoolService
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.base import account_digest
 from qpeft.jobs.errors import JobFailedError
-from qpeft.jobs.ledger import open_jobs, read_ledger, totals
+from qpeft.jobs.ledger import read_ledger
 from qpeft.jobs.settle import check_open
 from qpeft.jobs.spool import SpoolProvider
+from qpeft.jobs.summary import open_jobs, totals
 from qpeft.quantum.circuit import Circuit, Weight
 
 RY = Circuit(1).add("RY", [0], Weight(0))

@@ -23,7 +23,8 @@ from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine, runlock
 from qpeft.jobs import cache as cache_module
 from qpeft.jobs.cache import CacheInUse, ResultCache, compact, exclusive_lock
-from qpeft.jobs.ledger import Ledger, read_ledger, recent_steps
+from qpeft.jobs.ledger import Ledger, read_ledger
+from qpeft.jobs.summary import recent_steps
 from qpeft.quantum.circuit import Circuit, Weight
 
 FAST = dict(poll_interval=0.001, max_poll_interval=0.004, progress=False)

@@ -16,7 +16,8 @@ from standins import ScriptedProvider
 
 from qpeft.jobs import BoundCircuit, JobEngine, JobFailedError, TransientError
 from qpeft.jobs.base import SubmissionUnknownError
-from qpeft.jobs.ledger import Ledger, read_ledger, totals
+from qpeft.jobs.ledger import Ledger, read_ledger
+from qpeft.jobs.summary import totals
 from qpeft.quantum.circuit import Circuit, Weight
 
 FAST = dict(poll_interval=0.001, max_poll_interval=0.004, submit_timeout=0.01, progress=False)

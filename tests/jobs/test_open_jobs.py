@@ -14,8 +14,9 @@ import pytest
 from spoolservice import ENV, SpoolService
 
 from qpeft.jobs import BoundCircuit, JobEngine
-from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.jobs.ledger import read_ledger
 from qpeft.jobs.spool import SpoolProvider
+from qpeft.jobs.summary import totals
 from qpeft.quantum.circuit import Circuit, Weight
 from qpeft.testing import tiny_model_dir
 

@@ -14,7 +14,8 @@ from standins import ScriptedProvider
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.base import JobFailedError, JobLostError, TransientError
 from qpeft.jobs.cache import ResultCache, compact
-from qpeft.jobs.ledger import Ledger, read_ledger, totals
+from qpeft.jobs.ledger import Ledger, read_ledger
+from qpeft.jobs.summary import totals
 from qpeft.quantum.circuit import Circuit, Weight
 
 FAST = dict(poll_interval=0.001, max_poll_interval=0.004, progress=False)

@@ -11,9 +11,10 @@ from spoolservice import SpoolService, start_client
 
 from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
-from qpeft.jobs.ledger import Ledger, open_jobs, read_ledger, recent_steps
+from qpeft.jobs.ledger import Ledger, read_ledger
 from qpeft.jobs.settle import check_open
 from qpeft.jobs.spool import SpoolProvider
+from qpeft.jobs.summary import open_jobs, recent_steps
 from qpeft.quantum.circuit import Circuit, Weight
 
 RY = Circuit(1).add("RY", [0], Weight(0))

@@ -13,8 +13,8 @@ from qpeft.adapters.presets import preset
 from qpeft.adapters.qtha.layer import QTHALayer
 from qpeft.backends.torch_sim import TorchBackend
 from qpeft.jobs import JobEngine, LocalProvider
-from qpeft.jobs.ledger import totals
 from qpeft.jobs.step import StepRunner, circuits_per_module
+from qpeft.jobs.summary import totals
 from qpeft.qnn import QuantumLayer
 from qpeft.quantum.ansatz import build_ansatz
 from qpeft.quantum.circuit import Circuit, Weight

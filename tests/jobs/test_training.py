@@ -10,7 +10,8 @@ import pytest
 from standins import StandInQCloudService
 from tiny_runs import tiny_run_config
 
-from qpeft.jobs.ledger import read_ledger, totals
+from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.summary import totals
 from qpeft.testing import tiny_model_dir
 from qpeft.train import plan, train
 

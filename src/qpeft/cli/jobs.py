@@ -29,7 +29,8 @@ def cmd_jobs(args) -> int:
         FileNotFoundError: the run directory has no ledger.
         ValueError: ``--resolve`` names a tag that is not an unsettled submission.
     """
-    from qpeft.jobs.ledger import Ledger, read_ledger, totals
+    from qpeft.jobs.ledger import Ledger, read_ledger
+    from qpeft.jobs.summary import totals
 
     path = args.run_dir / "jobs" / "ledger.jsonl"
     if args.repair:
@@ -75,7 +76,7 @@ def list_open(records: list[dict], as_json: bool = False) -> int:
     """``qpeft jobs RUN_DIR --open``: the jobs that may still run and be billed, one a line (id or
     tag, provider:backend, step, shots, circuits, submitted), to cancel in the provider's console
     the ones no run will use (those a run went on without are marked)."""
-    from qpeft.jobs.ledger import open_jobs
+    from qpeft.jobs.summary import open_jobs
 
     jobs = open_jobs(records)
     if as_json:
@@ -110,10 +111,10 @@ def check(args, records: list[dict]) -> int:
         read, or its cancel was not confirmed; 2 refused, nothing asked (an id that is not open, a
         provider that keeps no jobs, a run that has the run directory open).
     """
-    from qpeft.jobs.ledger import open_submissions
     from qpeft.jobs.runlock import RunInUseError
     from qpeft.jobs.settle import check_open
     from qpeft.jobs.step import connect_provider, split_options
+    from qpeft.jobs.summary import open_submissions
 
     open_now = open_submissions(records)
     subs = [r for r in open_now if r.get("job_id")]
@@ -238,7 +239,7 @@ def compact_results(run_dir: Path, records: list[dict], last: int, as_json: bool
         The exit code: 0 done, 2 when a live run has the cache open (nothing is changed).
     """
     from qpeft.jobs.cache import CacheInUse, compact
-    from qpeft.jobs.ledger import recent_steps
+    from qpeft.jobs.summary import recent_steps
 
     training = re.compile(r"train-\d+").fullmatch if _unfinished(run_dir) else None
     kept_steps, keep = recent_steps(records, last, also=training)
