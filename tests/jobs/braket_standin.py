@@ -25,6 +25,7 @@ import functools
 import io
 import itertools
 import json
+import re
 import threading
 
 IQM_GARNET = "arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet"
@@ -61,7 +62,7 @@ class StandInBraketService:
         self.objects: dict[tuple[str, str], bytes] = {}  # (bucket, key) -> S3 object
         self.faults: dict[str, list[str]] = {}  # operation -> error codes its next calls answer with
         self.fault_message = "stand-in fault"  # (what those errors say)
-        self.created_but_lost = 0  # CreateQuantumTask calls whose answer is lost after the task was made
+        self.created_but_lost = 0  # CreateQuantumTask calls whose answer is lost after the task was made (or found)
         self.fail_next = ""  # the next task created ends FAILED with this reason
         self.account = "111122223333"  # the AWS account STS names for the session's credentials
         self.hold_next = 0  # the next tasks created stay RUNNING until they are cancelled
@@ -109,7 +110,8 @@ class StandInBraketService:
         request, params = params, context["stand_in_params"]
         if model.name == "CreateQuantumTask":  # (the token as sent: botocore fills one in after the params are kept)
             params["clientToken"] = json.loads(request["body"])["clientToken"]
-        params["_region"] = request["url"].split("://", 1)[1].split(".")[1]  # (https://braket.REGION.amazonaws.com)
+        region = re.match(r"https://braket\.([a-z0-9-]+)\.amazonaws\.com", request["url"])
+        params["_region"] = region and region.group(1)  # (a Braket endpoint lists its own region's tasks)
         name = model.name
         with self._lock:
             codes = self.faults.get(name) or []
@@ -165,7 +167,7 @@ class StandInBraketService:
             return self._error("ValidationException", "clientToken: length 1 to 64")
         self.create_tokens.append(token)
         if token in self.tokens:  # the create made again: its task, nothing new
-            return self._ok({"quantumTaskArn": self.tokens[token]})
+            return self._created(self.tokens[token])
         self.seen_at_create.append({arn: t["status"] for arn, t in self.tasks.items()})
         action = json.loads(params["action"])
         kind = ProgramSet if action["braketSchemaHeader"]["name"] == "braket.ir.openqasm.program_set" else Program
@@ -204,7 +206,10 @@ class StandInBraketService:
         self.hold_next = max(self.hold_next - 1, 0)
         self.bill.append(arn)
         self.tokens[token] = arn
-        if self.created_but_lost:
+        return self._created(arn)
+
+    def _created(self, arn: str):
+        if self.created_but_lost:  # (the answer to a create made again can be lost too)
             self.created_but_lost -= 1
             return self._error("InternalServiceException", "the connection dropped after the task was created")
         return self._ok({"quantumTaskArn": arn})

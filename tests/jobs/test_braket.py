@@ -27,7 +27,7 @@ from qpeft.quantum.circuit import Circuit, Weight
 pytest.importorskip("braket.default_simulator")
 
 from qpeft.jobs.base import account_digest  # noqa: E402
-from qpeft.jobs.braket import PROGRAM_SET_LIMITS, BraketProvider  # noqa: E402
+from qpeft.jobs.braket import CREATES, PROGRAM_SET_LIMITS, BraketProvider  # noqa: E402
 
 RY = Circuit(1).add("RY", [0], Weight(0))
 FAST = dict(poll_interval=0.001, max_poll_interval=0.004, progress=False)
@@ -83,18 +83,51 @@ def test_a_create_whose_answer_is_lost_is_settled_by_its_tag(tmp_path, created):
     assert len(service.bill) == 1
 
 
-def test_a_create_made_again_after_a_lagging_search_gets_its_task_not_a_second_one(tmp_path):
+@pytest.mark.parametrize(
+    "engine",
+    [{}, {"max_attempts": 1}, {"submit_timeout": 0.05}],
+    ids=["default", "no-engine-retries", "no-answer-in-time"],
+)
+def test_a_create_made_again_after_a_lagging_search_gets_its_task_not_a_second_one(tmp_path, engine):
     """The create's answer is lost after the task was made, and the search does not list the task
     within settle_s (its index lags): the create is made again, with the same clientToken, and
-    the service answers with the task it made. One task, paid once."""
+    the service answers with the task it made. One task, paid once, whether or not the engine
+    may retry the submit and whether or not the submit answered within submit_timeout."""
     service = StandInBraketService()
     service.created_but_lost, service.index_lag_s = 1, 30.0
     provider = _remote(service, settle_s=0.2)
-    out = JobEngine(provider, tmp_path, **FAST).run(_circuits(3), 2000, scope="s")
+    out = JobEngine(provider, tmp_path, **FAST, **engine).run(_circuits(3), 2000, scope="s")
     np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
     assert len(service.bill) == 1
     assert len(service.create_tokens) == 2 and len(set(service.create_tokens)) == 1
-    assert _events(tmp_path) == ["intent", "submitted", "done"]
+    assert "rejected" not in _events(tmp_path)
+
+
+def test_creates_left_unsettled_are_settled_by_the_tag_not_submitted_again(tmp_path):
+    """Every create call's answer is lost and the search lags past settle_s each time: the
+    provider says the task may exist (not 'nothing was created'), the engine records the
+    submission as unknown and settles it by its tag once the index lists it: paid once, even
+    with no engine retries."""
+    service = StandInBraketService()
+    service.created_but_lost, service.index_lag_s = CREATES, 1.0
+    provider = _remote(service, settle_s=0.05)
+    engine = JobEngine(provider, tmp_path, **FAST, max_attempts=1, submit_timeout=1.5)
+    out = engine.run(_circuits(3), 2000, scope="s")
+    np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
+    assert len(service.bill) == 1 and len(service.create_tokens) == CREATES
+    assert _events(tmp_path) == ["intent", "unknown", "submitted", "done"]
+
+
+def test_the_token_reaches_a_braket_client_the_session_was_given_later(tmp_path):
+    """A plugin sharing the session (PennyLane's, qiskit-braket's) may replace its braket client
+    (AwsSession.add_braket_user_agent makes a new one): the token goes into that client's calls."""
+    service = StandInBraketService()
+    provider = _remote(service, settle_s=0.2)
+    JobEngine(provider, tmp_path / "first", **FAST).run(_circuits(2), 2000, scope="s")
+    provider._session.add_braket_user_agent("PennyLane-Braket/0.0")
+    service.created_but_lost, service.index_lag_s = 1, 30.0
+    JobEngine(provider, tmp_path / "then", **FAST).run(_circuits(3), 2000, scope="s")
+    assert len(service.bill) == 2 and len(set(service.create_tokens[1:])) == 1
 
 
 def test_a_session_of_another_region_looks_for_its_tasks_in_the_devices_region(tmp_path, monkeypatch):
@@ -111,6 +144,10 @@ def test_a_session_of_another_region_looks_for_its_tasks_in_the_devices_region(t
     np.testing.assert_allclose(np.stack(out), _expected(3), atol=0.04)
     assert len(service.create_tokens) == 1 and len(service.bill) == 1
     assert {t["_region"] for t in service.tasks.values()} == {"eu-north-1"}
+    service.created_but_lost, service.index_lag_s = 1, 30.0  # (and a lagging search: the token decides)
+    provider.settle_s = 0.2
+    JobEngine(provider, tmp_path / "lag", **FAST).run(_circuits(2), 2000, scope="s")
+    assert len(service.bill) == 2 and len(set(service.create_tokens[1:])) == 1
 
 
 def test_client_tokens_are_one_per_submission_and_provider():

@@ -21,13 +21,16 @@
 * Transient (retried by the engine; on a submit, the service created nothing): ``ThrottlingException``,
   ``ServiceQuotaExceededException`` (a concurrent-task quota), and a connection that could not be
   made. A create call whose outcome is unknown (``InternalServiceException``, a read timeout or a
-  dropped connection after the request was sent) is settled by the task's tag: looked up for
-  ``settle_s`` seconds, its ARN returned if it exists; only then is it taken as created nothing.
-  Every create call of one submission (one tag) in one process carries the same ``clientToken``
-  (``CreateQuantumTask``'s idempotency token, which botocore otherwise makes anew per call), so a
-  create made again after a task the search did not list yet (its index lags) is answered with
-  that task, not a second one. The token holds a random part of the provider's own: another run,
-  or this one after a restart, never gets a task it did not create by it.
+  dropped connection after the request was sent) is settled by the task's tag, looked up for
+  ``settle_s`` seconds, then by the create call made again with the same ``clientToken``
+  (``CreateQuantumTask``'s idempotency token, which botocore otherwise makes anew per call, and
+  keeps for its own retries of a call): the service is to answer a token it has seen with the
+  task that token made (AWS's idempotency convention; the API reference states no window), so
+  a task the search does not list yet (its index lags) is not made twice. Every create call of
+  one submission by one provider object carries the token; it holds a random part of the
+  provider's own, so another provider (another run, this one after a restart) gets no task by
+  it. After :data:`CREATES` calls without an answer the submission is unsettled
+  (:class:`CreateUnsettled`): the engine records it as unknown and settles it by its tag.
 * What a finished task used: its shots, the seconds from creation to end, and for a program set
   its successful shots and failed executables (GetQuantumTask and the result's metadata).
 * Credentials: boto3's chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
@@ -82,6 +85,17 @@ LOCAL = {"local": "braket_sv", "local_dm": "braket_dm"}
 PROGRAM_SET_LIMITS = (100, 200_000)
 #: the tag key every task carries (its value: the engine's tag)
 TAG_KEY = "qpeft-tag"
+#: create calls of one submission, each after the one before gave no answer and the search by tag
+#: did not list its task within ``settle_s``
+CREATES = 3
+
+
+class CreateUnsettled(TransientError):
+    """Create calls of unknown outcome that neither the search by tag nor a call made again
+    settled: the task may exist (:meth:`BraketProvider.created_nothing` is False; the engine
+    records the submission as unknown and settles it by its tag, never submitting it blindly)."""
+
+
 _STATES = {
     "CREATED": State.QUEUED,
     "QUEUED": State.QUEUED,
@@ -136,15 +150,13 @@ class BraketProvider(Provider):
         self._lock = threading.Lock()
         self._nonce = uuid.uuid4().hex  # (the clientToken's own part: see module docstring)
         self._token = threading.local()  # the clientToken of the create call this thread is making
+        self._token_client = None  # the braket client _client_token is registered on
         if self.local:
             self._session, self._s3 = None, None
             self._device = require("braket.devices", "braket").LocalSimulator(LOCAL[self.backend])
         else:
             self._session, self._device = connect(self.backend, aws_session, region, self._keep, self.redact)
             self._s3 = results_folder(s3_folder)
-            # (the most specific event first: before botocore's own handler fills in a new token)
-            events = self._session.braket_client.meta.events
-            events.register("before-parameter-build.braket.CreateQuantumTask", self._client_token)
         self._properties = self._device.properties
         self.limits = self._limits()
 
@@ -193,6 +205,9 @@ class BraketProvider(Provider):
             return True
         return error_code(error) in TRANSIENT_CODES or type(error).__name__ in (*NOT_SENT, *MAYBE_SENT)
 
+    def created_nothing(self, error: BaseException) -> bool:
+        return not isinstance(error, CreateUnsettled)
+
     # ---- submitting ----------------------------------------------------------------------
 
     def _supported(self) -> set[str] | None:
@@ -221,21 +236,66 @@ class BraketProvider(Provider):
         total = shots * len(circuits)
         if self.local:
             return self._run_local(spec, total, tag)
+        self._hand_tokens()
         self._token.value = client_token(self._nonce, tag)
         try:
-            task = self._device.run(spec, s3_destination_folder=self._s3, shots=total, tags={TAG_KEY: tag}, quiet=True)
-            arn = task.id
-        except Exception as err:
-            if type(err).__name__ not in MAYBE_SENT and error_code(err) != "InternalServiceException":
-                raise
-            arn = self._settle(tag, err)
-            task = None
+            task, arn = self._create(spec, total, tag)
         finally:
             self._token.value = None
         with self._lock:
             self._tasks[arn] = task
             self._tags[tag] = arn
         return arn
+
+    def _create(self, spec, total: int, tag: str) -> tuple[object | None, str]:
+        """(AwsQuantumTask or None, ARN) of the one task of this submission. A create call of
+        unknown outcome is settled by the tag (looked up for ``settle_s`` seconds), then made again
+        with the same client token (the service answers with the task that token made, or makes
+        it), at most :data:`CREATES` calls; past them, :class:`CreateUnsettled`."""
+        for call in range(1, CREATES + 1):
+            try:
+                task = self._device.run(
+                    spec, s3_destination_folder=self._s3, shots=total, tags={TAG_KEY: tag}, quiet=True
+                )
+                return task, task.id
+            except Exception as err:
+                if type(err).__name__ in MAYBE_SENT or error_code(err) == "InternalServiceException":
+                    lost = err
+                elif call == 1:
+                    raise
+                else:  # (an earlier call may have made the task)
+                    raise CreateUnsettled(
+                        self._unsettled(tag, lost, f"create call {call} failed ({self._text(err)})")
+                    ) from None
+            try:
+                arn = self._settle(tag)
+            except Exception as err:  # (a search that failed settles nothing)
+                raise CreateUnsettled(
+                    self._unsettled(tag, lost, f"the search for it failed ({self._text(err)})")
+                ) from None
+            if arn is not None:
+                return None, arn
+        why = f"{CREATES} create calls gave no answer, and the search listed no task within {self.settle_s:g} s of each"
+        raise CreateUnsettled(self._unsettled(tag, lost, why))
+
+    def _text(self, error: BaseException) -> str:
+        return f"{type(error).__name__}: {self.redact(str(error))}"
+
+    def _unsettled(self, tag: str, lost: BaseException, why: str) -> str:
+        return (
+            f"a create call of the task tagged {tag} may have reached the service, but its answer was lost "
+            f"({self._text(lost)}), and {why}: the task may exist"
+        )
+
+    def _hand_tokens(self) -> None:
+        """Our client token goes into the create calls of the client the SDK creates tasks with
+        (the session's braket_client: a plugin sharing the session may have replaced it)."""
+        client = self._session.braket_client
+        if client is not self._token_client:  # (the most specific event: before botocore fills in a new token)
+            client.meta.events.register(
+                "before-parameter-build.braket.CreateQuantumTask", self._client_token, unique_id=self._nonce
+            )
+            self._token_client = client
 
     def _client_token(self, params: dict, **_) -> None:
         token = getattr(self._token, "value", None)
@@ -255,21 +315,14 @@ class BraketProvider(Provider):
             self._tags[tag] = task_id
         return task_id
 
-    def _settle(self, tag: str, error: BaseException) -> str:
-        """A create call of unknown outcome: the task's ARN if a task with ``tag`` shows up within
-        ``settle_s`` seconds; else TransientError (the call created nothing: submit again)."""
+    def _settle(self, tag: str) -> str | None:
+        """The ARN of the task tagged ``tag`` if the search lists one within ``settle_s`` seconds."""
         give_up = time.time() + self.settle_s
         while True:
             arn = self.find(tag)
             if arn is not None or time.time() >= give_up:
-                break
+                return arn
             time.sleep(min(2.0, max(give_up - time.time(), 0.0)))
-        if arn is None:
-            raise TransientError(
-                f"the create call failed ({type(error).__name__}: {self.redact(str(error))}) and no task with tag "
-                f"{tag} appeared within {self.settle_s:g} s: nothing was created"
-            )
-        return arn
 
     # ---- following -----------------------------------------------------------------------
 
