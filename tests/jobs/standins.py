@@ -4,7 +4,8 @@
   replaces it (and only it) at the SDK's service boundary. Its chips run the QProg objects
   the origin provider builds on pyqpanda3's own CPUQVM, so everything on our side of the
   network is real. Jobs live in the service (a re-created ``QCloudJob(id)`` re-attaches); an id
-  it does not know is answered as the real SDK answers it (an HTTP 404 ``RuntimeError``).
+  it does not know is answered with an HTTP 404 ``RuntimeError`` in the SDK's words (QCloud
+  documents no answer for an unknown job; the provider takes none as the job being lost).
 * ``StandInRuntimeService``: IBM Quantum's runtime service, likewise: its backends are the
   SDK's own fake-backend snapshots under device names, its Sampler is the SDK's real Sampler in
   local testing mode (Aer), and it keeps jobs by id and tag as the service does; an unknown id

@@ -108,13 +108,17 @@ def test_a_refused_submission_gives_its_reservation_back_within_the_same_engine(
 
 
 @pytest.mark.parametrize("forgotten", ["before-the-cancel", "after-the-cancel"])
-def test_a_job_past_its_limit_that_the_service_forgets_on_cancel_is_submitted_again(tmp_path, forgotten):
+def test_a_job_past_its_limit_that_the_service_forgets_on_cancel_stops_the_run_until_recorded_lost(tmp_path, forgotten):
     """Past queue_timeout the engine cancels the job; the service no longer knows it (its cancel,
-    or the status read after it, answers 404): the job will never run, so it is submitted again
-    and the run goes on (it does not stop as if the job might still run)."""
+    or the status read after it, answers HTTP 404). QCloud documents no answer for a job it does
+    not know, and a moved endpoint answers 404 too, so the cancel is not confirmed: the run stops
+    with the job's id and pays nothing more. Recorded lost by hand (`qpeft jobs --lost`, after the
+    console shows it gone), the job is submitted again and the run goes on."""
     pytest.importorskip("pyqpanda3")
     from standins import StandInQCloudService
 
+    from qpeft.cli import main
+    from qpeft.jobs.errors import JobStillRunningError
     from qpeft.jobs.origin import OriginProvider
 
     service = StandInQCloudService(polls=10**6)  # the first job waits in the queue
@@ -132,7 +136,13 @@ def test_a_job_past_its_limit_that_the_service_forgets_on_cancel_is_submitted_ag
 
     provider.cancel = forgetting
     engine = JobEngine(provider, tmp_path, queue_timeout=0.2, cancel_wait=5, **FAST)
-    out = engine.run(_circuits(2), 200, scope="s")
+    with pytest.raises(JobStillRunningError, match="--lost origin-1"):
+        engine.run(_circuits(2), 200, scope="s")
+    engine.close()
+    assert len(service.submissions) == 1
+    assert main(["jobs", str(tmp_path), "--lost", "origin-1"]) == 0
+    provider = OriginProvider(api_key="sk-test-KEY", service=service, job_factory=service.job)
+    out = JobEngine(provider, tmp_path, **FAST).run(_circuits(2), 200, scope="s")
     assert len(service.submissions) == 2 and len(out) == 2
     events = [r["event"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
-    assert events == ["intent", "submitted", "timeout", "intent", "submitted", "done"]
+    assert events == ["intent", "submitted", "lost", "intent", "submitted", "done"]

@@ -12,7 +12,7 @@ from spoolservice import SpoolService, start_client
 from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.ledger import Ledger, read_ledger
-from qpeft.jobs.settle import check_open
+from qpeft.jobs.settle import check_open, record_lost
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.jobs.summary import open_jobs, recent_steps
 from qpeft.quantum.circuit import Circuit, Weight
@@ -149,6 +149,10 @@ def test_bad_ids_and_a_live_run_are_refused_before_anything_is_asked(tmp_path, c
             time.sleep(0.05)
         assert _jobs(run, spool, "--cancel", job_id) == 2
         assert "in use by another job engine" in capsys.readouterr().err
+        assert main(["jobs", str(run), "--lost", job_id]) == 2  # (the live run would not see it)
+        assert main(["jobs", str(run), "--resolve", "any.1"]) == 2
+        assert "in use by another job engine" in capsys.readouterr().err
+        assert not [r for r in _records(run) if r["event"] in ("lost", "rejected")]
     finally:
         live.kill()
         live.wait()
@@ -253,8 +257,10 @@ def test_ibm_jobs_are_checked_through_the_runtime_service_with_their_usage(tmp_p
 
 def test_origin_jobs_are_checked_through_the_qcloud_service(tmp_path):
     """The Origin provider's own status and not-found paths (the QCloud service is a stand-in;
-    pyqpanda3 builds the programs): the queued job stays open, the finished one is recorded done,
-    the forgotten one (HTTP 404) lost; nothing is submitted."""
+    pyqpanda3 builds the programs): the queued job stays open, the finished one is recorded done;
+    the forgotten one (HTTP 404, which QCloud does not document for an unknown job) is not taken
+    as lost but stays open with the words that say how to record it (`qpeft jobs --lost`, which
+    records it lost); nothing is submitted."""
     pytest.importorskip("pyqpanda3")
     from standins import StandInQCloudService
 
@@ -273,6 +279,11 @@ def test_origin_jobs_are_checked_through_the_qcloud_service(tmp_path):
     service.jobs[finished].polls = 0
     service.forget(forgotten)
     reports = {r["job_id"]: r for r in check_open(provider(), run, poll_interval=0.01, max_poll_interval=0.05)}
-    assert [reports[j]["state"] for j in (queued, finished, forgotten)] == ["queued", "done", "lost"]
-    assert [reports[j]["recorded"] for j in (queued, finished, forgotten)] == [None, "done", "lost"]
+    assert [reports[j]["state"] for j in (queued, finished, forgotten)] == ["queued", "done", None]
+    assert [reports[j]["recorded"] for j in (queued, finished, forgotten)] == [None, "done", None]
+    assert f"--lost {forgotten}" in reports[forgotten]["words"]
+    assert [j["job_id"] for j in open_jobs(_records(run))] == [queued, forgotten]
+    assert record_lost(run, [forgotten]) == [{"job_id": forgotten, "recorded": "lost"}]
     assert [j["job_id"] for j in open_jobs(_records(run))] == [queued] and len(service.submissions) == 3
+    with pytest.raises(ValueError, match="not an open or finished job"):
+        record_lost(run, ["origin-99"])

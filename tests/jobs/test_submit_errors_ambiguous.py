@@ -73,6 +73,10 @@ def _origin(service):
         "curl_easy_perform() failed: Timeout was reached",
         "curl_easy_perform() failed: Failure when receiving data from the peer",
         "QCloud HTTP request failed with status 504",
+        "QCloud HTTP request failed with status 524",  # (a gateway's timeout after the request got through)
+        "QCloud HTTP request failed with status 520",
+        "response missing success field, preview: <html>",  # (an answer the SDK could not read)
+        ValueError("stod"),  # (pybind's answer to a number it could not parse)
     ],
 )
 @pytest.mark.parametrize("after", [0.0, 0.5], ids=["at-once", "past-submit_timeout"])
@@ -81,7 +85,8 @@ def test_origin_a_submit_whose_answer_was_lost_is_reported_unresolved_not_paid_a
 
     service = StandInQCloudService()
     provider = _origin(service)
-    provider._chip.run = _answer_lost(provider._chip.run, RuntimeError(text), after)
+    error = text if isinstance(text, Exception) else RuntimeError(text)
+    provider._chip.run = _answer_lost(provider._chip.run, error, after)
     with pytest.raises(SubmissionUnknownError, match="--resolve") as info:
         JobEngine(provider, tmp_path, **FAST).run(_circuits(), 200, scope="s")
     assert len(service.submissions) == 1  # the job exists; it was not created a second time
@@ -107,6 +112,22 @@ def test_origin_a_submit_refused_before_it_created_anything_is_retried(tmp_path,
     assert _events(tmp_path) == ["intent", "submitted", "done"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["QCloud HTTP request failed with status 400: program not valid", "api key error", "status 401: unauthorized"],
+)
+def test_origin_a_submit_refused_with_an_answer_stops_the_run_and_created_nothing(tmp_path, text):
+    """An HTTP 4xx or a refusal the SDK names is an answer: nothing was created, the run stops."""
+    from qpeft.jobs.calls import ProviderError
+
+    service = StandInQCloudService()
+    provider = _origin(service)
+    provider._chip.run = _refused_once(provider._chip.run, RuntimeError(text))
+    with pytest.raises(ProviderError, match="nothing was created"):
+        JobEngine(provider, tmp_path, **FAST).run(_circuits(), 200, scope="s")
+    assert len(service.submissions) == 0 and _events(tmp_path) == ["intent", "rejected"]
+
+
 class _LossySampler:
     """The SDK's Sampler against the stand-in service, whose answer to the first job submission
     is lost after the service created the job (``error`` raised on the way back)."""
@@ -124,12 +145,34 @@ class _LossySampler:
         return job
 
 
-@pytest.mark.parametrize("error", [ConnectionError, TimeoutError], ids=["connection-dropped", "timed-out"])
+def _wrapped(words: str):
+    """The error the SDK raises for a requests error of its POST (qiskit_runtime_service._run)."""
+    from qiskit_ibm_runtime.exceptions import IBMRuntimeError
+
+    return lambda message: IBMRuntimeError(f"Failed to run program: {words}")
+
+
+DROPPED = "('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))"
+READ_TIMEOUT = "HTTPSConnectionPool(host='quantum.cloud.ibm.com', port=443): Read timed out. (read timeout=120)"
+REFUSED = (
+    "HTTPSConnectionPool(host='quantum.cloud.ibm.com', port=443): Max retries exceeded with url: /api/v1/jobs "
+    "(Caused by NewConnectionError('<urllib3.connection.HTTPSConnection>: Failed to establish a new connection: "
+    "[Errno 111] Connection refused'))"
+)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionError, TimeoutError, "wrapped-dropped", "wrapped-read-timeout"],
+    ids=["connection-dropped", "timed-out", "sdk-wrapped-dropped", "sdk-wrapped-read-timeout"],
+)
 def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(tmp_path, error):
     pytest.importorskip("qiskit_ibm_runtime")
     pytest.importorskip("qiskit_aer")
     from qpeft.jobs.ibm import IBMProvider
 
+    if isinstance(error, str):
+        error = _wrapped(DROPPED if error == "wrapped-dropped" else READ_TIMEOUT)
     service = StandInRuntimeService()
     provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
     _LossySampler.lost = []
@@ -138,6 +181,32 @@ def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(t
     assert service.submissions == 1  # found by its tag and re-attached
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
     assert _events(tmp_path) == ["intent", "unknown", "submitted", "done"]
+
+
+def test_ibm_a_submit_whose_connection_was_never_made_is_retried_and_pays_once(tmp_path):
+    pytest.importorskip("qiskit_ibm_runtime")
+    pytest.importorskip("qiskit_aer")
+    from qpeft.jobs.ibm import IBMProvider
+
+    service = StandInRuntimeService()
+    provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
+    sampler, refused = service.sampler, []
+
+    def never_sent(*args, **kwargs):
+        raise _wrapped(REFUSED)("")
+
+    def refusing(**kw):
+        made = sampler(**kw)
+        if not refused:  # (the first job's POST never connects: nothing is created)
+            refused.append(1)
+            made.run = never_sent
+        return made
+
+    provider._sampler_factory = refusing
+    out = JobEngine(provider, tmp_path, **FAST).run(_circuits(), 400, scope="s")
+    assert service.submissions == 1 and refused == [1]
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
+    assert _events(tmp_path) == ["intent", "submitted", "done"]
 
 
 def test_a_late_answer_that_refuses_the_job_stops_the_run_and_is_not_submitted_again(tmp_path):

@@ -23,22 +23,35 @@ def cmd_jobs(args) -> int:
         args: the parsed flags of ``qpeft jobs``.
 
     Returns:
-        The exit code: 0 done, 2 when the ledger or cache is in use by a live run.
+        The exit code: 0 done, 2 when the ledger or cache is in use by a live run (``--resolve``,
+        ``--lost``, ``--check``, ``--cancel``, ``--compact-results``).
 
     Raises:
         FileNotFoundError: the run directory has no ledger.
-        ValueError: ``--resolve`` names a tag that is not an unsettled submission.
+        ValueError: ``--resolve`` names a tag that is not an unsettled submission, or ``--lost`` an id
+            that is neither an open nor a finished job.
     """
-    from qpeft.jobs.ledger import Ledger, read_ledger
+    from qpeft.jobs.ledger import read_ledger
+    from qpeft.jobs.runlock import RunInUseError
+    from qpeft.jobs.settle import record_lost, resolve
     from qpeft.jobs.summary import totals
 
     path = args.run_dir / "jobs" / "ledger.jsonl"
     if args.repair:
         return repair(args.run_dir, as_json=args.json)
-    if args.resolve is not None:
-        read_ledger(path)  # FileNotFoundError when the run has no ledger
-        Ledger(path).resolve(args.resolve, args.job_id)
-        print(f"{args.resolve}: " + (f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"))
+    if args.resolve is not None or args.lost:
+        try:
+            if args.resolve is not None:
+                read_ledger(path)  # FileNotFoundError when the run has no ledger
+                resolve(args.run_dir, args.resolve, args.job_id)
+                what = f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"
+                print(f"{args.resolve}: {what}")
+            for report in record_lost(args.run_dir, args.lost) if args.lost else ():
+                again = "its key is submitted again" if report["recorded"] == "lost" else "submitted again if needed"
+                print(f"{report['job_id']}: recorded {report['recorded']}; the next run pays for it again ({again})")
+        except RunInUseError as err:
+            print(f"qpeft jobs: error: {err}", file=sys.stderr)
+            return 2
     if args.compact_results is not None:
         return compact_results(args.run_dir, read_ledger(path), args.compact_results, as_json=args.json)
     if args.open:
@@ -290,6 +303,14 @@ def add_parsers(sub) -> None:
         "was created (submit again)",
     )
     p.add_argument("--job-id", default=None, help="with --resolve: the provider's id of the job with that tag")
+    p.add_argument(
+        "--lost",
+        nargs="+",
+        metavar="ID",
+        help="record jobs the provider's console no longer lists, where its answers cannot say so (Origin's "
+        "HTTP 404 stops a run with the job's id): an open job is recorded lost, a finished one gone; the next "
+        "run pays for them again",
+    )
     p.add_argument(
         "--repair",
         action="store_true",

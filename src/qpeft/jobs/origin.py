@@ -8,14 +8,18 @@
   one shot count.
 * ``QCloudJob.result()`` blocks with no timeout, so the engine polls ``status()`` and calls
   ``result()`` only after FINISHED or FAILED; a FAILED job is a status, not an exception.
-* Re-attach: ``QCloudJob(job_id)`` once the service exists. A job id the service does not know
-  is answered with an HTTP 404 (``RuntimeError: QCloud HTTP request failed with status 404``):
-  :class:`JobLostError`, so the engine submits the job again.
+* Re-attach: ``QCloudJob(job_id)`` once the service exists. QCloud documents no answer for a
+  job id it does not know, and an HTTP 404 (``RuntimeError: QCloud HTTP request failed with
+  status 404``) also comes from a moved or misrouted endpoint, so no answer is taken as the job
+  being lost (that would pay for it again): the run stops with the job's id, and a user who finds
+  the job gone from the QCloud console records it with ``qpeft jobs RUN --lost ID``.
 * No lookup by tag: the SDK lists no jobs by tag or ``batch_id`` (reference/hardware.md §1.2),
-  so a submission of unknown outcome is settled by hand (``qpeft jobs RUN --resolve``). That
-  includes a submit that timed out, lost its connection or got a 5xx other than 503: the job may
-  exist (:meth:`OriginProvider.created_nothing`); only a refusal (429, 503, maintenance) or a
-  connection never made is retried.
+  so a submission of unknown outcome is settled by hand (``qpeft jobs RUN --resolve``). A submit
+  error is of unknown outcome unless it is a refusal: a throttle (429), a 503, maintenance, a
+  connection never made (retried), another HTTP 4xx or a refusal the SDK names (bad API key, no
+  computing power: the run stops, nothing was created). A timeout, a dropped connection, any
+  other 5xx or an answer the SDK could not read may come after the job was created
+  (:class:`SubmitUnsettled`).
 * What a job used: ``QCloudResult.timing_info()`` (``qpuRunTime``, ``totalTime``, ...: the
   SDK's names and units), kept from the result fetch, no extra call.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,7 +37,6 @@ from qpeft.backends.base import require
 from qpeft.backends.pyqpanda3 import to_qprog
 from qpeft.jobs.base import (
     BoundCircuit,
-    JobLostError,
     Limits,
     Provider,
     State,
@@ -66,8 +70,17 @@ _TRANSIENT = (
 # 503, maintenance) or it never left (no connection). After a timeout, a dropped connection or
 # another 5xx the job may exist; its outcome is unknown (settled by hand: Origin cannot find jobs).
 _REFUSED = ("status 429", "status 503", "under maintenance", "couldn't connect", "couldn't resolve")
-#: the HTTP answer to a job id the service does not know
+# Submit errors that are answers refusing the request (nothing was created): an HTTP 4xx, or a
+# refusal the SDK names (QPanda's error list, reference/hardware.md §1)
+_CLIENT_ERROR = re.compile(r"status 4\d\d\b")
+_REFUSALS = ("api key error", "un-activate products", "lack of computing power", "exceeding maximum timing sequence")
 _NOT_FOUND = "status 404"
+
+
+class SubmitUnsettled(TransientError):
+    """A submit error that may have come after QCloud created the job (a 5xx other than 503, an
+    answer the SDK could not read, ...): :meth:`OriginProvider.created_nothing` is False, so the
+    engine records the submission as unknown, to be settled by hand."""
 
 
 def measured_qprog(circuit: BoundCircuit):
@@ -126,8 +139,8 @@ class OriginProvider(Provider):
         self._timing: dict[str, dict] = {}  # job id -> timing_info() of its fetched result
 
     def _call(self, fn, *args, job_id: str | None = None):
-        """``fn(*args)``, its RuntimeErrors redacted: transient ones as TransientError, and, for
-        a call about a job (``job_id``), the service's 404 as JobLostError."""
+        """``fn(*args)``, its RuntimeErrors redacted: transient ones as TransientError; for a call
+        about a job (``job_id``), an HTTP 404 says what to do (see module docstring)."""
         try:
             return fn(*args)
         except RuntimeError as err:
@@ -135,7 +148,12 @@ class OriginProvider(Provider):
             if self.is_transient(err):
                 raise TransientError(text) from None
             if job_id is not None and _NOT_FOUND in text:
-                raise JobLostError(f"origin job {job_id}: the service does not know it ({text})") from None
+                raise RuntimeError(
+                    f"origin job {job_id}: QCloud answered HTTP 404 ({text}). QCloud documents no answer for a job it "
+                    "does not know, and a moved or misrouted endpoint answers 404 too, so the job is not taken as lost "
+                    "(that would pay for it again). Look it up in the QCloud console: if it is listed, rerun later; if "
+                    f"it is gone, run `qpeft jobs RUN_DIR --lost {job_id}` and rerun (the rerun pays for it again)"
+                ) from None
             raise RuntimeError(text) from None
 
     def _choose(self, backend: str | None) -> str:
@@ -170,7 +188,7 @@ class OriginProvider(Provider):
     def created_nothing(self, error: BaseException) -> bool:
         """Whether a transient submit error certainly created no job: a refusal (429, 503,
         maintenance) or a connection never made; not a timeout, a dropped connection or another 5xx."""
-        return any(t in str(error).lower() for t in _REFUSED)
+        return not isinstance(error, SubmitUnsettled) and any(t in str(error).lower() for t in _REFUSED)
 
     def is_transient_failure(self, message: str) -> bool:
         return any(t in message.lower() for t in _TRANSIENT)
@@ -195,7 +213,16 @@ class OriginProvider(Provider):
         if shots is None:
             raise ValueError("a QPU samples: the origin provider needs `shots`")
         progs = [measured_qprog(c) for c in circuits]
-        job = self._call(self._chip.run, progs, shots, self._run_options)
+        try:
+            job = self._call(self._chip.run, progs, shots, self._run_options)
+        except (RuntimeError, ValueError) as err:  # (TransientError: created_nothing decides)
+            text = self.redact(str(err)).lower()
+            if isinstance(err, TransientError) or _CLIENT_ERROR.search(text) or any(r in text for r in _REFUSALS):
+                raise
+            raise SubmitUnsettled(
+                f"the submit failed with an error that does not say whether QCloud created the job "
+                f"({type(err).__name__}: {self.redact(str(err))})"
+            ) from None
         job_id = job.job_id()
         self._jobs[job_id] = job
         return job_id
@@ -211,7 +238,7 @@ class OriginProvider(Provider):
         running; FINISHED: done; FAILED: failed, with the result's error message, secrets removed).
 
         Raises:
-            JobLostError: the service answers HTTP 404 for the job.
+            RuntimeError: the service's error (an HTTP 404 says what to do: see module docstring).
         """
         s = self._qcloud.JobStatus
         state = self._call(self._job(job_id).status, job_id=job_id)
@@ -229,8 +256,8 @@ class OriginProvider(Provider):
         the result's ``timing_info`` for :meth:`usage`.
 
         Raises:
-            RuntimeError: the service returned another number of results than programs.
-            JobLostError: the service answers HTTP 404 for the job.
+            RuntimeError: the service returned another number of results than programs, or its
+                error (an HTTP 404 says what to do: see module docstring).
         """
         result = self._call(self._job(job_id).result, job_id=job_id)
         counts = result.get_counts_list()

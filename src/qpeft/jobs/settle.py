@@ -1,5 +1,7 @@
 """``qpeft jobs RUN_DIR --check`` and ``--cancel``: the jobs a run's ledger has open, asked about
-by id and settled without a rerun.
+by id and settled without a rerun; and what a user settles by hand, ``--resolve`` (a submission of
+unknown outcome) and ``--lost`` (a job the provider's console no longer lists, where its answers
+cannot say so: :func:`record_lost`).
 
 A job stays open in the ledger until a run's engine sees it end. One the run went on without
 (other shots, another account, a step it did not use) is re-attached to only by a run that asks for
@@ -14,12 +16,13 @@ that needs them fetches them by the job's id, as after ``--compact-results``.
 
 Left alone, and said so: a job of another provider or backend than the one asked (check it with
 that backend), a job another account made (its credentials see it), and a submission of unknown
-outcome (no id: a rerun looks it up by its tag, or ``--resolve`` settles it). Holds the run
-directory like an engine: refused while a run has it open.
+outcome (no id: a rerun looks it up by its tag, or ``--resolve`` settles it). Each holds the run
+directory like an engine: refused while a run has it open (that run would not see the records).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -99,6 +102,73 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
         if ledger is not None:
             ledger.close()
         hold.release()
+
+
+@contextlib.contextmanager
+def _held(run_dir: str | Path):
+    """The run directory's ledger, held as a run holds the directory (RunInUseError while one does)."""
+    jobs_dir = Path(run_dir) / "jobs"
+    path = jobs_dir / "ledger.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    hold = hold_run(jobs_dir, _Holder())
+    ledger = None
+    try:
+        ledger = Ledger(path)
+        yield ledger
+    finally:
+        if ledger is not None:
+            ledger.close()
+        hold.release()
+
+
+def resolve(run_dir: str | Path, tag: str, job_id: str | None) -> dict:
+    """``qpeft jobs RUN_DIR --resolve TAG [--job-id ID]``: :meth:`Ledger.resolve`, held as a run
+    holds the run directory (a live run would not see the record).
+
+    Raises:
+        FileNotFoundError: the run directory has no ledger.
+        ValueError: ``tag`` is not an unsettled submission.
+        RunInUseError: a run has the run directory open.
+    """
+    with _held(run_dir) as ledger:
+        return ledger.resolve(tag, job_id)
+
+
+def record_lost(run_dir: str | Path, job_ids: Iterable[str]) -> list[dict]:
+    """Record jobs that the provider's console shows are gone (``qpeft jobs RUN_DIR --lost ID``):
+    for a provider whose answers cannot say that a job is gone (Origin's HTTP 404), the user
+    decides. An open job gets a ``lost`` record (the next run submits its key again, and pays for
+    it again); a finished job a ``gone`` record (a run that lacks its results submits it again
+    instead of asking the provider for them). Held as a run holds the run directory.
+
+    Returns:
+        One dict per id: ``job_id`` and ``recorded`` (``lost`` or ``gone``).
+
+    Raises:
+        FileNotFoundError: the run directory has no ledger.
+        ValueError: an id is neither an open nor a finished job of the ledger.
+        RunInUseError: a run has the run directory open.
+    """
+    with _held(run_dir) as ledger:
+        open_now = {r["job_id"]: r for r in ledger.open_submissions() if r.get("job_id")}
+        finished = {r["job_id"]: r for r in ledger.records if r.get("event") == "done" and r.get("job_id")}
+        ids = list(dict.fromkeys(job_ids))
+        unknown = [i for i in ids if i not in open_now and i not in finished]
+        if unknown:
+            raise ValueError(
+                f"--lost {' '.join(unknown)}: not an open or finished job of this run's ledger (open: "
+                f"{', '.join(open_now) or 'none'}); `qpeft jobs RUN_DIR --open` lists the open ones"
+            )
+        reports = []
+        for job_id in ids:
+            r = open_now.get(job_id) or finished[job_id]
+            event = "lost" if job_id in open_now else "gone"
+            fields = {k: r[k] for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag") if k in r}
+            message = "recorded by hand (qpeft jobs --lost): the provider's console no longer lists it"
+            ledger.append(event, job_id=job_id, message=message, by="qpeft jobs", **fields)
+            reports.append({"job_id": job_id, "recorded": event})
+        return reports
 
 
 def _where(r: dict) -> str:
