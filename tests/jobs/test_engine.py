@@ -161,6 +161,37 @@ def test_a_corrupt_ledger_is_an_error(tmp_path):
         JobEngine(ScriptedProvider(), tmp_path)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [b"42", b"[1, 2]", b"null", b'{"key": "k", "job_id": "j"}', b'{"event": "sub\xffmitted"}'],
+    ids=["a-number", "a-list", "null", "no-event", "a-byte-damaged"],
+)
+def test_a_line_that_is_not_a_record_is_an_error_that_names_the_line_and_repair(tmp_path, bad):
+    """A line that reads as JSON but is no record (a hand edit), or a byte damaged on disk: every
+    run refuses the ledger with its line and `qpeft jobs --repair` (which drops exactly such
+    lines), never an AttributeError or a UnicodeDecodeError from deep inside."""
+    from qpeft.jobs.repair import repair_ledger
+
+    path = tmp_path / "jobs" / "ledger.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b'{"event": "done", "key": "k", "job_id": "j"}\n' + bad + b'\n{"event": "left", "key": "k"}\n')
+    with pytest.raises(ValueError, match="ledger.jsonl:2 is not a JSON ledger record.*--repair"):
+        JobEngine(ScriptedProvider(), tmp_path)
+    with pytest.raises(ValueError, match="ledger.jsonl:2"):
+        read_ledger(path)
+    assert [b["line"] for b in repair_ledger(tmp_path)["bad_lines"]] == [2]
+    assert [r["event"] for r in read_ledger(path)] == ["done", "left", "repaired"]
+
+
+def test_a_record_may_hold_other_line_separators_in_its_strings(tmp_path):
+    """Only a newline byte ends a line (as `--repair` reads them): a message with U+2028, U+2029
+    or U+0085 (line separators to Python's str.splitlines, plain characters to JSON) is one record."""
+    path = tmp_path / "jobs" / "ledger.jsonl"
+    path.parent.mkdir()
+    path.write_bytes('{"event": "left", "key": "k", "message": "a\u2028b\u2029c\x85d"}\n'.encode())
+    assert [r["message"] for r in read_ledger(path)] == ["a\u2028b\u2029c\x85d"]
+
+
 def test_a_torn_last_ledger_line_is_cut_before_the_next_append(tmp_path):
     path = tmp_path / "ledger.jsonl"
     path.write_text('{"event": "done", "key": "k", "job_id": "j"}\n{"event": "subm')  # torn by a crash

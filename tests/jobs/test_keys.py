@@ -122,6 +122,21 @@ def test_the_result_cache_survives_a_torn_index_line(tmp_path):
     assert ResultCache(None).get_job("a", 2) is None
 
 
+@pytest.mark.parametrize(
+    "bad", ["7", "[]", "null", '{"key": "b", "offset": -8, "bytes": 16}', '{"key": 5, "offset": 0, "bytes": 16}']
+)
+def test_an_index_line_that_is_no_entry_is_skipped_not_a_crash(tmp_path, bad):
+    """A damaged or hand-edited index line that is JSON but no entry (not an object, a negative
+    offset, a key that is no string) is skipped like a torn one: its job's results are not used
+    (fetched again by id if needed), and every other entry still is."""
+    cache = ResultCache(tmp_path)
+    cache.put_job("a", [np.array([0.25, 0.75])])
+    with open(tmp_path / "index.jsonl", "a") as f:
+        f.write(bad + "\n")
+    reopened = ResultCache(tmp_path)
+    assert reopened.get_job("b", 1) is None and reopened.get_job("a", 1)[0].tolist() == [0.25, 0.75]
+
+
 def test_distinct_circuits_are_grouped_by_template_in_input_order():
     ry, rx = _ry(), Circuit(1).add("RX", [0], Weight(0))
     for first, second in ((ry, rx), (rx, ry)):  # whichever has the lower address: input order decides

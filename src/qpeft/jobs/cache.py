@@ -214,13 +214,15 @@ def _parse_index(data: bytes) -> dict[str, Entry]:
     written again); a line torn by a crash (followed by later appends, or the last one) is
     skipped: its data is not used."""
     where = {}
-    for line in data.splitlines():
+    for line in data.split(b"\n"):
         try:
             record = json.loads(line)
             crc = record.get("crc")
-            where[record["key"]] = Entry(int(record["offset"]), int(record["bytes"]), None if crc is None else int(crc))
-        except (ValueError, KeyError, TypeError):
+            entry = Entry(int(record["offset"]), int(record["bytes"]), None if crc is None else int(crc))
+        except (ValueError, KeyError, TypeError, AttributeError):  # (AttributeError: JSON that is no object)
             continue
+        if entry.offset >= 0 and entry.bytes >= 0 and isinstance(record["key"], str):
+            where[record["key"]] = entry
     return where
 
 

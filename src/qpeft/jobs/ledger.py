@@ -287,9 +287,7 @@ def _cut_torn_line(path: Path) -> None:
     if not data or data.endswith(b"\n"):
         return
     start = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[start:])
-    except ValueError:
+    if parse_record(data[start:]) is None:
         logger.warning(
             "%s: cutting off a last line torn by a crash (%d bytes, never readable)", path, len(data) - start
         )
@@ -300,28 +298,42 @@ def _cut_torn_line(path: Path) -> None:
         f.write(b"\n")
 
 
+def parse_record(line: bytes) -> dict | None:
+    """The ledger record of one line (a JSON object with an ``event``), or None where the line is
+    not one (torn, damaged on disk, or edited by hand): the one rule :func:`read_ledger` and
+    ``qpeft jobs --repair`` read lines by."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # (UnicodeDecodeError included: a byte damaged on disk)
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None
+
+
 def read_ledger(path: str | Path) -> list[dict]:
     """All records; a torn last line (a crash mid-write: no newline after it) is skipped, any
-    other bad line is an error (a damaged line that did end with its newline too: it was whole
-    once, and may have been a job)."""
+    other line that is not a record is an error (a damaged line that did end with its newline too:
+    it was whole once, and may have been a job). Lines end at a newline byte only (a record's
+    strings may hold other line separators)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
-    text = path.read_text()
-    lines = text.splitlines()
-    torn = not text.endswith("\n")  # each record is written with its newline in one write
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1] == b"":  # (each record is written with its newline in one write)
+        lines.pop()
+    torn = not data.endswith(b"\n")
     records = []
     for n, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
+        record = parse_record(line)
+        if record is None:
             if n == len(lines) and torn:
                 break
             raise ValueError(
-                f"{path}:{n} is not a JSON ledger record ({err}); the ledger is corrupt. `qpeft jobs RUN_DIR "
-                "--repair` keeps every readable record, says which job the bad line may have been, and lets the "
-                "next run re-attach to its jobs by asking the provider"
-            ) from err
+                f"{path}:{n} is not a JSON ledger record (an object with an event; the line starts {line[:40]!r}); "
+                "the ledger is corrupt. `qpeft jobs RUN_DIR --repair` keeps every readable record, says which job the "
+                "bad line may have been, and lets the next run re-attach to its jobs by asking the provider"
+            )
+        records.append(record)
     return records
 
 

@@ -23,17 +23,9 @@ import time
 from pathlib import Path
 
 from qpeft.jobs.cache import exclusive_lock
-from qpeft.jobs.ledger import UNSETTLED, Ledger
+from qpeft.jobs.ledger import UNSETTLED, Ledger, parse_record
 
 _FIELD = re.compile(rb'"(event|key|job_id|tag|scope)"\s*:\s*"([^"]{0,200})"')
-
-
-def _readable(line: bytes) -> dict | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "event" in record else None
 
 
 def repair_ledger(run_dir: str | Path) -> dict:
@@ -59,7 +51,7 @@ def _repair(path: Path) -> dict:
         lines.pop()
     kept, bad, records = [], [], []
     for n, line in enumerate(lines, 1):
-        record = _readable(line)
+        record = parse_record(line)
         if record is None:
             bad.append((n, line))
         else:
