@@ -123,7 +123,16 @@ def test_the_result_cache_survives_a_torn_index_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", ["7", "[]", "null", '{"key": "b", "offset": -8, "bytes": 16}', '{"key": 5, "offset": 0, "bytes": 16}']
+    "bad",
+    [
+        "7",
+        "[]",
+        "null",
+        '{"key": "b", "offset": -8, "bytes": 16}',
+        '{"key": 5, "offset": 0, "bytes": 16}',
+        '{"kex": "b", "offset": 0, "bytes": 16}',
+        '{"key": "b", "offset": 1e999, "bytes": 16}',
+    ],
 )
 def test_an_index_line_that_is_no_entry_is_skipped_not_a_crash(tmp_path, bad):
     """A damaged or hand-edited index line that is JSON but no entry (not an object, a negative

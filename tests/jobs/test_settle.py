@@ -287,3 +287,23 @@ def test_origin_jobs_are_checked_through_the_qcloud_service(tmp_path):
     assert [j["job_id"] for j in open_jobs(_records(run))] == [queued] and len(service.submissions) == 3
     with pytest.raises(ValueError, match="not an open or finished job"):
         record_lost(run, ["origin-99"])
+
+
+def test_another_accounts_job_is_not_recorded_lost_by_hand(tmp_path, capsys):
+    """A job another account made, which a run went on without (`left`, another account): this
+    account's view of it says nothing (it may still run, billed to that account), so `--lost`
+    refuses it and names who can check it; the ledger is unchanged."""
+    from qpeft.cli import main
+
+    path = tmp_path / "jobs" / "ledger.jsonl"
+    ledger = Ledger(path)
+    common = dict(key="k", provider="origin", backend="WK_C180", circuits=1, shots=100, tag="k.1")
+    ledger.append("submitted", job_id="J", attempt=1, account="aaaaaaaaaaaa", **common)
+    ledger.append("left", key="k", job_id="J", tag="k.1", why="another account")
+    ledger.close()
+    with pytest.raises(ValueError, match="made by another account.*that account's credentials"):
+        record_lost(tmp_path, ["J"])
+    assert [r["event"] for r in read_ledger(path)] == ["submitted", "left"]
+    assert main(["jobs", str(tmp_path), "--lost", "J"]) != 0
+    assert "made by another account" in capsys.readouterr().err
+    assert [r["event"] for r in read_ledger(path)] == ["submitted", "left"]

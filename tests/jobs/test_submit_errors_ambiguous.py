@@ -77,6 +77,8 @@ def _origin(service):
         "QCloud HTTP request failed with status 520",
         "response missing success field, preview: <html>",  # (an answer the SDK could not read)
         ValueError("stod"),  # (pybind's answer to a number it could not parse)
+        IndexError("map::at"),  # (pybind's std::out_of_range)
+        "QCloud HTTP request failed with status 520: <html>HTTP Status 404 - Not Found</html>",  # (a quoted body)
     ],
 )
 @pytest.mark.parametrize("after", [0.0, 0.5], ids=["at-once", "past-submit_timeout"])
@@ -114,7 +116,11 @@ def test_origin_a_submit_refused_before_it_created_anything_is_retried(tmp_path,
 
 @pytest.mark.parametrize(
     "text",
-    ["QCloud HTTP request failed with status 400: program not valid", "api key error", "status 401: unauthorized"],
+    [
+        "QCloud HTTP request failed with status 400: program not valid",
+        "api key error",
+        "QCloud HTTP request failed with status 401: unauthorized",
+    ],
 )
 def test_origin_a_submit_refused_with_an_answer_stops_the_run_and_created_nothing(tmp_path, text):
     """An HTTP 4xx or a refusal the SDK names is an answer: nothing was created, the run stops."""
@@ -161,10 +167,17 @@ REFUSED = (
 )
 
 
+SSL_EOF = (
+    "HTTPSConnectionPool(host='quantum.cloud.ibm.com', port=443): Max retries exceeded with url: /api/v1/jobs "
+    "(Caused by SSLError(SSLEOFError(8, '[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol')))"
+)
+WRAPPED = {"wrapped-dropped": DROPPED, "wrapped-read-timeout": READ_TIMEOUT, "wrapped-ssl-eof": SSL_EOF}
+
+
 @pytest.mark.parametrize(
     "error",
-    [ConnectionError, TimeoutError, "wrapped-dropped", "wrapped-read-timeout"],
-    ids=["connection-dropped", "timed-out", "sdk-wrapped-dropped", "sdk-wrapped-read-timeout"],
+    [ConnectionError, TimeoutError, *WRAPPED],
+    ids=["connection-dropped", "timed-out", *(f"sdk-{name}" for name in WRAPPED)],
 )
 def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(tmp_path, error):
     pytest.importorskip("qiskit_ibm_runtime")
@@ -172,7 +185,7 @@ def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(t
     from qpeft.jobs.ibm import IBMProvider
 
     if isinstance(error, str):
-        error = _wrapped(DROPPED if error == "wrapped-dropped" else READ_TIMEOUT)
+        error = _wrapped(WRAPPED[error])
     service = StandInRuntimeService()
     provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
     _LossySampler.lost = []
@@ -183,7 +196,9 @@ def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(t
     assert _events(tmp_path) == ["intent", "unknown", "submitted", "done"]
 
 
-def test_ibm_a_submit_whose_connection_was_never_made_is_retried_and_pays_once(tmp_path):
+def test_ibm_a_submit_that_could_not_connect_is_looked_up_by_its_tag_then_made_and_pays_once(tmp_path):
+    """'Could not connect' ends urllib3's retries, which resend the POST: an earlier attempt may
+    have got through, so the job is looked up by its tag before it is submitted again."""
     pytest.importorskip("qiskit_ibm_runtime")
     pytest.importorskip("qiskit_aer")
     from qpeft.jobs.ibm import IBMProvider
@@ -206,7 +221,7 @@ def test_ibm_a_submit_whose_connection_was_never_made_is_retried_and_pays_once(t
     out = JobEngine(provider, tmp_path, **FAST).run(_circuits(), 400, scope="s")
     assert service.submissions == 1 and refused == [1]
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
-    assert _events(tmp_path) == ["intent", "submitted", "done"]
+    assert _events(tmp_path) == ["intent", "unknown", "rejected", "intent", "submitted", "done"]
 
 
 def test_a_late_answer_that_refuses_the_job_stops_the_run_and_is_not_submitted_again(tmp_path):

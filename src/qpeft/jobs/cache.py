@@ -219,9 +219,9 @@ def _parse_index(data: bytes) -> dict[str, Entry]:
             record = json.loads(line)
             crc = record.get("crc")
             entry = Entry(int(record["offset"]), int(record["bytes"]), None if crc is None else int(crc))
-        except (ValueError, KeyError, TypeError, AttributeError):  # (AttributeError: JSON that is no object)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):  # (AttributeError: JSON no object)
             continue
-        if entry.offset >= 0 and entry.bytes >= 0 and isinstance(record["key"], str):
+        if entry.offset >= 0 and entry.bytes >= 0 and isinstance(record.get("key"), str):
             where[record["key"]] = entry
     return where
 

@@ -52,12 +52,14 @@ _STATES = {
 # HTTP codes the IBM API guarantees safe to retry (its own RetrySession's STATUS_FORCELIST)
 _TRANSIENT_CODES = re.compile(r"\b(500|502|503|504|520|521|522|524)\b")
 # The words of the requests / urllib3 errors the SDK wraps in IBMRuntimeError ("Failed to run
-# program: ...", status -1): a connection never made (nothing was sent), and one that broke or timed
-# out after the request was sent (the job may exist).
-_NOT_SENT = re.compile(r"NewConnectionError|Failed to establish a new connection|ConnectTimeout|NameResolutionError")
-_MAYBE_SENT = re.compile(
-    r"Connection aborted|RemoteDisconnected|Read timed out|ReadTimeout|IncompleteRead|ChunkedEncodingError"
-    r"|ProtocolError|Connection reset|ConnectionResetError|BrokenPipe"
+# program: ...", status -1): connection errors, all transient. None of them says that nothing was
+# sent: one that broke, timed out or failed its TLS after the request may have created the job, and
+# urllib3's retries resend a request, so a final "could not connect" may follow an earlier attempt
+# that got through. The job is looked up by its tag (one lookup, never a second job).
+_CONNECTION = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|ConnectTimeout|NameResolutionError|Max retries exceeded"
+    r"|Connection aborted|RemoteDisconnected|Read timed out|ReadTimeout|IncompleteRead|ChunkedEncodingError"
+    r"|ProtocolError|Connection reset|ConnectionResetError|BrokenPipe|SSLError|SSLEOFError|EOF occurred"
 )
 #: the snapshot `qpeft plan` counts two-qubit gates on when the backend has none of its own
 PLAN_BACKEND = "fake_torino"
@@ -175,14 +177,14 @@ class IBMProvider(Provider):
             return True
         if type(error).__name__ in ("ConnectionError", "Timeout"):
             return True
-        return any(words.search(str(error)) for words in (_TRANSIENT_CODES, _NOT_SENT, _MAYBE_SENT))
+        return any(words.search(str(error)) for words in (_TRANSIENT_CODES, _CONNECTION))
 
     def created_nothing(self, error: BaseException) -> bool:
         """Whether a transient submit error certainly created no job: the 5xx codes IBM's API
-        documents as safe to retry, or a connection never made, yes; a timeout or a dropped
-        connection (the request may have reached the service; also as the words of the error the
-        SDK wraps it in), no: the engine looks the job up by its tag."""
-        if isinstance(error, ConnectionError | TimeoutError) or _MAYBE_SENT.search(str(error)):
+        documents as safe to retry, yes; a timeout or a connection error (the request may have
+        reached the service; also as the words of the error the SDK wraps it in), no: the engine
+        looks the job up by its tag."""
+        if isinstance(error, ConnectionError | TimeoutError) or _CONNECTION.search(str(error)):
             return False
         return type(error).__name__ not in ("ConnectionError", "Timeout")
 

@@ -72,7 +72,7 @@ _TRANSIENT = (
 _REFUSED = ("status 429", "status 503", "under maintenance", "couldn't connect", "couldn't resolve")
 # Submit errors that are answers refusing the request (nothing was created): an HTTP 4xx, or a
 # refusal the SDK names (QPanda's error list, reference/hardware.md §1)
-_CLIENT_ERROR = re.compile(r"status 4\d\d\b")
+_CLIENT_ERROR = re.compile(r"request failed with status 4\d\d\b")  # (the SDK's words, not a body it quotes)
 _REFUSALS = ("api key error", "un-activate products", "lack of computing power", "exceeding maximum timing sequence")
 _NOT_FOUND = "status 404"
 
@@ -151,8 +151,9 @@ class OriginProvider(Provider):
                 raise RuntimeError(
                     f"origin job {job_id}: QCloud answered HTTP 404 ({text}). QCloud documents no answer for a job it "
                     "does not know, and a moved or misrouted endpoint answers 404 too, so the job is not taken as lost "
-                    "(that would pay for it again). Look it up in the QCloud console: if it is listed, rerun later; if "
-                    f"it is gone, run `qpeft jobs RUN_DIR --lost {job_id}` and rerun (the rerun pays for it again)"
+                    "(that would pay for it again). Look it up in the QCloud console of the account that made it: if "
+                    f"it is listed, rerun later; if it is gone, run `qpeft jobs RUN_DIR --lost {job_id}` and rerun "
+                    "(the rerun pays for it again)"
                 ) from None
             raise RuntimeError(text) from None
 
@@ -215,10 +216,10 @@ class OriginProvider(Provider):
         progs = [measured_qprog(c) for c in circuits]
         try:
             job = self._call(self._chip.run, progs, shots, self._run_options)
-        except (RuntimeError, ValueError) as err:  # (TransientError: created_nothing decides)
+        except Exception as err:  # (pybind turns C++ exceptions into RuntimeError, ValueError, IndexError, ...)
             text = self.redact(str(err)).lower()
             if isinstance(err, TransientError) or _CLIENT_ERROR.search(text) or any(r in text for r in _REFUSALS):
-                raise
+                raise  # (TransientError: created_nothing decides)
             raise SubmitUnsettled(
                 f"the submit failed with an error that does not say whether QCloud created the job "
                 f"({type(err).__name__}: {self.redact(str(err))})"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from qpeft.jobs.base import JobLostError, Provider, State
 from qpeft.jobs.calls import ProviderCalls
-from qpeft.jobs.ledger import Ledger, accounts, made_by_another, submission
+from qpeft.jobs.ledger import ANOTHER_ACCOUNT, Ledger, accounts, left_behind, made_by_another, submission
 from qpeft.jobs.options import Deadline, EngineOptions
 from qpeft.jobs.runlock import hold_run
 
@@ -159,6 +159,14 @@ def record_lost(run_dir: str | Path, job_ids: Iterable[str]) -> list[dict]:
             raise ValueError(
                 f"--lost {' '.join(unknown)}: not an open or finished job of this run's ledger (open: "
                 f"{', '.join(open_now) or 'none'}); `qpeft jobs RUN_DIR --open` lists the open ones"
+            )
+        theirs = left_behind(ledger.records, ANOTHER_ACCOUNT)
+        foreign = [i for i in ids if i in open_now and submission(open_now[i]) in theirs]
+        if foreign:
+            raise ValueError(
+                f"--lost {' '.join(foreign)}: made by another account, which a run went on without; it may still run "
+                "and be billed to that account, which alone can see it: check or cancel it with that account's "
+                "credentials or console (`qpeft jobs RUN_DIR --check` / `--cancel ID` with them); not recorded"
             )
         reports = []
         for job_id in ids:
