@@ -87,6 +87,7 @@ class StandInQCloudService:
         self.jobs: dict[str, _ServerJob] = {}
         self.submissions: list[tuple[int, int]] = []  # (programs, shots) per run call
         self.fail_first = fail_first
+        self.fail_message = ""  # what the first fail_first jobs end FAILED with (default: a calibration)
         self.key_in_errors = key_in_errors
         self.timing = timing or {"qpuRunTime": "1500", "totalTime": "2100", "startTime": "2026-01-01 10:00:00"}
         self.polls = polls
@@ -130,7 +131,7 @@ class _Chip:
         message = ""
         if s.fail_first > 0:
             s.fail_first -= 1
-            message = f"chip calibration failed (key {s.key_in_errors})"
+            message = s.fail_message or f"chip calibration failed (key {s.key_in_errors})"
         s.jobs[job_id] = _ServerJob(job_id, progs, shots, message, polls=s.polls)
         return _Job(s, job_id)
 

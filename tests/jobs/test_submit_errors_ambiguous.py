@@ -244,3 +244,26 @@ def test_a_late_answer_that_refuses_the_job_stops_the_run_and_is_not_submitted_a
         JobEngine(provider, tmp_path, **FAST).run(_circuits(), 200, scope="s")
     assert len(calls) == 1
     assert _events(tmp_path) == ["intent", "unknown", "rejected"]
+
+
+@pytest.mark.parametrize(
+    "message, submitted",
+    [("chip under maintenance", 2), ("task timeout: exceeded the chip's maximum run time", 1)],
+    ids=["maintenance-submitted-again", "timeout-stops"],
+)
+def test_origin_a_failed_task_is_submitted_again_only_for_a_passing_condition_of_the_service(
+    tmp_path, message, submitted
+):
+    """A task FAILED for maintenance is submitted again; one that timed out may time out again
+    (and be paid for again): the run stops with its id."""
+    from qpeft.jobs.errors import JobFailedError
+
+    service = StandInQCloudService(polls=0, fail_first=1)
+    service.fail_message = message
+    engine = JobEngine(_origin(service), tmp_path, **FAST)
+    if submitted == 1:
+        with pytest.raises(JobFailedError, match="origin-1.*timeout"):
+            engine.run(_circuits(), 200, scope="s")
+    else:
+        np.testing.assert_allclose(np.stack(engine.run(_circuits(), 200, scope="s")), EXPECTED, atol=0.15)
+    assert len(service.submissions) == submitted

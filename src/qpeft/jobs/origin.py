@@ -70,6 +70,8 @@ _TRANSIENT = (
 # 503, maintenance) or it never left (no connection). After a timeout, a dropped connection or
 # another 5xx the job may exist; its outcome is unknown (settled by hand: Origin cannot find jobs).
 _REFUSED = ("status 429", "status 503", "under maintenance", "couldn't connect", "couldn't resolve")
+# FAILED-task messages of a passing condition of the service, not of the task (is_transient_failure)
+_FAILURE_PASSING = ("under maintenance", "server connection failed", "status 429", "status 503")
 # Submit errors that are answers refusing the request (nothing was created): an HTTP 4xx, or a
 # refusal the SDK names (QPanda's error list, reference/hardware.md §1)
 _CLIENT_ERROR = re.compile(r"request failed with status 4\d\d\b")  # (the SDK's words, not a body it quotes)
@@ -192,7 +194,10 @@ class OriginProvider(Provider):
         return not isinstance(error, SubmitUnsettled) and any(t in str(error).lower() for t in _REFUSED)
 
     def is_transient_failure(self, message: str) -> bool:
-        return any(t in message.lower() for t in _TRANSIENT)
+        """Whether a FAILED task's message names a passing condition of the service (maintenance,
+        a throttle, a lost connection inside it): submitted again. Not a timeout: a task that ran
+        out of time may do so again, and be paid for again; the run stops with its id."""
+        return any(t in message.lower() for t in _FAILURE_PASSING)
 
     def submit(self, circuits: Sequence[BoundCircuit], shots: int | None, tag: str) -> str:
         """One QCloud batch job: every circuit as a measured QProg, one shot count for all.
