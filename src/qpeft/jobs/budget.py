@@ -90,12 +90,12 @@ def spent_in(records: list[dict], provider: str) -> Spend:
     """What a ledger's jobs spent: every job created or possibly created (an unsettled intent);
     the amount counts the jobs of ``provider`` only (one currency)."""
     maybe: dict[str, dict] = {}  # tag -> its newest intent / unknown / submitted record
-    usage = {r.get("job_id"): r["usage"] for r in records if r["event"] in TERMINAL and r.get("usage")}
+    usage = {r.get("job_id"): r["usage"] for r in records if r.get("event") in TERMINAL and r.get("usage")}
     for r in records:
         tag = r.get("tag") or f"{r.get('key')}.{r.get('attempt')}"
-        if r["event"] in ("intent", "unknown", "submitted"):
+        if r.get("event") in ("intent", "unknown", "submitted"):
             maybe[tag] = r
-        elif r["event"] == "rejected":
+        elif r.get("event") == "rejected":
             maybe.pop(tag, None)
     total = Spend()
     for r in maybe.values():
@@ -112,7 +112,7 @@ def priced(records: list[dict]) -> dict[str, dict]:
     own figures where they differ by device, and ``currency``."""
     counts: dict[tuple[str, str | None], list[int]] = {}  # (provider, backend) -> [jobs, circuits, shots]
     for r in records:
-        if r["event"] == "submitted":
+        if r.get("event") == "submitted":
             c = counts.setdefault((r["provider"], r.get("backend")), [0, 0, 0])
             c[0], c[1], c[2] = c[0] + 1, c[1] + r["circuits"], c[2] + r["circuits"] * (r["shots"] or 0)
     out: dict[str, dict] = {}

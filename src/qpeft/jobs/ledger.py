@@ -215,7 +215,7 @@ class Ledger:
     def unsettled(self) -> list[dict]:
         """The submissions whose job may exist but whose id is unknown (``intent`` / ``unknown``),
         a key's older ones included (another account's, which a run went on without)."""
-        return [r for r in self.open_submissions() if r["event"] in UNSETTLED]
+        return [r for r in self.open_submissions() if r.get("event") in UNSETTLED]
 
     def resolve(self, tag: str, job_id: str | None) -> dict:
         """Settle a submission left unsettled (an ``intent`` a crash cut off, or an ``unknown``
@@ -299,14 +299,24 @@ def _cut_torn_line(path: Path) -> None:
 
 
 def parse_record(line: bytes) -> dict | None:
-    """The ledger record of one line (a JSON object with an ``event``), or None where the line is
-    not one (torn, damaged on disk, or edited by hand): the one rule :func:`read_ledger` and
-    ``qpeft jobs --repair`` read lines by."""
+    """The ledger record of one line (a JSON object; one without an ``event``, a note written by
+    hand, is read and changes nothing), or None where the line is not one (torn, damaged on disk,
+    or JSON that is no object): the one rule :func:`read_ledger` and ``qpeft jobs --repair`` read
+    lines by."""
     try:
         record = json.loads(line)
     except ValueError:  # (UnicodeDecodeError included: a byte damaged on disk)
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None
+    return record if isinstance(record, dict) else None
+
+
+def __getattr__(name: str):
+    """The record summaries that moved to :mod:`qpeft.jobs.summary`, still importable from here."""
+    if name in ("totals", "open_jobs", "open_submissions", "recent_steps"):
+        from qpeft.jobs import summary
+
+        return getattr(summary, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_ledger(path: str | Path) -> list[dict]:
@@ -329,7 +339,7 @@ def read_ledger(path: str | Path) -> list[dict]:
             if n == len(lines) and torn:
                 break
             raise ValueError(
-                f"{path}:{n} is not a JSON ledger record (an object with an event; the line starts {line[:40]!r}); "
+                f"{path}:{n} is not a JSON ledger record (a JSON object; the line starts {line[:40]!r}); "
                 "the ledger is corrupt. `qpeft jobs RUN_DIR --repair` keeps every readable record, says which job the "
                 "bad line may have been, and lets the next run re-attach to its jobs by asking the provider"
             )

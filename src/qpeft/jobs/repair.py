@@ -62,8 +62,8 @@ def _repair(path: Path) -> dict:
     live = Ledger.replay([r for _, r in records]).open_submissions()
     summary = {
         "bad_lines": [_describe(n, line, records) for n, line in bad],
-        "open": sorted(r["job_id"] for r in live if r["event"] == "submitted"),
-        "unsettled": sorted(r["tag"] for r in live if r["event"] in UNSETTLED),
+        "open": sorted(r["job_id"] for r in live if r.get("event") == "submitted"),
+        "unsettled": sorted(r["tag"] for r in live if r.get("event") in UNSETTLED),
     }
     backup = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.copy2(path, backup)

@@ -17,14 +17,14 @@ def totals(records: list[dict]) -> dict:
     submissions still unresolved, and what the providers reported the jobs that ended used
     (``reported``: each figure summed over the ``reported_jobs`` jobs that gave it; a failed or
     cancelled job is billed too)."""
-    submitted = [r for r in records if r["event"] == "submitted"]
-    done = [r for r in records if r["event"] == "done"]
+    submitted = [r for r in records if r.get("event") == "submitted"]
+    done = [r for r in records if r.get("event") == "done"]
     ledger = Ledger.replay(records)
     live = ledger.open_submissions()
     reported: dict[str, float] = {}
     reporting = 0
     for r in records:
-        if r["event"] in TERMINAL and r.get("usage"):
+        if r.get("event") in TERMINAL and r.get("usage"):
             reporting += 1
             for name, value in r["usage"].items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
@@ -34,21 +34,21 @@ def totals(records: list[dict]) -> dict:
         "jobs_done": len(done),
         "circuits": sum(r["circuits"] for r in submitted),
         "shots": sum(r["circuits"] * (r["shots"] or 0) for r in submitted),
-        "wall_seconds": sum(r.get("wall_s", 0.0) for r in records if r["event"] in TERMINAL),
-        "queue_seconds": sum(r.get("queue_s", 0.0) for r in records if r["event"] in TERMINAL),
+        "wall_seconds": sum(r.get("wall_s", 0.0) for r in records if r.get("event") in TERMINAL),
+        "queue_seconds": sum(r.get("queue_s", 0.0) for r in records if r.get("event") in TERMINAL),
         # jobs created again for a job key after an earlier job of it failed, was lost or timed
         # out; a submit the provider rejected created nothing and is no retry
         "retries": _retries(records),
-        "failures": sum(r["event"] in ("failed", "lost", "timeout") for r in records),
-        "unknown_submissions": sum(r["event"] == "unknown" for r in records),
+        "failures": sum(r.get("event") in ("failed", "lost", "timeout") for r in records),
+        "unknown_submissions": sum(r.get("event") == "unknown" for r in records),
         # open jobs a run went on without (other shots, or not used by their step): they may still run and be billed
         "left_open": sum(ledger.left_behind(r) for r in live),
         # submissions that may have created a job whose id is not known: `qpeft jobs RUN --resolve TAG`
-        "unresolved": sorted(r["tag"] for r in live if r["event"] in UNSETTLED),
+        "unresolved": sorted(r["tag"] for r in live if r.get("event") in UNSETTLED),
         # finished jobs whose results the cache had lost, fetched from the provider again (not paid again)
-        "refetched": sum(r["event"] == "refetched" for r in records),
+        "refetched": sum(r.get("event") == "refetched" for r in records),
         # finished jobs whose results were gone from the cache and the provider: submitted again
-        "resubmitted_after_loss": sum(r["event"] == "gone" for r in records),
+        "resubmitted_after_loss": sum(r.get("event") == "gone" for r in records),
         "providers": sorted({f"{r['provider']}:{r['backend']}" for r in submitted}),
         "reported": reported,
         "reported_jobs": reporting,
@@ -86,9 +86,9 @@ def _retries(records: list[dict]) -> int:
     """Submissions that follow a failed, lost or timed-out job of the same key."""
     failed, retries = set(), 0
     for r in records:
-        if r["event"] in ("failed", "lost", "timeout"):
+        if r.get("event") in ("failed", "lost", "timeout"):
             failed.add(r.get("key"))
-        elif r["event"] == "submitted":
+        elif r.get("event") == "submitted":
             retries += r.get("key") in failed
             failed.discard(r.get("key"))
     return retries
@@ -107,7 +107,7 @@ def recent_steps(
     newest: dict[str, int] = {}
     step_of: dict[str, set[str]] = defaultdict(set)
     for n, r in enumerate(records):
-        if r.get("key") is not None and "scope" in r and r["event"] not in ("left", "reattached"):
+        if r.get("key") is not None and "scope" in r and r.get("event") not in ("left", "reattached"):
             step = (r["scope"] or "").split("/", 1)[0]
             newest[step] = n
             step_of[r["key"]].add(step)
