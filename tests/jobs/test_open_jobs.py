@@ -247,11 +247,3 @@ def test_a_record_written_by_hand_without_an_event_does_not_stop_a_run(tmp_path)
     JobEngine(SpoolProvider(spool=tmp_path / "spool"), tmp_path, **FAST).close()
     records = read_ledger(tmp_path / "jobs" / "ledger.jsonl")
     assert records == [{"note": "moved from the old cluster"}] and totals(records)["jobs"] == 0  # (qpeft jobs)
-
-
-def test_the_record_summaries_are_still_importable_from_the_ledger_module():
-    """They moved to qpeft.jobs.summary; code written against the ledger module keeps working."""
-    from qpeft.jobs import ledger, summary
-
-    for name in ("totals", "open_jobs", "open_submissions", "recent_steps"):
-        assert getattr(ledger, name) is getattr(summary, name)

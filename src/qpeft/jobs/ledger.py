@@ -310,15 +310,6 @@ def parse_record(line: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def __getattr__(name: str):
-    """The record summaries that moved to :mod:`qpeft.jobs.summary`, still importable from here."""
-    if name in ("totals", "open_jobs", "open_submissions", "recent_steps"):
-        from qpeft.jobs import summary
-
-        return getattr(summary, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def read_ledger(path: str | Path) -> list[dict]:
     """All records; a torn last line (a crash mid-write: no newline after it) is skipped, any
     other line that is not a record is an error (a damaged line that did end with its newline too:
