@@ -74,10 +74,6 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
             provider keeps no jobs across processes (a simulator: it would take every job for lost).
         RunInUseError: a run has the run directory open.
     """
-    jobs_dir = Path(run_dir) / "jobs"
-    path = jobs_dir / "ledger.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
     if not provider.durable:
         raise ValueError(
             f"{provider.name}:{provider.backend or ''} keeps no jobs across processes (a simulator's jobs end with the "
@@ -86,11 +82,7 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
         )
     engine_options = EngineOptions(**options)
     cancel = [cancel] if isinstance(cancel, str) else list(cancel)
-    holder = _Holder()
-    hold = hold_run(jobs_dir, holder)
-    ledger = None
-    try:
-        ledger = Ledger(path)
+    with _held(run_dir) as ledger:
         here = f"{provider.name}:{provider.backend or ''}"
         subs = ledger.open_submissions()
         chosen = _chosen(subs, cancel, here, ledger)
@@ -98,10 +90,6 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
         calls = ProviderCalls(provider, engine_options)
         deadline = Deadline.earliest(engine_options, time.time())
         return [_settle(calls, ledger, r, here, mine, submission(r) in chosen, deadline) for r in subs]
-    finally:
-        if ledger is not None:
-            ledger.close()
-        hold.release()
 
 
 @contextlib.contextmanager
