@@ -42,8 +42,7 @@ def cmd_jobs(args) -> int:
     if args.resolve is not None or args.lost:
         try:
             if args.resolve is not None:
-                read_ledger(path)  # FileNotFoundError when the run has no ledger
-                resolve(args.run_dir, args.resolve, args.job_id)
+                resolve(args.run_dir, args.resolve, args.job_id)  # (FileNotFoundError when the run has no ledger)
                 what = f"re-attaches to job {args.job_id}" if args.job_id else "will be submitted again"
                 print(f"{args.resolve}: {what}")
             for report in record_lost(args.run_dir, args.lost) if args.lost else ():
