@@ -8,8 +8,9 @@
   documents no answer for an unknown job; the provider takes none as the job being lost).
 * ``StandInRuntimeService``: IBM Quantum's runtime service, likewise: its backends are the
   SDK's own fake-backend snapshots under device names, its Sampler is the SDK's real Sampler in
-  local testing mode (Aer), and it keeps jobs by id and tag as the service does; an unknown id
-  raises the SDK's ``RuntimeJobNotFound``, an unknown backend ``QiskitBackendNotFoundError``.
+  local testing mode (Aer), and it keeps jobs by id, tag and instance as the service does; an
+  unknown id raises the SDK's ``RuntimeJobNotFound``, an unknown backend
+  ``QiskitBackendNotFoundError``; ``jobs()`` searches the instance it is given, else the active one.
 * ``StandInRefusingRuntimeService``: IBM's runtime service that refuses every submission (it
   replaces the service and only it): its backends are real ``IBMBackend`` objects built from a
   fake backend's snapshot (so transpilation and the Sampler's client-side code run for real),
@@ -30,6 +31,9 @@ import pytest
 
 from qpeft.jobs.base import JobLostError, Limits, Provider, State, Status, TransientError
 from qpeft.jobs.local import LocalProvider
+
+#: the IBM Cloud instance (a CRN) the stand-in runtime service's account names by default
+STANDIN_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/standin:instance-a::"
 
 
 def _pyqpanda3():
@@ -177,17 +181,24 @@ class StandInRuntimeService:
 
     backends: device names (``ibm_nairobi``) of fake-backend snapshots; ``least`` the one
     ``least_busy`` answers; ``usage_s`` the QPU seconds its jobs' metrics report; ``fail_next``
-    the error the next job submitted ends with (status ERROR; its metrics still report its usage).
+    the error the next job submitted ends with (status ERROR; its metrics still report its usage);
+    ``instance`` the CRN the saved account names (None: an account saved without one), where the
+    backends are (``_instance``, as the SDK's ``IBMBackend``) and jobs run; ``active`` the instance
+    ``jobs()`` searches when it is given none (an account without one: the SDK's active client,
+    which need not be the backend's).
     """
 
-    def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0):
+    def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0, instance=STANDIN_CRN):
         from qiskit_ibm_runtime import fake_provider
 
+        self.instance = instance
+        self.active = where = instance or STANDIN_CRN
         self._backends = {}
         for name in backends:
             stem = name.removeprefix("ibm_").title()
             fake = (getattr(fake_provider, f"Fake{stem}V2", None) or getattr(fake_provider, f"Fake{stem}"))()
             fake.name = name  # (BackendV2.name is a plain attribute)
+            fake._instance = where
             self._backends[name] = fake
         self.least = least or backends[0]
         self.usage_s = usage_s
@@ -210,7 +221,8 @@ class StandInRuntimeService:
         return self._backends[self.least]
 
     def active_account(self):
-        return None  # the token came from the environment (QPEFT_IBM_TOKEN), not a saved account
+        # (the token came from the environment, QPEFT_IBM_TOKEN: the saved account names its instance)
+        return {"channel": "ibm_quantum_platform", "instance": self.instance} if self.instance else None
 
     def job(self, job_id):
         from qiskit_ibm_runtime import RuntimeJobNotFound
@@ -219,8 +231,9 @@ class StandInRuntimeService:
             raise RuntimeJobNotFound(f"Job not found: {job_id}")
         return self.by_id[job_id]
 
-    def jobs(self, job_tags=None, limit=10, **_):
-        found = [j for j in self.by_id.values() if set(job_tags or []) <= set(j.tags)]
+    def jobs(self, job_tags=None, limit=10, instance=None, **_):
+        where = instance or self.active
+        found = [j for j in self.by_id.values() if set(job_tags or []) <= set(j.tags) and j.instance == where]
         return found[:limit]
 
     def forget(self, job_id):
@@ -236,11 +249,13 @@ class _StandInSampler:
         from qiskit_ibm_runtime.executor_sampler import Sampler
 
         self.service, self.tags = service, list(options["environment"]["job_tags"])
+        self.instance = mode._instance  # (the SDK runs a job in its backend's instance)
         self._sampler = Sampler(mode=mode, options=options)  # the SDK's own, in local testing mode
 
     def run(self, pubs, shots=None):
         job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s, self.service.polls)
         job.failure, self.service.fail_next = self.service.fail_next, ""
+        job.instance = self.instance
         self.service.by_id[job.job_id()] = job
         self.service.submissions += 1
         return job

@@ -100,6 +100,34 @@ def test_a_job_the_provider_no_longer_knows_is_recorded_lost(tmp_path, capsys):
     assert open_jobs(_records(run)) == []
 
 
+@pytest.mark.parametrize("how", ["by-hand", "by-the-provider"])
+def test_a_job_recorded_lost_by_hand_gives_its_key_a_new_budget_of_attempts(tmp_path, capsys, how):
+    """`qpeft jobs --lost ID` is the user's choice to pay for the job again: the next run submits
+    its key even where that key's attempts are used up (max_attempts 1 here). A job the provider
+    itself answered lost for (`--check`) uses up an attempt, as in a run."""
+    from qpeft.jobs.base import JobFailedError
+
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    job_id = _left_open(spool, run, max_attempts=1)
+    (spool / f"{job_id}.job.json").unlink()  # the service forgot it
+    if how == "by-hand":
+        assert main(["jobs", str(run), "--lost", job_id]) == 0
+        assert "the next run pays for it again" in capsys.readouterr().out
+    else:
+        assert _jobs(run, spool, "--check") == 0
+    assert [r["event"] for r in _records(run)][-1] == "lost"
+    engine = JobEngine(SpoolProvider(spool=spool), run, max_attempts=1, **FAST)
+    with SpoolService(spool) as service:
+        if how == "by-hand":
+            assert len(engine.run(STEP, 100, scope="train-3")) == len(STEP)
+            assert [r["attempt"] for r in _records(run) if r["event"] == "submitted"] == [1, 2]
+        else:
+            with pytest.raises(JobFailedError, match="max_attempts is 1"):
+                engine.run(STEP, 100, scope="train-3")
+        engine.close()
+        assert len(service.drain()) == (1 if how == "by-hand" else 0)
+
+
 def test_another_accounts_job_is_not_asked_about_nor_recorded(tmp_path, capsys):
     """As another account the provider would answer that the job does not exist: recording it as
     lost would drop a job that may still run from the ledger. It is left, and said so."""

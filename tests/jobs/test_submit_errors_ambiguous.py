@@ -196,6 +196,25 @@ def test_ibm_a_submit_whose_answer_was_lost_is_found_by_its_tag_not_paid_again(t
     assert _events(tmp_path) == ["intent", "unknown", "submitted", "done"]
 
 
+def test_ibm_a_lost_submit_answer_is_looked_up_in_the_backends_instance(tmp_path):
+    """An account saved without an instance: the SDK searches jobs by tag in its active instance,
+    which need not be the one the backend (and so the job) is in. The lookup names the backend's
+    instance, so the job is found there and not paid again."""
+    pytest.importorskip("qiskit_ibm_runtime")
+    pytest.importorskip("qiskit_aer")
+    from qpeft.jobs.ibm import IBMProvider
+
+    service = StandInRuntimeService(instance=None)
+    service.active = "crn:v1:bluemix:public:quantum-computing:us-east:a/standin:instance-b::"
+    provider = IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler)
+    _LossySampler.lost = []
+    provider._sampler_factory = lambda **kw: _LossySampler(service.sampler(**kw), ConnectionError("answer lost"))
+    out = JobEngine(provider, tmp_path, **FAST).run(_circuits(), 400, scope="s")
+    assert service.submissions == 1 and service.jobs(job_tags=[]) == []  # (none in the active instance)
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
+    assert _events(tmp_path) == ["intent", "unknown", "submitted", "done"]
+
+
 def test_ibm_a_submit_that_could_not_connect_is_looked_up_by_its_tag_then_made_and_pays_once(tmp_path):
     """'Could not connect' ends urllib3's retries, which resend the POST: an earlier attempt may
     have got through, so the job is looked up by its tag before it is submitted again."""

@@ -307,8 +307,8 @@ def add_parsers(sub) -> None:
         nargs="+",
         metavar="ID",
         help="record jobs the provider's console no longer lists, where its answers cannot say so (Origin's "
-        "HTTP 404 stops a run with the job's id): an open job is recorded lost, a finished one gone; the next "
-        "run pays for them again",
+        "HTTP 404, or IBM's 'not found' for an account saved without an instance, stops a run with the job's id): "
+        "an open job is recorded lost, a finished one gone; the next run pays for them again",
     )
     p.add_argument(
         "--repair",

@@ -9,8 +9,13 @@
 * Limits per job: 10 M executions (circuits x shots) and < 10,000 two-qubit gates, counted on
   the transpiled (ISA) circuit, whose routing adds gates; one shot count per job. Jobs are
   tagged, so a submission with no answer is found by its tag.
-* A job id the service does not know (``RuntimeJobNotFound``) is :class:`JobLostError`; what a
-  finished job used is its ``metrics()["usage"]`` (QPU seconds).
+* A job id the service does not know (``RuntimeJobNotFound``) is :class:`JobLostError` when the
+  account names its instance (the service then asks that instance alone). Without one,
+  ``QiskitRuntimeService.job`` asks the active instance and then every other one it has a client
+  for, passing over their errors, so its "not found" may be a failed or missed lookup: the run
+  stops with the job's id, and a user who finds the job gone records it with
+  ``qpeft jobs RUN --lost ID``. A job is looked up by its tag in the backend's own instance.
+  What a finished job used is its ``metrics()["usage"]`` (QPU seconds).
 * Checked when the provider is made, before any model loads: a missing account, a refused
   token or an unknown backend name is a ValueError saying what to fix.
 """
@@ -269,8 +274,16 @@ class IBMProvider(Provider):
             try:
                 job = self._jobs[job_id] = self._service.job(job_id)
             except runtime.RuntimeJobNotFound as err:
-                raise JobLostError(
-                    f"ibm job {job_id}: the service does not know it ({self.redact(str(err))})"
+                words = self.redact(str(err))
+                if self._instance:  # (the only instance the service asks)
+                    raise JobLostError(f"ibm job {job_id}: the service does not know it ({words})") from None
+                raise RuntimeError(
+                    f"ibm job {job_id}: the service answered {words!r}, but the account names no instance, so the "
+                    "SDK looked in each instance it knows and passed over their errors: the job is not taken as "
+                    "lost (that would pay for it again). Look it up in the IBM Quantum console: if it is listed, "
+                    f"rerun later; if it is gone, run `qpeft jobs RUN_DIR --lost {job_id}` and rerun (the rerun pays "
+                    "for it again). Saving the account with its instance "
+                    "(QiskitRuntimeService.save_account(..., instance=CRN)) makes this answer final"
                 ) from None
         return job
 
@@ -321,6 +334,8 @@ class IBMProvider(Provider):
         if tag in self._tags:
             return self._tags[tag]
         if self._service is not None:
-            found = self._service.jobs(job_tags=[tag], limit=1)
+            # in the backend's instance, where its jobs run (without it, the SDK searches the active one)
+            where = getattr(self._backend, "_instance", None)
+            found = self._service.jobs(job_tags=[tag], limit=1, **({"instance": where} if where else {}))
             return found[0].job_id() if found else None
         return None

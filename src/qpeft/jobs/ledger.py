@@ -42,6 +42,9 @@ DURABLE = ("intent", "submitted", "unknown")
 #: records of a submission whose job may exist but whose id is not known
 UNSETTLED = ("intent", "unknown")
 TERMINAL = ("done", "failed", "lost", "timeout", "cancelled", "rejected")
+#: the ``by`` of a ``lost`` record the user made (``qpeft jobs --lost``): its key gets a new budget
+#: of attempts, as after a finished job whose results are gone (the user chose to pay for it again)
+BY_HAND = "qpeft jobs --lost"
 #: the ``why`` of a ``left`` record for a job another account made (:mod:`qpeft.jobs.pin`)
 ANOTHER_ACCOUNT = "another account"
 FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt", "tag")
