@@ -13,6 +13,7 @@ from quality_stats import fmt, mean_std, metrics, paired
 
 REFERENCE, MATCHED = "lora-r8", "lora-matched"
 CHIP, CHIP_OF = "qtha-weights-wukong72", "qtha-weights"  # the emulated-chip row and its exact twin
+QTHA, CONTROLS = ("qtha-default", "qtha-weights"), ("qtha-mlp", "qtha-none")
 ORDER = [REFERENCE, MATCHED, "qtha-default", "qtha-weights", "qtha-none", "qtha-mlp", "qtha-weights-wukong72"]
 ORDER += ["qtha-angle", "qtha-mlp-angle", "qtha-deep", "qtha-mlp-deep"]  # the capacity check
 
@@ -117,6 +118,8 @@ def comparison_lines(main: dict, summary: dict) -> list[str]:
         )
     lines.append("")
     references = [(REFERENCE, None), (MATCHED, None)]
+    # the quantum-branch question: QTHA against the same MPO with a same-size classical branch, and with none
+    references += [(control, set(QTHA)) for control in CONTROLS]
     if CHIP in main:  # the chip row against the same method simulated exactly: what the emulated chip costs
         references.append((CHIP_OF, {CHIP}))
     for reference, only in references:

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import threading
@@ -182,10 +183,14 @@ class StandInRuntimeService:
     backends: device names (``ibm_nairobi``) of fake-backend snapshots; ``least`` the one
     ``least_busy`` answers; ``usage_s`` the QPU seconds its jobs' metrics report; ``fail_next``
     the error the next job submitted ends with (status ERROR; its metrics still report its usage);
-    ``instance`` the CRN the saved account names (None: an account saved without one), where the
-    backends are (``_instance``, as the SDK's ``IBMBackend``) and jobs run; ``active`` the instance
-    ``jobs()`` searches when it is given none (an account without one: the SDK's active client,
-    which need not be the backend's).
+    ``instance`` the CRN the account names (None: an account saved without one, or a token alone),
+    where the backends are (``_instance``, as the SDK's ``IBMBackend``) and jobs run; ``active`` the
+    instance ``jobs()`` searches when it is given none (without a named instance: the SDK's active
+    client, which need not be the backend's); ``others`` the account's other instances, for which,
+    without a named instance, the service holds clients too (``_api_clients``, as the SDK does).
+    The SDK's service object switches its active instance inside its calls and is not
+    thread-safe: ``overlaps`` counts the calls (``job``, ``jobs``, ``instances``, a Sampler's
+    ``run``) made while another was in flight; each takes ``call_s`` seconds.
     """
 
     def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0, instance=STANDIN_CRN):
@@ -193,6 +198,11 @@ class StandInRuntimeService:
 
         self.instance = instance
         self.active = where = instance or STANDIN_CRN
+        self.others = [STANDIN_CRN.replace("instance-a", "instance-b")]
+        self._crns = [where, *self.others]
+        self._api_clients = {where: None} if instance else dict.fromkeys(self._crns)
+        self.call_s, self.overlaps, self.instance_lists, self._in_flight = 0.0, 0, 0, 0
+        self._counting = threading.Lock()
         self._backends = {}
         for name in backends:
             stem = name.removeprefix("ibm_").title()
@@ -221,17 +231,39 @@ class StandInRuntimeService:
         return self._backends[self.least]
 
     def active_account(self):
-        # (the token came from the environment, QPEFT_IBM_TOKEN: the saved account names its instance)
-        return {"channel": "ibm_quantum_platform", "instance": self.instance} if self.instance else None
+        # (as the SDK's: the account's fields that are set; the token is the tests' environment one)
+        account = {"channel": "ibm_quantum_platform", "token": ""}
+        return {**account, "instance": self.instance} if self.instance else account
+
+    @contextlib.contextmanager
+    def call(self):
+        """One call of the service object (see the class docstring)."""
+        with self._counting:
+            self._in_flight += 1
+            self.overlaps += self._in_flight > 1
+        try:
+            time.sleep(self.call_s)
+            yield
+        finally:
+            with self._counting:
+                self._in_flight -= 1
+
+    def instances(self):
+        with self.call():
+            self.instance_lists += 1
+        return [{"crn": crn, "plan": "open", "name": crn.split(":")[-3]} for crn in self._crns]
 
     def job(self, job_id):
         from qiskit_ibm_runtime import RuntimeJobNotFound
 
-        if job_id not in self.by_id:
-            raise RuntimeJobNotFound(f"Job not found: {job_id}")
-        return self.by_id[job_id]
+        with self.call():
+            if job_id not in self.by_id:
+                raise RuntimeJobNotFound(f"Job not found: {job_id}")
+            return self.by_id[job_id]
 
     def jobs(self, job_tags=None, limit=10, instance=None, **_):
+        with self.call():
+            pass
         where = instance or self.active
         found = [j for j in self.by_id.values() if set(job_tags or []) <= set(j.tags) and j.instance == where]
         return found[:limit]
@@ -253,6 +285,8 @@ class _StandInSampler:
         self._sampler = Sampler(mode=mode, options=options)  # the SDK's own, in local testing mode
 
     def run(self, pubs, shots=None):
+        with self.service.call():
+            pass
         job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s, self.service.polls)
         job.failure, self.service.fail_next = self.service.fail_next, ""
         job.instance = self.instance

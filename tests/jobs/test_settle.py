@@ -100,32 +100,49 @@ def test_a_job_the_provider_no_longer_knows_is_recorded_lost(tmp_path, capsys):
     assert open_jobs(_records(run)) == []
 
 
-@pytest.mark.parametrize("how", ["by-hand", "by-the-provider"])
+@pytest.mark.parametrize(
+    "how", ["by-hand", "by-hand-then-a-failed-attempt", "by-hand-first-release", "by-the-provider"]
+)
 def test_a_job_recorded_lost_by_hand_gives_its_key_a_new_budget_of_attempts(tmp_path, capsys, how):
     """`qpeft jobs --lost ID` is the user's choice to pay for the job again: the next run submits
-    its key even where that key's attempts are used up (max_attempts 1 here). A job the provider
-    itself answered lost for (`--check`) uses up an attempt, as in a run."""
+    its key even where that key's attempts are used up (max_attempts 1 here), also after a later
+    attempt ended (a run cut off after one transient failure: 2 more attempts, as one run makes),
+    and for a record of the first release (its words, no `by`). A job the provider itself answered
+    lost for (`--check`) uses up an attempt, as in a run."""
     from qpeft.jobs.base import JobFailedError
 
     spool, run = tmp_path / "spool", tmp_path / "run"
     job_id = _left_open(spool, run, max_attempts=1)
     (spool / f"{job_id}.job.json").unlink()  # the service forgot it
-    if how == "by-hand":
+    if how == "by-the-provider":
+        assert _jobs(run, spool, "--check") == 0
+    elif how == "by-hand-first-release":
+        (sub,) = [r for r in _records(run) if r["event"] == "submitted"]
+        fields = {k: sub[k] for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag")}
+        message = "recorded by hand (qpeft jobs --lost): the provider's console no longer lists it"
+        Ledger(run / "jobs" / "ledger.jsonl").append("lost", job_id=job_id, message=message, by="qpeft jobs", **fields)
+    else:
         assert main(["jobs", str(run), "--lost", job_id]) == 0
         assert "the next run pays for it again" in capsys.readouterr().out
-    else:
-        assert _jobs(run, spool, "--check") == 0
-    assert [r["event"] for r in _records(run)][-1] == "lost"
-    engine = JobEngine(SpoolProvider(spool=spool), run, max_attempts=1, **FAST)
+    attempts, limit = [1, 2], 1
+    if how == "by-hand-then-a-failed-attempt":  # the next run's attempt 2 failed (transient), then it was cut off
+        (sub,) = [r for r in _records(run) if r["event"] == "submitted"]
+        common = {k: sub[k] for k in ("key", "provider", "backend", "circuits", "shots")}
+        ledger = Ledger(run / "jobs" / "ledger.jsonl")
+        ledger.append("submitted", job_id="J2", attempt=2, tag=f"{sub['key']}.2", **common)
+        ledger.append("failed", job_id="J2", attempt=2, tag=f"{sub['key']}.2", message="maintenance", **common)
+        attempts, limit = [1, 2, 3], 2
+    assert [r["event"] for r in _records(run)][-1] in ("lost", "failed")
+    engine = JobEngine(SpoolProvider(spool=spool), run, max_attempts=limit, **FAST)
     with SpoolService(spool) as service:
-        if how == "by-hand":
-            assert len(engine.run(STEP, 100, scope="train-3")) == len(STEP)
-            assert [r["attempt"] for r in _records(run) if r["event"] == "submitted"] == [1, 2]
-        else:
+        if how == "by-the-provider":
             with pytest.raises(JobFailedError, match="max_attempts is 1"):
                 engine.run(STEP, 100, scope="train-3")
+        else:
+            assert len(engine.run(STEP, 100, scope="train-3")) == len(STEP)
+            assert [r["attempt"] for r in _records(run) if r["event"] == "submitted"] == attempts
         engine.close()
-        assert len(service.drain()) == (1 if how == "by-hand" else 0)
+        assert len(service.drain()) == (0 if how == "by-the-provider" else 1)
 
 
 def test_another_accounts_job_is_not_asked_about_nor_recorded(tmp_path, capsys):

@@ -46,7 +46,7 @@ from qpeft.jobs.cache import ResultCache
 from qpeft.jobs.calls import ProviderCalls, ProviderError, forget_hidden  # noqa: F401 (ProviderError: public here too)
 from qpeft.jobs.keys import Keyed, Templates, key_circuits, pick
 from qpeft.jobs.keys import job_key as job_key_of
-from qpeft.jobs.ledger import BY_HAND, DURABLE, Ledger
+from qpeft.jobs.ledger import DURABLE, Ledger
 from qpeft.jobs.options import Deadline, EngineOptions, progress_bar
 from qpeft.jobs.pin import OpenJobs, check_account, check_backend, reattachable, refetch_first
 from qpeft.jobs.runlock import hold_run
@@ -301,10 +301,8 @@ class JobEngine:
         )
 
     def _run_job(self, job_key: str, circuits: list[BoundCircuit], widths: list[int], shots, deadline) -> list:
-        done, last = self.ledger.done(job_key), self.ledger.last(job_key) or {}
-        base = (done.get("attempt") or 0) if done is not None else 0  # (a new budget after lost results)
-        if last.get("event") == "lost" and last.get("by") == BY_HAND:  # (the user chose to pay for it again)
-            base = max(base, last.get("attempt") or 0)
+        done = self.ledger.done(job_key)
+        base = self.ledger.renewed(job_key)  # (a new budget after lost results, or a job recorded lost by hand)
         job_id, attempt, submitted_at = None, 0, time.time()
         # an open job of the key this run can use (asked again whenever the one in hand ended without results)
         find_open = functools.partial(reattachable, self.calls, self.ledger, job_key, self._account, deadline)

@@ -9,13 +9,17 @@
 * Limits per job: 10 M executions (circuits x shots) and < 10,000 two-qubit gates, counted on
   the transpiled (ISA) circuit, whose routing adds gates; one shot count per job. Jobs are
   tagged, so a submission with no answer is found by its tag.
-* A job id the service does not know (``RuntimeJobNotFound``) is :class:`JobLostError` when the
-  account names its instance (the service then asks that instance alone). Without one,
-  ``QiskitRuntimeService.job`` asks the active instance and then every other one it has a client
-  for, passing over their errors, so its "not found" may be a failed or missed lookup: the run
-  stops with the job's id, and a user who finds the job gone records it with
-  ``qpeft jobs RUN --lost ID``. A job is looked up by its tag in the backend's own instance.
-  What a finished job used is its ``metrics()["usage"]`` (QPU seconds).
+* A job id the service does not know (``RuntimeJobNotFound``) is :class:`JobLostError` where the
+  service asks one instance alone: the account names it (``instance=``, ``QPEFT_IBM_INSTANCE``, a
+  saved account's) and it matched one. Otherwise ``QiskitRuntimeService.job`` asks the active
+  instance and then every other one it has a client for, passing over their errors, so its "not
+  found" may be a failed or missed lookup: the run stops with the job's id, and a user who finds
+  the job gone records it with ``qpeft jobs RUN --lost ID``. A tag is looked up in the backend's
+  instance, and without a named instance in every instance the account lists (the backend's
+  instance may differ after a restart); a failed lookup is an error, never "no job".
+* The service object switches its active instance inside its calls, so the provider makes them
+  one at a time (the engine calls it from several threads).
+* What a finished job used is its ``metrics()["usage"]`` (QPU seconds).
 * Checked when the provider is made, before any model loads: a missing account, a refused
   token or an unknown backend name is a ValueError saying what to fix.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -45,6 +50,7 @@ from qpeft.jobs.base import (
 )
 
 TOKEN_ENV = "QPEFT_IBM_TOKEN"
+INSTANCE_ENV = "QPEFT_IBM_INSTANCE"
 _STATES = {
     "INITIALIZING": State.QUEUED,
     "QUEUED": State.QUEUED,
@@ -101,6 +107,7 @@ class IBMProvider(Provider):
         backend: str | None = None,
         *,
         token: str | None = None,
+        instance: str | None = None,
         service=None,
         sampler_factory: Callable | None = None,
         optimization_level: int = 1,
@@ -108,7 +115,8 @@ class IBMProvider(Provider):
     ):
         runtime = require("qiskit_ibm_runtime", "ibm")
         self._token = token or os.environ.get(TOKEN_ENV, "")
-        self._instance = None
+        self._instance = instance or os.environ.get(INSTANCE_ENV) or None  # (a CRN or name: signs nothing)
+        self._calls = threading.Lock()  # (the service object is not thread-safe: see module docstring)
         self.local = backend is not None and backend.startswith("fake_")
         self.durable = not self.local  # local testing mode: jobs end with the process
         if self.local:
@@ -137,7 +145,8 @@ class IBMProvider(Provider):
         accounts = require("qiskit_ibm_runtime.accounts", "ibm")
         try:
             if service is None:
-                service = runtime.QiskitRuntimeService(token=self._token or None)
+                named = {"instance": self._instance} if self._instance else {}
+                service = runtime.QiskitRuntimeService(token=self._token or None, **named)
             # the token of a saved account (QiskitRuntimeService() reads it from disk) is a secret too
             active = service.active_account() or {}
             self._token = self._token or active.get("token", "")
@@ -164,6 +173,11 @@ class IBMProvider(Provider):
         except (runtime.IBMNotAuthorizedError, accounts.InvalidAccountError) as err:
             raise ValueError(
                 f"IBM Quantum refused the account ({self.redact(str(err))}): check {TOKEN_ENV} or the saved account"
+            ) from None
+        except runtime.IBMInputValueError as err:  # (e.g. an instance the token has no access to)
+            raise ValueError(
+                f"IBM Quantum refused the account's settings ({self.redact(str(err))}): check {INSTANCE_ENV} "
+                "(or the provider's `instance` option) and the saved account"
             ) from None
 
     def secrets(self) -> list[str]:
@@ -260,7 +274,8 @@ class IBMProvider(Provider):
             isa, columns = self._isa_template(circuits[members[0]].circuit)
             values = np.array([circuits[i].angles() for i in members], dtype=np.float64)[:, columns]
             pubs.append((isa, values) if columns else (isa,))  # no parameters: one circuit (deduplicated)
-        job = self._sampler(tag).run(pubs, shots=shots)
+        with self._calls:
+            job = self._sampler(tag).run(pubs, shots=shots)
         self._jobs[job.job_id()] = job
         self._tags[tag] = job.job_id()
         return job.job_id()
@@ -272,20 +287,27 @@ class IBMProvider(Provider):
                 raise JobLostError(f"ibm local-testing job {job_id} ended with its process")
             runtime = require("qiskit_ibm_runtime", "ibm")
             try:
-                job = self._jobs[job_id] = self._service.job(job_id)
+                with self._calls:
+                    job = self._jobs[job_id] = self._service.job(job_id)
             except runtime.RuntimeJobNotFound as err:
                 words = self.redact(str(err))
-                if self._instance:  # (the only instance the service asks)
+                if self._one_instance():
                     raise JobLostError(f"ibm job {job_id}: the service does not know it ({words})") from None
                 raise RuntimeError(
-                    f"ibm job {job_id}: the service answered {words!r}, but the account names no instance, so the "
-                    "SDK looked in each instance it knows and passed over their errors: the job is not taken as "
-                    "lost (that would pay for it again). Look it up in the IBM Quantum console: if it is listed, "
-                    f"rerun later; if it is gone, run `qpeft jobs RUN_DIR --lost {job_id}` and rerun (the rerun pays "
-                    "for it again). Saving the account with its instance "
-                    "(QiskitRuntimeService.save_account(..., instance=CRN)) makes this answer final"
+                    f"the service answered {words!r}, but it asked more than one instance (the account names none, "
+                    "or its name matched several) and passed over their errors, so the job is not taken as lost "
+                    "(that would pay for it again). Look it up in the IBM Quantum console: if it is gone, run "
+                    f"`qpeft jobs RUN_DIR --lost {job_id}` and rerun (the rerun pays for it again); if it is listed, "
+                    f"cancel it there first if this account cannot reach it. Naming the instance ({INSTANCE_ENV}=CRN) "
+                    "makes this answer final for new runs (a run keeps the account its jobs were made with)"
                 ) from None
         return job
+
+    def _one_instance(self) -> bool:
+        """Whether the service asks one instance alone for a job: the account names it and the
+        service holds one client (the SDK's own: a name that matched several CRNs gets one each)."""
+        clients = getattr(self._service, "_api_clients", None)
+        return bool(self._instance) and isinstance(clients, dict) and len(clients) == 1
 
     def status(self, job_id: str) -> Status:
         """The job's runtime status mapped onto :class:`State` (INITIALIZING, QUEUED, VALIDATING:
@@ -333,9 +355,14 @@ class IBMProvider(Provider):
     def find(self, tag: str) -> str | None:
         if tag in self._tags:
             return self._tags[tag]
-        if self._service is not None:
-            # in the backend's instance, where its jobs run (without it, the SDK searches the active one)
-            where = getattr(self._backend, "_instance", None)
-            found = self._service.jobs(job_tags=[tag], limit=1, **({"instance": where} if where else {}))
-            return found[0].job_id() if found else None
+        if self._service is None:
+            return None
+        with self._calls:  # (jobs() searches the active instance unless given one: the backend's, where it ran)
+            places = [getattr(self._backend, "_instance", None)]
+            if not self._one_instance():  # (this process's backend may be another instance's than the job's)
+                places += [found["crn"] for found in self._service.instances()]
+            for where in dict.fromkeys(places):
+                found = self._service.jobs(job_tags=[tag], limit=1, **({"instance": where} if where else {}))
+                if found:
+                    return found[0].job_id()
         return None

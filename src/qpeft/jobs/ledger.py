@@ -42,9 +42,10 @@ DURABLE = ("intent", "submitted", "unknown")
 #: records of a submission whose job may exist but whose id is not known
 UNSETTLED = ("intent", "unknown")
 TERMINAL = ("done", "failed", "lost", "timeout", "cancelled", "rejected")
-#: the ``by`` of a ``lost`` record the user made (``qpeft jobs --lost``): its key gets a new budget
-#: of attempts, as after a finished job whose results are gone (the user chose to pay for it again)
-BY_HAND = "qpeft jobs --lost"
+#: the ``by`` and the first words of a ``lost`` record the user made (``qpeft jobs --lost``; the
+#: first release wrote only the words): its key gets a new budget of attempts, as after a finished
+#: job whose results are gone (the user chose to pay for it again)
+BY_HAND, HAND_WORDS = "qpeft jobs --lost", "recorded by hand (qpeft jobs --lost)"
 #: the ``why`` of a ``left`` record for a job another account made (:mod:`qpeft.jobs.pin`)
 ANOTHER_ACCOUNT = "another account"
 FIELDS = ("key", "provider", "backend", "job_id", "circuits", "shots", "attempt", "tag")
@@ -73,6 +74,7 @@ class Ledger:
         self._last: dict[str, dict] = {}  # key -> newest terminal record
         self._attempts: dict[str, int] = {}
         self._done: dict[str, dict] = {}  # key -> newest done record
+        self._renewed: dict[str, int] = {}  # key -> attempt of its newest done or hand-recorded lost job
         self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
         self._left: set[tuple] = set()  # submissions a run went on without (left_behind)
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
@@ -118,6 +120,8 @@ class Ledger:
             _keep_newest(self._last, key, r)
             if event == "done":
                 _keep_newest(self._done, key, r)
+            if event == "done" or (event == "lost" and (r.get("by") == BY_HAND or _words(r).startswith(HAND_WORDS))):
+                self._renewed[key] = max(self._renewed.get(key, 0), _attempt(r))
             for ended in [s for s, o in subs.items() if _ends(r, o)]:
                 del subs[ended]
         else:
@@ -242,6 +246,13 @@ class Ledger:
         with self._lock:
             return self._done.get(key)
 
+    def renewed(self, key: str) -> int:
+        """The attempt after which ``key``'s submissions count toward ``max_attempts`` (0: all of
+        them): that of its newest finished job (its results were lost since) or job the user
+        recorded lost by hand (``qpeft jobs --lost``: the user chose to pay for it again)."""
+        with self._lock:
+            return self._renewed.get(key, 0)
+
     def last(self, key: str) -> dict | None:
         """The newest terminal record of a job key (None if none)."""
         with self._lock:
@@ -276,6 +287,10 @@ def _keep_newest(index: dict[str, dict], key: str, r: dict) -> None:
     settled later replaces neither a key's finished job nor its last)."""
     if key not in index or _attempt(r) >= _attempt(index[key]):
         index[key] = r
+
+
+def _words(r: dict) -> str:
+    return r.get("message") if isinstance(r.get("message"), str) else ""
 
 
 def _attempt(r: dict) -> int:

@@ -151,7 +151,7 @@ class OriginProvider(Provider):
                 raise TransientError(text) from None
             if job_id is not None and _NOT_FOUND in text:
                 raise RuntimeError(
-                    f"origin job {job_id}: QCloud answered HTTP 404 ({text}). QCloud documents no answer for a job it "
+                    f"QCloud answered HTTP 404 ({text}). QCloud documents no answer for a job it "
                     "does not know, and a moved or misrouted endpoint answers 404 too, so the job is not taken as lost "
                     "(that would pay for it again). Look it up in the QCloud console of the account that made it: if "
                     f"it is listed, rerun later; if it is gone, run `qpeft jobs RUN_DIR --lost {job_id}` and rerun "

@@ -30,7 +30,16 @@ from pathlib import Path
 
 from qpeft.jobs.base import JobLostError, Provider, State
 from qpeft.jobs.calls import ProviderCalls
-from qpeft.jobs.ledger import ANOTHER_ACCOUNT, BY_HAND, Ledger, accounts, left_behind, made_by_another, submission
+from qpeft.jobs.ledger import (
+    ANOTHER_ACCOUNT,
+    BY_HAND,
+    HAND_WORDS,
+    Ledger,
+    accounts,
+    left_behind,
+    made_by_another,
+    submission,
+)
 from qpeft.jobs.options import Deadline, EngineOptions
 from qpeft.jobs.runlock import hold_run
 
@@ -161,7 +170,7 @@ def record_lost(run_dir: str | Path, job_ids: Iterable[str]) -> list[dict]:
             r = open_now.get(job_id) or finished[job_id]
             event = "lost" if job_id in open_now else "gone"
             fields = {k: r[k] for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag") if k in r}
-            message = "recorded by hand (qpeft jobs --lost): the provider's console no longer lists it"
+            message = f"{HAND_WORDS}: the provider's console no longer lists it"
             ledger.append(event, job_id=job_id, message=message, by=BY_HAND, **fields)
             reports.append({"job_id": job_id, "recorded": event})
         return reports

@@ -1,0 +1,127 @@
+"""IBM Quantum accounts with several service instances. qiskit-ibm-runtime's service object asks,
+for a job id, its active instance and then every other one it has a client for, passing over
+their errors, and searches job tags in its active instance unless given one; it switches its
+active instance inside its calls. So a "not found" is final only where the service asks one
+instance alone, a tag is looked up wherever the job may be, and the provider calls the service
+one thread at a time. IBM's service is remote: ``StandInRuntimeService`` stands in for it (and
+only it; the SDK's Sampler runs in its local testing mode on Aer)."""
+
+import numpy as np
+import pytest
+from standins import STANDIN_CRN, StandInRuntimeService
+
+from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs.base import Limits, account_digest
+from qpeft.jobs.calls import ProviderError
+from qpeft.jobs.ledger import read_ledger
+from qpeft.quantum.circuit import Circuit, Weight
+
+pytest.importorskip("qiskit_ibm_runtime")
+pytest.importorskip("qiskit_aer")
+
+RY = Circuit(1).add("RY", [0], Weight(0))
+THETAS = np.linspace(0.1, 3.0, 4)
+EXPECTED = np.stack([np.cos(THETAS / 2) ** 2, np.sin(THETAS / 2) ** 2], axis=1)  # RY|0>, closed form
+FAST = dict(poll_interval=0.001, max_poll_interval=0.004, progress=False)
+INSTANCE_B = STANDIN_CRN.replace("instance-a", "instance-b")
+
+
+def _circuits():
+    return [BoundCircuit(RY, (float(t),)) for t in THETAS]
+
+
+def _provider(service, **kw):
+    from qpeft.jobs.ibm import IBMProvider
+
+    return IBMProvider("ibm_nairobi", service=service, sampler_factory=service.sampler, **kw)
+
+
+def test_without_a_named_instance_a_tag_is_looked_up_in_every_instance():
+    """The job was made in instance b (where the first process's SDK found the backend); after a
+    restart the SDK finds the backend in instance a (b's listing failed once): the tag is still
+    found, so the submission is not taken as having created nothing (and paid again)."""
+    service = StandInRuntimeService(instance=None)
+    backend = service.backend("ibm_nairobi")
+    backend._instance = INSTANCE_B
+    job_id = _provider(service).submit(_circuits()[:1], 100, "k.1")
+    assert service.by_id[job_id].instance == INSTANCE_B
+    backend._instance = STANDIN_CRN
+    assert _provider(service).find("k.1") == job_id and service.instance_lists == 1
+    assert _provider(service).find("k.2") is None
+
+
+def test_a_named_instance_is_the_only_one_searched():
+    service = StandInRuntimeService()  # (the account names its instance)
+    job_id = _provider(service).submit(_circuits()[:1], 100, "k.1")
+    assert _provider(service).find("k.1") == job_id and service.instance_lists == 0
+
+
+def test_a_name_that_matched_two_instances_does_not_make_not_found_final(tmp_path):
+    """An account saved with an instance name that two instances share gets a client for each:
+    the SDK asks both for a job and passes over their errors, so "not found" stops the run."""
+    service = StandInRuntimeService(polls=10**6)
+    service.instance = "my-instance"  # (the saved account's name, not a CRN)
+    service._api_clients[INSTANCE_B] = None
+    with pytest.raises(TimeoutError, match="still open"):
+        JobEngine(_provider(service), tmp_path, deadline=1.0, **FAST).run(_circuits()[:1], 100, scope="s")
+    (job_id,) = [r["job_id"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
+    service.forget(job_id)
+    with pytest.raises(ProviderError, match=f"--lost {job_id}.*QPEFT_IBM_INSTANCE"):  # (not a job made anew)
+        JobEngine(_provider(service), tmp_path, deadline=5.0, **FAST).run(_circuits()[:1], 100, scope="s")
+    assert service.submissions == 1
+    assert "lost" not in [r["event"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+
+
+def test_the_service_object_is_called_one_thread_at_a_time(tmp_path):
+    """Four jobs left open are re-attached by a restart in four engine threads; every call that
+    reaches the service object (job lookups; submissions) comes alone."""
+    service = StandInRuntimeService(polls=10**6, instance=None)
+    service.call_s = 0.05
+
+    def provider():
+        made = _provider(service)
+        made.limits = Limits(max_circuits=1)  # (one job per circuit: four jobs)
+        return made
+
+    with pytest.raises(TimeoutError, match="still open"):
+        JobEngine(provider(), tmp_path, deadline=1.5, max_parallel=4, **FAST).run(_circuits(), 400, scope="s")
+    for job in service.by_id.values():
+        job._polls = 0
+    out = JobEngine(provider(), tmp_path, max_parallel=4, **FAST).run(_circuits(), 400, scope="s")
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
+    assert service.submissions == 4 and service.overlaps == 0
+
+
+def test_QPEFT_IBM_INSTANCE_names_the_instance(monkeypatch):
+    runtime = pytest.importorskip("qiskit_ibm_runtime")
+    made = []
+
+    def service(token=None, **kw):
+        made.append(kw)
+        return StandInRuntimeService(instance=kw.get("instance"))
+
+    monkeypatch.setattr(runtime, "QiskitRuntimeService", service)
+    monkeypatch.setenv("QPEFT_IBM_INSTANCE", STANDIN_CRN)
+    from qpeft.jobs.ibm import IBMProvider
+
+    provider = IBMProvider("ibm_nairobi")
+    assert made == [{"instance": STANDIN_CRN}] and provider.account() == account_digest(STANDIN_CRN)
+    assert provider._one_instance()
+    monkeypatch.delenv("QPEFT_IBM_INSTANCE")
+    assert not IBMProvider("ibm_nairobi")._one_instance() and made[-1] == {}
+
+
+def test_an_instance_the_token_cannot_reach_is_a_clear_error(monkeypatch):
+    runtime = pytest.importorskip("qiskit_ibm_runtime")
+    from qiskit_ibm_runtime.exceptions import IBMInputValueError
+
+    def refusing(token=None, instance=None):
+        raise IBMInputValueError(
+            f"The given API token is associated with an account that does not have access to the instance {instance}."
+        )
+
+    monkeypatch.setattr(runtime, "QiskitRuntimeService", refusing)
+    from qpeft.jobs.ibm import IBMProvider
+
+    with pytest.raises(ValueError, match="does not have access.*check QPEFT_IBM_INSTANCE"):
+        IBMProvider("ibm_nairobi", instance="crn:v1:other")
