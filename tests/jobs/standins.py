@@ -190,15 +190,19 @@ class StandInRuntimeService:
     without a named instance, the service holds clients too (``_api_clients``, as the SDK does).
     The SDK's service object switches its active instance inside its calls and is not
     thread-safe: ``overlaps`` counts the calls (``job``, ``jobs``, ``instances``, a Sampler's
-    ``run``) made while another was in flight; each takes ``call_s`` seconds.
+    ``run``) made while another was in flight; each takes ``call_s`` seconds. ``refusing``: the
+    instances whose job search raises (403), as the SDK's does for an instance it cannot use.
     """
 
-    def __init__(self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0, instance=STANDIN_CRN):
+    def __init__(
+        self, backends=("ibm_nairobi",), least=None, usage_s=2.5, polls=0, instance=STANDIN_CRN, others=("instance-b",)
+    ):
         from qiskit_ibm_runtime import fake_provider
 
         self.instance = instance
         self.active = where = instance or STANDIN_CRN
-        self.others = [STANDIN_CRN.replace("instance-a", "instance-b")]
+        self.others = [STANDIN_CRN.replace("instance-a", other) for other in others]
+        self.refusing: set[str] = set()  # instances whose job searches fail (an instance the SDK itself skips)
         self._crns = [where, *self.others]
         self._api_clients = {where: None} if instance else dict.fromkeys(self._crns)
         self.call_s, self.overlaps, self.instance_lists, self._in_flight = 0.0, 0, 0, 0
@@ -262,9 +266,13 @@ class StandInRuntimeService:
             return self.by_id[job_id]
 
     def jobs(self, job_tags=None, limit=10, instance=None, **_):
+        from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+
         with self.call():
             pass
         where = instance or self.active
+        if where in self.refusing:
+            raise RequestsApiError("403 Client Error: Forbidden for url: .../jobs", status_code=403)
         found = [j for j in self.by_id.values() if set(job_tags or []) <= set(j.tags) and j.instance == where]
         return found[:limit]
 

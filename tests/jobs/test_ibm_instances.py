@@ -50,6 +50,25 @@ def test_without_a_named_instance_a_tag_is_looked_up_in_every_instance():
     assert _provider(service).find("k.2") is None
 
 
+def test_a_search_that_fails_in_one_instance_asks_the_others_and_is_no_answer_if_none_has_it():
+    """Without a named instance the account lists instances the SDK cannot use (their search
+    fails): the job is still found in another; where no instance has it and one failed, the
+    lookup is an error (the job may be in the failed one), never "no job", which pays again."""
+    from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+
+    service = StandInRuntimeService(instance=None, others=("instance-c", "instance-b"))
+    backend = service.backend("ibm_nairobi")
+    backend._instance = INSTANCE_B
+    job_id = _provider(service).submit(_circuits()[:1], 100, "k.1")
+    backend._instance = STANDIN_CRN
+    service.refusing = {STANDIN_CRN.replace("instance-a", "instance-c")}
+    assert _provider(service).find("k.1") == job_id
+    with pytest.raises(RequestsApiError, match="403"):
+        _provider(service).find("k.2")
+    service.refusing = set()
+    assert _provider(service).find("k.2") is None
+
+
 def test_a_named_instance_is_the_only_one_searched():
     service = StandInRuntimeService()  # (the account names its instance)
     job_id = _provider(service).submit(_circuits()[:1], 100, "k.1")
@@ -60,8 +79,7 @@ def test_a_name_that_matched_two_instances_does_not_make_not_found_final(tmp_pat
     """An account saved with an instance name that two instances share gets a client for each:
     the SDK asks both for a job and passes over their errors, so "not found" stops the run."""
     service = StandInRuntimeService(polls=10**6)
-    service.instance = "my-instance"  # (the saved account's name, not a CRN)
-    service._api_clients[INSTANCE_B] = None
+    service._api_clients[INSTANCE_B] = None  # (the SDK's client per matching CRN)
     with pytest.raises(TimeoutError, match="still open"):
         JobEngine(_provider(service), tmp_path, deadline=1.0, **FAST).run(_circuits()[:1], 100, scope="s")
     (job_id,) = [r["job_id"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "submitted"]
@@ -109,6 +127,10 @@ def test_QPEFT_IBM_INSTANCE_names_the_instance(monkeypatch):
     assert provider._one_instance()
     monkeypatch.delenv("QPEFT_IBM_INSTANCE")
     assert not IBMProvider("ibm_nairobi")._one_instance() and made[-1] == {}
+    # an account that names no instance, with one client (it can use one): still not "named"
+    one = StandInRuntimeService(instance=None, others=())
+    monkeypatch.setattr(runtime, "QiskitRuntimeService", lambda token=None: one)
+    assert not IBMProvider("ibm_nairobi")._one_instance()
 
 
 def test_an_instance_the_token_cannot_reach_is_a_clear_error(monkeypatch):
@@ -125,3 +147,53 @@ def test_an_instance_the_token_cannot_reach_is_a_clear_error(monkeypatch):
 
     with pytest.raises(ValueError, match="does not have access.*check QPEFT_IBM_INSTANCE"):
         IBMProvider("ibm_nairobi", instance="crn:v1:other")
+
+
+def test_a_submission_that_never_answers_does_not_hold_up_the_lookup_past_the_deadline(tmp_path):
+    """The SDK's requests have no read timeout: a submission whose answer never comes holds the
+    service object. The engine's lookup of its tag finds the object busy (a transient error,
+    retried) and the run stops at its deadline with the submission unknown, to be settled by a
+    rerun; the lookup does not wait for the stuck call."""
+    import threading
+    import time
+
+    service = StandInRuntimeService(instance=None)
+    provider = _provider(service)
+    provider.busy_s = 0.1
+    sampler, release = service.sampler, threading.Event()
+
+    def stuck(**kw):
+        made = sampler(**kw)
+        made.run = lambda *args, **kwargs: release.wait(30) and None
+        return made
+
+    provider._sampler_factory = stuck
+    engine = JobEngine(provider, tmp_path, deadline=2.0, submit_timeout=0.3, **FAST)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as stopped:
+            engine.run(_circuits()[:1], 100, scope="s")
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+    assert waited < 15, f"the run waited {waited:.0f} s for a stuck call"  # (the call holds out for 30 s)
+    events = [r["event"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+    assert events[-1] == "unknown" and service.submissions == 0, (events, stopped.value)
+
+
+def test_with_a_named_instance_submissions_run_side_by_side(tmp_path):
+    """A named instance: no call switches the service object's active instance, so submissions are
+    not queued one behind another (queued, each would wait out submit_timeout and read as a
+    submission of unknown outcome)."""
+    service = StandInRuntimeService()
+    service.call_s = 0.4
+
+    def provider():
+        made = _provider(service)
+        made.limits = Limits(max_circuits=1)
+        return made
+
+    out = JobEngine(provider(), tmp_path, max_parallel=4, submit_timeout=1.2, **FAST).run(_circuits(), 400, scope="s")
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=0.15)
+    events = [r["event"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl")]
+    assert "unknown" not in events and service.submissions == 4 and service.overlaps > 0

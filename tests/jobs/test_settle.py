@@ -352,3 +352,20 @@ def test_another_accounts_job_is_not_recorded_lost_by_hand(tmp_path, capsys):
     assert main(["jobs", str(tmp_path), "--lost", "J"]) != 0
     assert "made by another account" in capsys.readouterr().err
     assert [r["event"] for r in read_ledger(path)] == ["submitted", "left"]
+
+
+def test_the_new_budget_is_the_highest_renewed_attempt_whatever_order_the_records_came_in(tmp_path):
+    """A hand record of an older attempt written after a newer one lowers no budget; a finished
+    job's attempt renews it too (its results were lost since), as before."""
+    from qpeft.jobs.ledger import BY_HAND
+
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    common = dict(key="k", provider="spool", backend="", circuits=1, shots=100)
+    ledger.append("done", job_id="J2", attempt=2, tag="k.2", **common)
+    assert ledger.renewed("k") == 2
+    ledger.append("lost", job_id="J4", attempt=4, tag="k.4", by=BY_HAND, **common)
+    ledger.append("lost", job_id="J3", attempt=3, tag="k.3", by=BY_HAND, **common)
+    ledger.append("lost", job_id="J5", attempt=5, tag="k.5", by="qpeft jobs", message="not found", **common)
+    ledger.close()
+    assert ledger.renewed("k") == 4 and Ledger(path).renewed("k") == 4 and ledger.renewed("other") == 0

@@ -10,15 +10,20 @@
   the transpiled (ISA) circuit, whose routing adds gates; one shot count per job. Jobs are
   tagged, so a submission with no answer is found by its tag.
 * A job id the service does not know (``RuntimeJobNotFound``) is :class:`JobLostError` where the
-  service asks one instance alone: the account names it (``instance=``, ``QPEFT_IBM_INSTANCE``, a
-  saved account's) and it matched one. Otherwise ``QiskitRuntimeService.job`` asks the active
+  service asks one instance alone: the account names it (``instance=``, ``QPEFT_IBM_INSTANCE``;
+  a saved account's, where no token is given: ``QiskitRuntimeService(token=...)`` does not read the
+  saved account) and it matched one. Otherwise ``QiskitRuntimeService.job`` asks the active
   instance and then every other one it has a client for, passing over their errors, so its "not
   found" may be a failed or missed lookup: the run stops with the job's id, and a user who finds
   the job gone records it with ``qpeft jobs RUN --lost ID``. A tag is looked up in the backend's
-  instance, and without a named instance in every instance the account lists (the backend's
-  instance may differ after a restart); a failed lookup is an error, never "no job".
-* The service object switches its active instance inside its calls, so the provider makes them
-  one at a time (the engine calls it from several threads).
+  instance, and without one named instance in every instance the account lists (the backend's
+  instance may differ after a restart); a lookup that failed somewhere and found the job nowhere
+  is an error, never "no job".
+* Without one named instance those lookups switch the service object's active instance, which
+  its job submissions also read: the provider then makes its calls to the service object one at a
+  time (the engine calls from several threads); a call that finds the object busy for ``busy_s``
+  (10 s, e.g. behind a submission whose answer has not come) is a transient error, retried within
+  the run's deadline, never a wait without end (the SDK's requests have no read timeout).
 * What a finished job used is its ``metrics()["usage"]`` (QPU seconds).
 * Checked when the provider is made, before any model loads: a missing account, a refused
   token or an unknown backend name is a ValueError saying what to fix.
@@ -26,6 +31,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -117,6 +123,7 @@ class IBMProvider(Provider):
         self._token = token or os.environ.get(TOKEN_ENV, "")
         self._instance = instance or os.environ.get(INSTANCE_ENV) or None  # (a CRN or name: signs nothing)
         self._calls = threading.Lock()  # (the service object is not thread-safe: see module docstring)
+        self.busy_s = 10.0
         self.local = backend is not None and backend.startswith("fake_")
         self.durable = not self.local  # local testing mode: jobs end with the process
         if self.local:
@@ -274,7 +281,7 @@ class IBMProvider(Provider):
             isa, columns = self._isa_template(circuits[members[0]].circuit)
             values = np.array([circuits[i].angles() for i in members], dtype=np.float64)[:, columns]
             pubs.append((isa, values) if columns else (isa,))  # no parameters: one circuit (deduplicated)
-        with self._calls:
+        with self._one_at_a_time():
             job = self._sampler(tag).run(pubs, shots=shots)
         self._jobs[job.job_id()] = job
         self._tags[tag] = job.job_id()
@@ -287,7 +294,7 @@ class IBMProvider(Provider):
                 raise JobLostError(f"ibm local-testing job {job_id} ended with its process")
             runtime = require("qiskit_ibm_runtime", "ibm")
             try:
-                with self._calls:
+                with self._one_at_a_time():
                     job = self._jobs[job_id] = self._service.job(job_id)
             except runtime.RuntimeJobNotFound as err:
                 words = self.redact(str(err))
@@ -302,6 +309,23 @@ class IBMProvider(Provider):
                     "makes this answer final for new runs (a run keeps the account its jobs were made with)"
                 ) from None
         return job
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self):
+        """A call to the service object, alone where it asks several instances (see module
+        docstring); TransientError if another holds it for ``busy_s`` (nothing was sent)."""
+        if self._one_instance():  # (its calls keep the one active instance: no call changes what another reads)
+            yield
+            return
+        if not self._calls.acquire(timeout=self.busy_s):
+            raise TransientError(
+                f"the IBM service object was busy with another call for {self.busy_s:g} s (a submission or lookup "
+                "whose answer has not come); nothing was sent"
+            )
+        try:
+            yield
+        finally:
+            self._calls.release()
 
     def _one_instance(self) -> bool:
         """Whether the service asks one instance alone for a job: the account names it and the
@@ -357,12 +381,19 @@ class IBMProvider(Provider):
             return self._tags[tag]
         if self._service is None:
             return None
-        with self._calls:  # (jobs() searches the active instance unless given one: the backend's, where it ran)
+        failed = []
+        with self._one_at_a_time():  # (jobs() searches the active instance unless given one: the backend's)
             places = [getattr(self._backend, "_instance", None)]
             if not self._one_instance():  # (this process's backend may be another instance's than the job's)
                 places += [found["crn"] for found in self._service.instances()]
             for where in dict.fromkeys(places):
-                found = self._service.jobs(job_tags=[tag], limit=1, **({"instance": where} if where else {}))
+                try:
+                    found = self._service.jobs(job_tags=[tag], limit=1, **({"instance": where} if where else {}))
+                except Exception as err:  # (another instance may have it: asked on; failed nowhere is "none")
+                    failed.append(err)
+                    continue
                 if found:
                     return found[0].job_id()
+        if failed:  # (the job may be in the instance that failed: not "no job")
+            raise failed[0]
         return None
