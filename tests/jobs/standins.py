@@ -188,10 +188,12 @@ class StandInRuntimeService:
     instance ``jobs()`` searches when it is given none (without a named instance: the SDK's active
     client, which need not be the backend's); ``others`` the account's other instances, for which,
     without a named instance, the service holds clients too (``_api_clients``, as the SDK does).
-    The SDK's service object switches its active instance inside its calls and is not
-    thread-safe: ``overlaps`` counts the calls (``job``, ``jobs``, ``instances``, a Sampler's
-    ``run``) made while another was in flight; each takes ``call_s`` seconds. ``refusing``: the
-    instances whose job search raises (403), as the SDK's does for an instance it cannot use.
+    The SDK's service object switches its active instance inside its lookups (``job``, ``jobs``,
+    ``instances``), which its submissions (a Sampler's ``run``) read: ``overlaps`` counts the calls
+    that met a lookup in flight or, being a lookup, met any call; ``side_by_side`` the submissions
+    that met another (harmless: each sets the backend's instance); each call takes ``call_s``
+    seconds. ``refusing``: instance -> the status code its job search raises with (403: an
+    instance the SDK itself skips as unusable; 503: one that is down for now).
     """
 
     def __init__(
@@ -202,10 +204,11 @@ class StandInRuntimeService:
         self.instance = instance
         self.active = where = instance or STANDIN_CRN
         self.others = [STANDIN_CRN.replace("instance-a", other) for other in others]
-        self.refusing: set[str] = set()  # instances whose job searches fail (an instance the SDK itself skips)
+        self.refusing: dict[str, int] = {}
         self._crns = [where, *self.others]
         self._api_clients = {where: None} if instance else dict.fromkeys(self._crns)
-        self.call_s, self.overlaps, self.instance_lists, self._in_flight = 0.0, 0, 0, 0
+        self.call_s, self.overlaps, self.side_by_side, self.instance_lists = 0.0, 0, 0, 0
+        self._in_flight = {"lookup": 0, "submit": 0}
         self._counting = threading.Lock()
         self._backends = {}
         for name in backends:
@@ -240,17 +243,19 @@ class StandInRuntimeService:
         return {**account, "instance": self.instance} if self.instance else account
 
     @contextlib.contextmanager
-    def call(self):
-        """One call of the service object (see the class docstring)."""
+    def call(self, kind="lookup"):
+        """One call of the service object, a ``lookup`` or a ``submit`` (see the class docstring)."""
         with self._counting:
-            self._in_flight += 1
-            self.overlaps += self._in_flight > 1
+            lookups, submits = self._in_flight["lookup"], self._in_flight["submit"]
+            self.overlaps += bool(lookups or (kind == "lookup" and submits))
+            self.side_by_side += kind == "submit" and submits > 0
+            self._in_flight[kind] += 1
         try:
             time.sleep(self.call_s)
             yield
         finally:
             with self._counting:
-                self._in_flight -= 1
+                self._in_flight[kind] -= 1
 
     def instances(self):
         with self.call():
@@ -272,7 +277,9 @@ class StandInRuntimeService:
             pass
         where = instance or self.active
         if where in self.refusing:
-            raise RequestsApiError("403 Client Error: Forbidden for url: .../jobs", status_code=403)
+            code = self.refusing[where]
+            words = {403: "Client Error: Forbidden", 503: "Server Error: Service Unavailable"}[code]
+            raise RequestsApiError(f"{code} {words} for url: .../jobs", status_code=code)
         found = [j for j in self.by_id.values() if set(job_tags or []) <= set(j.tags) and j.instance == where]
         return found[:limit]
 
@@ -293,7 +300,7 @@ class _StandInSampler:
         self._sampler = Sampler(mode=mode, options=options)  # the SDK's own, in local testing mode
 
     def run(self, pubs, shots=None):
-        with self.service.call():
+        with self.service.call("submit"):
             pass
         job = _RuntimeJob(self._sampler.run(pubs, shots=shots), self.tags, self.service.usage_s, self.service.polls)
         job.failure, self.service.fail_next = self.service.fail_next, ""

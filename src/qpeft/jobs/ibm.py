@@ -20,10 +20,12 @@
   instance may differ after a restart); a lookup that failed somewhere and found the job nowhere
   is an error, never "no job".
 * Without one named instance those lookups switch the service object's active instance, which
-  its job submissions also read: the provider then makes its calls to the service object one at a
-  time (the engine calls from several threads); a call that finds the object busy for ``busy_s``
-  (10 s, e.g. behind a submission whose answer has not come) is a transient error, retried within
-  the run's deadline, never a wait without end (the SDK's requests have no read timeout).
+  its job submissions also read (each sets the backend's, so submissions agree among themselves):
+  the provider then makes a lookup alone and submissions side by side (the engine calls from
+  several threads). A call that finds the object busy for ``busy_s`` (10 s, e.g. a lookup behind a
+  submission whose answer has not come) is a transient error, retried as the engine retries
+  those (``max_attempts``, with backoff), never a wait without end (the SDK's requests have no read
+  timeout); a busy submission sent nothing.
 * What a finished job used is its ``metrics()["usage"]`` (QPU seconds).
 * Checked when the provider is made, before any model loads: a missing account, a refused
   token or an unknown backend name is a ValueError saying what to fix.
@@ -34,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -54,6 +55,7 @@ from qpeft.jobs.base import (
     circuit_text,
     counts_to_probs,
 )
+from qpeft.jobs.turns import Turns
 
 TOKEN_ENV = "QPEFT_IBM_TOKEN"
 INSTANCE_ENV = "QPEFT_IBM_INSTANCE"
@@ -122,7 +124,7 @@ class IBMProvider(Provider):
         runtime = require("qiskit_ibm_runtime", "ibm")
         self._token = token or os.environ.get(TOKEN_ENV, "")
         self._instance = instance or os.environ.get(INSTANCE_ENV) or None  # (a CRN or name: signs nothing)
-        self._calls = threading.Lock()  # (the service object is not thread-safe: see module docstring)
+        self._turns = Turns()  # (the service object is not thread-safe: see module docstring)
         self.busy_s = 10.0
         self.local = backend is not None and backend.startswith("fake_")
         self.durable = not self.local  # local testing mode: jobs end with the process
@@ -281,7 +283,7 @@ class IBMProvider(Provider):
             isa, columns = self._isa_template(circuits[members[0]].circuit)
             values = np.array([circuits[i].angles() for i in members], dtype=np.float64)[:, columns]
             pubs.append((isa, values) if columns else (isa,))  # no parameters: one circuit (deduplicated)
-        with self._one_at_a_time():
+        with self._service_call(alone=False):
             job = self._sampler(tag).run(pubs, shots=shots)
         self._jobs[job.job_id()] = job
         self._tags[tag] = job.job_id()
@@ -294,7 +296,7 @@ class IBMProvider(Provider):
                 raise JobLostError(f"ibm local-testing job {job_id} ended with its process")
             runtime = require("qiskit_ibm_runtime", "ibm")
             try:
-                with self._one_at_a_time():
+                with self._service_call(alone=True):
                     job = self._jobs[job_id] = self._service.job(job_id)
             except runtime.RuntimeJobNotFound as err:
                 words = self.redact(str(err))
@@ -311,21 +313,25 @@ class IBMProvider(Provider):
         return job
 
     @contextlib.contextmanager
-    def _one_at_a_time(self):
-        """A call to the service object, alone where it asks several instances (see module
-        docstring); TransientError if another holds it for ``busy_s`` (nothing was sent)."""
+    def _service_call(self, alone: bool):
+        """A call to the service object: without one named instance a lookup (``alone``) waits for
+        no other call, a submission for no lookup (see module docstring); TransientError where
+        that takes ``busy_s`` (nothing was sent)."""
         if self._one_instance():  # (its calls keep the one active instance: no call changes what another reads)
             yield
             return
-        if not self._calls.acquire(timeout=self.busy_s):
+        if not self._turns.take(alone, self.busy_s):
             raise TransientError(
-                f"the IBM service object was busy with another call for {self.busy_s:g} s (a submission or lookup "
-                "whose answer has not come); nothing was sent"
+                f"the IBM service object was busy for {self.busy_s:g} s with a call that has not answered yet (a "
+                f"{'submission or lookup' if alone else 'lookup'}); nothing was sent"
             )
         try:
             yield
         finally:
-            self._calls.release()
+            self._turns.give(alone)
+
+    def _text(self, error: BaseException) -> str:
+        return f"{type(error).__name__}: {self.redact(str(error))}"
 
     def _one_instance(self) -> bool:
         """Whether the service asks one instance alone for a job: the account names it and the
@@ -382,7 +388,7 @@ class IBMProvider(Provider):
         if self._service is None:
             return None
         failed = []
-        with self._one_at_a_time():  # (jobs() searches the active instance unless given one: the backend's)
+        with self._service_call(alone=True):  # (jobs() searches the active instance unless given one: the backend's)
             places = [getattr(self._backend, "_instance", None)]
             if not self._one_instance():  # (this process's backend may be another instance's than the job's)
                 places += [found["crn"] for found in self._service.instances()]
@@ -390,10 +396,19 @@ class IBMProvider(Provider):
                 try:
                     found = self._service.jobs(job_tags=[tag], limit=1, **({"instance": where} if where else {}))
                 except Exception as err:  # (another instance may have it: asked on; failed nowhere is "none")
-                    failed.append(err)
+                    failed.append((where, err))
                     continue
                 if found:
                     return found[0].job_id()
-        if failed:  # (the job may be in the instance that failed: not "no job")
-            raise failed[0]
-        return None
+        if not failed:
+            return None
+        # (the job may be in an instance that failed: not "no job"; retried if any failure may pass)
+        words = "; ".join(f"{where or 'the active one'}: {self._text(err)}" for where, err in failed)
+        text = f"the search for the job tagged {tag} failed in {len(failed)} of the account's instances ({words})"
+        text += " and found it in no other"
+        if any(self.is_transient_error(err) for _, err in failed):
+            raise TransientError(text)
+        raise RuntimeError(
+            f"{text}: it may be there. Name the instance jobs run in ({INSTANCE_ENV}=CRN) if the account cannot "
+            "use the failing one, or settle the submission by hand (qpeft jobs RUN_DIR --resolve TAG [--job-id ID])"
+        )
