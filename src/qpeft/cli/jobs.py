@@ -307,7 +307,7 @@ def add_parsers(sub) -> None:
         nargs="+",
         metavar="ID",
         help="record jobs the provider's console no longer lists, where its answers cannot say so (Origin's "
-        "HTTP 404, or IBM's 'not found' for an account saved without an instance, stops a run with the job's id): "
+        "HTTP 404, or IBM's 'not found' for an account without one named instance, stops a run with the job's id): "
         "an open job is recorded lost, a finished one gone; the next run pays for them again",
     )
     p.add_argument(

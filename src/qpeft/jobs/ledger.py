@@ -74,7 +74,7 @@ class Ledger:
         self._last: dict[str, dict] = {}  # key -> newest terminal record
         self._attempts: dict[str, int] = {}
         self._done: dict[str, dict] = {}  # key -> newest done record
-        self._renewed: dict[str, int] = {}  # key -> attempt of its newest done or hand-recorded lost job
+        self._renewed: dict[str, int] = {}  # key -> highest attempt of its done or hand-recorded lost jobs
         self._gone: set[str] = set()  # ids of done jobs whose results the provider no longer had
         self._left: set[tuple] = set()  # submissions a run went on without (left_behind)
         for record in read_ledger(self.path) if self.path is not None and self.path.exists() else []:
@@ -248,8 +248,8 @@ class Ledger:
 
     def renewed(self, key: str) -> int:
         """The attempt after which ``key``'s submissions count toward ``max_attempts`` (0: all of
-        them): that of its newest finished job (its results were lost since) or job the user
-        recorded lost by hand (``qpeft jobs --lost``: the user chose to pay for it again)."""
+        them): the highest of its finished jobs (their results were lost since) and of the jobs the
+        user recorded lost by hand (``qpeft jobs --lost``: the user chose to pay for them again)."""
         with self._lock:
             return self._renewed.get(key, 0)
 
