@@ -327,6 +327,10 @@ class Provider(ABC):
                 text = text.replace(secret, "***")
         return text
 
+    def describe(self, error: BaseException) -> str:
+        """``TYPE: message`` of an error of this provider's calls, secrets redacted."""
+        return f"{type(error).__name__}: {self.redact(str(error))}"
+
     def account(self) -> str | None:
         """Which account the provider submits jobs as, as a short digest (:func:`account_digest`:
         never the key or token itself), or None where that is not known. A job is visible to the

@@ -265,26 +265,23 @@ class BraketProvider(Provider):
                     raise
                 else:  # (an earlier call may have made the task)
                     raise CreateUnsettled(
-                        self._unsettled(tag, lost, f"create call {call} failed ({self._text(err)})")
+                        self._unsettled(tag, lost, f"create call {call} failed ({self.describe(err)})")
                     ) from None
             try:
                 arn = self._settle(tag)
             except Exception as err:  # (a search that failed settles nothing)
                 raise CreateUnsettled(
-                    self._unsettled(tag, lost, f"the search for it failed ({self._text(err)})")
+                    self._unsettled(tag, lost, f"the search for it failed ({self.describe(err)})")
                 ) from None
             if arn is not None:
                 return None, arn
         why = f"{CREATES} create calls gave no answer, and the search listed no task within {self.settle_s:g} s of each"
         raise CreateUnsettled(self._unsettled(tag, lost, why))
 
-    def _text(self, error: BaseException) -> str:
-        return f"{type(error).__name__}: {self.redact(str(error))}"
-
     def _unsettled(self, tag: str, lost: BaseException, why: str) -> str:
         return (
             f"a create call of the task tagged {tag} may have reached the service, but its answer was lost "
-            f"({self._text(lost)}), and {why}: the task may exist"
+            f"({self.describe(lost)}), and {why}: the task may exist"
         )
 
     def _hand_tokens(self) -> None:

@@ -100,7 +100,7 @@ class ProviderCalls:
         """The :class:`ProviderError` the engine raises for ``err``: the provider's name, the job's id
         (if given), the error's type and its message with every secret redacted."""
         about = f" job {job_id}" if job_id else ""
-        return ProviderError(f"{self.provider.name}{about}: {type(err).__name__}: {self.provider.redact(str(err))}")
+        return ProviderError(f"{self.provider.name}{about}: {self.provider.describe(err)}")
 
     def poll(self, job_id: str, submitted_at: float, deadline: Deadline) -> tuple[State | str, str, float]:
         """(the job's terminal state, 'lost' (the provider does not know it), or 'timeout' (past
@@ -214,7 +214,7 @@ class ProviderCalls:
         except JobLostError as err:
             return "lost", self.provider.redact(str(err))
         except Exception as err:
-            words.append(f"the cancel request failed ({type(err).__name__}: {self.provider.redact(str(err))})")
+            words.append(f"the cancel request failed ({self.provider.describe(err)})")
         give_up = min(time.time() + self.options.cancel_wait, deadline.at)
         seen: list[Status] = []
 
@@ -231,7 +231,7 @@ class ProviderCalls:
             if isinstance(err, RetryError) and last is not None:
                 words.append(f"{self.options.cancel_wait:g} s later it still reads {last.state.name}")
             else:
-                words.append(f"its status could not be read ({type(err).__name__}: {self.provider.redact(str(err))})")
+                words.append(f"its status could not be read ({self.provider.describe(err)})")
             if last is not None and last.message:
                 words.append(self.provider.redact(last.message))
             return None, "; ".join(words)

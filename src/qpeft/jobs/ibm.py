@@ -330,9 +330,6 @@ class IBMProvider(Provider):
         finally:
             self._turns.give(alone)
 
-    def _text(self, error: BaseException) -> str:
-        return f"{type(error).__name__}: {self.redact(str(error))}"
-
     def _one_instance(self) -> bool:
         """Whether the service asks one instance alone for a job: the account names it and the
         service holds one client (the SDK's own: a name that matched several CRNs gets one each)."""
@@ -403,7 +400,7 @@ class IBMProvider(Provider):
         if not failed:
             return None
         # (the job may be in an instance that failed: not "no job"; retried if any failure may pass)
-        words = "; ".join(f"{where or 'the active one'}: {self._text(err)}" for where, err in failed)
+        words = "; ".join(f"{where or 'the active one'}: {self.describe(err)}" for where, err in failed)
         text = f"the search for the job tagged {tag} failed in {len(failed)} of the account's instances ({words})"
         text += " and found it in no other"
         if any(self.is_transient_error(err) for _, err in failed):

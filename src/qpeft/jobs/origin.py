@@ -227,7 +227,7 @@ class OriginProvider(Provider):
                 raise  # (TransientError: created_nothing decides)
             raise SubmitUnsettled(
                 f"the submit failed with an error that does not say whether QCloud created the job "
-                f"({type(err).__name__}: {self.redact(str(err))})"
+                f"({self.describe(err)})"
             ) from None
         job_id = job.job_id()
         self._jobs[job_id] = job

@@ -159,7 +159,7 @@ def sees(calls, ledger: Ledger, live: dict, deadline, account: str) -> bool:
         except Exception as err:  # not found, or access denied: this account cannot read it
             if calls.provider.is_transient(err):  # (still failing after the retries: stop, do not pay again)
                 raise calls.clean(err, job_id) from None
-            why = f"{type(err).__name__}: {calls.provider.redact(str(err))}"
+            why = calls.provider.describe(err)
     logger.warning(
         "%s, made by another account, is not visible to this one (%s): it stays open (it may still run and be billed "
         "to that account; cancel it as that account, with `qpeft jobs RUN_DIR --cancel left` or in the provider's "

@@ -33,6 +33,7 @@ from qpeft.jobs.calls import ProviderCalls
 from qpeft.jobs.ledger import (
     ANOTHER_ACCOUNT,
     BY_HAND,
+    FIELDS,
     HAND_WORDS,
     Ledger,
     accounts,
@@ -169,11 +170,16 @@ def record_lost(run_dir: str | Path, job_ids: Iterable[str]) -> list[dict]:
         for job_id in ids:
             r = open_now.get(job_id) or finished[job_id]
             event = "lost" if job_id in open_now else "gone"
-            fields = {k: r[k] for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag") if k in r}
+            fields = _fields(r)
             message = f"{HAND_WORDS}: the provider's console no longer lists it"
             ledger.append(event, job_id=job_id, message=message, by=BY_HAND, **fields)
             reports.append({"job_id": job_id, "recorded": event})
         return reports
+
+
+def _fields(r: dict) -> dict:
+    """The fields of submission record ``r`` a record of its end repeats (its job id is passed apart)."""
+    return {k: r[k] for k in FIELDS if k in r and k != "job_id"}
 
 
 def _where(r: dict) -> str:
@@ -240,7 +246,7 @@ def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, canc
         except JobLostError as err:
             state, words = "lost", provider.redact(str(err))
         except Exception as err:  # (transient errors still failing after the retries, or any other)
-            report["words"] = f"its state could not be read ({type(err).__name__}: {provider.redact(str(err))})"
+            report["words"] = f"its state could not be read ({provider.describe(err)})"
             return report
     report["state"] = getattr(state, "value", state)
     report["words"] = words
@@ -255,7 +261,7 @@ def _settle(calls: ProviderCalls, ledger: Ledger, r: dict, here: str, mine, canc
         return report
     usage = calls.usage(job_id) if event != "lost" else None  # (billed also when it failed, was cancelled)
     # (no scope: the record is no step's event, and must not make an old step the newest for --compact-results)
-    fields = {k: r[k] for k in ("key", "provider", "backend", "circuits", "shots", "attempt", "tag") if k in r}
+    fields = _fields(r)
     extra = {"usage": usage} if usage else {}
     ledger.append(event, job_id=job_id, message=words, by="qpeft jobs", **fields, **extra)
     report["recorded"], report["usage"] = event, usage
