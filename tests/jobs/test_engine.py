@@ -230,12 +230,13 @@ class NoAnswer(ScriptedProvider):
 def test_an_unknown_submission_waits_for_a_person(tmp_path):
     from qpeft.cli import main
     from qpeft.jobs.calls import late_submit
+    from qpeft.jobs.runlock import run_key
 
     _, circuits = _circuits(5, seed=11)
     fast = {**FAST, "job_timeout": 0.05}
     answer = threading.Event()
     try:
-        with pytest.raises(SubmissionUnknownError, match="--resolve"):
+        with pytest.raises(SubmissionUnknownError, match="still in flight in this process"):
             JobEngine(NoAnswer(answer), tmp_path, **fast).run(circuits, None)
         with pytest.raises(SubmissionUnknownError):  # a rerun does not submit it either (it waits for the call)
             JobEngine(NoAnswer(answer), tmp_path, **fast).run(circuits, None)
@@ -243,7 +244,8 @@ def test_an_unknown_submission_waits_for_a_person(tmp_path):
         assert main(["jobs", str(tmp_path), "--resolve", tag]) == 2  # this process's call may still create it
     finally:
         answer.set()
-    assert isinstance(late_submit(tag).future.exception(timeout=30), TransientError)  # it answered: 503
+    call = late_submit(run_key(tmp_path / "jobs"), tag)
+    assert isinstance(call.future.exception(timeout=30), TransientError)  # it answered: 503
     assert main(["jobs", str(tmp_path), "--resolve", tag]) == 0  # checked: nothing was created
     healthy = ScriptedProvider(seed=12, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
     assert len(JobEngine(healthy, tmp_path, **fast).run(circuits, None)) == 5 and len(healthy.fate) == 1

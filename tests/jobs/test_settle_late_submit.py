@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spoolservice import SpoolService
+from spoolservice import ENV, SpoolService
 
 from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.base import SubmissionUnknownError
 from qpeft.jobs.calls import Late, late_submit
 from qpeft.jobs.ledger import read_ledger
+from qpeft.jobs.runlock import run_key
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -33,6 +34,11 @@ CIRCUITS = [BoundCircuit(RY, (float(t),)) for t in THETAS]
 EXPECTED = np.stack([np.cos(THETAS / 2) ** 2, np.sin(THETAS / 2) ** 2], axis=1)  # RY|0>, closed form
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 FAST = dict(poll_interval=0.01, max_poll_interval=0.05, progress=False)
+
+
+def _late(run: Path, tag: str) -> Late | None:
+    """This process's submit call of ``tag`` in the run directory ``run`` that no run has the answer of."""
+    return late_submit(run_key(run / "jobs"), tag)
 
 
 class Crash(BaseException):
@@ -81,8 +87,18 @@ def test_a_submit_that_does_not_answer_is_found_by_its_tag_while_the_call_still_
         served = service.drain()
     assert len(served) == 1
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
-    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
-    assert events == ["intent", "unknown", "submitted", "done"]
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["event"] for r in records] == ["intent", "unknown", "submitted", "done"]
+    assert _late(run, records[0]["tag"]) is None  # (found: forgotten, a rerun does not wait for the call)
+
+
+def test_a_submit_call_that_answers_is_forgotten(tmp_path):
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    with SpoolService(spool) as service:
+        JobEngine(SpoolProvider(spool=spool), run, **FAST).run(CIRCUITS, None, scope="s")
+        assert len(service.drain()) == 1
+    tags = {r["tag"] for r in read_ledger(run / "jobs" / "ledger.jsonl")}
+    assert tags and all(_late(run, tag) is None for tag in tags)
 
 
 def test_a_deadline_that_cuts_the_settling_wait_short_does_not_conclude_nothing_was_created(tmp_path):
@@ -153,7 +169,7 @@ def test_the_late_answer_of_a_call_the_run_gave_up_on_is_logged_and_a_rerun_uses
             tag = _give_up_on_the_submission(spool, run, turn)
         finally:
             turn.set()
-        job_id = late_submit(tag).future.result(timeout=30)
+        job_id = _late(run, tag).future.result(timeout=30)
         waited = time.monotonic()
         while "answered late" not in caplog.text and time.monotonic() - waited < 10:
             time.sleep(0.01)  # (logged by the call's thread after the answer is set)
@@ -162,7 +178,7 @@ def test_the_late_answer_of_a_call_the_run_gave_up_on_is_logged_and_a_rerun_uses
         assert f"--job-id {job_id}" in capsys.readouterr().err
         out = JobEngine(SpoolProvider(spool=spool), run, **FAST).run(CIRCUITS, None, scope="s")
         served = service.drain()
-    assert len(served) == 1 and late_submit(tag) is None  # (settled: forgotten)
+    assert len(served) == 1 and _late(run, tag) is None  # (settled: forgotten)
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
     records = read_ledger(run / "jobs" / "ledger.jsonl")
     assert [r["event"] for r in records] == ["intent", "unknown", "submitted", "done"]
@@ -241,7 +257,7 @@ def test_a_late_answer_is_logged_when_the_wait_for_it_ends_in_an_error(tmp_path,
         finally:
             turn.set()
         tag = next(r["tag"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
-        job_id = late_submit(tag).future.result(timeout=30)
+        job_id = _late(run, tag).future.result(timeout=30)
         waited = time.monotonic()
         while "answered late" not in caplog.text and time.monotonic() - waited < 10:
             time.sleep(0.01)
@@ -256,7 +272,7 @@ def test_a_late_answer_is_told_once_in_every_order(caplog):
     """The answer of a call no run waits for is logged once, whether it comes before or after the
     run stops waiting, and however often it stops; not when a run waits for it again."""
     caplog.set_level(logging.WARNING, logger="qpeft.jobs.engine")
-    come_first = Late("k.1", Future())
+    come_first = Late("s", "k.1", Future())
     come_first.future.set_result("job-1")
     assert not come_first.give_up()  # it has come: read it, nothing logged
     assert _warnings(caplog) == []
@@ -264,21 +280,109 @@ def test_a_late_answer_is_told_once_in_every_order(caplog):
     come_first.abandon()
     assert len(_warnings(caplog)) == 1 and "job-1" in _warnings(caplog)[0]
 
-    later = Late("k.2", Future())
+    later = Late("s", "k.2", Future())
     assert later.give_up()
     later.abandon()  # (an error on its way after the give-up: stays given up)
     later.future.set_result("job-2")
     assert len(_warnings(caplog)) == 2 and "--resolve k.2 --job-id job-2" in _warnings(caplog)[1]
 
-    waited_again = Late("k.3", Future())
+    waited_again = Late("s", "k.3", Future())
     assert waited_again.give_up()
     waited_again.wait_again()  # a rerun waits for it and records it
     waited_again.future.set_result("job-3")
     assert len(_warnings(caplog)) == 2
     for late in (come_first, later, waited_again):
         late.settle()
-        assert late_submit(late.tag) is None
-    older, newer = Late("k.4", Future()), Late("k.4", Future())  # (a call made again for the same tag)
+        assert late_submit("s", late.tag) is None
+    older, newer = Late("s", "k.4", Future()), Late("s", "k.4", Future())  # (a call made again for the same tag)
     older.settle()
-    assert late_submit("k.4") is newer  # settling a call forgets that call only
+    assert late_submit("s", "k.4") is newer  # settling a call forgets that call only
+    other = Late("t", "k.4", Future())  # (another run directory's call of the same tag)
+    assert late_submit("s", "k.4") is newer and late_submit("t", "k.4") is other
     newer.settle()
+    assert late_submit("t", "k.4") is other
+    other.settle()
+
+
+def test_another_process_can_neither_settle_nor_rerun_a_submission_whose_call_is_in_flight_here(tmp_path):
+    """The run gave up on the call and its engine closed, but the call's request may not have left
+    this process: no console shows the job yet, so a `--resolve TAG` ("not created") or a rerun in
+    another process would pay twice. This process keeps the run directory locked until the call
+    answers; a rerun here waits for it; then the directory is free again."""
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    resolve = [sys.executable, "-m", "qpeft.cli", "jobs", str(run), "--resolve"]
+    with SpoolService(spool) as service:
+        try:
+            with JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=0.1, job_timeout=0.3, **FAST) as first:
+                with pytest.raises(SubmissionUnknownError, match="still in flight in this process") as stop:
+                    first.run(CIRCUITS, None, scope="s")
+            assert "--resolve" not in str(stop.value)  # (no one can settle it by hand yet)
+            tag = next(r["tag"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+            elsewhere = subprocess.run([*resolve, tag], env=ENV, capture_output=True, text=True, timeout=120)
+            assert elsewhere.returncode != 0 and "still in flight" in elsewhere.stderr, elsewhere.stderr
+            threading.Timer(1.0, turn.set).start()
+            with JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=5, **FAST) as rerun:
+                out = rerun.run(CIRCUITS, None, scope="s")
+        finally:
+            turn.set()
+        served = service.drain()
+    assert len(served) == 1
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "unknown", "submitted", "done"]
+    after = subprocess.run([*resolve, tag], env=ENV, capture_output=True, text=True, timeout=120)
+    assert "in use" not in after.stderr and "no unresolved submission" in after.stderr, after.stderr  # (unlocked)
+
+
+def test_two_run_directories_with_the_same_tags_keep_their_own_calls(tmp_path):
+    """Two runs of one process on different run directories with the same circuits share tags:
+    the second one's call must not replace (or settle) the first one's, which a rerun of the
+    first waits for."""
+    spool, turn = tmp_path / "spool", threading.Event()
+    a, b = tmp_path / "a", tmp_path / "b"
+    with SpoolService(spool) as service:
+        try:
+            tag = _give_up_on_the_submission(spool, a, turn)
+            a_call = _late(a, tag)
+            assert a_call is not None and not a_call.future.done()
+            JobEngine(SpoolProvider(spool=spool), b, **FAST).run(CIRCUITS, None, scope="s")
+            assert tag in {r["tag"] for r in read_ledger(b / "jobs" / "ledger.jsonl")}  # (the same tag)
+            assert _late(a, tag) is a_call and _late(b, tag) is None
+            threading.Timer(0.5, turn.set).start()
+            out = JobEngine(WaitsForItsTurn(spool, turn), a, submit_timeout=0.1, job_timeout=20, **FAST).run(
+                CIRCUITS, None, scope="s"
+            )
+        finally:
+            turn.set()
+        served = service.drain()
+    assert len(served) == 2  # one job per run directory
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    records = read_ledger(a / "jobs" / "ledger.jsonl")
+    assert [r["event"] for r in records] == ["intent", "unknown", "submitted", "done"]
+    b_job = next(r["job_id"] for r in read_ledger(b / "jobs" / "ledger.jsonl") if r["event"] == "submitted")
+    assert records[2]["job_id"] == a_call.future.result() != b_job  # (its own call's job, not the other run's)
+
+
+def test_the_late_answer_of_a_call_a_ctrl_c_cut_short_is_logged_and_frees_the_run_directory(tmp_path, caplog):
+    """No rerun follows: the answer is logged with its job id, and once the call has answered
+    another process may open the run directory and record the job by the logged command."""
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    with SpoolService(spool) as service, caplog.at_level(logging.WARNING, logger="qpeft.jobs.engine"):
+        try:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt), JobEngine(WaitsForItsTurn(spool, turn), run, **FAST) as engine:
+                engine.run(CIRCUITS, None, scope="s")
+        finally:
+            turn.set()
+        tag = read_ledger(run / "jobs" / "ledger.jsonl")[0]["tag"]
+        job_id = _late(run, tag).future.result(timeout=30)
+        waited = time.monotonic()
+        while "answered late" not in caplog.text and time.monotonic() - waited < 10:
+            time.sleep(0.01)
+        assert f"--resolve {tag} --job-id {job_id}" in caplog.text
+        command = [sys.executable, "-m", "qpeft.cli", "jobs", str(run), "--resolve", tag, "--job-id", job_id]
+        elsewhere = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        out = JobEngine(SpoolProvider(spool=spool), run, **FAST).run(CIRCUITS, None, scope="s")
+        assert len(service.drain()) == 1
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)

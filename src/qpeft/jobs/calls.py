@@ -27,6 +27,7 @@ from tenacity import (
 
 from qpeft.jobs.base import BoundCircuit, JobLostError, JobStillRunningError, Provider, State, Status, error_chain
 from qpeft.jobs.options import Deadline, EngineOptions
+from qpeft.jobs.runlock import pin_run
 
 logger = logging.getLogger("qpeft.jobs.engine")
 
@@ -47,21 +48,27 @@ class Late:
     (:meth:`settle`): its ``future``. While no run waits for it (it gave no answer within
     ``submit_timeout`` and the run gave up, or an interrupt cut the wait short), its answer is
     logged when it comes, with the command that records it; a later run of this process that finds
-    the tag unsettled waits for the same call (:func:`late_submit`) instead of looking it up."""
+    the tag unsettled waits for the same call (:func:`late_submit`) instead of looking it up.
+    ``scope``: the run directory's :func:`~qpeft.jobs.runlock.run_key` (two run directories may
+    share tags), whose lock this process keeps until the call answers (another process could not
+    know of a request that has not left this one), or a name for a run without one."""
 
-    def __init__(self, tag: str, future: Future):
-        self.tag, self.future = tag, future
+    def __init__(self, scope: str, tag: str, future: Future):
+        self.scope, self.tag, self.future = scope, tag, future
         self._waited_for, self._told = True, False
         self._lock = threading.Lock()
         with _late_lock:
-            _late[tag] = self
+            _late[scope, tag] = self
+        unpin = pin_run(scope)
+        if unpin is not None:
+            future.add_done_callback(lambda _: unpin())
         future.add_done_callback(self._answered)
 
     def settle(self) -> None:
         """A run has its answer (or found its job): forgotten."""
         with _late_lock:
-            if _late.get(self.tag) is self:
-                del _late[self.tag]
+            if _late.get((self.scope, self.tag)) is self:
+                del _late[self.scope, self.tag]
 
     def wait_again(self) -> None:
         """A run waits for the answer (again) and records it."""
@@ -109,15 +116,16 @@ class Late:
 
 
 _late_lock = threading.Lock()
-_late: dict[str, Late] = {}  # tag -> its submit call in this process, until a run has its answer
+_late: dict[tuple[str, str], Late] = {}  # (scope, tag) -> its submit call in this process, until a run has its answer
 
 
-def late_submit(tag: str) -> Late | None:
-    """The submit call of ``tag`` in this process whose answer no run has yet: a later run waits for
-    it rather than look the job up by its tag (the call may not have reached the provider yet,
-    e.g. while it waits for its turn); None if none."""
+def late_submit(scope: str, tag: str) -> Late | None:
+    """The submit call of ``tag`` in the run directory ``scope`` (see :class:`Late`) in this
+    process whose answer no run has yet: a later run waits for it rather than look the job up by
+    its tag (the call may not have reached the provider yet, e.g. while it waits for its turn);
+    None if none."""
     with _late_lock:
-        return _late.get(tag)
+        return _late.get((scope, tag))
 
 
 def in_background(call: Callable, *args) -> Future:
@@ -161,9 +169,10 @@ def forget_hidden(err: BaseException) -> None:
 class ProviderCalls:
     """One provider's calls, with the engine's options (timeouts, backoff, attempts)."""
 
-    def __init__(self, provider: Provider, options: EngineOptions):
+    def __init__(self, provider: Provider, options: EngineOptions, scope: str = "-"):
         self.provider = provider
         self.options = options
+        self.scope = scope  # (the run's, for :class:`Late`)
 
     def submit(self, circuits: list[BoundCircuit], shots, tag: str, deadline: Deadline) -> str:
         """The new job's id; transient rejections that certainly created nothing retried with
@@ -175,7 +184,7 @@ class ProviderCalls:
             if not self.provider.remote:  # in-process: nothing to time out
                 return self.provider.submit(circuits, shots, tag)
             future = in_background(self.provider.submit, circuits, shots, tag)
-            late = Late(tag, future)
+            late = Late(self.scope, tag, future)
             try:  # (not cut short by the deadline: a call abandoned in flight leaves a job of unknown fate)
                 job_id = future.result(timeout=opts.submit_timeout)
             except FutureTimeout:

@@ -49,7 +49,7 @@ from qpeft.jobs.keys import job_key as job_key_of
 from qpeft.jobs.ledger import DURABLE, Ledger
 from qpeft.jobs.options import Deadline, EngineOptions, progress_bar
 from qpeft.jobs.pin import OpenJobs, check_account, check_backend, reattachable, refetch_first
-from qpeft.jobs.runlock import hold_run
+from qpeft.jobs.runlock import hold_run, run_key
 from qpeft.jobs.submit import Submitter
 from qpeft.jobs.writer import JobWriter
 
@@ -93,7 +93,8 @@ class JobEngine:
         self._scope = ""
         self._templates = Templates(provider.two_qubit_gates)
         self._memory: dict[tuple, np.ndarray] = {}  # (shots, template key, angles) -> result, with reuse_results
-        self.calls = ProviderCalls(provider, self.options)
+        scope = run_key(jobs_dir) if jobs_dir else f"memory:{id(self)}"  # (a rerun waits for its calls: Late)
+        self.calls = ProviderCalls(provider, self.options, scope)
         record = weakref.WeakMethod(self._record)  # (no engine <-> submitter cycle: a dropped engine is freed at once)
         self.submitter = Submitter(
             provider, self.calls, self.ledger, self.options, self.budget, lambda *a, **kw: record()(*a, **kw)

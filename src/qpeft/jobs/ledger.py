@@ -328,14 +328,20 @@ def parse_record(line: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def existing(path: str | Path) -> Path:
+    """``path`` if a ledger is there; a FileNotFoundError that says what to pass if not."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    return path
+
+
 def read_ledger(path: str | Path) -> list[dict]:
     """All records; a torn last line (a crash mid-write: no newline after it) is skipped, any
     other line that is not a record is an error (a damaged line that did end with its newline too:
     it was whole once, and may have been a job). Lines end at a newline byte only (a record's
     strings may hold other line separators)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    path = existing(path)
     data = path.read_bytes()
     lines = data.split(b"\n")
     if lines[-1] == b"":  # (each record is written with its newline in one write)

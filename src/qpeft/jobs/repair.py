@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from qpeft.jobs.cache import exclusive_lock
-from qpeft.jobs.ledger import UNSETTLED, Ledger, parse_record
+from qpeft.jobs.ledger import UNSETTLED, Ledger, existing, parse_record
 
 _FIELD = re.compile(rb'"(event|key|job_id|tag|scope)"\s*:\s*"([^"]{0,200})"')
 
@@ -35,9 +35,7 @@ def repair_ledger(run_dir: str | Path) -> dict:
     unsettled (looked up by tag), and where the original was kept; ``bad_lines`` is empty when
     the ledger was sound (then nothing is written)."""
     jobs_dir = Path(run_dir) / "jobs"
-    path = jobs_dir / "ledger.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    path = existing(jobs_dir / "ledger.jsonl")
     lock = exclusive_lock(jobs_dir / "results")  # (refused while a run has the directory open)
     try:
         return _repair(path)

@@ -16,6 +16,13 @@ see the first one's submissions and would pay for the same jobs again. So:
   run or a job thread still going is not taken over: the new one stops. An engine that fails to
   start gives the run directory back to the engine that had it.
 
+A submit call still in flight when its engine lets go (the run gave up waiting for its answer, or
+a Ctrl-C cut the wait short) keeps the file lock until it answers (:func:`pin_run`): until then the
+call may yet create a job, which neither another process's lookup by tag nor its ``qpeft jobs
+--resolve`` could know of (the request may not have left this process), so another process's
+engine or ``--resolve`` on that run directory stops with :class:`RunInUseError`; a new engine of
+this process takes it over as above and waits for the call.
+
 Where the file system has no advisory locks engines run without the lock, with a warning.
 (:func:`open_locked` takes the result cache's lock too.)
 """
@@ -27,6 +34,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 try:
@@ -48,6 +56,7 @@ class _Lock:
 
     def __init__(self, key: str, file):
         self.key, self.file, self.hold = key, file, None
+        self.pins = 0  # submit calls in flight that keep the file locked after the hold lets go (pin_run)
 
 
 _locks: dict[str, _Lock] = {}
@@ -131,9 +140,15 @@ class RunHold:
         lock = self._lock
         if lock.hold is self:
             lock.hold = None
-            if lock.file is not None:
-                lock.file.close()
-            _locks.pop(lock.key, None)
+            if not lock.pins:
+                _unlock(lock)
+
+
+def _unlock(lock: _Lock) -> None:  # (under _guard)
+    if lock.file is not None:
+        lock.file.close()
+    if _locks.get(lock.key) is lock:
+        del _locks[lock.key]
 
 
 def _freed_engine(hold: RunHold) -> None:
@@ -154,6 +169,34 @@ def _release_freed() -> None:  # (under _guard)
         _freed.pop()._let_go()
 
 
+def run_key(jobs_dir: Path) -> str:
+    """The name of ``jobs_dir`` in this module (and in :func:`qpeft.jobs.calls.late_submit`)."""
+    return str(Path(jobs_dir).resolve())
+
+
+def pin_run(key: str) -> Callable[[], None] | None:
+    """Keep this process's lock on the run directory ``key`` (:func:`run_key`) after its engine
+    lets go, until the returned function is called (idempotent): a submit call in flight (see
+    module docstring). None if this process does not hold the run directory."""
+    with _guard:
+        lock = _locks.get(key)
+        if lock is None:
+            return None
+        lock.pins += 1
+    unpinned = []
+
+    def unpin() -> None:
+        with _guard:
+            if unpinned:
+                return
+            unpinned.append(True)
+            lock.pins -= 1
+            if not lock.pins and lock.hold is None:
+                _unlock(lock)
+
+    return unpin
+
+
 def hold_run(jobs_dir: Path, engine) -> RunHold:
     """Hold ``jobs_dir`` for ``engine`` (see module docstring).
 
@@ -162,7 +205,7 @@ def hold_run(jobs_dir: Path, engine) -> RunHold:
             process is at work on it (a run, or a job thread still going).
     """
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    key = str(jobs_dir.resolve())
+    key = run_key(jobs_dir)
     with _guard:
         _release_freed()
         lock = _locks.get(key)
@@ -210,8 +253,9 @@ def _lock_file(jobs_dir: Path):
     except BlockingIOError:
         raise RunInUseError(
             f"{jobs_dir.parent} is in use by another job engine (a training or evaluation still running in "
-            "another process): two engines on one run directory would each pay for jobs the other submits. "
-            "Let that run end (or stop it), then rerun"
+            "another process, or a process whose submit call to the provider is still in flight after its run gave "
+            "up on it: it may yet create a job): two engines on one run directory would each pay for jobs the "
+            "other submits. Let that run end (or stop it), then rerun"
         ) from None
     if f is None:
         logger.warning("%s: %s; nothing stops a second engine", jobs_dir, why)

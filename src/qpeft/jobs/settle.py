@@ -37,12 +37,13 @@ from qpeft.jobs.ledger import (
     HAND_WORDS,
     Ledger,
     accounts,
+    existing,
     left_behind,
     made_by_another,
     submission,
 )
 from qpeft.jobs.options import Deadline, EngineOptions
-from qpeft.jobs.runlock import hold_run
+from qpeft.jobs.runlock import hold_run, run_key
 
 logger = logging.getLogger("qpeft.jobs.engine")
 
@@ -106,9 +107,7 @@ def check_open(provider: Provider, run_dir: str | Path, cancel: str | Iterable[s
 def _held(run_dir: str | Path):
     """The run directory's ledger, held as a run holds the directory (RunInUseError while one does)."""
     jobs_dir = Path(run_dir) / "jobs"
-    path = jobs_dir / "ledger.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no job ledger at {path}; pass a run directory trained with --quantum-backend")
+    path = existing(jobs_dir / "ledger.jsonl")
     hold = hold_run(jobs_dir, _Holder())
     ledger = None
     try:
@@ -130,7 +129,7 @@ def resolve(run_dir: str | Path, tag: str, job_id: str | None) -> dict:
             is still in flight or answered with another job id (a rerun here uses its answer).
         RunInUseError: a run has the run directory open.
     """
-    late = late_submit(tag)
+    late = late_submit(run_key(Path(run_dir) / "jobs"), tag)
     if late is not None and not late.future.done():
         raise ValueError(
             f"--resolve {tag}: this process made that submission and its call is still in flight (it may yet create "

@@ -104,7 +104,7 @@ class Submitter:
         """A submit that gave no answer in time, in this process: wait for its late answer or find
         the job by its tag; never submit it again blindly. None: the late answer was a rejection.
         ``unknown``: its ledger record, if an earlier run of this process wrote it."""
-        late = late_submit(tag)
+        late = late_submit(self.calls.scope, tag)
         if late is not None:
             late.wait_again()
         opts = self.options
@@ -130,7 +130,7 @@ class Submitter:
                     raise self.calls.clean(err)
                 if time.time() >= give_up:
                     if late is None or late.give_up():
-                        raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer"))
+                        raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer", late is not None))
                     continue  # (it answered just now)
                 job_id = self.calls.find(tag, deadline) if self.provider.can_find else None
                 if job_id is not None:
@@ -139,7 +139,7 @@ class Submitter:
                 time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
                 wait_s = min(2 * wait_s, opts.max_poll_interval)
         except BaseException:
-            if late is not None and late_submit(tag) is late:
+            if late is not None and late_submit(self.calls.scope, tag) is late:
                 late.abandon()  # (its answer is logged; a later run of this process waits for it)
             raise
         self._submitted(key, job_id, attempt, circuits, shots, tag)
@@ -153,7 +153,7 @@ class Submitter:
         submits the next attempt). Raises :class:`SubmissionUnknownError` where the provider
         cannot look jobs up by tag."""
         key, tag, attempt = live["key"], live["tag"], live["attempt"]
-        late = late_submit(tag)
+        late = late_submit(self.calls.scope, tag)
         if late is not None:  # its call is still in flight in this process (or has answered): not looked up
             logger.info(
                 "job key %s: the submission of tag %s was made by this process; waiting for its answer", key, tag
@@ -186,12 +186,20 @@ class Submitter:
         logger.info("job key %s: found job %s by its tag %s; re-attaching", key, job_id, tag)
         return job_id
 
-    def _unresolved(self, key: str, tag: str, why: str) -> str:
+    def _unresolved(self, key: str, tag: str, why: str, in_flight: bool = False) -> str:
         finding = (
             "it could not find the job by its tag either"
             if self.provider.can_find
             else f"the {self.provider.name} provider cannot look jobs up by tag"
         )
+        if in_flight:  # (its request may not have left: no console shows it yet, so no one can settle it by hand)
+            return (
+                f"the submission of job key {key} (tag {tag}) {why}, and {finding}; its call is still in flight in "
+                "this process and may not have reached the provider yet, so whether it creates a job is unknown. It "
+                "was not submitted again (that could pay for it twice). Rerun in this process: the rerun waits for the "
+                "call's answer (logged when it comes); until the call answers or this process ends, no other process "
+                "can open the run directory"
+            )
         return (
             f"the submission of job key {key} (tag {tag}) {why}, and {finding}, so whether it created a job is "
             "unknown; it was not submitted again (that could pay for it twice). Look for the job in the provider's "
