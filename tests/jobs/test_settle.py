@@ -369,3 +369,19 @@ def test_the_new_budget_is_the_highest_renewed_attempt_whatever_order_the_record
     ledger.append("lost", job_id="J5", attempt=5, tag="k.5", by="qpeft jobs", message="not found", **common)
     ledger.close()
     assert ledger.renewed("k") == 4 and Ledger(path).renewed("k") == 4 and ledger.renewed("other") == 0
+
+
+def test_a_jobs_command_holds_the_run_directory_for_as_long_as_it_works(tmp_path):
+    """`qpeft jobs --check/--cancel/--lost/--resolve` hold the run directory as a run does, not
+    only at their start: an engine of another process started meanwhile would not see their
+    records (the exclusive lock here stands for that engine's)."""
+    from qpeft.jobs.runlock import open_locked
+    from qpeft.jobs.settle import _held
+
+    jobs = tmp_path / "run" / "jobs"
+    Ledger(jobs / "ledger.jsonl").append("intent", key="k", tag="k.1", attempt=1)
+    with _held(tmp_path / "run"):
+        with pytest.raises(BlockingIOError):
+            open_locked(jobs / "engine.lock", exclusive=True)
+    other, _ = open_locked(jobs / "engine.lock", exclusive=True)  # (let go after)
+    other.close()

@@ -5,6 +5,8 @@ before it concludes that nothing was created, finds the job by its tag, and pays
 one process, a rerun waits for the call an earlier run gave up on (or a Ctrl-C cut short), which
 may not have sent its request yet; the answer of a call no run waits for is logged with its job id."""
 
+import contextlib
+import gc
 import logging
 import os
 import signal
@@ -24,7 +26,7 @@ from qpeft.jobs import BoundCircuit, JobEngine
 from qpeft.jobs.base import SubmissionUnknownError
 from qpeft.jobs.calls import Late, late_submit
 from qpeft.jobs.ledger import read_ledger
-from qpeft.jobs.runlock import run_key
+from qpeft.jobs.runlock import open_locked, run_key
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
 
@@ -95,10 +97,13 @@ def test_a_submit_that_does_not_answer_is_found_by_its_tag_while_the_call_still_
 def test_a_submit_call_that_answers_is_forgotten(tmp_path):
     spool, run = tmp_path / "spool", tmp_path / "run"
     with SpoolService(spool) as service:
-        JobEngine(SpoolProvider(spool=spool), run, **FAST).run(CIRCUITS, None, scope="s")
+        with JobEngine(SpoolProvider(spool=spool), run, **FAST) as engine:
+            engine.run(CIRCUITS, None, scope="s")
         assert len(service.drain()) == 1
     tags = {r["tag"] for r in read_ledger(run / "jobs" / "ledger.jsonl")}
     assert tags and all(_late(run, tag) is None for tag in tags)
+    free, _ = open_locked(run / "jobs" / "engine.lock", exclusive=True)  # (no call keeps it locked)
+    free.close()
 
 
 def test_a_deadline_that_cuts_the_settling_wait_short_does_not_conclude_nothing_was_created(tmp_path):
@@ -129,6 +134,30 @@ class WaitsForItsTurn(SpoolProvider):
     def submit(self, circuits, shots, tag):
         assert self.turn.wait(30)
         return super().submit(circuits, shots, tag)
+
+
+class CtrlCWhileItWaits(WaitsForItsTurn):
+    """The user presses Ctrl-C while the run waits for the answer of its submit call, which waits
+    for its turn (the signal is sent from the call's thread, 0.2 s after it started)."""
+
+    def submit(self, circuits, shots, tag):
+        threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+        return super().submit(circuits, shots, tag)
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt also where this process started with SIGINT ignored (a
+    background job of a non-interactive shell); no finalizer runs meanwhile (one running when the
+    signal lands would swallow it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        signal.signal(signal.SIGINT, previous)
 
 
 def _give_up_on_the_submission(spool, run, turn) -> str:
@@ -224,9 +253,8 @@ def test_a_call_a_ctrl_c_cut_short_is_waited_for_by_a_rerun_in_the_same_process(
     spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
     with SpoolService(spool) as service:
         try:
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-            with pytest.raises(KeyboardInterrupt):
-                JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=5, **FAST).run(CIRCUITS, None, scope="s")
+            with _ctrl_c_raises(), pytest.raises(KeyboardInterrupt):
+                JobEngine(CtrlCWhileItWaits(spool, turn), run, submit_timeout=5, **FAST).run(CIRCUITS, None, scope="s")
             threading.Timer(1.0, turn.set).start()
             rerun = JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=0.1, job_timeout=20, **FAST)
             out = rerun.run(CIRCUITS, None, scope="s")
@@ -335,32 +363,32 @@ def test_another_process_can_neither_settle_nor_rerun_a_submission_whose_call_is
 
 
 def test_two_run_directories_with_the_same_tags_keep_their_own_calls(tmp_path):
-    """Two runs of one process on different run directories with the same circuits share tags:
-    the second one's call must not replace (or settle) the first one's, which a rerun of the
-    first waits for."""
-    spool, turn = tmp_path / "spool", threading.Event()
+    """Two runs of one process on different run directories (here on different services) with
+    the same circuits share tags: the second one's call must not replace (or settle) the first
+    one's, which a rerun of the first waits for; looking the tag up at its own service, which the
+    call has not reached, it would conclude that nothing was created and pay again."""
+    turn = threading.Event()
     a, b = tmp_path / "a", tmp_path / "b"
-    with SpoolService(spool) as service:
+    with SpoolService(tmp_path / "spool-a") as service_a, SpoolService(tmp_path / "spool-b") as service_b:
         try:
-            tag = _give_up_on_the_submission(spool, a, turn)
+            tag = _give_up_on_the_submission(tmp_path / "spool-a", a, turn)
             a_call = _late(a, tag)
             assert a_call is not None and not a_call.future.done()
-            JobEngine(SpoolProvider(spool=spool), b, **FAST).run(CIRCUITS, None, scope="s")
+            JobEngine(SpoolProvider(spool=tmp_path / "spool-b"), b, **FAST).run(CIRCUITS, None, scope="s")
             assert tag in {r["tag"] for r in read_ledger(b / "jobs" / "ledger.jsonl")}  # (the same tag)
             assert _late(a, tag) is a_call and _late(b, tag) is None
-            threading.Timer(0.5, turn.set).start()
-            out = JobEngine(WaitsForItsTurn(spool, turn), a, submit_timeout=0.1, job_timeout=20, **FAST).run(
-                CIRCUITS, None, scope="s"
-            )
+            time.sleep(0.3)  # (well past the intent's submit_timeout)
+            threading.Timer(1.0, turn.set).start()
+            provider = WaitsForItsTurn(tmp_path / "spool-a", turn)
+            out = JobEngine(provider, a, submit_timeout=0.1, job_timeout=20, **FAST).run(CIRCUITS, None, scope="s")
         finally:
             turn.set()
-        served = service.drain()
-    assert len(served) == 2  # one job per run directory
+        served_a, served_b = service_a.drain(), service_b.drain()
+    assert len(served_a) == 1 and len(served_b) == 1
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
     records = read_ledger(a / "jobs" / "ledger.jsonl")
     assert [r["event"] for r in records] == ["intent", "unknown", "submitted", "done"]
-    b_job = next(r["job_id"] for r in read_ledger(b / "jobs" / "ledger.jsonl") if r["event"] == "submitted")
-    assert records[2]["job_id"] == a_call.future.result() != b_job  # (its own call's job, not the other run's)
+    assert records[2]["job_id"] == a_call.future.result()
 
 
 def test_the_late_answer_of_a_call_a_ctrl_c_cut_short_is_logged_and_frees_the_run_directory(tmp_path, caplog):
@@ -369,8 +397,8 @@ def test_the_late_answer_of_a_call_a_ctrl_c_cut_short_is_logged_and_frees_the_ru
     spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
     with SpoolService(spool) as service, caplog.at_level(logging.WARNING, logger="qpeft.jobs.engine"):
         try:
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-            with pytest.raises(KeyboardInterrupt), JobEngine(WaitsForItsTurn(spool, turn), run, **FAST) as engine:
+            engine = JobEngine(CtrlCWhileItWaits(spool, turn), run, **FAST)
+            with _ctrl_c_raises(), pytest.raises(KeyboardInterrupt), engine:
                 engine.run(CIRCUITS, None, scope="s")
         finally:
             turn.set()

@@ -179,6 +179,7 @@ def pin_run(key: str) -> Callable[[], None] | None:
     lets go, until the returned function is called (idempotent): a submit call in flight (see
     module docstring). None if this process does not hold the run directory."""
     with _guard:
+        _release_freed()
         lock = _locks.get(key)
         if lock is None:
             return None
@@ -193,6 +194,7 @@ def pin_run(key: str) -> Callable[[], None] | None:
             lock.pins -= 1
             if not lock.pins and lock.hold is None:
                 _unlock(lock)
+            _release_freed()
 
     return unpin
 
@@ -255,7 +257,8 @@ def _lock_file(jobs_dir: Path):
             f"{jobs_dir.parent} is in use by another job engine (a training or evaluation still running in "
             "another process, or a process whose submit call to the provider is still in flight after its run gave "
             "up on it: it may yet create a job): two engines on one run directory would each pay for jobs the "
-            "other submits. Let that run end (or stop it), then rerun"
+            "other submits. Let that run end (or stop it; a process whose submit call is stuck holds the directory "
+            "until it ends), then rerun"
         ) from None
     if f is None:
         logger.warning("%s: %s; nothing stops a second engine", jobs_dir, why)

@@ -108,7 +108,8 @@ def _held(run_dir: str | Path):
     """The run directory's ledger, held as a run holds the directory (RunInUseError while one does)."""
     jobs_dir = Path(run_dir) / "jobs"
     path = existing(jobs_dir / "ledger.jsonl")
-    hold = hold_run(jobs_dir, _Holder())
+    holder = _Holder()  # (kept alive here: a holder that is freed lets the run directory go)
+    hold = hold_run(jobs_dir, holder)
     ledger = None
     try:
         ledger = Ledger(path)

@@ -196,9 +196,10 @@ class Submitter:
             return (
                 f"the submission of job key {key} (tag {tag}) {why}, and {finding}; its call is still in flight in "
                 "this process and may not have reached the provider yet, so whether it creates a job is unknown. It "
-                "was not submitted again (that could pay for it twice). Rerun in this process: the rerun waits for the "
-                "call's answer (logged when it comes); until the call answers or this process ends, no other process "
-                "can open the run directory"
+                "was not submitted again (that could pay for it twice). Rerun in this process (a notebook, a script "
+                "that catches this error): the rerun waits for the call's answer (logged when it comes). Until the "
+                "call answers or this process ends, no other process can open the run directory; once this process "
+                "has ended, the next run settles the submission as after a crash"
             )
         return (
             f"the submission of job key {key} (tag {tag}) {why}, and {finding}, so whether it created a job is "
