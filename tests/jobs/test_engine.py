@@ -213,25 +213,37 @@ def test_a_torn_last_ledger_line_is_cut_before_the_next_append(tmp_path):
 
 
 class NoAnswer(ScriptedProvider):
-    """Submits that never answer, on a provider that cannot look jobs up (like Origin's)."""
+    """Submits that answer only once ``answer`` is set, with a 503 (nothing created), on a
+    provider that cannot look jobs up (like Origin's)."""
 
     can_find = False
 
+    def __init__(self, answer: threading.Event):
+        super().__init__()
+        self.answer = answer
+
     def submit(self, circuits, shots, tag):
-        time.sleep(0.2)
+        self.answer.wait(30)
         raise TransientError("503")
 
 
 def test_an_unknown_submission_waits_for_a_person(tmp_path):
     from qpeft.cli import main
+    from qpeft.jobs.calls import late_submit
 
     _, circuits = _circuits(5, seed=11)
     fast = {**FAST, "job_timeout": 0.05}
-    with pytest.raises(SubmissionUnknownError, match="--resolve"):
-        JobEngine(NoAnswer(), tmp_path, **fast).run(circuits, None)
-    with pytest.raises(SubmissionUnknownError):  # a rerun does not submit it either
-        JobEngine(NoAnswer(), tmp_path, **fast).run(circuits, None)
-    tag = next(r["tag"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+    answer = threading.Event()
+    try:
+        with pytest.raises(SubmissionUnknownError, match="--resolve"):
+            JobEngine(NoAnswer(answer), tmp_path, **fast).run(circuits, None)
+        with pytest.raises(SubmissionUnknownError):  # a rerun does not submit it either (it waits for the call)
+            JobEngine(NoAnswer(answer), tmp_path, **fast).run(circuits, None)
+        tag = next(r["tag"] for r in read_ledger(tmp_path / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+        assert main(["jobs", str(tmp_path), "--resolve", tag]) == 2  # this process's call may still create it
+    finally:
+        answer.set()
+    assert isinstance(late_submit(tag).future.exception(timeout=30), TransientError)  # it answered: 503
     assert main(["jobs", str(tmp_path), "--resolve", tag]) == 0  # checked: nothing was created
     healthy = ScriptedProvider(seed=12, transient=0, throttle=0, hang=0, failed=0, lost=0, slow=0)
     assert len(JobEngine(healthy, tmp_path, **fast).run(circuits, None)) == 5 and len(healthy.fate) == 1

@@ -1,15 +1,28 @@
-"""Settling a submission a crash cut off, against the spool service (a job service in its own
-process; its served.jsonl is the bill): the request in flight reaches the service only after the
-restart began. The restarted run waits ``submit_timeout`` after the intent before it concludes
-that nothing was created, finds the job by its tag, and pays for it once."""
+"""Settling a submission whose outcome is unknown, against the spool service (a job service in
+its own process; its served.jsonl is the bill). After a crash the request in flight reaches the
+service only after the restart began: the restarted run waits ``submit_timeout`` after the intent
+before it concludes that nothing was created, finds the job by its tag, and pays for it once. In
+one process, a rerun waits for the call an earlier run gave up on (or a Ctrl-C cut short), which
+may not have sent its request yet; the answer of a call no run waits for is logged with its job id."""
 
+import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
 import pytest
 from spoolservice import SpoolService
 
+from qpeft.cli import main
 from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs.base import SubmissionUnknownError
+from qpeft.jobs.calls import Late, late_submit
 from qpeft.jobs.ledger import read_ledger
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
@@ -18,6 +31,7 @@ RY = Circuit(1).add("RY", [0], Weight(0))
 THETAS = np.linspace(0.1, 3.0, 2)
 CIRCUITS = [BoundCircuit(RY, (float(t),)) for t in THETAS]
 EXPECTED = np.stack([np.cos(THETAS / 2) ** 2, np.sin(THETAS / 2) ** 2], axis=1)  # RY|0>, closed form
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 FAST = dict(poll_interval=0.01, max_poll_interval=0.05, progress=False)
 
 
@@ -86,3 +100,185 @@ def test_a_deadline_that_cuts_the_settling_wait_short_does_not_conclude_nothing_
         served = service.drain()
     assert len(served) == 1
     np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+
+
+class WaitsForItsTurn(SpoolProvider):
+    """Its submit call waits (for its turn at an SDK object the run's threads share, say) before
+    its request leaves this process: until ``turn`` is set, the service has no job with its tag."""
+
+    def __init__(self, spool, turn: threading.Event):
+        super().__init__(spool=spool)
+        self.turn = turn
+
+    def submit(self, circuits, shots, tag):
+        assert self.turn.wait(30)
+        return super().submit(circuits, shots, tag)
+
+
+def _give_up_on_the_submission(spool, run, turn) -> str:
+    """A run whose submit call gives no answer and is not found by its tag: it stops, the call
+    still in flight in this process. Returns the call's tag."""
+    first = JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=0.1, job_timeout=0.3, **FAST)
+    with pytest.raises(SubmissionUnknownError, match="gave no answer"):
+        first.run(CIRCUITS, None, scope="s")
+    return next(r["tag"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+
+
+def test_a_rerun_in_the_same_process_waits_for_the_call_it_gave_up_on_not_pays_again(tmp_path, caplog):
+    """Looking the tag up is not enough while this process's own call has not sent its request:
+    the rerun (after the first run's submit_timeout has long passed) would find nothing, conclude
+    that nothing was created and pay again when the old call is sent. It waits for that call."""
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    with SpoolService(spool) as service:
+        try:
+            _give_up_on_the_submission(spool, run, turn)
+            time.sleep(0.3)  # (well past the intent's submit_timeout)
+            threading.Timer(1.0, turn.set).start()  # the call is sent while the rerun is under way
+            rerun = JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=0.1, job_timeout=20, **FAST)
+            out = rerun.run(CIRCUITS, None, scope="s")
+        finally:
+            turn.set()
+        served = service.drain()
+    assert len(served) == 1  # the old call's job, used: nothing paid twice
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "unknown", "submitted", "done"]
+    assert "answered late" not in caplog.text  # (the rerun recorded it: nothing to do by hand)
+
+
+def test_the_late_answer_of_a_call_the_run_gave_up_on_is_logged_and_a_rerun_uses_it(tmp_path, caplog, capsys):
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    with SpoolService(spool) as service, caplog.at_level(logging.WARNING, logger="qpeft.jobs.engine"):
+        try:
+            tag = _give_up_on_the_submission(spool, run, turn)
+        finally:
+            turn.set()
+        job_id = late_submit(tag).future.result(timeout=30)
+        waited = time.monotonic()
+        while "answered late" not in caplog.text and time.monotonic() - waited < 10:
+            time.sleep(0.01)  # (logged by the call's thread after the answer is set)
+        assert f"--resolve {tag} --job-id {job_id}" in caplog.text and "answered late" in caplog.text
+        assert main(["jobs", str(run), "--resolve", tag]) == 2  # "created nothing": refused, this process knows better
+        assert f"--job-id {job_id}" in capsys.readouterr().err
+        out = JobEngine(SpoolProvider(spool=spool), run, **FAST).run(CIRCUITS, None, scope="s")
+        served = service.drain()
+    assert len(served) == 1 and late_submit(tag) is None  # (settled: forgotten)
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    records = read_ledger(run / "jobs" / "ledger.jsonl")
+    assert [r["event"] for r in records] == ["intent", "unknown", "submitted", "done"]
+    assert records[2]["job_id"] == job_id
+
+
+STUCK = """
+import sys, threading
+from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs.base import SubmissionUnknownError
+from qpeft.jobs.spool import SpoolProvider
+from qpeft.quantum.circuit import Circuit, Weight
+
+class Stuck(SpoolProvider):
+    def submit(self, circuits, shots, tag):
+        threading.Event().wait()  # an SDK request without a read timeout whose answer never comes
+
+circuit = BoundCircuit(Circuit(1).add("RY", [0], Weight(0)), (0.5,))
+engine = JobEngine(Stuck(spool=sys.argv[1]), sys.argv[2], submit_timeout=0.1, job_timeout=0.3, progress=False)
+try:
+    engine.run([circuit], None)
+except SubmissionUnknownError:
+    print("gave up")
+"""
+
+
+def test_a_stuck_submit_call_does_not_keep_the_process_from_exiting(tmp_path):
+    """The run gives up on a call that never answers and says so; the process then exits (the
+    call's thread does not hold it), leaving the submission `unknown` in the ledger."""
+    (tmp_path / "spool").mkdir()
+    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1"}
+    script = [sys.executable, "-c", STUCK, str(tmp_path / "spool"), str(tmp_path / "run")]
+    done = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "gave up", done.stderr
+    events = [r["event"] for r in read_ledger(tmp_path / "run" / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "unknown"]
+
+
+def test_a_call_a_ctrl_c_cut_short_is_waited_for_by_a_rerun_in_the_same_process(tmp_path, caplog):
+    """Ctrl-C while the submit call waits: the call goes on; the ledger has its intent only. A
+    rerun in this process (a notebook cell run again) waits for that call instead of finding
+    nothing by its tag and paying again when the old call is sent."""
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    with SpoolService(spool) as service:
+        try:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=5, **FAST).run(CIRCUITS, None, scope="s")
+            threading.Timer(1.0, turn.set).start()
+            rerun = JobEngine(WaitsForItsTurn(spool, turn), run, submit_timeout=0.1, job_timeout=20, **FAST)
+            out = rerun.run(CIRCUITS, None, scope="s")
+        finally:
+            turn.set()
+        served = service.drain()
+    assert len(served) == 1
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "submitted", "done"]
+    assert "answered late" not in caplog.text  # (the rerun recorded it: nothing to do by hand)
+
+
+class SearchFails(WaitsForItsTurn):
+    """Its job search fails while the run waits for the late answer."""
+
+    def find(self, tag):
+        raise RuntimeError("search unavailable")
+
+
+def test_a_late_answer_is_logged_when_the_wait_for_it_ends_in_an_error(tmp_path, caplog):
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    with SpoolService(spool), caplog.at_level(logging.WARNING, logger="qpeft.jobs.engine"):
+        try:
+            engine = JobEngine(SearchFails(spool, turn), run, submit_timeout=0.1, job_timeout=5, **FAST)
+            with pytest.raises(RuntimeError, match="search unavailable"):
+                engine.run(CIRCUITS, None, scope="s")
+        finally:
+            turn.set()
+        tag = next(r["tag"] for r in read_ledger(run / "jobs" / "ledger.jsonl") if r["event"] == "unknown")
+        job_id = late_submit(tag).future.result(timeout=30)
+        waited = time.monotonic()
+        while "answered late" not in caplog.text and time.monotonic() - waited < 10:
+            time.sleep(0.01)
+    assert f"--resolve {tag} --job-id {job_id}" in caplog.text
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "answered late" in r.getMessage()]
+
+
+def test_a_late_answer_is_told_once_in_every_order(caplog):
+    """The answer of a call no run waits for is logged once, whether it comes before or after the
+    run stops waiting, and however often it stops; not when a run waits for it again."""
+    caplog.set_level(logging.WARNING, logger="qpeft.jobs.engine")
+    come_first = Late("k.1", Future())
+    come_first.future.set_result("job-1")
+    assert not come_first.give_up()  # it has come: read it, nothing logged
+    assert _warnings(caplog) == []
+    come_first.abandon()
+    come_first.abandon()
+    assert len(_warnings(caplog)) == 1 and "job-1" in _warnings(caplog)[0]
+
+    later = Late("k.2", Future())
+    assert later.give_up()
+    later.abandon()  # (an error on its way after the give-up: stays given up)
+    later.future.set_result("job-2")
+    assert len(_warnings(caplog)) == 2 and "--resolve k.2 --job-id job-2" in _warnings(caplog)[1]
+
+    waited_again = Late("k.3", Future())
+    assert waited_again.give_up()
+    waited_again.wait_again()  # a rerun waits for it and records it
+    waited_again.future.set_result("job-3")
+    assert len(_warnings(caplog)) == 2
+    for late in (come_first, later, waited_again):
+        late.settle()
+        assert late_submit(late.tag) is None
+    older, newer = Late("k.4", Future()), Late("k.4", Future())  # (a call made again for the same tag)
+    older.settle()
+    assert late_submit("k.4") is newer  # settling a call forgets that call only
+    newer.settle()

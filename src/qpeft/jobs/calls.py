@@ -8,9 +8,10 @@ business."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
@@ -41,6 +42,102 @@ class NoAnswer(Exception):
         self.future = future
 
 
+class Late:
+    """A remote submit call of ``tag`` in this process, from its start until a run has its answer
+    (:meth:`settle`): its ``future``. While no run waits for it (it gave no answer within
+    ``submit_timeout`` and the run gave up, or an interrupt cut the wait short), its answer is
+    logged when it comes, with the command that records it; a later run of this process that finds
+    the tag unsettled waits for the same call (:func:`late_submit`) instead of looking it up."""
+
+    def __init__(self, tag: str, future: Future):
+        self.tag, self.future = tag, future
+        self._waited_for, self._told = True, False
+        self._lock = threading.Lock()
+        with _late_lock:
+            _late[tag] = self
+        future.add_done_callback(self._answered)
+
+    def settle(self) -> None:
+        """A run has its answer (or found its job): forgotten."""
+        with _late_lock:
+            if _late.get(self.tag) is self:
+                del _late[self.tag]
+
+    def wait_again(self) -> None:
+        """A run waits for the answer (again) and records it."""
+        with self._lock:
+            self._waited_for = True
+
+    def give_up(self) -> bool:
+        """Stop waiting unless the answer has come: False if it has (read it instead)."""
+        with self._lock:
+            if self.future.done():
+                return False
+            self._waited_for = False
+            return True
+
+    def abandon(self) -> None:
+        """Stop waiting, whatever the answer (an error is on its way): it is logged, now if it has come."""
+        with self._lock:
+            self._waited_for = False
+        if self.future.done():
+            self._tell()
+
+    def _answered(self, future: Future) -> None:
+        with self._lock:
+            if self._waited_for:
+                return  # (a run is waiting for it and records it)
+        self._tell()
+
+    def _tell(self) -> None:
+        with self._lock:
+            if self._told:
+                return
+            self._told = True
+        if self.future.exception() is not None:
+            logger.warning("the submission of tag %s, which the run gave up on, answered late with an error", self.tag)
+            return
+        job_id = self.future.result()
+        logger.warning(
+            "the submission of tag %s, which the run gave up on, answered late: it created job %s. A rerun in this "
+            "process re-attaches to it; in another process, first run `qpeft jobs RUN_DIR --resolve %s --job-id %s`",
+            self.tag,
+            job_id,
+            self.tag,
+            job_id,
+        )
+
+
+_late_lock = threading.Lock()
+_late: dict[str, Late] = {}  # tag -> its submit call in this process, until a run has its answer
+
+
+def late_submit(tag: str) -> Late | None:
+    """The submit call of ``tag`` in this process whose answer no run has yet: a later run waits for
+    it rather than look the job up by its tag (the call may not have reached the provider yet,
+    e.g. while it waits for its turn); None if none."""
+    with _late_lock:
+        return _late.get(tag)
+
+
+def in_background(call: Callable, *args) -> Future:
+    """``call(*args)`` in a thread of its own, its outcome in the returned future. A daemon thread:
+    an SDK call stuck without a read timeout does not keep the process from exiting once the run
+    has given up on it (its ``unknown`` record is settled by the next run, as after a crash), nor
+    take a pool's worker from the calls after it."""
+    future: Future = Future()
+
+    def work():
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(call(*args))
+            except BaseException as err:
+                future.set_exception(err)
+
+    threading.Thread(target=work, name="qpeft-submit", daemon=True).start()
+    return future
+
+
 class MayHaveCreated(Exception):
     """A submit that failed with a transient error that does not say whether the service created
     the job (a timeout, a dropped connection: :meth:`Provider.created_nothing` is False): its
@@ -67,7 +164,6 @@ class ProviderCalls:
     def __init__(self, provider: Provider, options: EngineOptions):
         self.provider = provider
         self.options = options
-        self._pool = ThreadPoolExecutor(max_workers=2 * options.max_parallel, thread_name_prefix="qpeft-sdk")
 
     def submit(self, circuits: list[BoundCircuit], shots, tag: str, deadline: Deadline) -> str:
         """The new job's id; transient rejections that certainly created nothing retried with
@@ -78,11 +174,20 @@ class ProviderCalls:
         def call():
             if not self.provider.remote:  # in-process: nothing to time out
                 return self.provider.submit(circuits, shots, tag)
-            future = self._pool.submit(self.provider.submit, circuits, shots, tag)
+            future = in_background(self.provider.submit, circuits, shots, tag)
+            late = Late(tag, future)
             try:  # (not cut short by the deadline: a call abandoned in flight leaves a job of unknown fate)
-                return future.result(timeout=opts.submit_timeout)
+                job_id = future.result(timeout=opts.submit_timeout)
             except FutureTimeout:
                 raise NoAnswer(future) from None
+            except BaseException as err:
+                if future.done() and future.exception() is err:  # it answered with an error
+                    late.settle()
+                else:  # the wait was interrupted (Ctrl-C): the call goes on
+                    late.abandon()
+                raise
+            late.settle()
+            return job_id
 
         provider = self.provider
         try:

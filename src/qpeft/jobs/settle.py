@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qpeft.jobs.base import JobLostError, Provider, State
-from qpeft.jobs.calls import ProviderCalls
+from qpeft.jobs.calls import ProviderCalls, late_submit
 from qpeft.jobs.ledger import (
     ANOTHER_ACCOUNT,
     BY_HAND,
@@ -126,11 +126,27 @@ def resolve(run_dir: str | Path, tag: str, job_id: str | None) -> dict:
 
     Raises:
         FileNotFoundError: the run directory has no ledger.
-        ValueError: ``tag`` is not an unsettled submission.
+        ValueError: ``tag`` is not an unsettled submission, or this process made it and its call
+            is still in flight or answered with another job id (a rerun here uses its answer).
         RunInUseError: a run has the run directory open.
     """
+    late = late_submit(tag)
+    if late is not None and not late.future.done():
+        raise ValueError(
+            f"--resolve {tag}: this process made that submission and its call is still in flight (it may yet create "
+            "the job); rerun in this process, which waits for the call's answer, instead of resolving it by hand"
+        )
+    if late is not None and late.future.exception() is None and late.future.result() != job_id:
+        created = late.future.result()
+        raise ValueError(
+            f"--resolve {tag}: this process made that submission and its call answered that it created job {created}; "
+            f"rerun (it re-attaches to the job), or use --job-id {created}"
+        )
     with _held(run_dir) as ledger:
-        return ledger.resolve(tag, job_id)
+        resolved = ledger.resolve(tag, job_id)
+    if late is not None:
+        late.settle()
+    return resolved
 
 
 def record_lost(run_dir: str | Path, job_ids: Iterable[str]) -> list[dict]:

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 
 from qpeft.jobs.base import BoundCircuit, Provider, SubmissionUnknownError
 from qpeft.jobs.budget import Budget, Spend, job_spend
-from qpeft.jobs.calls import MayHaveCreated, NoAnswer, ProviderCalls, ProviderError
+from qpeft.jobs.calls import Late, MayHaveCreated, NoAnswer, ProviderCalls, ProviderError, late_submit
 from qpeft.jobs.ledger import Ledger
 from qpeft.jobs.options import Deadline, EngineOptions
 
@@ -98,34 +98,50 @@ class Submitter:
             err.add_note(message)
             raise
 
-    def _await(self, future: Future, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend):
+    def _await(
+        self, future: Future, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend, unknown=None
+    ):
         """A submit that gave no answer in time, in this process: wait for its late answer or find
-        the job by its tag; never submit it again blindly. None: the late answer was a rejection."""
-        unknown = self.record("unknown", key, None, attempt, circuits, shots, tag)
+        the job by its tag; never submit it again blindly. None: the late answer was a rejection.
+        ``unknown``: its ledger record, if an earlier run of this process wrote it."""
+        late = late_submit(tag)
+        if late is not None:
+            late.wait_again()
         opts = self.options
         give_up = min(time.time() + opts.job_timeout, deadline.at)
         wait_s = opts.poll_interval
-        while time.time() < give_up:
-            if future.done():
-                err = future.exception()
-                if err is None:
-                    job_id = future.result()
+        try:
+            if unknown is None:
+                unknown = self.record("unknown", key, None, attempt, circuits, shots, tag)
+            while True:
+                if future.done():
+                    _forget(late)
+                    err = future.exception()
+                    if err is None:
+                        job_id = future.result()
+                        break
+                    if self.provider.is_transient(err) and not self.provider.created_nothing(err):
+                        return self.recover(unknown, circuits, shots, deadline)  # (the late answer does not say either)
+                    message = self.provider.redact(str(err))
+                    self.budget.release(reserved)
+                    self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
+                    if self.provider.is_transient(err):
+                        return None
+                    raise self.calls.clean(err)
+                if time.time() >= give_up:
+                    if late is None or late.give_up():
+                        raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer"))
+                    continue  # (it answered just now)
+                job_id = self.calls.find(tag, deadline) if self.provider.can_find else None
+                if job_id is not None:
+                    _forget(late)
                     break
-                if self.provider.is_transient(err) and not self.provider.created_nothing(err):
-                    return self.recover(unknown, circuits, shots, deadline)  # (the late answer does not say either)
-                message = self.provider.redact(str(err))
-                self.budget.release(reserved)
-                self.record("rejected", key, None, attempt, circuits, shots, tag, message=message)
-                if self.provider.is_transient(err):
-                    return None
-                raise self.calls.clean(err)
-            job_id = self.calls.find(tag, deadline) if self.provider.can_find else None
-            if job_id is not None:
-                break
-            time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
-            wait_s = min(2 * wait_s, opts.max_poll_interval)
-        else:
-            raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer"))
+                time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
+                wait_s = min(2 * wait_s, opts.max_poll_interval)
+        except BaseException:
+            if late is not None and late_submit(tag) is late:
+                late.abandon()  # (its answer is logged; a later run of this process waits for it)
+            raise
         self._submitted(key, job_id, attempt, circuits, shots, tag)
         return job_id
 
@@ -137,6 +153,13 @@ class Submitter:
         submits the next attempt). Raises :class:`SubmissionUnknownError` where the provider
         cannot look jobs up by tag."""
         key, tag, attempt = live["key"], live["tag"], live["attempt"]
+        late = late_submit(tag)
+        if late is not None:  # its call is still in flight in this process (or has answered): not looked up
+            logger.info(
+                "job key %s: the submission of tag %s was made by this process; waiting for its answer", key, tag
+            )
+            spend = job_spend(self.provider.name, len(circuits), shots, self.provider.backend)
+            return self._await(late.future, key, tag, attempt, circuits, shots, deadline, spend, unknown=live)
         if not self.provider.can_find:
             why = "was cut off by a crash" if live["event"] == "intent" else "gave no answer"
             if live.get("message"):
@@ -175,3 +198,8 @@ class Submitter:
             f"console (submitted at the time of that ledger record), then run `qpeft jobs RUN_DIR --resolve {tag} "
             f"--job-id ID` if it exists, or `qpeft jobs RUN_DIR --resolve {tag}` if it does not, and rerun"
         )
+
+
+def _forget(late: Late | None) -> None:
+    if late is not None:
+        late.settle()
