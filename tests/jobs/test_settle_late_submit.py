@@ -362,6 +362,31 @@ def test_another_process_can_neither_settle_nor_rerun_a_submission_whose_call_is
     assert "in use" not in after.stderr and "no unresolved submission" in after.stderr, after.stderr  # (unlocked)
 
 
+class SeesItsRegistration(SpoolProvider):
+    """Notes, as its request leaves, whether this process has the call registered (a rerun of this
+    process would wait for it)."""
+
+    def __init__(self, spool, run: Path):
+        super().__init__(spool=spool)
+        self.run, self.registered = run, []
+
+    def submit(self, circuits, shots, tag):
+        self.registered.append(_late(self.run, tag) is not None)
+        return super().submit(circuits, shots, tag)
+
+
+def test_a_call_is_registered_before_its_request_leaves(tmp_path):
+    """Registered in the call's own thread, before the request: a Ctrl-C in the caller, however
+    early, cannot leave a call in flight that a rerun of this process would not wait for."""
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    with SpoolService(spool) as service:
+        provider = SeesItsRegistration(spool, run)
+        for n in range(5):  # (a race would show in some of them)
+            JobEngine(provider, run, **FAST).run(CIRCUITS, None, scope=f"s{n}")
+        assert len(service.drain()) == 5
+    assert provider.registered == [True] * 5
+
+
 def test_two_run_directories_with_the_same_tags_keep_their_own_calls(tmp_path):
     """Two runs of one process on different run directories (here on different services) with
     the same circuits share tags: the second one's call must not replace (or settle) the first

@@ -128,16 +128,20 @@ def late_submit(scope: str, tag: str) -> Late | None:
         return _late.get((scope, tag))
 
 
-def in_background(call: Callable, *args) -> Future:
+def in_background(call: Callable, *args, first: Callable[[Future], None] | None = None) -> Future:
     """``call(*args)`` in a thread of its own, its outcome in the returned future. A daemon thread:
     an SDK call stuck without a read timeout does not keep the process from exiting once the run
     has given up on it (its ``unknown`` record is settled by the next run, as after a crash), nor
-    take a pool's worker from the calls after it."""
+    take a pool's worker from the calls after it. ``first(future)`` runs in that thread before the
+    call: no KeyboardInterrupt lands outside the main thread, so what it sets up is in place before
+    the call is made, however early a Ctrl-C cuts the caller short."""
     future: Future = Future()
 
     def work():
         if future.set_running_or_notify_cancel():
             try:
+                if first is not None:
+                    first(future)
                 future.set_result(call(*args))
             except BaseException as err:
                 future.set_exception(err)
@@ -183,19 +187,28 @@ class ProviderCalls:
         def call():
             if not self.provider.remote:  # in-process: nothing to time out
                 return self.provider.submit(circuits, shots, tag)
-            future = in_background(self.provider.submit, circuits, shots, tag)
-            late = Late(self.scope, tag, future)
+            ready, made = threading.Event(), []
+
+            def register(future: Future) -> None:  # (registered and pinned before its request can leave)
+                try:
+                    made.append(Late(self.scope, tag, future))
+                finally:
+                    ready.set()
+
+            future = in_background(self.provider.submit, circuits, shots, tag, first=register)
             try:  # (not cut short by the deadline: a call abandoned in flight leaves a job of unknown fate)
                 job_id = future.result(timeout=opts.submit_timeout)
             except FutureTimeout:
+                ready.wait()  # (a later run finds it registered)
                 raise NoAnswer(future) from None
             except BaseException as err:
-                if future.done() and future.exception() is err:  # it answered with an error
-                    late.settle()
-                else:  # the wait was interrupted (Ctrl-C): the call goes on
-                    late.abandon()
+                ready.wait()
+                if made and future.done() and future.exception() is err:  # it answered with an error
+                    made[0].settle()
+                elif made:  # the wait was interrupted (Ctrl-C): the call goes on
+                    made[0].abandon()
                 raise
-            late.settle()
+            made[0].settle()
             return job_id
 
         provider = self.provider
