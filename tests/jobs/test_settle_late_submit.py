@@ -22,7 +22,7 @@ import pytest
 from spoolservice import ENV, SpoolService
 
 from qpeft.cli import main
-from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs import BoundCircuit, JobEngine, TransientError
 from qpeft.jobs.base import SubmissionUnknownError
 from qpeft.jobs.calls import Late, late_submit
 from qpeft.jobs.ledger import read_ledger
@@ -216,7 +216,7 @@ def test_the_late_answer_of_a_call_the_run_gave_up_on_is_logged_and_a_rerun_uses
 
 STUCK = """
 import sys, threading
-from qpeft.jobs import BoundCircuit, JobEngine
+from qpeft.jobs import BoundCircuit, JobEngine, TransientError
 from qpeft.jobs.base import SubmissionUnknownError
 from qpeft.jobs.spool import SpoolProvider
 from qpeft.quantum.circuit import Circuit, Weight
@@ -360,6 +360,46 @@ def test_another_process_can_neither_settle_nor_rerun_a_submission_whose_call_is
     assert events == ["intent", "unknown", "submitted", "done"]
     after = subprocess.run([*resolve, tag], env=ENV, capture_output=True, text=True, timeout=120)
     assert "in use" not in after.stderr and "no unresolved submission" in after.stderr, after.stderr  # (unlocked)
+
+
+class SentThenDropped(WaitsForItsTurn):
+    """Its request reaches the service (the job exists), then the connection drops before the
+    answer: a transient error that does not say whether a job was created. Its search shows the
+    job only once the call has ended."""
+
+    def __init__(self, spool, turn: threading.Event):
+        super().__init__(spool, turn)
+        self.ended = threading.Event()
+
+    def submit(self, circuits, shots, tag):
+        super().submit(circuits, shots, tag)
+        self.ended.set()
+        raise TransientError("connection reset by peer")
+
+    def created_nothing(self, error):
+        return False
+
+    def find(self, tag):
+        return super().find(tag) if self.ended.is_set() else None
+
+
+def test_a_late_answer_that_does_not_say_whether_it_created_the_job_is_looked_up_not_paid_again(tmp_path):
+    """The call gives no answer within submit_timeout; while the run waits for it, it ends with a
+    dropped connection after its request reached the service: the job is looked up by its tag and
+    used, not submitted again."""
+    spool, run, turn = tmp_path / "spool", tmp_path / "run", threading.Event()
+    with SpoolService(spool) as service:
+        try:
+            threading.Timer(1.0, turn.set).start()
+            engine = JobEngine(SentThenDropped(spool, turn), run, submit_timeout=0.1, job_timeout=20, **FAST)
+            out = engine.run(CIRCUITS, None, scope="s")
+        finally:
+            turn.set()
+        served = service.drain()
+    assert len(served) == 1
+    np.testing.assert_allclose(np.stack(out), EXPECTED, atol=1e-6)
+    events = [r["event"] for r in read_ledger(run / "jobs" / "ledger.jsonl")]
+    assert events == ["intent", "unknown", "submitted", "done"]
 
 
 class SeesItsRegistration(SpoolProvider):
