@@ -37,10 +37,11 @@ class ProviderError(RuntimeError):
 
 
 class NoAnswer(Exception):
-    """A submit that gave no answer within ``submit_timeout``: its outcome is unknown."""
+    """A submit that gave no answer within ``submit_timeout``: its outcome is unknown. ``late``:
+    its call, still in flight."""
 
-    def __init__(self, future: Future):
-        self.future = future
+    def __init__(self, late: Late):
+        self.late = late
 
 
 class Late:
@@ -199,8 +200,10 @@ class ProviderCalls:
             try:  # (not cut short by the deadline: a call abandoned in flight leaves a job of unknown fate)
                 job_id = future.result(timeout=opts.submit_timeout)
             except FutureTimeout:
-                ready.wait()  # (a later run finds it registered)
-                raise NoAnswer(future) from None
+                ready.wait()
+                if not made:  # its registration failed, so the call was not made: raises why
+                    future.result()
+                raise NoAnswer(made[0]) from None
             except BaseException as err:
                 ready.wait()
                 if made and future.done() and future.exception() is err:  # it answered with an error

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 
 from qpeft.jobs.base import BoundCircuit, Provider, SubmissionUnknownError
 from qpeft.jobs.budget import Budget, Spend, job_spend
@@ -67,7 +66,7 @@ class Submitter:
         try:
             job_id = self.calls.submit(circuits, shots, tag, deadline)
         except NoAnswer as no_answer:
-            return self._await(no_answer.future, key, tag, attempt, circuits, shots, deadline, reserved)
+            return self._await(no_answer.late, key, tag, attempt, circuits, shots, deadline, reserved)
         except MayHaveCreated as unsure:  # the job may exist: settled by its tag, never submitted again blindly
             unknown = self.record("unknown", key, None, attempt, circuits, shots, tag, message=str(unsure.error))
             return self.recover(unknown, circuits, shots, deadline)
@@ -98,16 +97,12 @@ class Submitter:
             err.add_note(message)
             raise
 
-    def _await(
-        self, future: Future, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend, unknown=None
-    ):
-        """A submit that gave no answer in time, in this process: wait for its late answer or find
-        the job by its tag; never submit it again blindly. None: the late answer was a rejection.
-        ``unknown``: its ledger record, if an earlier run of this process wrote it."""
-        late = late_submit(self.calls.scope, tag)
-        if late is not None:
-            late.wait_again()
-        opts = self.options
+    def _await(self, late: Late, key, tag, attempt, circuits, shots, deadline: Deadline, reserved: Spend, unknown=None):
+        """A submit call of this process that gave no answer in time (``late``): wait for its late
+        answer or find the job by its tag; never submit it again blindly. None: the late answer was
+        a rejection. ``unknown``: its ledger record, if an earlier run of this process wrote it."""
+        late.wait_again()
+        future, opts = late.future, self.options
         give_up = min(time.time() + opts.job_timeout, deadline.at)
         wait_s = opts.poll_interval
         try:
@@ -115,7 +110,7 @@ class Submitter:
                 unknown = self.record("unknown", key, None, attempt, circuits, shots, tag)
             while True:
                 if future.done():
-                    _forget(late)
+                    late.settle()
                     err = future.exception()
                     if err is None:
                         job_id = future.result()
@@ -129,17 +124,17 @@ class Submitter:
                         return None
                     raise self.calls.clean(err)
                 if time.time() >= give_up:
-                    if late is None or late.give_up():
-                        raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer", late is not None))
+                    if late.give_up():
+                        raise SubmissionUnknownError(self._unresolved(key, tag, "gave no answer", in_flight=True))
                     continue  # (it answered just now)
                 job_id = self.calls.find(tag, deadline) if self.provider.can_find else None
                 if job_id is not None:
-                    _forget(late)
+                    late.settle()
                     break
                 time.sleep(min(wait_s, max(give_up - time.time(), 0.0)))
                 wait_s = min(2 * wait_s, opts.max_poll_interval)
         except BaseException:
-            if late is not None and late_submit(self.calls.scope, tag) is late:
+            if late_submit(self.calls.scope, tag) is late:  # (not settled)
                 late.abandon()  # (its answer is logged; a later run of this process waits for it)
             raise
         self._submitted(key, job_id, attempt, circuits, shots, tag)
@@ -159,7 +154,7 @@ class Submitter:
                 "job key %s: the submission of tag %s was made by this process; waiting for its answer", key, tag
             )
             spend = job_spend(self.provider.name, len(circuits), shots, self.provider.backend)
-            return self._await(late.future, key, tag, attempt, circuits, shots, deadline, spend, unknown=live)
+            return self._await(late, key, tag, attempt, circuits, shots, deadline, spend, unknown=live)
         if not self.provider.can_find:
             why = "was cut off by a crash" if live["event"] == "intent" else "gave no answer"
             if live.get("message"):
@@ -207,8 +202,3 @@ class Submitter:
             f"console (submitted at the time of that ledger record), then run `qpeft jobs RUN_DIR --resolve {tag} "
             f"--job-id ID` if it exists, or `qpeft jobs RUN_DIR --resolve {tag}` if it does not, and rerun"
         )
-
-
-def _forget(late: Late | None) -> None:
-    if late is not None:
-        late.settle()
